@@ -1,0 +1,186 @@
+"""The public entry points: ``quantize(model, config, calib_loop)``, ``save(model, dir)``, ``load(dir)``.
+
+A checkpoint is a folder: ``model.safetensors`` (packed integer weights and scales), ``config.json``
+(the diffusers model config) and ``quantization_config.json`` (the :class:`QuantConfig`). Loading
+rebuilds the model from its config, swaps in empty quantized layers, and loads the tensors strictly.
+Pickled checkpoints are refused: they can run code when opened.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from effigy.core.quant import MinMaxObserver
+from effigy.errors import CheckpointError, QuantizationError
+from effigy.models.pretrained import diffusers_model_class, require_safetensors
+from effigy.nn import QuantConfig, QuantLinear, find_targets, replace_modules
+
+WEIGHTS_NAME = "model.safetensors"
+MODEL_CONFIG_NAME = "config.json"
+QUANT_CONFIG_NAME = "quantization_config.json"
+CONFIG_ATTR = "effigy_quant_config"
+
+
+def quantize(
+    model: nn.Module, config: QuantConfig, calib_loop: Callable[[nn.Module], None] | None = None
+) -> nn.Module:
+    """Replace the matching linear layers of ``model`` in place by :class:`QuantLinear` and return it.
+
+    ``calib_loop(model)`` runs representative inputs through the float model; it is needed when
+    activations use static scales, and ignored otherwise.
+    """
+    if getattr(model, CONFIG_ATTR, None) is not None:
+        raise QuantizationError("this model is already quantized; start again from the float model.")
+    targets = find_targets(model, config.include, config.ignore)
+    act_qparams = _calibrate(model, targets, config, calib_loop)
+    replace_modules(
+        model,
+        targets,
+        lambda name, linear: QuantLinear.from_linear(
+            linear, config.weight, config.activation, act_qparams.get(name), backend=config.backend
+        ),
+    )
+    setattr(model, CONFIG_ATTR, config)
+    return model
+
+
+def _calibrate(model, targets, config, calib_loop) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Observe each target's input over ``calib_loop`` to fix static activation scales."""
+    if config.activation is None or config.activation.dynamic:
+        return {}
+    if calib_loop is None:
+        raise QuantizationError(
+            f"recipe {config.name!r} uses static activation scales: pass calib_loop=lambda m: ... that runs "
+            "a few representative inputs through the model."
+        )
+    observers = {name: MinMaxObserver(config.activation) for name in targets}
+    handles = [
+        module.register_forward_pre_hook(lambda _m, args, obs=observers[name]: obs.update(args[0]))
+        for name, module in targets.items()
+    ]
+    try:
+        with torch.no_grad():
+            calib_loop(model)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: obs.qparams() for name, obs in observers.items()}
+
+
+def set_backend(model: nn.Module, backend: str) -> nn.Module:
+    """Switch every :class:`QuantLinear` in ``model`` to another matmul path."""
+    for module in model.modules():
+        if isinstance(module, QuantLinear):
+            module.backend = backend
+    return model
+
+
+def weight_nbytes(model: nn.Module, only_quantized_targets: bool = False) -> int:
+    """Bytes of parameters and quantized-layer buffers the model holds (packed integers counted as packed)."""
+    total = 0
+    for module in model.modules():
+        if isinstance(module, QuantLinear):
+            total += module.weight_nbytes()
+        elif not only_quantized_targets:
+            total += sum(p.numel() * p.element_size() for p in module.parameters(recurse=False))
+    return total
+
+
+def save(model: nn.Module, directory: str | Path) -> Path:
+    """Write ``model`` (float or quantized) as safetensors + JSON into ``directory``."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if not hasattr(model, "save_config"):
+        raise CheckpointError(
+            f"save() needs a diffusers model (with save_config); got {type(model).__name__}."
+        )
+    model.save_config(directory)
+    config = getattr(model, CONFIG_ATTR, None)
+    quant_file = directory / QUANT_CONFIG_NAME
+    if config is not None:
+        quant_file.write_text(json.dumps(config.to_dict(), indent=2))
+    elif quant_file.exists():
+        quant_file.unlink()
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "effigy"})
+    return directory
+
+
+def load(directory: str | Path) -> nn.Module:
+    """Rebuild a model saved by :func:`save`: float or quantized, exactly as it was saved."""
+    directory = Path(directory)
+    weights = _checked_weights_file(directory)
+    model = _model_from_config(directory)
+    quant_file = directory / QUANT_CONFIG_NAME
+    if quant_file.exists():
+        config = QuantConfig.from_dict(_read_json(quant_file))
+        targets = find_targets(model, config.include, config.ignore)
+        replace_modules(
+            model,
+            targets,
+            lambda _n, lin: QuantLinear(
+                lin.in_features, lin.out_features, config.weight, config.activation, lin.bias is not None, config.backend
+            ),
+        )
+        setattr(model, CONFIG_ATTR, config)
+    _load_state(model, read_safetensors(weights))
+    return model.eval()
+
+
+def _checked_weights_file(directory: Path) -> Path:
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint folder {directory} does not exist; pass the folder written by effigy save.")
+    weights = require_safetensors(directory, WEIGHTS_NAME)[0]
+    return weights
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file, turning a corrupt or truncated file into a :class:`CheckpointError`."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types and OSError for broken files
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({exc}); the file is corrupt or truncated: "
+            "save or download it again."
+        ) from None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); the checkpoint is damaged.") from None
+
+
+def _model_from_config(directory: Path) -> nn.Module:
+    config_file = directory / MODEL_CONFIG_NAME
+    if not config_file.exists():
+        raise CheckpointError(f"{directory} has no {MODEL_CONFIG_NAME} describing the model architecture.")
+    config = _read_json(config_file)
+    cls = diffusers_model_class(config.get("_class_name", ""))
+    return cls.from_config(config)
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+            if keys:
+                parts.append(f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}")
+        raise CheckpointError(
+            "the weights do not match the model described by the checkpoint's configs (" + "; ".join(parts) + "). "
+            "Was the file saved from a different model or recipe?"
+        )
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})

@@ -1,0 +1,202 @@
+"""The ``effigy`` command line: a thin layer over the library (all work happens in effigy.*)."""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from effigy.errors import EffigyError
+
+app = typer.Typer(help="effigy: compress generative models, evaluate them cheaply, detect what they produce.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+zoo_app = typer.Typer(help="Shipped models and the commands that trained them.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that write JSON + Markdown under benchmarks/results/.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+app.add_typer(bench_app, name="bench")
+console = Console(stderr=True)
+
+
+@contextmanager
+def rich_progress(enabled: bool = True) -> Iterator:
+    """A Progress reporter (see effigy.evaluate.measure) drawing one bar per stage."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=not enabled, transient=False) as bars:
+
+        def start(description: str, total: int):
+            task = bars.add_task(description, total=total)
+            return lambda: bars.advance(task)
+
+        yield start
+
+
+def _command_line() -> str:
+    return "effigy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _print_rows(rows: list[dict], columns: list[tuple[str, str]], title: str) -> None:
+    from effigy.evaluate.report import format_value
+
+    table = Table(title=title)
+    for _, header in columns:
+        table.add_column(header, justify="right" if header != "variant" else "left")
+    for row in rows:
+        table.add_row(*(format_value(row.get(key)) for key, _ in columns))
+    Console().print(table)
+
+
+def _run_quant_bench(settings, out: Path, stem: str, as_json: bool) -> dict:
+    from effigy.evaluate.quant_bench import run_quant_bench
+    from effigy.evaluate.quant_report import COLUMNS, write_quant_report
+
+    with rich_progress(not as_json) as progress:
+        result = run_quant_bench(settings, progress)
+    paths = write_quant_report(result, out, stem, _command_line())
+    if as_json:
+        typer.echo(json.dumps({"rows": result["rows"], "files": {k: str(v) for k, v in paths.items()}}, indent=2))
+    else:
+        _print_rows(result["rows"], COLUMNS, f"{result['model']}: FP vs quantized (seed {settings.seed})")
+        for kind, path in paths.items():
+            console.print(f"wrote {kind}: {path}")
+    return paths
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), help="Folder for grid.png, report.md and results.json."),
+    samples_per_class: int = typer.Option(20, min=2, help="Samples per digit class for the quality metrics."),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable results instead of a table."),
+) -> None:
+    """FP vs W8A8-quantized shipped digits DiT: image grid, quality, bytes, memory and latency."""
+    from effigy.evaluate.quant_bench import QuantBenchSettings
+
+    settings = QuantBenchSettings(samples_per_class=samples_per_class, seed=seed)
+    paths = _run_quant_bench(settings, out, "report", as_json)
+    paths["grid"].replace(out / "grid.png")
+    (out / "report.json").replace(out / "results.json")
+    if not as_json:
+        console.print(f"grid: {out / 'grid.png'}  report: {out / 'report.md'}")
+
+
+@bench_app.command("quant")
+def bench_quant(
+    samples_per_class: int = typer.Option(50, min=2),
+    steps: int = typer.Option(20, min=1, max=200),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("benchmarks/results")),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """FP, naive W8A8 and ViDiT-Q W8A8 (+ its fbgemm integer-kernel run) on the shipped digits DiT."""
+    from effigy.evaluate.quant_bench import QuantBenchSettings
+
+    settings = QuantBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed)
+    _run_quant_bench(settings, out, "quant_dit_digits", as_json)
+
+
+@bench_app.command("kernels")
+def bench_kernels(
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("benchmarks/results")),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """fp32 vs torch._int_mm vs fbgemm int8 GEMM on the digits DiT's layer shapes (exactness checked)."""
+    from effigy.evaluate.kernel_bench import KERNEL_COLUMNS, run_kernel_bench
+    from effigy.evaluate.report import markdown_table, write_results
+
+    result = run_kernel_bench(seed=seed)
+    result["command"] = _command_line()
+    m = result["machine"]
+    markdown = (f"# Integer matmul paths on this CPU\n\nCommand: `{result['command']}`  \nMachine: {m['cpu']}, "
+                f"{m['torch_threads']} torch threads, torch {m['torch']}, VNNI: {m['vnni']}.\n\n"
+                + markdown_table(result["rows"], KERNEL_COLUMNS))
+    paths = write_results(result, markdown, out, "kernels")
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        _print_rows(result["rows"], KERNEL_COLUMNS, "integer matmul paths")
+        console.print(f"wrote {paths[0]} and {paths[1]}")
+
+
+@app.command("quantize")
+def quantize_cmd(
+    recipe: str = typer.Option(..., help="Recipe name, e.g. vidit-q-w8a8 or naive-w8a8."),
+    out: Path = typer.Option(..., help="Folder to write model.safetensors + JSON configs into."),
+    model: str = typer.Option("dit-digits", help="A zoo model name or a local diffusers model folder."),
+    backend: Optional[str] = typer.Option(None, help="Matmul path: reference | int | fbgemm."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Quantize a model with a recipe and save it as safetensors + JSON."""
+    from dataclasses import replace
+
+    from effigy.api import quantize, save, weight_nbytes
+    from effigy.evaluate.calibration import calibration_loop_for, load_model_for_quantization
+    from effigy.recipes import get_recipe
+
+    config = get_recipe(recipe)
+    if backend is not None:
+        config = replace(config, backend=backend)
+    float_model = load_model_for_quantization(model)
+    fp_bytes = weight_nbytes(float_model)
+    quantized = quantize(float_model, config, calibration_loop_for(model, config))
+    save(quantized, out)
+    summary = {"model": model, "recipe": config.name, "out": str(out), "fp32_weight_bytes": fp_bytes,
+               "quantized_weight_bytes": weight_nbytes(quantized)}
+    summary["ratio"] = summary["quantized_weight_bytes"] / fp_bytes
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        console.print(f"{model} -> {config.name}: {fp_bytes:,} -> {summary['quantized_weight_bytes']:,} weight bytes "
+                      f"({summary['ratio']:.3f}x); saved to {out}")
+
+
+@zoo_app.command("list")
+def zoo_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Shipped models, their weight files and sha256."""
+    from effigy.models.zoo import ZOO, read_manifest
+
+    manifest = read_manifest()
+    rows = [{"name": n, "description": e.description, "sha256": manifest.get(n, {}).get("sha256", "not trained")[:16]}
+            for n, e in ZOO.items()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        _print_rows(rows, [("name", "name"), ("sha256", "sha256 (prefix)"), ("description", "description")], "effigy zoo")
+
+
+@zoo_app.command("train")
+def zoo_train(
+    name: str = typer.Argument(..., help="Zoo model to train, e.g. dit-digits."),
+    out: Optional[Path] = typer.Option(None, help="Weights folder (default: the package's shipped weights)."),
+    steps: Optional[int] = typer.Option(None, help="Override the number of training steps (for quick checks)."),
+) -> None:
+    """Re-run the seeded training command that produced a shipped model."""
+    from effigy.models.zoo import WEIGHTS_DIR, train_zoo_model
+
+    overrides = {} if steps is None else {"train_steps": steps}
+    from effigy.models.zoo import zoo_entry
+
+    total = steps or zoo_entry(name).config_cls().train_steps
+    with rich_progress() as progress:
+        advance = progress(f"training {name}", total)
+        path = train_zoo_model(name, out or WEIGHTS_DIR, progress=lambda _s, _l: advance(), **overrides)
+    console.print(f"wrote {path}")
+
+
+def main() -> None:
+    try:
+        app()
+    except EffigyError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

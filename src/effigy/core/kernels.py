@@ -1,0 +1,84 @@
+"""Integer matrix multiplication paths, and which one this machine can run exactly.
+
+Every path computes ``Y = (s_x * Xq) @ (s_w * Wq)^T`` from int8 operands with int32 accumulation:
+  int_mm    - ``torch._int_mm``: exact, fast on CUDA, a slow reference kernel on CPU.
+  fbgemm    - PyTorch's fbgemm int8 GEMM on x86 CPUs: the fast CPU path. It multiplies unsigned
+              8-bit activations by signed 8-bit weights; on CPUs without VNNI instructions pairs of
+              products are summed in int16 with saturation, so activations must stay within 7 bits
+              there (the ``reduce_range`` convention of PyTorch's x86 quantization).
+  reference - dequantize and use a float matmul: the readable definition the others are tested against.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+
+import torch
+
+from effigy.core.quant import QuantizationError
+
+FBGEMM_ZERO_POINT_7BIT = 64
+FBGEMM_ZERO_POINT_8BIT = 128
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_vnni() -> bool:
+    """True where the CPU has AVX512-VNNI or AVX-VNNI (int8 dot products without int16 saturation)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+def fbgemm_available() -> bool:
+    return "fbgemm" in torch.backends.quantized.supported_engines
+
+
+def fbgemm_max_activation_bits() -> int:
+    """Widest symmetric activation grid the fbgemm path computes exactly on this CPU."""
+    return 8 if cpu_has_vnni() else 7
+
+
+def int_matmul(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
+    """Exact int32 ``xq @ wq.T`` for int8 ``xq`` [M, K] and ``wq`` [N, K].
+
+    Uses ``torch._int_mm`` where its shape rules hold (M > 16, K and N multiples of 8), else an
+    int32 matmul, which is exact too.
+    """
+    m, k = xq.shape
+    n = wq.shape[0]
+    if m > 16 and k % 8 == 0 and n % 8 == 0:
+        return torch._int_mm(xq.to(torch.int8), wq.to(torch.int8).t())
+    return xq.to(torch.int32) @ wq.to(torch.int32).t()
+
+
+def fbgemm_prepack(wq: torch.Tensor, w_scale: torch.Tensor) -> object:
+    """Prepack int8 weights [N, K] with per-output-channel scales for :func:`fbgemm_linear`."""
+    if not fbgemm_available():
+        raise QuantizationError("this PyTorch build has no fbgemm engine; use backend='int' or 'reference'.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantized tensor constructors are deprecated but still the fbgemm API
+        qweight = torch._make_per_channel_quantized_tensor(
+            wq.to(torch.int8).contiguous(),
+            w_scale.double().flatten(),
+            torch.zeros(wq.shape[0], dtype=torch.long),
+            0,
+        )
+        return torch.ops.quantized.linear_prepack(qweight, None)
+
+
+def fbgemm_linear(x_scaled: torch.Tensor, packed: object, act_bits: int) -> torch.Tensor:
+    """Int8 GEMM of ``x_scaled`` (activations already divided by their scale, so they lie on the integer
+    grid of ``act_bits``) with prepacked weights; returns ``(round(x_scaled) @ Wq^T) * s_w`` in fp32."""
+    if act_bits > fbgemm_max_activation_bits():
+        raise QuantizationError(
+            f"the fbgemm int8 path computes {act_bits}-bit activations exactly only on CPUs with VNNI; "
+            f"this CPU allows at most {fbgemm_max_activation_bits()} bits. Use backend='int' (exact, slow) "
+            "or quantize activations to 7 bits."
+        )
+    zero_point = FBGEMM_ZERO_POINT_8BIT if act_bits == 8 else FBGEMM_ZERO_POINT_7BIT
+    return torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+        x_scaled.contiguous(), 1.0, zero_point, packed
+    )

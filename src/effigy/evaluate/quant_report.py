@@ -1,0 +1,56 @@
+"""Turn a quantization benchmark result into files: JSON, a Markdown table, and a sample grid."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from effigy.evaluate.pictures import labelled_grid
+from effigy.evaluate.report import markdown_table, write_results
+from effigy.worlds.digits import NUM_CLASSES
+
+COLUMNS = [
+    ("variant", "variant"),
+    ("backend", "matmul"),
+    ("class_accuracy", "class acc"),
+    ("accuracy_change_points", "acc change (pts)"),
+    ("fid_features", "FID (features)"),
+    ("psnr_vs_fp", "PSNR vs FP (dB)"),
+    ("ssim_vs_fp", "SSIM vs FP"),
+    ("weight_bytes", "model weight bytes"),
+    ("quantized_linear_bytes_ratio", "quantized linears / fp32"),
+    ("peak_rss_added_mib", "peak mem added (MiB)"),
+    ("latency_ms_per_image", "ms / image"),
+    ("latency_ratio_vs_fp", "latency vs FP"),
+]
+
+
+def render_markdown(result: dict, command: str) -> str:
+    s, m = result["settings"], result["machine"]
+    header = [
+        f"# Quantization benchmark: {result['model']}",
+        "",
+        f"Command: `{command}`  ",
+        f"Seed {s['seed']}, {s['samples_per_class']} samples per class, {s['steps']} DPM-Solver steps, "
+        f"CFG {s['guidance_scale']}. FID on {result['fid_features']} against all 1,797 real digits. "
+        f"Latency: {s['latency_samples']} images, median of {s['latency_repeats']} interleaved runs.  ",
+        f"Machine: {m['cpu']}, {m['torch_threads']} torch threads, torch {m['torch']}, VNNI: {m['vnni']}.",
+        "",
+    ]
+    return "\n".join(header) + markdown_table(result["rows"], COLUMNS)
+
+
+def sample_grid(result: dict, path: Path) -> Path:
+    """One sample per class (columns 0..9) for each variant (rows)."""
+    per_class = result["settings"]["samples_per_class"]
+    firsts = torch.arange(NUM_CLASSES) * per_class
+    return labelled_grid({name: images[firsts] for name, images in result["images"].items()}, path)
+
+
+def write_quant_report(result: dict, directory: Path, stem: str, command: str) -> dict[str, Path]:
+    printable = {k: v for k, v in result.items() if k != "images"}
+    printable["command"] = command
+    markdown = render_markdown(result, command)
+    json_path, md_path = write_results(printable, markdown, directory, stem)
+    grid = sample_grid(result, directory / f"{stem}_grid.png")
+    return {"json": json_path, "markdown": md_path, "grid": grid}

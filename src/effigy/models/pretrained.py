@@ -1,0 +1,61 @@
+"""Loading diffusers models from a local folder or the hub, safetensors only."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import nn
+
+from effigy.errors import CheckpointError
+
+
+def diffusers_model_class(name: str) -> type:
+    """The diffusers model class named in a config's ``_class_name`` (only real diffusers models)."""
+    import diffusers
+
+    cls = getattr(diffusers, name, None) if isinstance(name, str) and name.isidentifier() else None
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin)):
+        raise CheckpointError(f"model class {name!r} is not a diffusers model; effigy loads diffusers models.")
+    return cls
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def require_safetensors(folder: Path, weights_name: str = "*.safetensors") -> list[Path]:
+    """The safetensors files of ``folder``; a folder with only pickled weights gets a clear refusal."""
+    found = sorted(folder.glob(weights_name))
+    if found:
+        return found
+    pickles = [p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
+    if pickles:
+        raise CheckpointError(
+            f"{folder} holds only pickled weights ({', '.join(pickles)}); effigy refuses pickles because "
+            "opening them can run code. Convert them to safetensors with a tool you trust."
+        )
+    raise CheckpointError(f"{folder} has no {weights_name} weights; is this a model folder?")
+
+
+def load_pretrained(path_or_id: str, subfolder: str | None = None) -> nn.Module:
+    """``from_pretrained`` for a diffusers model folder (or hub id, where the hub is reachable).
+
+    Only safetensors weights are accepted (``use_safetensors=True``): pickles are never opened.
+    """
+    folder = Path(path_or_id) / (subfolder or "")
+    if folder.is_dir():
+        config_file = folder / "config.json"
+        if not config_file.exists():
+            raise CheckpointError(f"{folder} has no config.json; point at a diffusers model folder.")
+        cls = diffusers_model_class(json.loads(config_file.read_text()).get("_class_name"))
+        require_safetensors(folder)
+        return cls.from_pretrained(str(folder), use_safetensors=True).eval()
+    if Path(path_or_id).exists() or "/" not in path_or_id:
+        raise CheckpointError(f"{path_or_id!r} is neither a model folder nor a hub id like 'org/name'.")
+    from diffusers import DiTTransformer2DModel
+
+    try:
+        return DiTTransformer2DModel.from_pretrained(path_or_id, subfolder=subfolder or "transformer",
+                                                     use_safetensors=True).eval()
+    except OSError as exc:
+        raise CheckpointError(f"could not load {path_or_id!r} from the hub ({exc}); without network access, "
+                              "download it elsewhere and pass the local folder.") from None

@@ -1,0 +1,122 @@
+"""The model zoo: shipped weights (safetensors + sha256 manifest) and the commands that trained them.
+
+Weights live in ``effigy/models/weights``; ``MANIFEST.json`` records for each model its file, sha256,
+dtype and training config, so ``effigy zoo train NAME`` reproduces it and loading verifies it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from effigy.errors import CheckpointError
+from effigy.models import dit_digits, digit_classifier
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+MANIFEST = WEIGHTS_DIR / "MANIFEST.json"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    description: str
+    config_cls: type
+    build: Callable[[object], nn.Module]
+    train: Callable[..., nn.Module]
+    dtype: torch.dtype
+
+
+ZOO: dict[str, ZooEntry] = {
+    "dit-digits": ZooEntry(
+        "dit-digits",
+        "class-conditional DiT (diffusers DiTTransformer2DModel) on 16x16 scikit-learn digits, DPM-Solver + CFG",
+        dit_digits.DiTDigitsConfig,
+        dit_digits.build_transformer,
+        dit_digits.train,
+        torch.float16,
+    ),
+    "digits-classifier": ZooEntry(
+        "digits-classifier",
+        "CNN on the real digits: sample class accuracy, and 128-d features for FID",
+        digit_classifier.ClassifierConfig,
+        digit_classifier.DigitClassifier,
+        digit_classifier.train,
+        torch.float32,
+    ),
+}
+
+
+def zoo_entry(name: str) -> ZooEntry:
+    if name not in ZOO:
+        raise CheckpointError(f"unknown zoo model {name!r}: choose one of {', '.join(ZOO)}.")
+    return ZOO[name]
+
+
+def read_manifest(path: Path = MANIFEST) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_zoo_model(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[nn.Module, object]:
+    """Build the named model, verify its shipped weights against the manifest's sha256, load them."""
+    from effigy.api import read_safetensors
+
+    entry = zoo_entry(name)
+    record = read_manifest(weights_dir / "MANIFEST.json").get(name)
+    if record is None:
+        raise CheckpointError(f"no shipped weights for {name!r}; train them with `effigy zoo train {name}`.")
+    path = weights_dir / record["file"]
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing; reinstall effigy or run `effigy zoo train {name}`.")
+    actual = sha256_of(path)
+    if actual != record["sha256"]:
+        raise CheckpointError(
+            f"{path} has sha256 {actual[:12]}..., the manifest expects {record['sha256'][:12]}...: the file is "
+            f"corrupt or was replaced. Reinstall effigy or run `effigy zoo train {name}`."
+        )
+    config = entry.config_cls.from_dict(record["config"])
+    model = entry.build(config)
+    state = read_safetensors(path)
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    return model.eval(), config
+
+
+def train_zoo_model(
+    name: str, weights_dir: Path = WEIGHTS_DIR, progress: Callable[[int, float], None] | None = None, **overrides
+) -> Path:
+    """Run the seeded training command for ``name`` and write its weights and manifest record."""
+    entry = zoo_entry(name)
+    config = entry.config_cls(**overrides)
+    return write_zoo_weights(name, entry.train(config, progress), config, weights_dir)
+
+
+def write_zoo_weights(name: str, model: nn.Module, config: object, weights_dir: Path = WEIGHTS_DIR) -> Path:
+    """Store trained weights in the zoo's dtype and record their sha256 and config in the manifest."""
+    from safetensors.torch import save_file
+
+    entry = zoo_entry(name)
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    path = weights_dir / f"{name}.safetensors"
+    save_file({k: v.detach().to(entry.dtype).contiguous() for k, v in model.state_dict().items()}, str(path))
+    manifest = read_manifest(weights_dir / "MANIFEST.json")
+    manifest[name] = {
+        "file": path.name,
+        "sha256": sha256_of(path),
+        "dtype": str(entry.dtype).removeprefix("torch."),
+        "config": config.to_dict(),
+        "train_command": f"effigy zoo train {name}",
+    }
+    (weights_dir / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return path

@@ -1,0 +1,18 @@
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_dit():
+    """A tiny random class-conditional diffusers DiT: fast, and shaped like the real thing."""
+    from diffusers import DiTTransformer2DModel
+
+    return DiTTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=1, out_channels=1, num_layers=2,
+        sample_size=8, patch_size=2, num_embeds_ada_norm=10, norm_num_groups=1,
+    ).eval()

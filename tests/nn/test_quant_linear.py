@@ -1,0 +1,80 @@
+import pytest
+import torch
+from torch import nn
+
+from effigy.core import QuantSpec, kernels
+from effigy.errors import QuantizationError
+from effigy.nn import QuantLinear
+
+W8 = QuantSpec(bits=8, granularity="channel")
+A8_TOKEN = QuantSpec(bits=8, granularity="token", dynamic=True)
+
+
+def make(linear, weight=W8, act=A8_TOKEN, backend="reference"):
+    return QuantLinear.from_linear(linear, weight, act, backend=backend)
+
+
+def test_int_path_matches_reference_path():
+    linear = nn.Linear(64, 48)
+    x = torch.randn(2, 20, 64) * 3
+    reference = make(linear)(x)
+    integer = make(linear, backend="int")(x)
+    torch.testing.assert_close(integer, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_fbgemm_path_matches_reference_at_supported_activation_bits():
+    bits = kernels.fbgemm_max_activation_bits()
+    act = QuantSpec(bits=bits, granularity="token", dynamic=True)
+    linear = nn.Linear(64, 48)
+    x = torch.randn(30, 64)
+    torch.testing.assert_close(make(linear, act=act, backend="fbgemm")(x), make(linear, act=act)(x), rtol=1e-4, atol=1e-4)
+
+
+def test_static_per_tensor_int_path_matches_reference_with_clipping():
+    linear = nn.Linear(32, 16)
+    act = QuantSpec(bits=8, granularity="tensor", dynamic=False)
+    qparams = (torch.tensor(0.01), torch.tensor(0.0))  # clips inputs beyond 1.27
+    x = torch.randn(24, 32)
+    ref = QuantLinear.from_linear(linear, W8, act, act_qparams=qparams)(x)
+    integer = QuantLinear.from_linear(linear, W8, act, act_qparams=qparams, backend="int")(x)
+    torch.testing.assert_close(integer, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_output_close_to_float_and_improves_with_bits(bits):
+    linear = nn.Linear(128, 64)
+    x = torch.randn(16, 128)
+    err = (make(linear, QuantSpec(bits=bits, granularity="channel"), None)(x) - linear(x)).abs().mean()
+    assert err < {2: 1.0, 4: 0.08, 8: 0.005}[bits]
+
+
+def test_weight_bytes_are_packed_bytes_plus_scales_and_bias():
+    linear = nn.Linear(64, 32)
+    for bits, packed in ((8, 64 * 32), (4, 64 * 32 // 2), (2, 64 * 32 // 4)):
+        layer = make(linear, QuantSpec(bits=bits, granularity="channel"), None)
+        assert layer.weight_packed.numel() == packed
+        assert layer.weight_nbytes() == packed + 32 * 4 + 32 * 4
+
+
+def test_group_weights_reference_and_divisibility_error():
+    linear = nn.Linear(64, 8)
+    layer = make(linear, QuantSpec(bits=4, granularity="group", group_size=16), None)
+    assert layer.weight_scale.shape == (8, 4, 1)
+    assert (layer(torch.randn(3, 64)) - linear(torch.randn(3, 64))).abs().mean() < 10
+    with pytest.raises(QuantizationError, match="does not divide in_features=64"):
+        make(linear, QuantSpec(bits=4, granularity="group", group_size=48), None)
+
+
+def test_backend_validation():
+    linear = nn.Linear(16, 8)
+    with pytest.raises(QuantizationError, match="unknown"):
+        make(linear, backend="cuda-magic")
+    with pytest.raises(QuantizationError, match="symmetric per-tensor or per-token"):
+        make(linear, act=None, backend="int")
+    with pytest.raises(QuantizationError, match="groups"):
+        make(linear, QuantSpec(bits=4, granularity="group", group_size=8), backend="int")
+
+
+def test_static_activations_need_calibration():
+    with pytest.raises(QuantizationError, match="calib_loop"):
+        make(nn.Linear(8, 8), act=QuantSpec(bits=8, granularity="tensor", dynamic=False))

@@ -1,0 +1,68 @@
+import json
+import sys
+
+import pytest
+import torch
+
+import effigy
+from effigy import cli
+from effigy.core import kernels
+
+
+def run_cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["effigy", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    captured = capsys.readouterr()
+    return exit_info.value.code or 0, captured.out, captured.err
+
+
+def test_zoo_list(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "zoo", "list", "--json")
+    assert code == 0
+    assert {row["name"] for row in json.loads(out)} >= {"dit-digits", "digits-classifier"}
+
+
+def test_bad_recipe_is_one_clear_line_not_a_traceback(monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "quantize", "--recipe", "w3a3-magic", "--out", str(tmp_path))
+    assert code == 2
+    assert "unknown recipe 'w3a3-magic'" in err and "vidit-q-w8a8" in err
+    assert "Traceback" not in err
+
+
+def test_fbgemm_backend_with_8bit_activations_on_a_cpu_without_vnni(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(kernels, "cpu_has_vnni", lambda: False)
+    code, _, err = run_cli(monkeypatch, capsys, "quantize", "--recipe", "vidit-q-w8a8", "--backend", "fbgemm",
+                           "--out", str(tmp_path))
+    assert code == 2 and "7" in err and "VNNI" in err
+
+
+def test_quantize_writes_a_loadable_checkpoint(monkeypatch, capsys, tmp_path):
+    code, out, _ = run_cli(monkeypatch, capsys, "quantize", "--recipe", "vidit-q-w8a8", "--out", str(tmp_path), "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["ratio"] < 0.4
+    model = effigy.load(tmp_path)
+    assert sum(isinstance(m, effigy.QuantLinear) for m in model.modules()) == 36
+    x = torch.randn(2, 1, 16, 16)
+    assert model(x, timestep=torch.tensor([1, 2]), class_labels=torch.tensor([0, 1])).sample.shape == x.shape
+
+
+def test_bench_quant_writes_json_markdown_and_grid(monkeypatch, capsys, tmp_path):
+    code, out, _ = run_cli(monkeypatch, capsys, "bench", "quant", "--samples-per-class", "2", "--steps", "2",
+                           "--out", str(tmp_path), "--json")
+    assert code == 0
+    result = json.loads((tmp_path / "quant_dit_digits.json").read_text())
+    names = [row["variant"] for row in result["rows"]]
+    assert names[:3] == ["fp32", "naive-w8a8", "vidit-q-w8a8"] and names[3].endswith("-fbgemm")
+    assert "effigy bench quant" in result["command"] and result["settings"]["seed"] == 0
+    assert all(row["latency_ms_per_image"] > 0 for row in result["rows"])
+    assert "| variant |" in (tmp_path / "quant_dit_digits.md").read_text()
+    assert (tmp_path / "quant_dit_digits_grid.png").stat().st_size > 0
+
+
+def test_demo_writes_grid_and_report(monkeypatch, capsys, tmp_path):
+    code, _, _ = run_cli(monkeypatch, capsys, "demo", "--samples-per-class", "2", "--out", str(tmp_path))
+    assert code == 0
+    assert (tmp_path / "grid.png").exists() and (tmp_path / "results.json").exists()
+    assert "vidit-q-w8a8" in (tmp_path / "report.md").read_text()
