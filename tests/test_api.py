@@ -24,7 +24,7 @@ def test_quantize_replaces_block_linears_and_stays_close(tiny_dit, recipe):
     reference = run(tiny_dit)
     model = effigy.quantize(tiny_dit, get_recipe(recipe), calib)
     n_quant = sum(isinstance(m, QuantLinear) for m in model.modules())
-    assert n_quant == 2 * 6  # q, k, v, out, ff in, ff out per block
+    assert n_quant == 2 * 7  # q, k, v, out, ff in, ff out, adaLN modulation per block
     out = run(model)
     assert (out - reference).abs().mean() / reference.abs().mean() < 0.05
 

@@ -72,13 +72,14 @@ def _run_quant_bench(settings, out: Path, stem: str, as_json: bool) -> dict:
 def demo(
     out: Path = typer.Option(Path("demo_out"), help="Folder for grid.png, report.md and results.json."),
     samples_per_class: int = typer.Option(20, min=2, help="Samples per digit class for the quality metrics."),
+    steps: int = typer.Option(20, min=1, max=200, help="DPM-Solver sampling steps."),
     seed: int = typer.Option(0),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable results instead of a table."),
 ) -> None:
     """FP vs W8A8-quantized shipped digits DiT: image grid, quality, bytes, memory and latency."""
     from effigy.evaluate.quant_bench import QuantBenchSettings
 
-    settings = QuantBenchSettings(samples_per_class=samples_per_class, seed=seed)
+    settings = QuantBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed)
     paths = _run_quant_bench(settings, out, "report", as_json)
     paths["grid"].replace(out / "grid.png")
     (out / "report.json").replace(out / "results.json")

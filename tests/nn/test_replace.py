@@ -6,11 +6,10 @@ from effigy.nn import QuantConfig, find_targets
 from effigy.nn.config import DEFAULT_IGNORE
 
 
-def test_default_ignore_keeps_embedders_adaln_and_final_layers_fp(tiny_dit):
+def test_default_ignore_keeps_embedders_and_final_layers_fp(tiny_dit):
     names = set(find_targets(tiny_dit, ("*",), DEFAULT_IGNORE))
-    assert "transformer_blocks.0.attn1.to_q" in names
-    assert "transformer_blocks.1.ff.net.2" in names
-    assert not any("emb" in n or n.startswith("proj_out") or "norm1.linear" in n for n in names)
+    assert {"transformer_blocks.0.attn1.to_q", "transformer_blocks.1.ff.net.2", "transformer_blocks.0.norm1.linear"} <= names
+    assert not any("emb" in n or n.startswith("proj_out") for n in names)
 
 
 def test_naming_a_non_linear_layer_is_an_error():

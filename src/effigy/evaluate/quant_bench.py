@@ -8,6 +8,7 @@ measured in the same process, variants interleaved, and reported as ratios to FP
 from __future__ import annotations
 
 import copy
+import statistics
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -93,7 +94,6 @@ def run_quant_bench(settings: QuantBenchSettings, progress: Progress = no_progre
     labels = class_labels(settings.samples_per_class)
     variants = build_variants(fp_model, dit_config, settings)
     fp_weight_bytes = weight_nbytes(fp_model)
-    fp_target_bytes = None
 
     for variant in variants:
         advance = progress(f"sampling {variant.name}", settings.steps * -(-len(labels) // settings.batch_size))
@@ -111,9 +111,8 @@ def run_quant_bench(settings: QuantBenchSettings, progress: Progress = no_progre
             "weight_bytes_ratio": weight_nbytes(variant.model) / fp_weight_bytes,
         }
         if variant.config is not None:
-            targets_fp = fp_target_bytes or _fp_bytes_of_targets(fp_model, variant.model)
-            fp_target_bytes = targets_fp
-            variant.row["quantized_linear_bytes_ratio"] = weight_nbytes(variant.model, only_quantized_targets=True) / targets_fp
+            quantized_bytes = weight_nbytes(variant.model, only_quantized_targets=True)
+            variant.row["quantized_linear_bytes_ratio"] = quantized_bytes / _fp_bytes_of_targets(fp_model, variant.model)
 
     _measure_speed_and_memory(variants, dit_config, settings, progress)
     fp_row = variants[0].row
@@ -152,8 +151,8 @@ def _measure_speed_and_memory(variants, dit_config, settings, progress: Progress
         advance()
     for _ in range(settings.latency_repeats):
         for variant in variants:
-            times[variant.name].append(median_seconds(lambda: run(variant), repeats=1))
+            times[variant.name].append(median_seconds(lambda: run(variant), repeats=1))  # one timed run per round
             advance()
     for variant in variants:
-        per_image = sorted(times[variant.name])[len(times[variant.name]) // 2] / len(labels)
+        per_image = statistics.median(times[variant.name]) / len(labels)
         variant.row["latency_ms_per_image"] = 1000 * per_image

@@ -6,14 +6,13 @@ schedule and the DPM-Solver sampler, so a method that works here works on a real
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
-from diffusers import DDPMScheduler, DiTTransformer2DModel, DPMSolverMultistepScheduler
+from diffusers import DiTTransformer2DModel
 
+from effigy.models.diffusion import DiffusionTraining, sample_with_guidance, sampling_scheduler, train_eps_model
 from effigy.worlds.digits import NUM_CLASSES, augment, load_digits_images, split_indices
 
 
@@ -57,61 +56,27 @@ def build_transformer(config: DiTDigitsConfig) -> DiTTransformer2DModel:
     )
 
 
-def train_scheduler(config: DiTDigitsConfig) -> DDPMScheduler:
-    return DDPMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule)
-
-
-def sampling_scheduler(config: DiTDigitsConfig) -> DPMSolverMultistepScheduler:
-    return DPMSolverMultistepScheduler(
-        num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule
-    )
+def training_settings(config: DiTDigitsConfig) -> DiffusionTraining:
+    return DiffusionTraining(config.train_steps, config.batch_size, config.learning_rate, config.ema_decay,
+                             config.num_train_timesteps, config.beta_schedule, seed=config.seed)
 
 
 def train(
     config: DiTDigitsConfig, progress: Callable[[int, float], None] | None = None
 ) -> DiTTransformer2DModel:
-    """Seeded epsilon-prediction training on the digits train split (class labels dropped 10% for CFG)."""
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    """Seeded epsilon-prediction training on the digits train split (diffusers drops 10% of the
+    class labels to the null label in train mode, which is what classifier-free guidance needs)."""
     images, labels = load_digits_images(config.sample_size)
     train_idx, _ = split_indices(len(images))
     images, labels = images[train_idx], labels[train_idx]
-    model = build_transformer(config)
-    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    scheduler = train_scheduler(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    warmup = 100
-    lr_at = lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / config.train_steps))
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    model.train()
-    for step in range(config.train_steps):
+
+    def make_batch(generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         pick = torch.randint(0, len(images), (config.batch_size,), generator=generator)
-        clean = augment(images[pick], generator)
-        noise = torch.randn(clean.shape, generator=generator)
-        t = torch.randint(0, config.num_train_timesteps, (config.batch_size,), generator=generator)
-        noisy = scheduler.add_noise(clean, noise, t)
-        pred = model(noisy, timestep=t, class_labels=labels[pick]).sample
-        loss = F.mse_loss(pred, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        lr_schedule.step()
-        _update_ema(ema, model, config.ema_decay if step >= warmup else 0.0)
-        if progress is not None:
-            progress(step, loss.item())
-    model.load_state_dict(ema)
-    return model.eval()
+        return augment(images[pick], generator), {"class_labels": labels[pick]}
+
+    return train_eps_model(lambda: build_transformer(config), make_batch, training_settings(config), progress)
 
 
-@torch.no_grad()
-def _update_ema(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
-    """Exponential moving average of the weights: what diffusion models are sampled with."""
-    for name, value in model.state_dict().items():
-        ema[name].mul_(decay).add_(value.detach(), alpha=1 - decay)
-
-
-@torch.no_grad()
 def sample(
     transformer: DiTTransformer2DModel,
     config: DiTDigitsConfig,
@@ -121,27 +86,14 @@ def sample(
     seed: int = 0,
     step_callback: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Class-conditional samples in [-1, 1] with classifier-free guidance.
+    """Class-conditional samples in [-1, 1] with classifier-free guidance (DPM-Solver).
 
-    Works for any class-conditional ``DiTTransformer2DModel`` (shape and null label come from its
-    config); ``config`` supplies the noise schedule. The conditional and unconditional branches run as one batch ``[cond; uncond]``, the layout real
-    DiT pipelines use, so per-token activation quantization sees both branches separately.
+    Works for any class-conditional ``DiTTransformer2DModel``: the image shape and the null label
+    come from its config; ``config`` supplies the noise schedule.
     """
-    scheduler = sampling_scheduler(config)
-    scheduler.set_timesteps(num_steps)
-    generator = torch.Generator().manual_seed(seed)
-    n = len(class_labels)
     arch = transformer.config
-    shape = (n, arch.in_channels, arch.sample_size, arch.sample_size)
-    latents = torch.randn(shape, generator=generator) * scheduler.init_noise_sigma
-    null = torch.full_like(class_labels, arch.num_embeds_ada_norm)  # the extra CFG label
-    labels_in = torch.cat([class_labels, null])
-    for i, t in enumerate(scheduler.timesteps):
-        model_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-        eps = transformer(model_in, timestep=t.expand(2 * n), class_labels=labels_in).sample
-        eps_cond, eps_uncond = eps.chunk(2)
-        eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
-        latents = scheduler.step(eps, t, latents).prev_sample
-        if step_callback is not None:
-            step_callback(i)
-    return latents.clamp(-1, 1)
+    shape = (len(class_labels), arch.in_channels, arch.sample_size, arch.sample_size)
+    null = torch.full_like(class_labels, arch.num_embeds_ada_norm)  # the extra label diffusers adds for CFG
+    scheduler = sampling_scheduler(config.num_train_timesteps, config.beta_schedule)
+    return sample_with_guidance(transformer, scheduler, shape, {"class_labels": class_labels},
+                                {"class_labels": null}, num_steps, guidance_scale, seed, step_callback)

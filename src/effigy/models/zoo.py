@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from effigy.errors import CheckpointError
-from effigy.models import dit_digits, digit_classifier
+from effigy.models import clip_standin, digit_classifier, dit_digits, shapes_checker, t2i_shapes
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 MANIFEST = WEIGHTS_DIR / "MANIFEST.json"
@@ -46,6 +46,31 @@ ZOO: dict[str, ZooEntry] = {
         digit_classifier.ClassifierConfig,
         digit_classifier.DigitClassifier,
         digit_classifier.train,
+        torch.float32,
+    ),
+    "t2i-shapes": ZooEntry(
+        "t2i-shapes",
+        "text-to-image PixArt-style transformer (diffusers PixArtTransformer2DModel) on the 32x32 shapes world, "
+        "cross-attending to all-MiniLM-L6-v2 token embeddings",
+        t2i_shapes.T2IShapesConfig,
+        t2i_shapes.build_transformer,
+        t2i_shapes.train,
+        torch.float16,
+    ),
+    "shapes-checker": ZooEntry(
+        "shapes-checker",
+        "attribute checker: grid detector reading colour, shape, size and position of shapes-world objects",
+        shapes_checker.CheckerConfig,
+        shapes_checker.ShapesChecker,
+        shapes_checker.train,
+        torch.float32,
+    ),
+    "shapes-clip": ZooEntry(
+        "shapes-clip",
+        "CLIP-score stand-in: EfficientNet-Lite0 + MiniLM features aligned by trained projections",
+        clip_standin.AlignConfig,
+        clip_standin.AlignmentHead,
+        clip_standin.train,
         torch.float32,
     ),
 }

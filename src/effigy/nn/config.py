@@ -5,9 +5,10 @@ from dataclasses import dataclass, field
 
 from effigy.core.quant import QuantizationError, QuantSpec
 
-# Embedders and final projections stay in floating point by default, as in ViDiT-Q: they are small,
-# run once per sample, and their errors propagate everywhere.
-DEFAULT_IGNORE = ("pos_embed*", "*emb*", "proj_out*", "*norm*.linear", "*norm_out*", "*adaln*")
+# Embedders (patch, timestep, class, caption) and the final projection stay in floating point by
+# default, as in ViDiT-Q: they are small, run once per sample, and their errors propagate everywhere.
+# Every linear layer inside the transformer blocks, adaLN modulation included, is quantized.
+DEFAULT_IGNORE = ("pos_embed*", "*emb*", "proj_out*", "*norm_out*", "adaln_single*", "caption_projection*")
 
 
 @dataclass
