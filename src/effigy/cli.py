@@ -21,6 +21,8 @@ zoo_app = typer.Typer(help="Shipped models and the commands that trained them.",
 bench_app = typer.Typer(help="Benchmarks that write JSON + Markdown under benchmarks/results/.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(bench_app, name="bench")
+evaluate_app = typer.Typer(help="Score a model's outputs per prompt.", no_args_is_help=True)
+app.add_typer(evaluate_app, name="evaluate")
 console = Console(stderr=True)
 
 
@@ -63,8 +65,6 @@ def _run_quant_bench(settings, out: Path, stem: str, as_json: bool) -> dict:
         typer.echo(json.dumps({"rows": result["rows"], "files": {k: str(v) for k, v in paths.items()}}, indent=2))
     else:
         _print_rows(result["rows"], COLUMNS, f"{result['model']}: FP vs quantized (seed {settings.seed})")
-        for kind, path in paths.items():
-            console.print(f"wrote {kind}: {path}")
     return paths
 
 
@@ -74,17 +74,18 @@ def demo(
     samples_per_class: int = typer.Option(20, min=2, help="Samples per digit class for the quality metrics."),
     steps: int = typer.Option(20, min=1, max=200, help="DPM-Solver sampling steps."),
     seed: int = typer.Option(0),
+    memory: bool = typer.Option(True, help="Measure peak memory in a fresh process per variant (~10 s each)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable results instead of a table."),
 ) -> None:
     """FP vs W8A8-quantized shipped digits DiT: image grid, quality, bytes, memory and latency."""
     from effigy.evaluate.quant_bench import QuantBenchSettings
 
-    settings = QuantBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed)
+    settings = QuantBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory)
     paths = _run_quant_bench(settings, out, "report", as_json)
     paths["grid"].replace(out / "grid.png")
-    (out / "report.json").replace(out / "results.json")
+    paths["json"].replace(out / "results.json")
     if not as_json:
-        console.print(f"grid: {out / 'grid.png'}  report: {out / 'report.md'}")
+        console.print(f"wrote {out / 'grid.png'}, {out / 'report.md'} and {out / 'results.json'}")
 
 
 @bench_app.command("quant")
@@ -92,14 +93,17 @@ def bench_quant(
     samples_per_class: int = typer.Option(50, min=2),
     steps: int = typer.Option(20, min=1, max=200),
     seed: int = typer.Option(0),
+    memory: bool = typer.Option(True, help="Measure peak memory in a fresh process per variant (~10 s each)."),
     out: Path = typer.Option(Path("benchmarks/results")),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """FP, naive W8A8 and ViDiT-Q W8A8 (+ its fbgemm integer-kernel run) on the shipped digits DiT."""
     from effigy.evaluate.quant_bench import QuantBenchSettings
 
-    settings = QuantBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed)
-    _run_quant_bench(settings, out, "quant_dit_digits", as_json)
+    settings = QuantBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory)
+    paths = _run_quant_bench(settings, out, "quant_dit_digits", as_json)
+    if not as_json:
+        console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 @bench_app.command("kernels")
@@ -115,7 +119,7 @@ def bench_kernels(
     result = run_kernel_bench(seed=seed)
     result["command"] = _command_line()
     m = result["machine"]
-    markdown = (f"# Integer matmul paths on this CPU\n\nCommand: `{result['command']}`  \nMachine: {m['cpu']}, "
+    markdown = (f"# Integer matmul paths on this CPU\n\nCommand: `{result['command']}` (seed {seed})  \nMachine: {m['cpu']}, "
                 f"{m['torch_threads']} torch threads, torch {m['torch']}, VNNI: {m['vnni']}.\n\n"
                 + markdown_table(result["rows"], KERNEL_COLUMNS))
     paths = write_results(result, markdown, out, "kernels")
@@ -123,6 +127,37 @@ def bench_kernels(
         typer.echo(json.dumps(result, indent=2))
     else:
         _print_rows(result["rows"], KERNEL_COLUMNS, "integer matmul paths")
+        console.print(f"wrote {paths[0]} and {paths[1]}")
+
+
+@bench_app.command("t2i-scorers")
+def bench_t2i_scorers(
+    prompts: int = typer.Option(60, min=6),
+    steps: int = typer.Option(20, min=1, max=50),
+    guidance: float = typer.Option(4.0, min=0.0),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("benchmarks/results")),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Do the attribute checker and the CLIP-score stand-in rank degraded variants alike (Kendall tau)?"""
+    from effigy.evaluate.report import markdown_table, write_results
+    from effigy.evaluate.t2i import T2ISuite, run_scorer_agreement
+
+    suite = T2ISuite.load()
+    with rich_progress(not as_json) as progress:
+        result = run_scorer_agreement(suite, prompts, steps, guidance, seed, progress)
+    result.update(command=_command_line(), seed=seed, prompts=prompts)
+    columns = [("variant", "variant"), ("adherence", "adherence"), ("clip_score", "CLIP score"),
+               ("adherence_single", "single"), ("adherence_relation", "relation"), ("adherence_count", "count")]
+    markdown = (f"# Scorer agreement on t2i-shapes\n\nCommand: `{result['command']}` (seed {seed})  \n"
+                f"{prompts} held-out prompts per variant. Kendall tau between mean adherence and mean CLIP score "
+                f"across variants: **{result['kendall_tau']:.3f}** (p = {result['p_value']:.2g}).\n\n"
+                + markdown_table(result["rows"], columns))
+    paths = write_results(result, markdown, out, "t2i_scorer_agreement")
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        _print_rows(result["rows"], columns, f"Kendall tau = {result['kendall_tau']:.3f}")
         console.print(f"wrote {paths[0]} and {paths[1]}")
 
 
@@ -156,6 +191,38 @@ def quantize_cmd(
     else:
         console.print(f"{model} -> {config.name}: {fp_bytes:,} -> {summary['quantized_weight_bytes']:,} weight bytes "
                       f"({summary['ratio']:.3f}x); saved to {out}")
+
+
+@evaluate_app.command("t2i")
+def evaluate_t2i(
+    model: str = typer.Option("t2i-shapes", help="Text-to-image model (the shipped shapes model)."),
+    prompts: int = typer.Option(60, min=3, help="Number of prompts (cycling single / relation / count)."),
+    steps: int = typer.Option(20, min=1, max=50),
+    guidance: float = typer.Option(4.0, min=0.0),
+    split: str = typer.Option("heldout", help="Prompt split: heldout (unseen colour-shape pairs) or train."),
+    seed: int = typer.Option(0),
+    grid: bool = typer.Option(False, "--grid", help="Also write a PNG of prompts and images."),
+    out: Path = typer.Option(Path("benchmarks/results")),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Per-prompt adherence (attribute checker) and CLIP-score stand-in, plus FID on checker features."""
+    from effigy.evaluate.t2i import T2ISuite, run_t2i_eval
+    from effigy.evaluate.t2i_report import write_t2i_report
+
+    if model != "t2i-shapes":
+        raise EffigyError(f"model {model!r} is not supported by evaluate t2i yet: use t2i-shapes.")
+    suite = T2ISuite.load()
+    with rich_progress(not as_json) as progress:
+        result = run_t2i_eval(suite, prompts, steps, guidance, seed, split, progress)
+    settings = {"model": model, "prompts": prompts, "steps": steps, "guidance": guidance, "split": split, "seed": seed}
+    paths = write_t2i_report(result, settings, out, _command_line(), grid)
+    if as_json:
+        typer.echo(json.dumps({"summary": result["summary"], "rows": result["rows"]}, indent=2))
+    else:
+        _print_rows([{"metric": k, "value": v} for k, v in result["summary"].items()],
+                    [("metric", "metric"), ("value", "value")], f"{model}, {split} prompts (seed {seed})")
+        for kind, path in paths.items():
+            console.print(f"wrote {kind}: {path}")
 
 
 @zoo_app.command("list")

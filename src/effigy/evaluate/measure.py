@@ -27,22 +27,19 @@ def _status_kib(field: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def peak_rss_added_mib(fn: Callable[[], object]) -> float | None:
-    """Peak resident memory added while ``fn`` runs (MiB), via Linux's resettable high-water mark.
+def rss_mib() -> dict[str, float | None]:
+    """Current and peak resident memory of this process (MiB), from /proc; None where unavailable."""
+    now, peak = _status_kib("VmRSS"), _status_kib("VmHWM")
+    return {"rss_mib": None if now is None else now / 1024, "peak_rss_mib": None if peak is None else peak / 1024}
 
-    Returns None where /proc cannot report it (the result is then left out, not guessed).
-    """
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return None
-    before = _status_kib("VmRSS")
-    fn()
-    peak = _status_kib("VmHWM")
-    if before is None or peak is None:
-        return None
-    return max(peak - before, 0) / 1024
+
+def run_in_fresh_process(fn: Callable, *args) -> object:
+    """Run ``fn(*args)`` in a new interpreter and return its result: peak memory measured there is
+    that work's alone, not the high-water mark this process reached earlier."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 3) -> float:

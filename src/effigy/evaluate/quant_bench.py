@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from effigy.api import quantize, weight_nbytes
-from effigy.evaluate.measure import Progress, machine_facts, median_seconds, no_progress, peak_rss_added_mib
+from effigy.evaluate.measure import Progress, machine_facts, median_seconds, no_progress, rss_mib, run_in_fresh_process
 from effigy.metrics import fid_from_features, psnr, ssim
 from effigy.models import dit_digits
 from effigy.models.zoo import load_zoo_model
@@ -39,6 +39,7 @@ class QuantBenchSettings:
     latency_samples: int = 20
     latency_repeats: int = 3
     calibration_per_class: int = 2
+    measure_memory: bool = True  # a fresh process per variant (~10 s each)
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -69,16 +70,19 @@ def generate(model, config, labels, settings: QuantBenchSettings, advance: Calla
     return torch.cat(chunks)
 
 
+def make_calib_loop(dit_config, settings: QuantBenchSettings) -> Callable[[nn.Module], None]:
+    """Static recipes calibrate on real sampling trajectories (other seeds than the evaluation)."""
+    labels = class_labels(settings.calibration_per_class)
+    return lambda model: dit_digits.sample(model, dit_config, labels, settings.steps, settings.guidance_scale,
+                                           settings.seed + 10_000)
+
+
 def build_variants(fp_model, dit_config, settings: QuantBenchSettings) -> list[Variant]:
     """FP plus each recipe (and the fast integer-kernel variant of the last one, if asked)."""
     configs = [get_recipe(name) for name in settings.recipes]
     if settings.fast_path and configs and configs[-1].activation is not None:
         configs.append(fast_cpu_variant(configs[-1]))
-    calib_labels = class_labels(settings.calibration_per_class)
-
-    def calib_loop(model: nn.Module) -> None:
-        dit_digits.sample(model, dit_config, calib_labels, settings.steps, settings.guidance_scale, settings.seed + 10_000)
-
+    calib_loop = make_calib_loop(dit_config, settings)
     variants = [Variant("fp32", fp_model)]
     for config in configs:
         variants.append(Variant(config.name, quantize(copy.deepcopy(fp_model), config, calib_loop), config))
@@ -141,18 +145,36 @@ def _fp_bytes_of_targets(fp_model: nn.Module, quantized: nn.Module) -> int:
 
 
 def _measure_speed_and_memory(variants, dit_config, settings, progress: Progress) -> None:
-    """Interleave the variants over repeats so that machine noise hits them alike."""
+    """Latency: variants interleaved over repeats so that machine noise hits them alike.
+    Memory: each variant in a fresh process (load, quantize, sample the latency batch)."""
     labels = class_labels(max(1, settings.latency_samples // NUM_CLASSES))
     run = lambda v: dit_digits.sample(v.model, dit_config, labels, settings.steps, settings.guidance_scale, settings.seed)
-    advance = progress("timing", len(variants) * (settings.latency_repeats + 1))
+    advance = progress("timing and memory", len(variants) * (settings.latency_repeats + 2))
     times: dict[str, list[float]] = {v.name: [] for v in variants}
-    for variant in variants:  # warm-up (caches, fbgemm prepacking) doubles as the memory measurement
-        variant.row["peak_rss_added_mib"] = peak_rss_added_mib(lambda: run(variant))
+    for variant in variants:
+        run(variant)  # warm-up: weight caches, fbgemm prepacking
         advance()
     for _ in range(settings.latency_repeats):
         for variant in variants:
             times[variant.name].append(median_seconds(lambda: run(variant), repeats=1))  # one timed run per round
             advance()
     for variant in variants:
-        per_image = statistics.median(times[variant.name]) / len(labels)
-        variant.row["latency_ms_per_image"] = 1000 * per_image
+        variant.row["latency_ms_per_image"] = 1000 * statistics.median(times[variant.name]) / len(labels)
+        if settings.measure_memory:
+            config = None if variant.config is None else variant.config.to_dict()
+            variant.row["peak_rss_mib"] = run_in_fresh_process(memory_probe, config, settings.to_dict())["peak_rss_mib"]
+        advance()
+
+
+def memory_probe(config: dict | None, settings: dict) -> dict:
+    """In a fresh process: load the shipped DiT, quantize it as ``config`` says, sample the latency
+    batch once, and report the process's peak resident memory."""
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    bench = QuantBenchSettings(**{**settings, "recipes": tuple(settings["recipes"])})
+    model, dit_config = load_zoo_model("dit-digits")
+    if config is not None:
+        model = quantize(model, QuantConfig.from_dict(config), make_calib_loop(dit_config, bench))
+    labels = class_labels(max(1, bench.latency_samples // NUM_CLASSES))
+    with torch.no_grad():
+        dit_digits.sample(model, dit_config, labels, bench.steps, bench.guidance_scale, bench.seed)
+    return rss_mib()

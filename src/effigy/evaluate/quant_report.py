@@ -19,7 +19,7 @@ COLUMNS = [
     ("ssim_vs_fp", "SSIM vs FP"),
     ("weight_bytes", "model weight bytes"),
     ("quantized_linear_bytes_ratio", "quantized linears / fp32"),
-    ("peak_rss_added_mib", "peak mem added (MiB)"),
+    ("peak_rss_mib", "peak RSS (MiB)"),
     ("latency_ms_per_image", "ms / image"),
     ("latency_ratio_vs_fp", "latency vs FP"),
 ]
@@ -33,7 +33,8 @@ def render_markdown(result: dict, command: str) -> str:
         f"Command: `{command}`  ",
         f"Seed {s['seed']}, {s['samples_per_class']} samples per class, {s['steps']} DPM-Solver steps, "
         f"CFG {s['guidance_scale']}. FID on {result['fid_features']} against all 1,797 real digits. "
-        f"Latency: {s['latency_samples']} images, median of {s['latency_repeats']} interleaved runs.  ",
+        f"Latency: {s['latency_samples']} images, median of {s['latency_repeats']} interleaved runs. "
+        "Peak RSS: a fresh process that loads, quantizes and samples those images (Python and torch included).  ",
         f"Machine: {m['cpu']}, {m['torch_threads']} torch threads, torch {m['torch']}, VNNI: {m['vnni']}.",
         "",
     ]

@@ -2,18 +2,19 @@
 penultimate layer is the feature space for FID-on-features (``digits-cnn`` features, 128-d)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effigy.models.config import TrainConfig
 from effigy.worlds.digits import NUM_CLASSES, augment, load_digits_images, split_indices
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(TrainConfig):
     sample_size: int = 16
     width: int = 32
     feature_dim: int = 128
@@ -23,12 +24,6 @@ class ClassifierConfig:
     noise_std: float = 0.15
     seed: int = 0
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ClassifierConfig":
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 class DigitClassifier(nn.Module):

@@ -6,18 +6,19 @@ schedule and the DPM-Solver sampler, so a method that works here works on a real
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from diffusers import DiTTransformer2DModel
 
+from effigy.models.config import TrainConfig
 from effigy.models.diffusion import DiffusionTraining, sample_with_guidance, sampling_scheduler, train_eps_model
 from effigy.worlds.digits import NUM_CLASSES, augment, load_digits_images, split_indices
 
 
 @dataclass
-class DiTDigitsConfig:
+class DiTDigitsConfig(TrainConfig):
     """Architecture and training settings of the shipped digits DiT (saved beside its weights)."""
 
     sample_size: int = 16
@@ -33,12 +34,6 @@ class DiTDigitsConfig:
     beta_schedule: str = "squaredcos_cap_v2"
     seed: int = 0
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "DiTDigitsConfig":
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def build_transformer(config: DiTDigitsConfig) -> DiTTransformer2DModel:

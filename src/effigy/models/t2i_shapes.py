@@ -6,20 +6,21 @@ the unconditional branch is the embedding of the empty caption.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 from diffusers import PixArtTransformer2DModel
 
+from effigy.models.config import TrainConfig
 from effigy.models.diffusion import DiffusionTraining, sample_with_guidance, sampling_scheduler, train_eps_model
 from effigy.models.text_encoder import EMBED_DIM
 from effigy.worlds.shapes import ShapesWorld, render
 
 
 @dataclass
-class T2IShapesConfig:
+class T2IShapesConfig(TrainConfig):
     sample_size: int = 32
     patch_size: int = 4  # 8x8 = 64 tokens: what CPU training affords
     num_layers: int = 6
@@ -35,12 +36,6 @@ class T2IShapesConfig:
     beta_schedule: str = "squaredcos_cap_v2"
     seed: int = 0
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "T2IShapesConfig":
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def build_transformer(config: T2IShapesConfig) -> PixArtTransformer2DModel:

@@ -1,0 +1,143 @@
+"""Text-to-image evaluation on the shapes world: per-prompt adherence (attribute checker), CLIP-score
+stand-in, and FID on the checker's features, for any variant of the shipped generator.
+
+Per-prompt scores are the unit: a row per prompt is what FlashEval and the sensitivity analyses of
+the quantization methods consume, so every score is kept, not only the means.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from effigy.evaluate.measure import Progress, no_progress
+from effigy.metrics import fid_from_features
+from effigy.metrics.adherence import adherence
+from effigy.models import clip_standin, shapes_checker, t2i_shapes
+from effigy.models.text_encoder import MiniLMTextEncoder
+from effigy.models.zoo import load_zoo_model
+from effigy.worlds.shapes import KINDS, Scene, ShapesWorld, render
+
+CHECKER_FEATURES = "shapes-checker last hidden layer (4 x width = 128 channels, pooled)"
+
+
+@dataclass
+class T2ISuite:
+    """The generator and both judges, loaded once."""
+
+    transformer: torch.nn.Module
+    config: t2i_shapes.T2IShapesConfig
+    bank: t2i_shapes.CaptionBank
+    checker: shapes_checker.ShapesChecker
+    clip_head: clip_standin.AlignmentHead
+    clip_config: clip_standin.AlignConfig
+    backbone: torch.nn.Module
+    text_cache: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls) -> "T2ISuite":
+        transformer, config = load_zoo_model("t2i-shapes")
+        checker, _ = load_zoo_model("shapes-checker")
+        head, clip_config = load_zoo_model("shapes-clip")
+        return cls(transformer, config, t2i_shapes.CaptionBank(MiniLMTextEncoder()), checker, head, clip_config,
+                   clip_standin.load_efficientnet_lite0())
+
+    def sentence_features(self, captions: list[str]) -> torch.Tensor:
+        encoded = self.bank.encode(captions)
+        return clip_standin.sentence_features(encoded["encoder_hidden_states"], encoded["encoder_attention_mask"])
+
+
+def prompt_set(count: int, split: str = "heldout", seed: int = 0, kinds: tuple[str, ...] = KINDS) -> list[Scene]:
+    """``count`` prompts cycling through ``kinds``, from the seeded world."""
+    world = ShapesWorld(seed=seed + 100, split=split)
+    return [world.sample_scene(kinds[i % len(kinds)]) for i in range(count)]
+
+
+@torch.no_grad()
+def score_images(suite: T2ISuite, scenes: list[Scene], images: torch.Tensor) -> list[dict]:
+    """One row per prompt: adherence with its facts, and the CLIP-score stand-in."""
+    detections = shapes_checker.detect(suite.checker, images)
+    feats = clip_standin.image_features(suite.backbone, images, suite.clip_config.image_size)
+    clip = clip_standin.clip_scores(suite.clip_head, feats, suite.sentence_features([s.caption for s in scenes]))
+    rows = []
+    for scene, found, score in zip(scenes, detections, clip.tolist()):
+        result = adherence(scene, shapes_checker.as_objects(found))
+        rows.append({"caption": scene.caption, "kind": scene.kind, "adherence": result.score,
+                     "facts": result.facts, "clip_score": score})
+    return rows
+
+
+@torch.no_grad()
+def checker_features(checker: shapes_checker.ShapesChecker, images: torch.Tensor) -> torch.Tensor:
+    """Pooled activations before the checker's last layer: the world's own FID feature space."""
+    return checker.net[:-1](images).mean(dim=(2, 3))
+
+
+def generate(suite: T2ISuite, scenes: list[Scene], steps: int, guidance: float, seed: int,
+             batch_size: int = 50, advance: Callable[[], None] = lambda: None) -> torch.Tensor:
+    chunks = []
+    for i, start in enumerate(range(0, len(scenes), batch_size)):
+        captions = [s.caption for s in scenes[start : start + batch_size]]
+        chunks.append(t2i_shapes.sample(suite.transformer, suite.config, suite.bank, captions, steps, guidance,
+                                        seed + i, step_callback=lambda _s: advance()))
+    return torch.cat(chunks)
+
+
+def summarize(rows: list[dict]) -> dict:
+    summary = {"adherence": _mean([r["adherence"] for r in rows]), "clip_score": _mean([r["clip_score"] for r in rows])}
+    for kind in KINDS:
+        of_kind = [r for r in rows if r["kind"] == kind]
+        if not of_kind:
+            continue
+        summary[f"adherence_{kind}"] = _mean([r["adherence"] for r in of_kind])
+        for fact in of_kind[0]["facts"]:
+            summary[f"{kind}: {fact}"] = _mean([float(r["facts"][fact]) for r in of_kind])
+    return summary
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def reference_images(scenes: list[Scene], size: int = 32) -> torch.Tensor:
+    return t2i_shapes.images_to_tensor([render(s, size) for s in scenes])
+
+
+def run_t2i_eval(suite: T2ISuite, prompts: int, steps: int, guidance: float, seed: int, split: str = "heldout",
+                 progress: Progress = no_progress) -> dict:
+    scenes = prompt_set(prompts, split, seed)
+    advance = progress("generating", steps * -(-len(scenes) // 50))
+    images = generate(suite, scenes, steps, guidance, seed, advance=advance)
+    rows = score_images(suite, scenes, images)
+    fid = fid_from_features(checker_features(suite.checker, images), checker_features(suite.checker, reference_images(scenes)))
+    return {"rows": rows, "summary": {**summarize(rows), "fid_features": fid}, "images": images, "scenes": scenes}
+
+
+# Degraded variants of the FP sampler, from mild to severe: fewer steps, weaker guidance, pixel noise.
+DEGRADATIONS: dict[str, dict] = {
+    "reference": {},
+    "steps 10": {"steps": 10}, "steps 5": {"steps": 5}, "steps 3": {"steps": 3}, "steps 2": {"steps": 2},
+    "guidance 2": {"guidance": 2.0}, "guidance 1": {"guidance": 1.0}, "guidance 0": {"guidance": 0.0},
+    "noise 0.1": {"noise": 0.1}, "noise 0.25": {"noise": 0.25}, "noise 0.5": {"noise": 0.5},
+}
+
+
+def run_scorer_agreement(suite: T2ISuite, prompts: int, steps: int, guidance: float, seed: int,
+                         progress: Progress = no_progress) -> dict:
+    """Mean adherence and mean CLIP score for each degraded variant, and their Kendall tau: do the two
+    scorers rank variants alike?"""
+    from scipy.stats import kendalltau
+
+    scenes = prompt_set(prompts, "heldout", seed)
+    advance = progress("variants", len(DEGRADATIONS))
+    rows = []
+    for name, change in DEGRADATIONS.items():
+        images = generate(suite, scenes, change.get("steps", steps), change.get("guidance", guidance), seed)
+        if "noise" in change:
+            noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed)) * change["noise"]
+            images = (images + noise).clamp(-1, 1)
+        rows.append({"variant": name, **summarize(score_images(suite, scenes, images))})
+        advance()
+    tau, p_value = kendalltau([r["adherence"] for r in rows], [r["clip_score"] for r in rows])
+    return {"rows": rows, "kendall_tau": float(tau), "p_value": float(p_value)}
