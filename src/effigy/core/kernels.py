@@ -41,6 +41,17 @@ def fbgemm_max_activation_bits() -> int:
     return 8 if cpu_has_vnni() else 7
 
 
+def check_fbgemm_activation_bits(act_bits: int) -> None:
+    """Refuse activation widths that the fbgemm path would compute wrongly on this CPU."""
+    limit = fbgemm_max_activation_bits()
+    if act_bits > limit:
+        raise QuantizationError(
+            f"the fbgemm int8 path computes {act_bits}-bit activations exactly only on CPUs with VNNI; "
+            f"this CPU allows at most {limit} bits (int16 pair saturation). Use backend='int' (exact, slow on "
+            "CPU), backend='reference', or 7-bit activations (effigy.recipes.fast_cpu_variant)."
+        )
+
+
 def int_matmul(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
     """Exact int32 ``xq @ wq.T`` for int8 ``xq`` [M, K] and ``wq`` [N, K].
 
@@ -72,12 +83,7 @@ def fbgemm_prepack(wq: torch.Tensor, w_scale: torch.Tensor) -> object:
 def fbgemm_linear(x_scaled: torch.Tensor, packed: object, act_bits: int) -> torch.Tensor:
     """Int8 GEMM of ``x_scaled`` (activations already divided by their scale, so they lie on the integer
     grid of ``act_bits``) with prepacked weights; returns ``(round(x_scaled) @ Wq^T) * s_w`` in fp32."""
-    if act_bits > fbgemm_max_activation_bits():
-        raise QuantizationError(
-            f"the fbgemm int8 path computes {act_bits}-bit activations exactly only on CPUs with VNNI; "
-            f"this CPU allows at most {fbgemm_max_activation_bits()} bits. Use backend='int' (exact, slow) "
-            "or quantize activations to 7 bits."
-        )
+    check_fbgemm_activation_bits(act_bits)
     zero_point = FBGEMM_ZERO_POINT_8BIT if act_bits == 8 else FBGEMM_ZERO_POINT_7BIT
     return torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
         x_scaled.contiguous(), 1.0, zero_point, packed

@@ -90,6 +90,7 @@ class QuantLinear(nn.Module):
         if value != "reference":
             self._check_integer_path(value)
         self._backend = value
+        self._cache.clear()  # each path keeps its own derived weights
 
     def _check_integer_path(self, backend: str) -> None:
         act = self.act_spec
@@ -100,12 +101,8 @@ class QuantLinear(nn.Module):
             )
         if self.weight_spec.granularity == "group":
             raise QuantizationError(f"backend={backend!r} needs per-channel or per-tensor weight scales, not groups.")
-        if backend == "fbgemm" and act.bits > kernels.fbgemm_max_activation_bits():
-            raise QuantizationError(
-                f"the fbgemm int8 path is exact for at most {kernels.fbgemm_max_activation_bits()}-bit "
-                f"activations on this CPU (no VNNI: int16 pair saturation); got {act.bits}. "
-                "Use backend='int' (exact, slow on CPU) or 7-bit activations."
-            )
+        if backend == "fbgemm":
+            kernels.check_fbgemm_activation_bits(act.bits)
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         self._cache.clear()
@@ -158,6 +155,7 @@ class QuantLinear(nn.Module):
         else:
             if "fbgemm" not in self._cache:
                 self._cache["fbgemm"] = kernels.fbgemm_prepack(self.weight_int(), w_scale.flatten())
+                self._cache.pop("wq")  # the prepacked copy is the one this path reads
             x_grid = (x / scale).clamp(self.act_spec.qmin, self.act_spec.qmax)
             y = kernels.fbgemm_linear(x_grid, self._cache["fbgemm"], self.act_spec.bits) * scale
         return y if self.bias is None else y + self.bias
