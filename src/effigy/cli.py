@@ -262,7 +262,7 @@ def main() -> None:
     try:
         app()
     except EffigyError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise SystemExit(2) from None
 
 

@@ -47,3 +47,32 @@ def test_fid_on_checker_features_separates_renders_from_noise(judges, scenes_and
     feats = t2i.checker_features(judges.checker, images)
     noisy = t2i.checker_features(judges.checker, (images + 0.5 * torch.randn_like(images)).clamp(-1, 1))
     assert fid_from_features(feats[:30], feats[30:]) < fid_from_features(feats, noisy)
+
+
+def test_eval_runner_and_report_on_a_tiny_untrained_generator(judges, tmp_path):
+    import dataclasses
+
+    from effigy.evaluate.t2i_report import write_t2i_report
+
+    config = t2i_shapes.T2IShapesConfig(num_layers=1, num_attention_heads=2, attention_head_dim=8)
+    suite = dataclasses.replace(judges, transformer=t2i_shapes.build_transformer(config).eval(), config=config)
+    result = t2i.run_t2i_eval(suite, prompts=6, steps=2, guidance=4.0, seed=0)
+    assert len(result["rows"]) == 6 and {r["kind"] for r in result["rows"]} == {"single", "relation", "count"}
+    assert 0 <= result["summary"]["adherence"] <= 1 and result["summary"]["fid_features"] >= 0
+    settings = {"model": "t2i-shapes", "prompts": 6, "steps": 2, "guidance": 4.0, "split": "heldout", "seed": 0}
+    paths = write_t2i_report(result, settings, tmp_path, "effigy evaluate t2i --prompts 6", grid=True)
+    assert paths["grid"].stat().st_size > 0 and "| caption |" in paths["markdown"].read_text()
+
+
+def test_evaluate_t2i_without_trained_weights_says_how_to_train(monkeypatch, capsys):
+    import sys
+
+    from effigy import cli
+    from effigy.models import zoo
+
+    monkeypatch.setattr(zoo, "read_manifest", lambda path=None: {})
+    monkeypatch.setattr(sys, "argv", ["effigy", "evaluate", "t2i", "--prompts", "3"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    assert "effigy zoo train t2i-shapes" in capsys.readouterr().err

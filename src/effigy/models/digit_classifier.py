@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effigy.models.config import TrainConfig
+from effigy.models.supervised import fit
 from effigy.worlds.digits import NUM_CLASSES, augment, load_digits_images, split_indices
 
 
@@ -23,7 +24,6 @@ class ClassifierConfig(TrainConfig):
     learning_rate: float = 2e-3
     noise_std: float = 0.15
     seed: int = 0
-
 
 
 class DigitClassifier(nn.Module):
@@ -55,22 +55,14 @@ def train(config: ClassifierConfig, progress: Callable[[int, float], None] | Non
     images, labels = load_digits_images(config.sample_size)
     train_idx, _ = split_indices(len(images))
     images, labels = images[train_idx], labels[train_idx]
-    model = DigitClassifier(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, total_steps=config.train_steps)
-    model.train()
-    for step in range(config.train_steps):
+
+    def batch_loss(model: nn.Module, generator: torch.Generator) -> torch.Tensor:
         pick = torch.randint(0, len(images), (config.batch_size,), generator=generator)
         batch = augment(images[pick], generator)
         batch = (batch + config.noise_std * torch.randn(batch.shape, generator=generator)).clamp(-1, 1)
-        loss = F.cross_entropy(model(batch), labels[pick])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if progress is not None:
-            progress(step, loss.item())
-    return model.eval()
+        return F.cross_entropy(model(batch), labels[pick])
+
+    return fit(DigitClassifier(config), batch_loss, config.train_steps, config.learning_rate, generator, progress)
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effigy.models.config import TrainConfig
+from effigy.models.supervised import fit
 from effigy.worlds.shapes import COLOURS, KINDS, SHAPES, SIZES, Scene, ShapeObject, ShapesWorld, render
 
 COLOUR_NAMES, SIZE_NAMES = tuple(COLOURS), tuple(SIZES)
@@ -123,21 +124,13 @@ def train(config: CheckerConfig, progress: Callable[[int, float], None] | None =
               + ShapesWorld(config.sample_size, seed=config.seed + 1, split="heldout").sample(quarter))
     images = render_batch(scenes, config.sample_size)
     targets = targets_for(scenes, config.sample_size // CELL)
-    model = ShapesChecker(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, total_steps=config.train_steps)
-    model.train()
-    for step in range(config.train_steps):
+
+    def batch_loss(model: nn.Module, generator: torch.Generator) -> torch.Tensor:
         pick = torch.randint(0, len(scenes), (config.batch_size,), generator=generator)
         batch = degrade(images[pick], config.max_noise, generator)
-        loss = checker_loss(model(batch), tuple(t[pick] for t in targets))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if progress is not None:
-            progress(step, loss.item())
-    return model.eval()
+        return checker_loss(model(batch), tuple(t[pick] for t in targets))
+
+    return fit(ShapesChecker(config), batch_loss, config.train_steps, config.learning_rate, generator, progress)
 
 
 @torch.no_grad()
