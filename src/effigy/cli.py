@@ -54,6 +54,18 @@ def _print_rows(rows: list[dict], columns: list[tuple[str, str]], title: str) ->
     Console().print(table)
 
 
+def _write_and_show(result: dict, markdown: str, columns, stem: Path, title: str, as_json: bool) -> None:
+    """Write ``stem``.json and ``stem``.md, then print the JSON or a table of the rows."""
+    from effigy.evaluate.report import write_results
+
+    paths = write_results(result, markdown, stem.parent, stem.name)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        _print_rows(result["rows"], columns, title)
+        console.print(f"wrote {paths[0]} and {paths[1]}")
+
+
 def _run_quant_bench(settings, out: Path, stem: str, as_json: bool) -> dict:
     from effigy.evaluate.quant_bench import run_quant_bench
     from effigy.evaluate.quant_report import COLUMNS, write_quant_report
@@ -114,7 +126,7 @@ def bench_kernels(
 ) -> None:
     """fp32 vs torch._int_mm vs fbgemm int8 GEMM on the digits DiT's layer shapes (exactness checked)."""
     from effigy.evaluate.kernel_bench import KERNEL_COLUMNS, run_kernel_bench
-    from effigy.evaluate.report import markdown_table, write_results
+    from effigy.evaluate.report import markdown_table
 
     result = run_kernel_bench(seed=seed)
     result["command"] = _command_line()
@@ -122,12 +134,7 @@ def bench_kernels(
     markdown = (f"# Integer matmul paths on this CPU\n\nCommand: `{result['command']}` (seed {seed})  \nMachine: {m['cpu']}, "
                 f"{m['torch_threads']} torch threads, torch {m['torch']}, VNNI: {m['vnni']}.\n\n"
                 + markdown_table(result["rows"], KERNEL_COLUMNS))
-    paths = write_results(result, markdown, out, "kernels")
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-    else:
-        _print_rows(result["rows"], KERNEL_COLUMNS, "integer matmul paths")
-        console.print(f"wrote {paths[0]} and {paths[1]}")
+    _write_and_show(result, markdown, KERNEL_COLUMNS, out / "kernels", "integer matmul paths", as_json)
 
 
 @bench_app.command("t2i-scorers")
@@ -140,7 +147,7 @@ def bench_t2i_scorers(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Do the attribute checker and the CLIP-score stand-in rank degraded variants alike (Kendall tau)?"""
-    from effigy.evaluate.report import markdown_table, write_results
+    from effigy.evaluate.report import markdown_table
     from effigy.evaluate.t2i import T2ISuite, run_scorer_agreement
 
     suite = T2ISuite.load()
@@ -153,12 +160,8 @@ def bench_t2i_scorers(
                 f"{prompts} held-out prompts per variant. Kendall tau between mean adherence and mean CLIP score "
                 f"across variants: **{result['kendall_tau']:.3f}** (p = {result['p_value']:.2g}).\n\n"
                 + markdown_table(result["rows"], columns))
-    paths = write_results(result, markdown, out, "t2i_scorer_agreement")
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-    else:
-        _print_rows(result["rows"], columns, f"Kendall tau = {result['kendall_tau']:.3f}")
-        console.print(f"wrote {paths[0]} and {paths[1]}")
+    _write_and_show(result, markdown, columns, out / "t2i_scorer_agreement", f"Kendall tau = {result['kendall_tau']:.3f}",
+                    as_json)
 
 
 @app.command("quantize")

@@ -76,3 +76,16 @@ def test_evaluate_t2i_without_trained_weights_says_how_to_train(monkeypatch, cap
         cli.main()
     assert exit_info.value.code == 2
     assert "effigy zoo train t2i-shapes" in capsys.readouterr().err
+
+
+def test_scorer_agreement_covers_every_degradation(judges):
+    import dataclasses
+    import math
+
+    config = t2i_shapes.T2IShapesConfig(num_layers=1, num_attention_heads=2, attention_head_dim=8)
+    suite = dataclasses.replace(judges, transformer=t2i_shapes.build_transformer(config).eval(), config=config)
+    result = t2i.run_scorer_agreement(suite, prompts=3, steps=2, guidance=4.0, seed=0)
+    assert [r["variant"] for r in result["rows"]] == list(t2i.DEGRADATIONS)
+    noisy = {r["variant"]: r["clip_score"] for r in result["rows"]}
+    assert all(0 <= score <= 100 for score in noisy.values())
+    assert isinstance(result["kendall_tau"], float) and (math.isnan(result["kendall_tau"]) or -1 <= result["kendall_tau"] <= 1)
