@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import nn
 
 from effigy.errors import QuantizationError
@@ -11,8 +12,6 @@ from effigy.models.pretrained import load_pretrained
 from effigy.models.zoo import ZOO, load_zoo_model
 from effigy.nn import QuantConfig
 from effigy.worlds.digits import NUM_CLASSES
-
-import torch
 
 
 def load_model_for_quantization(name_or_path: str) -> nn.Module:
