@@ -26,5 +26,6 @@ def test_bad_paths_and_classes(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": "Popen"}))
     with pytest.raises(CheckpointError, match="not a diffusers model"):
         load_pretrained(str(tmp_path))
-    with pytest.raises(CheckpointError, match="neither a model folder nor a hub id"):
-        load_pretrained("no-such-model")
+    for missing in ("no-such-model", "/no/such/folder", "./relative"):
+        with pytest.raises(CheckpointError, match="neither a model folder nor a hub id"):
+            load_pretrained(missing)

@@ -49,7 +49,8 @@ def load_pretrained(path_or_id: str, subfolder: str | None = None) -> nn.Module:
         cls = diffusers_model_class(json.loads(config_file.read_text()).get("_class_name"))
         require_safetensors(folder)
         return cls.from_pretrained(str(folder), use_safetensors=True).eval()
-    if Path(path_or_id).exists() or "/" not in path_or_id:
+    looks_like_path = path_or_id.startswith(("/", ".", "~")) or path_or_id.count("/") != 1
+    if Path(path_or_id).exists() or looks_like_path:
         raise CheckpointError(f"{path_or_id!r} is neither a model folder nor a hub id like 'org/name'.")
     from diffusers import DiTTransformer2DModel
 
