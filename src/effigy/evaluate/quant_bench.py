@@ -169,7 +169,6 @@ def _measure_speed_and_memory(variants, dit_config, settings, progress: Progress
 def memory_probe(config: dict | None, settings: dict) -> dict:
     """In a fresh process: load the shipped DiT, quantize it as ``config`` says, sample the latency
     batch once, and report the process's peak resident memory."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     bench = QuantBenchSettings(**{**settings, "recipes": tuple(settings["recipes"])})
     model, dit_config = load_zoo_model("dit-digits")
     if config is not None:

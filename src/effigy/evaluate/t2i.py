@@ -19,8 +19,6 @@ from effigy.models.text_encoder import MiniLMTextEncoder
 from effigy.models.zoo import load_zoo_model
 from effigy.worlds.shapes import KINDS, Scene, ShapesWorld, render
 
-CHECKER_FEATURES = "shapes-checker last hidden layer (4 x width = 128 channels, pooled)"
-
 
 @dataclass
 class T2ISuite:

@@ -53,7 +53,6 @@ class AlignConfig(TrainConfig):
     seed: int = 0
 
 
-
 class AlignmentHead(nn.Module):
     """The trained part: image and text projections and the contrastive temperature."""
 

@@ -30,6 +30,11 @@ class DiffusionTraining:
     warmup_steps: int = 100
     seed: int = 0
 
+    @classmethod
+    def from_config(cls, config: object) -> "DiffusionTraining":
+        """Read the fields of the same names from a model's training config."""
+        return cls(**{name: getattr(config, name) for name in cls.__dataclass_fields__ if hasattr(config, name)})
+
 
 def train_scheduler(num_train_timesteps: int, beta_schedule: str) -> DDPMScheduler:
     return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule)

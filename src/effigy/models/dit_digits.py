@@ -35,7 +35,6 @@ class DiTDigitsConfig(TrainConfig):
     seed: int = 0
 
 
-
 def build_transformer(config: DiTDigitsConfig) -> DiTTransformer2DModel:
     """A diffusers DiT for one-channel images; ``num_embeds_ada_norm`` classes plus one null label for CFG."""
     return DiTTransformer2DModel(
@@ -51,11 +50,6 @@ def build_transformer(config: DiTDigitsConfig) -> DiTTransformer2DModel:
     )
 
 
-def training_settings(config: DiTDigitsConfig) -> DiffusionTraining:
-    return DiffusionTraining(config.train_steps, config.batch_size, config.learning_rate, config.ema_decay,
-                             config.num_train_timesteps, config.beta_schedule, seed=config.seed)
-
-
 def train(
     config: DiTDigitsConfig, progress: Callable[[int, float], None] | None = None
 ) -> DiTTransformer2DModel:
@@ -69,7 +63,7 @@ def train(
         pick = torch.randint(0, len(images), (config.batch_size,), generator=generator)
         return augment(images[pick], generator), {"class_labels": labels[pick]}
 
-    return train_eps_model(lambda: build_transformer(config), make_batch, training_settings(config), progress)
+    return train_eps_model(lambda: build_transformer(config), make_batch, DiffusionTraining.from_config(config), progress)
 
 
 def sample(

@@ -17,7 +17,7 @@ from torch import nn
 
 from effigy.models.config import TrainConfig
 from effigy.models.supervised import fit
-from effigy.worlds.shapes import COLOURS, KINDS, SHAPES, SIZES, Scene, ShapeObject, ShapesWorld, render
+from effigy.worlds.shapes import COLOURS, SHAPES, SIZES, Scene, ShapeObject, ShapesWorld, render
 
 COLOUR_NAMES, SIZE_NAMES = tuple(COLOURS), tuple(SIZES)
 CELL = 8
@@ -34,7 +34,6 @@ class CheckerConfig(TrainConfig):
     learning_rate: float = 2e-3
     max_noise: float = 0.2
     seed: int = 0
-
 
 
 class ShapesChecker(nn.Module):
@@ -153,5 +152,3 @@ def detect(model: ShapesChecker, images: torch.Tensor, threshold: float = 0.5) -
 def as_objects(detections: list[Detection]) -> list[ShapeObject]:
     return [ShapeObject(d.shape, d.colour, d.size, d.x, d.y) for d in detections]
 
-
-__all__ = ["CheckerConfig", "Detection", "KINDS", "ShapesChecker", "detect", "train"]

@@ -37,7 +37,6 @@ class T2IShapesConfig(TrainConfig):
     seed: int = 0
 
 
-
 def build_transformer(config: T2IShapesConfig) -> PixArtTransformer2DModel:
     hidden = config.num_attention_heads * config.attention_head_dim
     return PixArtTransformer2DModel(
@@ -96,8 +95,7 @@ def train(config: T2IShapesConfig, progress: Callable[[int, float], None] | None
         batch_captions = ["" if d else captions[i] for i, d in zip(pick, drop.tolist())]
         return images[pick], bank.encode(batch_captions)
 
-    settings = DiffusionTraining(config.train_steps, config.batch_size, config.learning_rate, config.ema_decay,
-                                 config.num_train_timesteps, config.beta_schedule, seed=config.seed)
+    settings = DiffusionTraining.from_config(config)
     return train_eps_model(lambda: build_transformer(config), make_batch, settings, progress)
 
 
