@@ -91,3 +91,28 @@ def test_weight_bytes_of_quantized_linears(tiny_dit):
     fp_bytes = effigy.weight_nbytes(tiny_dit)
     model = effigy.quantize(tiny_dit, get_recipe("vidit-q-w8a8"))
     assert effigy.weight_nbytes(model) < fp_bytes
+
+
+def test_balanced_rotated_mixed_checkpoint_round_trip(tiny_dit, tmp_path):
+    from dataclasses import replace
+
+    names = [n for n, m in tiny_dit.named_modules() if n.endswith("attn1.to_q")]
+    config = replace(get_recipe("vidit-q-w4a8"), rotate=True, layer_bits={names[0]: 8})
+    model = effigy.quantize(tiny_dit, config, calib)
+    layer = model.get_submodule(names[0])
+    assert layer.weight_spec.bits == 8 and layer.rotated and layer.input_divisor is not None
+    assert model.get_submodule(names[1]).weight_spec.bits == 4
+    effigy.save(model, tmp_path / "ckpt")
+    loaded = effigy.load(tmp_path / "ckpt")
+    assert torch.equal(run(loaded), run(model))
+
+
+def test_balancing_needs_calibration_and_layer_bits_need_real_layers(tiny_dit):
+    from dataclasses import replace
+
+    with pytest.raises(QuantizationError, match="channel balancing.*calib_loop"):
+        effigy.quantize(tiny_dit, get_recipe("vidit-q-w4a8"))
+    with pytest.raises(QuantizationError, match="layer_bits names layers"):
+        effigy.quantize(tiny_dit, replace(get_recipe("rtn-w4a8"), layer_bits={"pos_embed.proj": 8}))
+    with pytest.raises(QuantizationError, match="bits=9"):
+        replace(get_recipe("rtn-w4a8"), layer_bits={"x": 9})

@@ -49,12 +49,16 @@ def test_quantize_writes_a_loadable_checkpoint(monkeypatch, capsys, tmp_path):
 
 
 def test_bench_quant_writes_json_markdown_and_grid(monkeypatch, capsys, tmp_path):
-    code, out, _ = run_cli(monkeypatch, capsys, "bench", "quant", "--samples-per-class", "2", "--steps", "2",
+    code, out, _ = run_cli(monkeypatch, capsys, "bench", "quant", "--samples-per-class", "2", "--steps", "2", "--sensitivity-steps", "1", "--mp-candidates", "4,8",
                            "--no-memory", "--out", str(tmp_path), "--json")
     assert code == 0
     result = json.loads((tmp_path / "quant_dit_digits.json").read_text())
     names = [row["variant"] for row in result["rows"]]
     assert names[:3] == ["fp32", "naive-w8a8", "vidit-q-w8a8"] and names[3].endswith("-fbgemm")
+    assert names[4:] == ["rtn-w4a8", "vidit-q-w4a8", "vidit-q-w4a8-mp"]
+    allocation = json.loads((tmp_path / "quant_dit_digits_allocation.json").read_text())
+    assert sum(allocation["table"]["sizes"].values()) * 4 >= allocation["assignment"]["total_bits"]
+    assert result["rows"][-1]["average_weight_bits"] <= 4.0 + 1e-9
     assert "effigy bench quant" in result["command"] and result["settings"]["seed"] == 0
     assert all(row["latency_ms_per_image"] > 0 for row in result["rows"])
     assert "| variant |" in (tmp_path / "quant_dit_digits.md").read_text()

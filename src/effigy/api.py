@@ -14,7 +14,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from effigy.core.quant import MinMaxObserver
+from effigy.core.hadamard import rotate as hadamard_rotate
+from effigy.core.quant import MinMaxObserver, QuantSpec, channel_balance_divisor
 from effigy.errors import CheckpointError, QuantizationError
 from effigy.models.pretrained import diffusers_model_class, require_safetensors
 from effigy.nn import QuantConfig, QuantLinear, find_targets, replace_modules
@@ -36,30 +37,37 @@ def quantize(
     if getattr(model, CONFIG_ATTR, None) is not None:
         raise QuantizationError("this model is already quantized; start again from the float model.")
     targets = find_targets(model, config.include, config.ignore)
-    act_qparams = _calibrate(model, targets, config, calib_loop)
+    unknown = sorted(set(config.layer_bits) - set(targets))
+    if unknown:
+        raise QuantizationError(f"layer_bits names layers that are not quantized here: {unknown[:3]}; "
+                                "use names from the recipe's targets.")
+    divisors = _balance_divisors(model, targets, config, calib_loop)
+    act_qparams = _calibrate_static_scales(model, targets, config, calib_loop, divisors)
     replace_modules(
         model,
         targets,
         lambda name, linear: QuantLinear.from_linear(
-            linear, config.weight, config.activation, act_qparams.get(name), backend=config.backend
+            linear, config.weight_spec_for(name), config.activation, act_qparams.get(name), backend=config.backend,
+            input_divisor=divisors.get(name), rotated=config.rotates(linear.in_features),
         ),
     )
     setattr(model, CONFIG_ATTR, config)
     return model
 
 
-def _calibrate(model, targets, config, calib_loop) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Observe each target's input over ``calib_loop`` to fix static activation scales."""
-    if config.activation is None or config.activation.dynamic:
-        return {}
+def _require_calib_loop(config: QuantConfig, calib_loop, why: str) -> None:
     if calib_loop is None:
         raise QuantizationError(
-            f"recipe {config.name!r} uses static activation scales: pass calib_loop=lambda m: ... that runs "
-            "a few representative inputs through the model."
+            f"recipe {config.name!r} uses {why}: pass calib_loop=lambda m: ... that runs a few representative "
+            "inputs through the model."
         )
-    observers = {name: MinMaxObserver(config.activation) for name in targets}
+
+
+def _observe_inputs(model, targets, calib_loop, make_observer, transform=lambda _n, x: x) -> dict:
+    """Run ``calib_loop`` once with an observer on each target's input (after ``transform``)."""
+    observers = {name: make_observer() for name in targets}
     handles = [
-        module.register_forward_pre_hook(lambda _m, args, obs=observers[name]: obs.update(args[0]))
+        module.register_forward_pre_hook(lambda _m, args, n=name: observers[n].update(transform(n, args[0])))
         for name, module in targets.items()
     ]
     try:
@@ -68,6 +76,36 @@ def _calibrate(model, targets, config, calib_loop) -> dict[str, tuple[torch.Tens
     finally:
         for handle in handles:
             handle.remove()
+    return observers
+
+
+def _balance_divisors(model, targets, config, calib_loop) -> dict[str, torch.Tensor]:
+    """Per-input-channel activation maxima over the calibration run -> channel-balancing divisors."""
+    if config.smooth_alpha is None:
+        return {}
+    _require_calib_loop(config, calib_loop, "channel balancing (smooth_alpha)")
+    per_channel = QuantSpec(granularity="channel", channel_axis=-1)
+    observers = _observe_inputs(model, targets, calib_loop, lambda: MinMaxObserver(per_channel))
+    divisors = {}
+    for name, obs in observers.items():
+        if obs.lo is None:
+            raise QuantizationError(f"the calibration loop never reached layer {name!r}; it cannot be balanced.")
+        absmax = torch.maximum(obs.lo.abs(), obs.hi.abs()).flatten()
+        divisors[name] = channel_balance_divisor(absmax, targets[name].weight, config.smooth_alpha)
+    return divisors
+
+
+def _calibrate_static_scales(model, targets, config, calib_loop, divisors) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Observe each target's (balanced) input over ``calib_loop`` to fix static activation scales."""
+    if config.activation is None or config.activation.dynamic:
+        return {}
+    _require_calib_loop(config, calib_loop, "static activation scales")
+
+    def balanced(name: str, x: torch.Tensor) -> torch.Tensor:
+        x = x / divisors[name] if name in divisors else x
+        return hadamard_rotate(x) if config.rotates(x.shape[-1]) else x
+
+    observers = _observe_inputs(model, targets, calib_loop, lambda: MinMaxObserver(config.activation), balanced)
     return {name: obs.qparams() for name, obs in observers.items()}
 
 
@@ -124,8 +162,10 @@ def load(directory: str | Path) -> nn.Module:
         replace_modules(
             model,
             targets,
-            lambda _n, lin: QuantLinear(
-                lin.in_features, lin.out_features, config.weight, config.activation, lin.bias is not None, config.backend
+            lambda name, lin: QuantLinear(
+                lin.in_features, lin.out_features, config.weight_spec_for(name), config.activation,
+                lin.bias is not None, config.backend, balanced=config.smooth_alpha is not None,
+                rotated=config.rotates(lin.in_features),
             ),
         )
         setattr(model, CONFIG_ATTR, config)

@@ -106,16 +106,31 @@ def bench_quant(
     steps: int = typer.Option(20, min=1, max=200),
     seed: int = typer.Option(0),
     memory: bool = typer.Option(True, help="Measure peak memory in a fresh process per variant (~10 s each)."),
+    mp_bits: float = typer.Option(4.0, help="Average weight bits the mixed-precision allocation may spend."),
+    sensitivity_steps: int = typer.Option(10, min=1, max=50, help="Sampling steps of each sensitivity run."),
+    mp_candidates: str = typer.Option("3,4,6,8", help="Candidate weight bit-widths of the mixed-precision search."),
     out: Path = typer.Option(Path("benchmarks/results")),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """FP, naive W8A8 and ViDiT-Q W8A8 (+ its fbgemm integer-kernel run) on the shipped digits DiT."""
+    """FP, naive W8A8, ViDiT-Q W8A8 (+ its fbgemm run), RTN W4A8, ViDiT-Q W4A8 and W4A8-MP on the digits DiT."""
     from effigy.evaluate.quant_bench import QuantBenchSettings
 
-    settings = QuantBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory)
+    settings = QuantBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,
+                                  mp_average_bits=mp_bits, sensitivity_steps=sensitivity_steps,
+                                  mp_candidate_bits=_parse_bits(mp_candidates))
     paths = _run_quant_bench(settings, out, "quant_dit_digits", as_json)
     if not as_json:
         console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def _parse_bits(text: str) -> tuple[int, ...]:
+    try:
+        bits = tuple(sorted({int(b) for b in text.split(",") if b.strip()}))
+    except ValueError:
+        raise EffigyError(f"--mp-candidates {text!r}: give comma-separated integers, e.g. 3,4,6,8.") from None
+    if not bits or not all(2 <= b <= 8 for b in bits):
+        raise EffigyError(f"--mp-candidates {text!r}: every bit-width must lie in 2..8.")
+    return bits
 
 
 @bench_app.command("kernels")

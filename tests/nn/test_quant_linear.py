@@ -78,3 +78,24 @@ def test_backend_validation():
 def test_static_activations_need_calibration():
     with pytest.raises(QuantizationError, match="calib_loop"):
         make(nn.Linear(8, 8), act=QuantSpec(bits=8, granularity="tensor", dynamic=False))
+
+
+def test_channel_balancing_moves_an_outlier_channel_into_the_weights():
+    from effigy.core.quant import channel_balance_divisor
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 32)
+    x = torch.randn(256, 64)
+    x[:, 3] *= 40  # one outlier input channel, as in DiT activations
+    reference = linear(x)
+    w8a4 = (QuantSpec(bits=8, granularity="channel"), QuantSpec(bits=4, granularity="token", dynamic=True))
+    plain = QuantLinear.from_linear(linear, *w8a4)
+    divisor = channel_balance_divisor(x.abs().amax(0), linear.weight, alpha=0.5)
+    balanced = QuantLinear.from_linear(linear, *w8a4, input_divisor=divisor)
+    rotated = QuantLinear.from_linear(linear, *w8a4, input_divisor=divisor, rotated=True)
+    error = lambda layer: ((layer(x) - reference).norm() / reference.norm()).item()
+    assert error(balanced) < 0.6 * error(plain)
+    assert error(rotated) < error(plain)
+    exact = QuantLinear.from_linear(linear, QuantSpec(bits=8, granularity="channel"), None, input_divisor=divisor,
+                                    rotated=True)
+    assert torch.allclose(exact(x), reference, rtol=0, atol=0.05 * reference.abs().max().item())

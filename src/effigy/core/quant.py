@@ -194,3 +194,17 @@ class EMAObserver(MinMaxObserver):
         else:
             self.lo = self.lo + self.momentum * (lo - self.lo)
             self.hi = self.hi + self.momentum * (hi - self.hi)
+
+
+def channel_balance_divisor(act_absmax: torch.Tensor, weight: torch.Tensor, alpha: float) -> torch.Tensor:
+    """SmoothQuant's per-input-channel divisor s = a_max^alpha / w_max^(1 - alpha).
+
+    Dividing the activation by s and multiplying the weight's columns by s keeps x W^T exact while
+    moving outlier magnitude from activations (hard: per token) into weights (easy: per channel).
+    ``act_absmax`` is [in_features]; ``weight`` is [out_features, in_features].
+    """
+    if not 0 <= alpha <= 1:
+        raise QuantizationError(f"smooth_alpha={alpha} must lie in [0, 1] (0.5 is the usual choice).")
+    w_max = weight.detach().abs().amax(dim=0).float().clamp_min(1e-5)
+    s = act_absmax.float().clamp_min(1e-5) ** alpha / w_max ** (1 - alpha)
+    return s.clamp(1e-4, 1e4)

@@ -22,15 +22,23 @@ from effigy.models import dit_digits
 from effigy.models.zoo import load_zoo_model
 from effigy.nn import QuantConfig
 from effigy.recipes import fast_cpu_variant, get_recipe
+from effigy.recipes.mixed_precision import layer_groups, measure_sensitivity, mixed_precision_config
 from effigy.worlds.digits import NUM_CLASSES, load_digits_images
 
 FID_FEATURES = "digits-classifier penultimate layer (128-d)"
 
 
+MIXED_PRECISION = "vidit-q-w4a8-mp"
+
+
 @dataclass
 class QuantBenchSettings:
-    recipes: tuple[str, ...] = ("naive-w8a8", "vidit-q-w8a8")
-    fast_path: bool = True
+    recipes: tuple[str, ...] = ("naive-w8a8", "vidit-q-w8a8", "rtn-w4a8", "vidit-q-w4a8", MIXED_PRECISION)
+    fast_path: bool = True  # adds the fbgemm integer-kernel run of vidit-q-w8a8
+    mp_average_bits: float = 4.0  # the MP budget: the same average weight bits as uniform W4
+    mp_candidate_bits: tuple[int, ...] = (3, 4, 6, 8)
+    sensitivity_per_class: int = 2  # sensitivity runs sample 2 images per class ...
+    sensitivity_steps: int = 10  # ... with 10 steps (other seeds than the evaluation)
     samples_per_class: int = 50
     steps: int = 20
     guidance_scale: float = 3.0
@@ -70,23 +78,63 @@ def generate(model, config, labels, settings: QuantBenchSettings, advance: Calla
     return torch.cat(chunks)
 
 
-def make_calib_loop(dit_config, settings: QuantBenchSettings) -> Callable[[nn.Module], None]:
-    """Static recipes calibrate on real sampling trajectories (other seeds than the evaluation)."""
-    labels = class_labels(settings.calibration_per_class)
-    return lambda model: dit_digits.sample(model, dit_config, labels, settings.steps, settings.guidance_scale,
-                                           settings.seed + 10_000)
+def make_calib_loop(dit_config, settings: QuantBenchSettings, steps: int | None = None,
+                    per_class: int | None = None) -> Callable[[nn.Module], None]:
+    """Static and balanced recipes calibrate on real sampling trajectories (other seeds than the evaluation)."""
+    labels = class_labels(per_class or settings.calibration_per_class)
+    return lambda model: dit_digits.sample(model, dit_config, labels, steps or settings.steps,
+                                           settings.guidance_scale, settings.seed + 10_000)
 
 
-def build_variants(fp_model, dit_config, settings: QuantBenchSettings) -> list[Variant]:
-    """FP plus each recipe (and the fast integer-kernel variant of the last one, if asked)."""
-    configs = [get_recipe(name) for name in settings.recipes]
-    if settings.fast_path and configs and configs[-1].activation is not None:
-        configs.append(fast_cpu_variant(configs[-1]))
+def sensitivity_evaluator(fp_model, dit_config, classifier, settings: QuantBenchSettings):
+    """Metric-decoupled losses of a partly quantized model against FP on a small seeded batch:
+    visual = 1 - SSIM vs the FP samples; alignment = mean drop of the classifier's probability of
+    the requested class (how well the adaLN class conditioning survives)."""
+    labels = class_labels(settings.sensitivity_per_class)
+    draw = lambda m: dit_digits.sample(m, dit_config, labels, settings.sensitivity_steps, settings.guidance_scale,
+                                       settings.seed + 20_000)
+    reference = draw(fp_model)
+    p_reference = classifier(reference).softmax(1)[torch.arange(len(labels)), labels]
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        images = draw(model)
+        p = classifier(images).softmax(1)[torch.arange(len(labels)), labels]
+        return {"visual": 1 - ssim(images, reference), "alignment": (p_reference - p).mean().item()}
+
+    return evaluate
+
+
+def mixed_precision_variant(fp_model, dit_config, classifier, settings: QuantBenchSettings,
+                            progress: Progress) -> tuple[QuantConfig, dict]:
+    """Sensitivity table + ILP allocation at ``mp_average_bits``, both returned for the results."""
+    base = get_recipe("vidit-q-w4a8")
+    calib_loop = make_calib_loop(dit_config, settings, settings.sensitivity_steps, per_class=1)  # cheap: ranks only
+    n_groups = len(layer_groups(fp_model, base))
+    advance = progress("sensitivity (group x bits)", n_groups * len(settings.mp_candidate_bits))
+    table = measure_sensitivity(fp_model, base, sensitivity_evaluator(fp_model, dit_config, classifier, settings),
+                                calib_loop, settings.mp_candidate_bits, advance)
+    config, assignment = mixed_precision_config(fp_model, base, table, settings.mp_average_bits, MIXED_PRECISION)
+    return config, {"average_bits": settings.mp_average_bits, "table": table.to_dict(),
+                    "assignment": assignment.to_dict(), "achieved_average_bits": assignment.average_bits(table)}
+
+
+def build_variants(fp_model, dit_config, classifier, settings: QuantBenchSettings,
+                   progress: Progress = no_progress) -> tuple[list[Variant], dict | None]:
+    """FP plus each recipe (the fbgemm run of vidit-q-w8a8 if asked; the MP recipe allocated here)."""
+    configs, allocation = [], None
+    for name in settings.recipes:
+        if name == MIXED_PRECISION:
+            config, allocation = mixed_precision_variant(fp_model, dit_config, classifier, settings, progress)
+            configs.append(config)
+        else:
+            configs.append(get_recipe(name))
+        if settings.fast_path and name == "vidit-q-w8a8":
+            configs.append(fast_cpu_variant(configs[-1]))
     calib_loop = make_calib_loop(dit_config, settings)
     variants = [Variant("fp32", fp_model)]
     for config in configs:
         variants.append(Variant(config.name, quantize(copy.deepcopy(fp_model), config, calib_loop), config))
-    return variants
+    return variants, allocation
 
 
 @torch.no_grad()
@@ -96,7 +144,7 @@ def run_quant_bench(settings: QuantBenchSettings, progress: Progress = no_progre
     real_images, _ = load_digits_images(dit_config.sample_size)
     real_features = classifier.features(real_images)
     labels = class_labels(settings.samples_per_class)
-    variants = build_variants(fp_model, dit_config, settings)
+    variants, allocation = build_variants(fp_model, dit_config, classifier, settings, progress)
     fp_weight_bytes = weight_nbytes(fp_model)
 
     for variant in variants:
@@ -113,6 +161,7 @@ def run_quant_bench(settings: QuantBenchSettings, progress: Progress = no_progre
             "ssim_vs_fp": ssim(variant.images, variants[0].images) if variant.config else None,
             "weight_bytes": weight_nbytes(variant.model),
             "weight_bytes_ratio": weight_nbytes(variant.model) / fp_weight_bytes,
+            "average_weight_bits": average_weight_bits(variant.model),
         }
         if variant.config is not None:
             quantized_bytes = weight_nbytes(variant.model, only_quantized_targets=True)
@@ -132,8 +181,20 @@ def run_quant_bench(settings: QuantBenchSettings, progress: Progress = no_progre
         "machine": machine_facts(),
         "recipes": {v.name: v.config.to_dict() for v in variants if v.config is not None},
         "rows": [v.row for v in variants],
+        "allocation": allocation,
         "images": {v.name: v.images for v in variants},
     }
+
+
+def average_weight_bits(model: nn.Module) -> float | None:
+    """Nominal weight bits of the quantized linears, averaged by parameter count (None for FP)."""
+    from effigy.nn import QuantLinear
+
+    layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    if not layers:
+        return None
+    sizes = [m.in_features * m.out_features for m in layers]
+    return sum(m.weight_spec.bits * n for m, n in zip(layers, sizes)) / sum(sizes)
 
 
 def _fp_bytes_of_targets(fp_model: nn.Module, quantized: nn.Module) -> int:
@@ -169,7 +230,7 @@ def _measure_speed_and_memory(variants, dit_config, settings, progress: Progress
 def memory_probe(config: dict | None, settings: dict) -> dict:
     """In a fresh process: load the shipped DiT, quantize it as ``config`` says, sample the latency
     batch once, and report the process's peak resident memory."""
-    bench = QuantBenchSettings(**{**settings, "recipes": tuple(settings["recipes"])})
+    bench = QuantBenchSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
     model, dit_config = load_zoo_model("dit-digits")
     if config is not None:
         model = quantize(model, QuantConfig.from_dict(config), make_calib_loop(dit_config, bench))

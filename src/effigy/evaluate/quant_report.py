@@ -1,6 +1,7 @@
 """Turn a quantization benchmark result into files: JSON, a Markdown table, and a sample grid."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ COLUMNS = [
     ("fid_features", "FID (features)"),
     ("psnr_vs_fp", "PSNR vs FP (dB)"),
     ("ssim_vs_fp", "SSIM vs FP"),
+    ("average_weight_bits", "avg weight bits"),
     ("weight_bytes", "model weight bytes"),
     ("quantized_linear_bytes_ratio", "quantized linears / fp32"),
     ("peak_rss_mib", "peak RSS (MiB)"),
@@ -38,6 +40,16 @@ def render_markdown(result: dict, command: str) -> str:
         f"Machine: {m['cpu']}, {m['torch_threads']} torch threads, torch {m['torch']}, VNNI: {m['vnni']}.",
         "",
     ]
+    allocation = result.get("allocation")
+    if allocation is not None:
+        counts: dict[int, int] = {}
+        for bits in allocation["assignment"]["bits"].values():
+            counts[bits] = counts.get(bits, 0) + 1
+        spread = ", ".join(f"{n} groups at {b} bits" for b, n in sorted(counts.items()))
+        header += [f"Mixed precision: metric-decoupled sensitivity of {len(allocation['table']['scores'])} layer groups "
+                   f"(attention, MLP: 1 - SSIM vs FP; adaLN: class-probability drop) at "
+                   f"{s['mp_candidate_bits']} bits, {s['sensitivity_steps']}-step runs; ILP at "
+                   f"{allocation['average_bits']} average weight bits -> {spread}. Allocation: `*_allocation.json`.", ""]
     return "\n".join(header) + markdown_table(result["rows"], COLUMNS)
 
 
@@ -53,5 +65,9 @@ def write_quant_report(result: dict, directory: Path, stem: str, command: str) -
     printable["command"] = command
     markdown = render_markdown(result, command)
     json_path, md_path = write_results(printable, markdown, directory, stem)
-    grid = sample_grid(result, directory / f"{stem}_grid.png")
-    return {"json": json_path, "markdown": md_path, "grid": grid}
+    paths = {"json": json_path, "markdown": md_path}
+    if result.get("allocation") is not None:
+        paths["allocation"] = directory / f"{stem}_allocation.json"
+        paths["allocation"].write_text(json.dumps(result["allocation"], indent=2))
+    paths["grid"] = sample_grid(result, directory / f"{stem}_grid.png")
+    return paths

@@ -1,8 +1,9 @@
 """``QuantConfig``: what to quantize in a model and how, as data that round-trips through JSON."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from effigy.core.hadamard import is_power_of_two
 from effigy.core.quant import QuantizationError, QuantSpec
 
 # Embedders (patch, timestep, class, caption) and the final projection stay in floating point by
@@ -13,7 +14,12 @@ DEFAULT_IGNORE = ("pos_embed*", "*emb*", "proj_out*", "*norm_out*", "adaln_singl
 
 @dataclass
 class QuantConfig:
-    """Weight and activation specs plus the fnmatch patterns that pick the linear layers to quantize."""
+    """Weight and activation specs plus the fnmatch patterns that pick the linear layers to quantize.
+
+    ``smooth_alpha`` turns on channel balancing (a calibrated divisor per input channel, folded into
+    the weights); ``rotate`` adds a Hadamard rotation after it on layers whose input size is a power
+    of two; ``layer_bits`` gives single layers another weight bit-width (mixed precision).
+    """
 
     weight: QuantSpec = field(default_factory=lambda: QuantSpec(bits=8, granularity="channel"))
     activation: QuantSpec | None = field(
@@ -23,9 +29,15 @@ class QuantConfig:
     ignore: tuple[str, ...] = DEFAULT_IGNORE
     backend: str = "reference"
     name: str = "custom"
+    smooth_alpha: float | None = None
+    rotate: bool = False
+    layer_bits: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.include, self.ignore = tuple(self.include), tuple(self.ignore)
+        self.layer_bits = {name: int(bits) for name, bits in self.layer_bits.items()}
+        for bits in set(self.layer_bits.values()):
+            replace(self.weight, bits=bits)  # validates the bit-width with QuantSpec's own message
         if self.weight.granularity in ("token",) or not self.weight.symmetric:
             raise QuantizationError(
                 "weights must be symmetric with tensor, channel or group granularity "
@@ -34,9 +46,19 @@ class QuantConfig:
         if self.activation is not None and self.activation.granularity == "token" and not self.activation.dynamic:
             raise QuantizationError("per-token activation scales must be dynamic: set dynamic=True.")
 
+    def weight_spec_for(self, layer: str) -> QuantSpec:
+        bits = self.layer_bits.get(layer)
+        return self.weight if bits is None else replace(self.weight, bits=bits)
+
+    def rotates(self, in_features: int) -> bool:
+        return self.rotate and is_power_of_two(in_features)
+
     def to_dict(self) -> dict:
         return {
             "name": self.name,
+            "smooth_alpha": self.smooth_alpha,
+            "rotate": self.rotate,
+            "layer_bits": dict(self.layer_bits),
             "weight": self.weight.to_dict(),
             "activation": None if self.activation is None else self.activation.to_dict(),
             "include": list(self.include),
@@ -54,6 +76,9 @@ class QuantConfig:
                 ignore=tuple(data.get("ignore", DEFAULT_IGNORE)),
                 backend=data.get("backend", "reference"),
                 name=data.get("name", "custom"),
+                smooth_alpha=data.get("smooth_alpha"),
+                rotate=data.get("rotate", False),
+                layer_bits=data.get("layer_bits", {}),
             )
         except KeyError as missing:
             raise QuantizationError(f"quantization config lacks the field {missing}; is this an effigy file?") from None

@@ -5,6 +5,11 @@ The matmul runs on one of three paths (see :mod:`effigy.core.kernels`):
   reference - dequantize both operands and use a float matmul (the definition; any bit-width)
   int       - exact int32 accumulation of int8 operands (``torch._int_mm``)
   fbgemm    - PyTorch's fbgemm int8 GEMM, the fast CPU path
+
+Before quantization the input may be channel-balanced (ViDiT-Q / SmoothQuant): divided per input
+channel by ``input_divisor`` and, optionally, rotated by an orthonormal Hadamard matrix. The same
+transforms are folded into the stored weights, so the float product is unchanged and only the
+quantization error moves: from outlier channels of the activation into the weights.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effigy.core import kernels
+from effigy.core.hadamard import rotate as hadamard_rotate
 from effigy.core.packing import pack, packed_nbytes, unpack
 from effigy.core.quant import QuantizationError, QuantSpec, compute_qparams, dequantize, quantize
 
@@ -28,10 +34,14 @@ class QuantLinear(nn.Module):
         act_spec: QuantSpec | None,
         bias: bool = True,
         backend: str = "reference",
+        balanced: bool = False,
+        rotated: bool = False,
     ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight_spec, self.act_spec = weight_spec, act_spec
+        self.rotated = rotated
+        self.register_buffer("input_divisor", torch.ones(in_features) if balanced else None)
         n_scales = self._weight_scale_shape()
         self.register_buffer("weight_packed", torch.zeros(packed_nbytes(in_features * out_features, weight_spec.bits), dtype=torch.uint8))
         self.register_buffer("weight_scale", torch.ones(n_scales))
@@ -60,11 +70,19 @@ class QuantLinear(nn.Module):
     def from_linear(
         cls, linear: nn.Linear, weight_spec: QuantSpec, act_spec: QuantSpec | None,
         act_qparams: tuple[torch.Tensor, torch.Tensor] | None = None, backend: str = "reference",
+        input_divisor: torch.Tensor | None = None, rotated: bool = False,
     ) -> "QuantLinear":
         """Quantize ``linear``'s weights (min-max per the spec) and, for static activations, set the
-        calibrated activation scale."""
-        layer = cls(linear.in_features, linear.out_features, weight_spec, act_spec, linear.bias is not None, backend)
+        calibrated activation scale. ``input_divisor`` / ``rotated`` fold channel balancing into the
+        weights: W' = (W * divisor) @ H, applied to the input as x' = (x / divisor) @ H."""
+        layer = cls(linear.in_features, linear.out_features, weight_spec, act_spec, linear.bias is not None, backend,
+                    balanced=input_divisor is not None, rotated=rotated)
         weight = linear.weight.detach().float()
+        if input_divisor is not None:
+            layer.input_divisor.copy_(input_divisor)
+            weight = weight * input_divisor
+        if rotated:
+            weight = hadamard_rotate(weight)
         scale, zero_point = compute_qparams(weight, weight_spec)
         q = quantize(weight, weight_spec, scale, zero_point)
         layer.weight_packed.copy_(pack(q, weight_spec.bits, weight_spec.qmin))
@@ -122,9 +140,9 @@ class QuantLinear(nn.Module):
         return self._cache["w"]
 
     def weight_nbytes(self) -> int:
-        """Bytes held for this layer's weights: packed integers, scales and bias."""
-        total = self.weight_packed.numel() + self.weight_scale.numel() * self.weight_scale.element_size()
-        return total + (0 if self.bias is None else self.bias.numel() * self.bias.element_size())
+        """Bytes held for this layer's weights: packed integers, scales, bias and balancing divisors."""
+        extras = [t for t in (self.weight_scale, self.bias, self.input_divisor) if t is not None]
+        return self.weight_packed.numel() + sum(t.numel() * t.element_size() for t in extras)
 
     # -- forward ------------------------------------------------------------------------------
     def _act_qparams(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,9 +150,14 @@ class QuantLinear(nn.Module):
             return compute_qparams(x, self.act_spec)
         return self.act_scale, self.act_zero_point
 
+    def _balance(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_divisor is not None:
+            x = x / self.input_divisor
+        return hadamard_rotate(x) if self.rotated else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        x = x.reshape(-1, self.in_features).float()
+        x = self._balance(x.reshape(-1, self.in_features).float())
         if self.act_spec is None:
             y = F.linear(x, self.dequantized_weight(), self.bias)
         elif self.backend == "reference":
@@ -162,5 +185,6 @@ class QuantLinear(nn.Module):
 
     def extra_repr(self) -> str:
         act = "none" if self.act_spec is None else f"{self.act_spec.bits}b {self.act_spec.granularity}"
+        balance = ("balanced " if self.input_divisor is not None else "") + ("rotated " if self.rotated else "")
         return (f"in={self.in_features}, out={self.out_features}, w={self.weight_spec.bits}b "
-                f"{self.weight_spec.granularity}, a={act}, backend={self.backend}")
+                f"{self.weight_spec.granularity}, a={act}, {balance}backend={self.backend}")

@@ -1,0 +1,84 @@
+"""ViDiT-Q's metric-decoupled mixed precision: measure how much each layer group hurts the metric it
+affects, at each candidate weight bit-width, then let the integer program pick one width per group.
+
+Groups are (block, kind) with kind one of
+  attn1  self-attention projections  -> scored by visual quality against the FP output
+  ff     MLP                          -> visual quality
+  attn2  cross-attention (text)       -> text-image alignment
+  norm1  adaLN modulation (the class / timestep conditioning of DiT) -> alignment (class agreement)
+Each metric's scores are divided by that metric's mean score at the lowest width, so that a visual
+loss and an alignment loss weigh alike in one objective.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import replace
+from typing import Callable
+
+from torch import nn
+
+from effigy.api import quantize
+from effigy.errors import QuantizationError
+from effigy.mixedprec import Assignment, SensitivityTable, allocate, average_bits_budget
+from effigy.nn import QuantConfig, find_targets
+
+GROUP_METRIC = {"attn1": "visual", "ff": "visual", "attn2": "alignment", "norm1": "alignment"}
+CANDIDATE_BITS = (4, 6, 8)
+_GROUP_PATTERN = re.compile(r"^(transformer_blocks\.\d+)\.(attn1|attn2|ff|norm1)\.")
+
+# evaluate(model) -> {"visual": loss vs FP, "alignment": loss vs FP}, larger is worse
+Evaluator = Callable[[nn.Module], dict[str, float]]
+
+
+def layer_groups(model: nn.Module, config: QuantConfig) -> dict[str, list[str]]:
+    """The recipe's target layers, gathered into (block, kind) groups."""
+    groups: dict[str, list[str]] = {}
+    for name in find_targets(model, config.include, config.ignore):
+        match = _GROUP_PATTERN.match(name + ".")
+        if match is None:
+            raise QuantizationError(f"layer {name!r} belongs to no known group (transformer_blocks.N.attn1|attn2|ff|"
+                                    "norm1); add it to the recipe's ignore list or quantize it uniformly.")
+        groups.setdefault(f"{match.group(1)}.{match.group(2)}", []).append(name)
+    return groups
+
+
+def measure_sensitivity(
+    model: nn.Module, base: QuantConfig, evaluate: Evaluator, calib_loop=None,
+    bits: tuple[int, ...] = CANDIDATE_BITS, progress: Callable[[], None] = lambda: None,
+) -> SensitivityTable:
+    """Quantize one group at a time to each width (everything else FP) and score it with its metric."""
+    groups = layer_groups(model, base)
+    raw: dict[str, dict[int, float]] = {}
+    for group, layers in groups.items():
+        metric = GROUP_METRIC[group.rsplit(".", 1)[1]]
+        raw[group] = {}
+        for b in bits:
+            config = replace(base, include=tuple(layers), weight=replace(base.weight, bits=b), layer_bits={})
+            raw[group][b] = evaluate(quantize(copy.deepcopy(model), config, calib_loop))[metric]
+            progress()
+    sizes = {g: sum(model.get_submodule(n).weight.numel() for n in layers) for g, layers in groups.items()}
+    metric = {g: GROUP_METRIC[g.rsplit(".", 1)[1]] for g in groups}
+    return SensitivityTable(_normalise(raw, metric, min(bits)), sizes, metric)
+
+
+def _normalise(raw: dict[str, dict[int, float]], metric: dict[str, str], low: int) -> dict[str, dict[int, float]]:
+    scale = {}
+    for name in set(metric.values()):
+        lows = [max(raw[g][low], 0.0) for g in raw if metric[g] == name]
+        scale[name] = (sum(lows) / len(lows)) or 1.0
+    return {g: {b: v / scale[metric[g]] for b, v in row.items()} for g, row in raw.items()}
+
+
+def mixed_precision_config(
+    model: nn.Module, base: QuantConfig, table: SensitivityTable, average_bits: float, name: str | None = None,
+) -> tuple[QuantConfig, Assignment]:
+    """The base recipe with per-layer weight widths from the ILP at ``average_bits`` (weighted by size)."""
+    assignment = allocate(table, average_bits_budget(table, average_bits))
+    groups = layer_groups(model, base)
+    missing = sorted(set(groups) - set(table.groups))
+    if missing:
+        raise QuantizationError(f"the sensitivity table has no entry for groups {missing[:3]}: it was measured on "
+                                "another model; re-run the sensitivity analysis for this one.")
+    layer_bits = {layer: assignment.bits[g] for g, layers in groups.items() for layer in layers}
+    return replace(base, layer_bits=layer_bits, name=name or f"{base.name}-mp"), assignment

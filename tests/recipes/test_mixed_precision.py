@@ -1,0 +1,45 @@
+import pytest
+import torch
+from diffusers import PixArtTransformer2DModel
+
+from effigy.errors import QuantizationError
+from effigy.mixedprec import SensitivityTable
+from effigy.recipes import get_recipe
+from effigy.recipes.mixed_precision import layer_groups, measure_sensitivity, mixed_precision_config
+
+
+def test_groups_of_dit_and_pixart(tiny_dit):
+    groups = layer_groups(tiny_dit, get_recipe("rtn-w4a8"))
+    assert set(groups) == {f"transformer_blocks.{b}.{k}" for b in range(2) for k in ("norm1", "attn1", "ff")}
+    pixart = PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=3, out_channels=3,
+                                      num_layers=2, cross_attention_dim=16, sample_size=8, patch_size=2,
+                                      caption_channels=12, norm_num_groups=1, use_additional_conditions=False)
+    kinds = {g.rsplit(".", 1)[1] for g in layer_groups(pixart, get_recipe("rtn-w4a8"))}
+    assert kinds == {"attn1", "attn2", "ff"}
+
+
+def test_sensitivity_and_allocation_on_a_tiny_dit(tiny_dit):
+    g = torch.Generator().manual_seed(0)
+    x, t, y = torch.randn(4, 1, 8, 8, generator=g), torch.tensor([10, 500, 900, 10]), torch.tensor([1, 2, 3, 10])
+    run = lambda m: m(x, timestep=t, class_labels=y).sample
+    with torch.no_grad():
+        reference = run(tiny_dit)
+
+    def evaluate(model):
+        with torch.no_grad():
+            err = ((run(model) - reference) ** 2).mean().item()
+        return {"visual": err, "alignment": 2 * err}
+
+    base = get_recipe("rtn-w4a8")
+    table = measure_sensitivity(tiny_dit, base, evaluate, bits=(2, 4, 8))
+    assert all(row[2] > row[8] for row in table.scores.values())  # fewer bits hurt more
+    assert set(table.metric.values()) == {"visual", "alignment"}
+    config, assignment = mixed_precision_config(tiny_dit, base, table, average_bits=4.0)
+    assert assignment.average_bits(table) <= 4.0
+    assert set(config.layer_bits.values()) <= {2, 4, 8}
+    assert len(config.layer_bits) == sum(len(v) for v in layer_groups(tiny_dit, base).values())
+    with pytest.raises(QuantizationError, match="too small"):
+        mixed_precision_config(tiny_dit, base, table, average_bits=1.5)
+    other = SensitivityTable({"transformer_blocks.9.ff": {4: 1.0}}, {"transformer_blocks.9.ff": 10})
+    with pytest.raises(QuantizationError, match="another model"):
+        mixed_precision_config(tiny_dit, base, other, average_bits=4.0)
