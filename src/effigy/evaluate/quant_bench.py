@@ -48,6 +48,7 @@ class QuantBenchSettings:
     latency_repeats: int = 3
     calibration_per_class: int = 2
     measure_memory: bool = True  # a fresh process per variant (~10 s each)
+    peer: bool = True  # compare W8A8 with torchao's on one denoiser call, if torchao is installed
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -168,6 +169,7 @@ def run_quant_bench(settings: QuantBenchSettings, progress: Progress = no_progre
             variant.row["quantized_linear_bytes_ratio"] = quantized_bytes / _fp_bytes_of_targets(fp_model, variant.model)
 
     _measure_speed_and_memory(variants, dit_config, settings, progress)
+    peer = peer_comparison(fp_model, variants, settings) if settings.peer else None
     fp_row = variants[0].row
     for variant in variants:
         variant.row["latency_ratio_vs_fp"] = variant.row["latency_ms_per_image"] / fp_row["latency_ms_per_image"]
@@ -182,8 +184,28 @@ def run_quant_bench(settings: QuantBenchSettings, progress: Progress = no_progre
         "recipes": {v.name: v.config.to_dict() for v in variants if v.config is not None},
         "rows": [v.row for v in variants],
         "allocation": allocation,
+        "peer": peer,
         "images": {v.name: v.images for v in variants},
     }
+
+
+def peer_comparison(fp_model, variants: list[Variant], settings: QuantBenchSettings) -> dict:
+    """effigy's W8A8 rows next to torchao's W8A8 on one denoiser call (see :mod:`peer_bench`)."""
+    import importlib.metadata
+
+    from effigy.evaluate.peer_bench import TORCHAO_PIN, compare_one_call, torchao_w8a8
+
+    ours = {v.name: v.model for v in variants if v.config is not None and "w8a" in v.name and "naive" not in v.name}
+    config = get_recipe("vidit-q-w8a8")
+    theirs = torchao_w8a8(fp_model, config.include, config.ignore)
+    if theirs is None:
+        return {"library": None, "note": f"torchao is not installed (pip install --no-deps {TORCHAO_PIN})", "rows": []}
+    g = torch.Generator().manual_seed(settings.seed)
+    n = settings.latency_samples
+    inputs = {"hidden_states": torch.randn(n, 1, fp_model.config.sample_size, fp_model.config.sample_size, generator=g),
+              "timestep": torch.full((n,), 500), "class_labels": torch.arange(n) % NUM_CLASSES}
+    rows = compare_one_call(fp_model, {**ours, "torchao-w8a8-dynamic": theirs}, inputs, settings.latency_repeats)
+    return {"library": f"torchao {importlib.metadata.version('torchao')}", "rows": rows}
 
 
 def average_weight_bits(model: nn.Module) -> float | None:

@@ -26,6 +26,9 @@ COLUMNS = [
     ("latency_ratio_vs_fp", "latency vs FP"),
 ]
 
+PEER_COLUMNS = [("variant", "variant"), ("relative_output_error", "relative output error vs FP"),
+                ("latency_ratio_vs_fp", "latency vs FP")]
+
 
 def render_markdown(result: dict, command: str) -> str:
     s, m = result["settings"], result["machine"]
@@ -50,7 +53,17 @@ def render_markdown(result: dict, command: str) -> str:
                    f"(attention, MLP: 1 - SSIM vs FP; adaLN: class-probability drop) at "
                    f"{s['mp_candidate_bits']} bits, {s['sensitivity_steps']}-step runs; ILP at "
                    f"{allocation['average_bits']} average weight bits -> {spread}. Allocation: `*_allocation.json`.", ""]
-    return "\n".join(header) + markdown_table(result["rows"], COLUMNS)
+    text = "\n".join(header) + markdown_table(result["rows"], COLUMNS)
+    peer = result.get("peer")
+    if peer is not None:
+        text += "\n\n## W8A8 against a peer library: one denoiser call\n\n"
+        if peer["library"] is None:
+            text += peer["note"] + "\n"
+        else:
+            text += (f"{peer['library']} `Int8DynamicActivationInt8WeightConfig` on the same layers; one call on "
+                     f"{s['latency_samples']} noisy inputs at t=500, median of {s['latency_repeats']} interleaved runs.\n\n"
+                     + markdown_table(peer["rows"], PEER_COLUMNS))
+    return text
 
 
 def sample_grid(result: dict, path: Path) -> Path:
