@@ -70,3 +70,12 @@ def test_demo_writes_grid_and_report(monkeypatch, capsys, tmp_path):
     assert code == 0
     assert (tmp_path / "grid.png").exists() and (tmp_path / "results.json").exists()
     assert "vidit-q-w8a8" in (tmp_path / "report.md").read_text()
+
+
+def test_quantize_w4a8_with_channel_balancing_from_the_cli(monkeypatch, capsys, tmp_path):
+    code, out, _ = run_cli(monkeypatch, capsys, "quantize", "--recipe", "vidit-q-w4a8", "--out", str(tmp_path), "--json")
+    assert code == 0
+    assert json.loads(out)["ratio"] < 0.3  # 4-bit packed weights
+    model = effigy.load(tmp_path)
+    layer = model.transformer_blocks[0].attn1.to_q
+    assert layer.weight_spec.bits == 4 and layer.input_divisor is not None

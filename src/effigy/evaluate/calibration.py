@@ -21,8 +21,9 @@ def load_model_for_quantization(name_or_path: str) -> nn.Module:
 
 
 def calibration_loop_for(model: str, config: QuantConfig, per_class: int = 2, steps: int = 20) -> Callable[[nn.Module], None] | None:
-    """Static activation recipes calibrate on real sampling trajectories of the float model."""
-    if config.activation is None or config.activation.dynamic:
+    """Static-activation and channel-balanced recipes calibrate on real sampling trajectories of the float model."""
+    static = config.activation is not None and not config.activation.dynamic
+    if not static and config.smooth_alpha is None:
         return None
 
     def calib_loop(transformer: nn.Module) -> None:
@@ -30,7 +31,8 @@ def calibration_loop_for(model: str, config: QuantConfig, per_class: int = 2, st
         if getattr(arch, "num_embeds_ada_norm", None) is None:
             raise QuantizationError(
                 f"{model!r} is not a class-conditional DiT, so effigy cannot sample calibration data for it; "
-                "use a dynamic recipe such as vidit-q-w8a8, or call effigy.quantize with your own calib_loop."
+                "use a recipe without calibration such as vidit-q-w8a8 or rtn-w4a8, or call effigy.quantize with "
+                "your own calib_loop."
             )
         classes = min(arch.num_embeds_ada_norm, NUM_CLASSES)
         labels = torch.arange(classes).repeat_interleave(per_class)

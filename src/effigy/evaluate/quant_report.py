@@ -50,7 +50,7 @@ def render_markdown(result: dict, command: str) -> str:
             counts[bits] = counts.get(bits, 0) + 1
         spread = ", ".join(f"{n} groups at {b} bits" for b, n in sorted(counts.items()))
         header += [f"Mixed precision: metric-decoupled sensitivity of {len(allocation['table']['scores'])} layer groups "
-                   f"(attention, MLP: 1 - SSIM vs FP; adaLN: class-probability drop) at "
+                   f"(self-attention, MLP, adaLN: 1 - SSIM vs FP) at "
                    f"{s['mp_candidate_bits']} bits, {s['sensitivity_steps']}-step runs; ILP at "
                    f"{allocation['average_bits']} average weight bits -> {spread}. Allocation: `*_allocation.json`.", ""]
     text = "\n".join(header) + markdown_table(result["rows"], COLUMNS)
