@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from effigy.core.hadamard import rotate as hadamard_rotate
+from effigy.core.hadamard import balance_input
 from effigy.core.quant import MinMaxObserver, QuantSpec, channel_balance_divisor
 from effigy.errors import CheckpointError, QuantizationError
 from effigy.models.pretrained import diffusers_model_class, require_safetensors
@@ -102,8 +102,7 @@ def _calibrate_static_scales(model, targets, config, calib_loop, divisors) -> di
     _require_calib_loop(config, calib_loop, "static activation scales")
 
     def balanced(name: str, x: torch.Tensor) -> torch.Tensor:
-        x = x / divisors[name] if name in divisors else x
-        return hadamard_rotate(x) if config.rotates(x.shape[-1]) else x
+        return balance_input(x, divisors.get(name), config.rotates(x.shape[-1]))
 
     observers = _observe_inputs(model, targets, calib_loop, lambda: MinMaxObserver(config.activation), balanced)
     return {name: obs.qparams() for name, obs in observers.items()}

@@ -38,3 +38,9 @@ def hadamard_matrix(n: int) -> torch.Tensor:
 def rotate(x: torch.Tensor) -> torch.Tensor:
     """x @ H over the last dimension."""
     return x.float() @ _sylvester(x.shape[-1])
+
+
+def balance_input(x: torch.Tensor, divisor: torch.Tensor | None, rotated: bool) -> torch.Tensor:
+    """Channel balancing as applied to a layer's input: divide per channel, then rotate (if asked)."""
+    x = x / divisor if divisor is not None else x
+    return rotate(x) if rotated else x

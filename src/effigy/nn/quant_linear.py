@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effigy.core import kernels
-from effigy.core.hadamard import rotate as hadamard_rotate
+from effigy.core.hadamard import balance_input, rotate as hadamard_rotate
 from effigy.core.packing import pack, packed_nbytes, unpack
 from effigy.core.quant import QuantizationError, QuantSpec, compute_qparams, dequantize, quantize
 
@@ -150,14 +150,9 @@ class QuantLinear(nn.Module):
             return compute_qparams(x, self.act_spec)
         return self.act_scale, self.act_zero_point
 
-    def _balance(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_divisor is not None:
-            x = x / self.input_divisor
-        return hadamard_rotate(x) if self.rotated else x
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        x = self._balance(x.reshape(-1, self.in_features).float())
+        x = balance_input(x.reshape(-1, self.in_features).float(), self.input_divisor, self.rotated)
         if self.act_spec is None:
             y = F.linear(x, self.dequantized_weight(), self.bias)
         elif self.backend == "reference":
