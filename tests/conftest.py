@@ -16,3 +16,15 @@ def tiny_dit():
         num_attention_heads=2, attention_head_dim=16, in_channels=1, out_channels=1, num_layers=2,
         sample_size=8, patch_size=2, num_embeds_ada_norm=10, norm_num_groups=1,
     ).eval()
+
+
+@pytest.fixture
+def tiny_pixart():
+    """A tiny random diffusers PixArt transformer (self- and cross-attention, adaLN-single)."""
+    from diffusers import PixArtTransformer2DModel
+
+    return PixArtTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=3, out_channels=3, num_layers=2,
+        cross_attention_dim=16, sample_size=8, patch_size=2, caption_channels=12, norm_num_groups=1,
+        use_additional_conditions=False,
+    ).eval()

@@ -116,3 +116,20 @@ def test_balancing_needs_calibration_and_layer_bits_need_real_layers(tiny_dit):
         effigy.quantize(tiny_dit, replace(get_recipe("rtn-w4a8"), layer_bits={"pos_embed.proj": 8}))
     with pytest.raises(QuantizationError, match="bits=9"):
         replace(get_recipe("rtn-w4a8"), layer_bits={"x": 9})
+
+
+def test_precomputed_balancing_divisors_give_the_same_model(tiny_dit):
+    import copy
+
+    from effigy.api import balance_divisors
+
+    config = get_recipe("vidit-q-w4a8")
+    x = torch.randn(3, 1, 8, 8)
+    calib = lambda m: m(x, timestep=torch.tensor([10, 400, 900]), class_labels=torch.tensor([1, 2, 10]))
+    divisors = balance_divisors(tiny_dit, config, calib)
+    a = effigy.quantize(copy.deepcopy(tiny_dit), config, calib)
+    b = effigy.quantize(copy.deepcopy(tiny_dit), config, input_divisors=divisors)
+    with torch.no_grad():
+        assert torch.equal(run(a), run(b))
+    with pytest.raises(QuantizationError, match="input_divisors lacks"):
+        effigy.quantize(copy.deepcopy(tiny_dit), config, input_divisors={})

@@ -79,3 +79,36 @@ def test_quantize_w4a8_with_channel_balancing_from_the_cli(monkeypatch, capsys, 
     model = effigy.load(tmp_path)
     layer = model.transformer_blocks[0].attn1.to_q
     assert layer.weight_spec.bits == 4 and layer.input_divisor is not None
+
+
+def test_accelerate_calibrates_saves_and_reloads_a_plan(monkeypatch, capsys, tmp_path):
+    plan = tmp_path / "plan.json"
+    args = ("accelerate", "--threshold", "0.2", "--steps", "4", "--samples-per-class", "1", "--json")
+    code, out, _ = run_cli(monkeypatch, capsys, *args, "--out", str(plan))
+    assert code == 0 and plan.exists()
+    first = json.loads(out)
+    assert 0 < first["module_fraction"] < 1 and first["psnr_vs_no_plan"] > 10
+    code, out, _ = run_cli(monkeypatch, capsys, *args, "--plan", str(plan))
+    assert code == 0 and json.loads(out)["module_fraction"] == pytest.approx(first["module_fraction"])
+    code, _, err = run_cli(monkeypatch, capsys, "accelerate", "--plan", str(plan), "--steps", "6",
+                           "--samples-per-class", "1")
+    assert code == 2 and "4-step run" in err and "Traceback" not in err
+
+
+def test_accelerate_composes_with_quantization(monkeypatch, capsys, tmp_path):
+    code, out, _ = run_cli(monkeypatch, capsys, "accelerate", "--recipe", "vidit-q-w8a8", "--threshold", "0.2",
+                           "--steps", "3", "--samples-per-class", "1", "--out", str(tmp_path / "p.json"), "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["recipe"] == "vidit-q-w8a8" and summary["module_fraction"] < 1
+
+
+def test_bench_fastattn_writes_tables_and_pictures(monkeypatch, capsys, tmp_path):
+    code, out, _ = run_cli(monkeypatch, capsys, "bench", "fastattn", "--thresholds", "0.05,0.5", "--steps", "3",
+                           "--samples-per-class", "1", "--no-peers", "--out", str(tmp_path), "--json")
+    assert code == 0
+    rows = json.loads(out)["rows"]
+    assert [r["family"] for r in rows] == ["fp", "ditfastattn", "ditfastattn"]
+    assert rows[2]["attention_flops_fraction"] <= rows[1]["attention_flops_fraction"] < 1
+    for suffix in (".json", ".md", "_grid.png", "_plans.png"):
+        assert (tmp_path / f"fastattn_dit_digits{suffix}").exists()
+    assert "equal quality" in (tmp_path / "fastattn_dit_digits.md").read_text()

@@ -27,12 +27,16 @@ CONFIG_ATTR = "effigy_quant_config"
 
 
 def quantize(
-    model: nn.Module, config: QuantConfig, calib_loop: Callable[[nn.Module], None] | None = None
+    model: nn.Module, config: QuantConfig, calib_loop: Callable[[nn.Module], None] | None = None,
+    input_divisors: dict[str, torch.Tensor] | None = None,
 ) -> nn.Module:
     """Replace the matching linear layers of ``model`` in place by :class:`QuantLinear` and return it.
 
     ``calib_loop(model)`` runs representative inputs through the float model; it is needed when
-    activations use static scales, and ignored otherwise.
+    activations use static scales or channel balancing, and ignored otherwise. ``input_divisors``
+    (from :func:`balance_divisors` on the same float model) skips the balancing calibration: the
+    divisors depend on neither bit-widths nor which layers are quantized, so a search over many
+    configurations computes them once.
     """
     if getattr(model, CONFIG_ATTR, None) is not None:
         raise QuantizationError("this model is already quantized; start again from the float model.")
@@ -41,7 +45,8 @@ def quantize(
     if unknown:
         raise QuantizationError(f"layer_bits names layers that are not quantized here: {unknown[:3]}; "
                                 "use names from the recipe's targets.")
-    divisors = _balance_divisors(model, targets, config, calib_loop)
+    divisors = _balance_divisors(model, targets, config, calib_loop) if input_divisors is None else \
+        _pick_divisors(input_divisors, targets, config)
     act_qparams = _calibrate_static_scales(model, targets, config, calib_loop, divisors)
     replace_modules(
         model,
@@ -77,6 +82,23 @@ def _observe_inputs(model, targets, calib_loop, make_observer, transform=lambda 
         for handle in handles:
             handle.remove()
     return observers
+
+
+def balance_divisors(model: nn.Module, config: QuantConfig, calib_loop: Callable[[nn.Module], None] | None
+                     ) -> dict[str, torch.Tensor]:
+    """Channel-balancing divisors of every layer ``config`` targets, from one calibration run of the
+    float ``model`` (empty when the recipe does not balance)."""
+    return _balance_divisors(model, find_targets(model, config.include, config.ignore), config, calib_loop)
+
+
+def _pick_divisors(divisors: dict[str, torch.Tensor], targets, config: QuantConfig) -> dict[str, torch.Tensor]:
+    if config.smooth_alpha is None:
+        return {}
+    missing = sorted(set(targets) - set(divisors))
+    if missing:
+        raise QuantizationError(f"input_divisors lacks layers {missing[:3]}: compute them with balance_divisors "
+                                "on this float model and a config that targets at least these layers.")
+    return {name: divisors[name] for name in targets}
 
 
 def _balance_divisors(model, targets, config, calib_loop) -> dict[str, torch.Tensor]:

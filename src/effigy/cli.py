@@ -104,6 +104,7 @@ def demo(
 
 @bench_app.command("quant")
 def bench_quant(
+    model: str = typer.Option("dit-digits", help="Shipped model: dit-digits or t2i-shapes."),
     samples_per_class: int = typer.Option(50, min=2),
     steps: int = typer.Option(20, min=1, max=200),
     seed: int = typer.Option(0),
@@ -114,13 +115,13 @@ def bench_quant(
     out: Path = typer.Option(Path("benchmarks/results")),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """FP, naive W8A8, ViDiT-Q W8A8 (+ its fbgemm run), RTN W4A8, ViDiT-Q W4A8 and W4A8-MP on the digits DiT."""
+    """FP, naive W8A8, ViDiT-Q W8A8 (+ its fbgemm run), RTN W4A8, ViDiT-Q W4A8 and W4A8-MP on a shipped model."""
     from effigy.evaluate.quant_bench import QuantBenchSettings
 
-    settings = QuantBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,
+    settings = QuantBenchSettings(model=model, samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,
                                   mp_average_bits=mp_bits, sensitivity_steps=sensitivity_steps,
                                   mp_candidate_bits=_parse_bits(mp_candidates))
-    paths = _run_quant_bench(settings, out, "quant_dit_digits", as_json)
+    paths = _run_quant_bench(settings, out, f"quant_{model.replace('-', '_')}", as_json)
     if not as_json:
         console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
@@ -179,6 +180,101 @@ def bench_t2i_scorers(
                 + markdown_table(result["rows"], columns))
     _write_and_show(result, markdown, columns, out / "t2i_scorer_agreement", f"Kendall tau = {result['kendall_tau']:.3f}",
                     as_json)
+
+
+@bench_app.command("fastattn")
+def bench_fastattn(
+    model: str = typer.Option("dit-digits", help="Shipped model: dit-digits or t2i-shapes."),
+    thresholds: str = typer.Option("0.025,0.05,0.1,0.2,0.4", help="DiTFastAttn search thresholds to sweep."),
+    window: float = typer.Option(0.125, help="Window as a fraction of the token count."),
+    samples_per_class: int = typer.Option(10, min=1),
+    steps: int = typer.Option(20, min=2, max=50),
+    seed: int = typer.Option(0),
+    peers: bool = typer.Option(True, help="Also run diffusers' PAB, FirstBlockCache and TaylorSeer hooks."),
+    out: Path = typer.Option(Path("benchmarks/results")),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """DiTFastAttn threshold sweep vs diffusers cache hooks: attention FLOPs, latency, quality vs FP."""
+    from effigy.evaluate.fastattn_bench import FastAttnBenchSettings, run_fastattn_bench
+    from effigy.evaluate.fastattn_report import COLUMNS, write_fastattn_report
+
+    settings = FastAttnBenchSettings(model=model, thresholds=_parse_floats(thresholds, "--thresholds"),
+                                     window_fraction=window, samples_per_class=samples_per_class, steps=steps,
+                                     seed=seed, peers=FastAttnBenchSettings.peers if peers else ())
+    with rich_progress(not as_json) as progress:
+        result = run_fastattn_bench(settings, progress)
+    paths = write_fastattn_report(result, out, f"fastattn_{model.replace('-', '_')}", _command_line())
+    if as_json:
+        typer.echo(json.dumps({"rows": result["rows"], "files": {k: str(v) for k, v in paths.items()}}, indent=2))
+    else:
+        _print_rows(result["rows"], COLUMNS, f"{model}: DiTFastAttn and diffusers hooks (seed {seed})")
+        console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@app.command("accelerate")
+def accelerate_cmd(
+    model: str = typer.Option("dit-digits", help="Shipped model: dit-digits or t2i-shapes."),
+    threshold: float = typer.Option(0.1, min=0.0, help="Search threshold on the relative output error."),
+    plan: Optional[Path] = typer.Option(None, help="Apply this saved plan instead of calibrating a new one."),
+    out: Path = typer.Option(Path("ditfastattn_plan.json"), help="Where to save the calibrated plan."),
+    recipe: Optional[str] = typer.Option(None, help="Quantize with this recipe first (e.g. vidit-q-w8a8)."),
+    window: float = typer.Option(0.125, help="Window as a fraction of the token count."),
+    steps: int = typer.Option(20, min=2, max=50),
+    samples_per_class: int = typer.Option(2, min=1, help="Images per class to check the plan on."),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """DiTFastAttn: calibrate (or load) a plan, apply it, and report attention FLOPs and quality vs no plan."""
+    from effigy.attention import AttentionPlan, apply_ditfastattn, calibrate_plan, remove_ditfastattn
+    from effigy.evaluate.fastattn_bench import FastAttnBenchSettings
+    from effigy.evaluate.worlds import load_world
+    from effigy.metrics import psnr
+
+    settings = FastAttnBenchSettings(model=model, window_fraction=window, steps=steps,
+                                     samples_per_class=samples_per_class, seed=seed)
+    world = load_world(model, settings)
+    transformer = world.fp_model
+    if recipe is not None:
+        _quantize_in_place(transformer, world, recipe)
+    reference = world.sample_eval(transformer)
+    if plan is None:
+        with rich_progress(not as_json) as progress:
+            found = calibrate_plan(transformer, lambda: world.sample_calibration(transformer), threshold, window,
+                                   progress=progress("calibrating", steps))
+        found.save(out)
+    else:
+        found = AttentionPlan.load(plan)
+    state = apply_ditfastattn(transformer, found)
+    images = world.sample_eval(transformer)
+    remove_ditfastattn(transformer)
+    summary = {"model": model, "recipe": recipe, "plan": str(plan or out), "threshold": found.threshold,
+               **state.flops.fractions(), "technique_counts": found.technique_counts(),
+               "psnr_vs_no_plan": psnr(images, reference)}
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        console.print(f"{model}{' + ' + recipe if recipe else ''}, plan {summary['plan']}: attention FLOPs "
+                      f"{summary['module_fraction']:.1%} of full (QK/AV {summary['core_fraction']:.1%}), "
+                      f"PSNR vs no plan {summary['psnr_vs_no_plan']:.1f} dB; techniques {summary['technique_counts']}")
+
+
+def _quantize_in_place(transformer, world, recipe: str) -> None:
+    """Quantize first (calibrating on the world's calibration prompts), so the plan is searched on
+    and applied to the quantized model: both methods at once."""
+    from effigy.api import quantize
+    from effigy.recipes import get_recipe
+
+    quantize(transformer, get_recipe(recipe), world.sample_calibration)
+
+
+def _parse_floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise EffigyError(f"{option} {text!r}: give comma-separated numbers, e.g. 0.05,0.1,0.2.") from None
+    if not values or any(v < 0 for v in values):
+        raise EffigyError(f"{option} {text!r}: give one or more non-negative numbers.")
+    return values
 
 
 @app.command("quantize")

@@ -27,3 +27,34 @@ def labelled_grid(rows: dict[str, torch.Tensor], path: Path, scale: int = 4, lab
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return path
+
+
+def category_maps(maps: dict[str, list[list[str]]], colours: dict[str, tuple[int, int, int]], path: Path,
+                  caption: str = "", cell: int = 14, title_height: int = 16) -> Path:
+    """Side-by-side heat maps of categories (rows x columns of names, e.g. technique per step and
+    block), with a colour legend underneath."""
+    from PIL import Image, ImageDraw
+
+    rows = max(len(m) for m in maps.values())
+    cols = max(len(m[0]) for m in maps.values())
+    panel_w, gap = max(cols * cell, 90), 24
+    legend_h = 16 * (len(colours) + bool(caption)) + 8
+    width = max(len(maps) * (panel_w + gap) + gap, 6 * len(caption) + 2 * gap)
+    canvas = Image.new("RGB", (width, title_height + rows * cell + 8 + legend_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    for p, (label, grid) in enumerate(maps.items()):
+        left = gap + p * (panel_w + gap)
+        draw.text((left, 2), label, fill="black")
+        for r, row in enumerate(grid):
+            for c, name in enumerate(row):
+                box = (left + c * cell, title_height + r * cell, left + (c + 1) * cell - 1, title_height + (r + 1) * cell - 1)
+                draw.rectangle(box, fill=colours[name])
+    top = title_height + rows * cell + 8
+    for i, (name, colour) in enumerate(colours.items()):
+        draw.rectangle((gap, top + 16 * i, gap + 10, top + 16 * i + 10), fill=colour)
+        draw.text((gap + 16, top + 16 * i - 1), name, fill="black")
+    if caption:
+        draw.text((gap, top + 16 * len(colours)), caption, fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path

@@ -4,17 +4,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from effigy.evaluate.pictures import labelled_grid
 from effigy.evaluate.report import markdown_table, write_results
-from effigy.worlds.digits import NUM_CLASSES
 
 COLUMNS = [
     ("variant", "variant"),
     ("backend", "matmul"),
     ("class_accuracy", "class acc"),
-    ("accuracy_change_points", "acc change (pts)"),
+    ("class_accuracy_change_points", "acc change (pts)"),
+    ("adherence", "adherence"),
+    ("adherence_change_points", "adherence change (pts)"),
+    ("clip_score", "CLIP score"),
     ("fid_features", "FID (features)"),
     ("psnr_vs_fp", "PSNR vs FP (dB)"),
     ("ssim_vs_fp", "SSIM vs FP"),
@@ -36,8 +36,9 @@ def render_markdown(result: dict, command: str) -> str:
         f"# Quantization benchmark: {result['model']}",
         "",
         f"Command: `{command}`  ",
-        f"Seed {s['seed']}, {s['samples_per_class']} samples per class, {s['steps']} DPM-Solver steps, "
-        f"CFG {s['guidance_scale']}. FID on {result['fid_features']} against all 1,797 real digits. "
+        f"Seed {s['seed']}, {s['samples_per_class']} samples per class (text-to-image: 10 x that many held-out "
+        f"prompts), {s['steps']} DPM-Solver steps, CFG {s['guidance_scale']}. FID on {result['fid_features']} "
+        "against real images of the world (digits: all 1,797; shapes: renders of the prompts). "
         f"Latency: {s['latency_samples']} images, median of {s['latency_repeats']} interleaved runs. "
         "Peak RSS: a fresh process that loads, quantizes and samples those images (Python and torch included).  ",
         f"Machine: {m['cpu']}, {m['torch_threads']} torch threads, torch {m['torch']}, VNNI: {m['vnni']}.",
@@ -53,7 +54,8 @@ def render_markdown(result: dict, command: str) -> str:
                    f"(self-attention, MLP, adaLN: 1 - SSIM vs FP) at "
                    f"{s['mp_candidate_bits']} bits, {s['sensitivity_steps']}-step runs; ILP at "
                    f"{allocation['average_bits']} average weight bits -> {spread}. Allocation: `*_allocation.json`.", ""]
-    text = "\n".join(header) + markdown_table(result["rows"], COLUMNS)
+    columns = [c for c in COLUMNS if any(c[0] in row for row in result["rows"])]
+    text = "\n".join(header) + markdown_table(result["rows"], columns)
     peer = result.get("peer")
     if peer is not None:
         text += "\n\n## W8A8 against a peer library: one denoiser call\n\n"
@@ -67,14 +69,13 @@ def render_markdown(result: dict, command: str) -> str:
 
 
 def sample_grid(result: dict, path: Path) -> Path:
-    """One sample per class (columns 0..9) for each variant (rows)."""
-    per_class = result["settings"]["samples_per_class"]
-    firsts = torch.arange(NUM_CLASSES) * per_class
-    return labelled_grid({name: images[firsts] for name, images in result["images"].items()}, path)
+    """The world's picked samples (digits: one per class) for each variant (rows)."""
+    index = result["grid_index"]
+    return labelled_grid({name: images[index] for name, images in result["images"].items()}, path)
 
 
 def write_quant_report(result: dict, directory: Path, stem: str, command: str) -> dict[str, Path]:
-    printable = {k: v for k, v in result.items() if k != "images"}
+    printable = {k: v for k, v in result.items() if k not in ("images", "grid_index")}
     printable["command"] = command
     markdown = render_markdown(result, command)
     json_path, md_path = write_results(printable, markdown, directory, stem)

@@ -6,7 +6,7 @@ the quantization methods consume, so every score is kept, not only the means.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -40,6 +40,10 @@ class T2ISuite:
         head, clip_config = load_zoo_model("shapes-clip")
         return cls(transformer, config, t2i_shapes.CaptionBank(MiniLMTextEncoder()), checker, head, clip_config,
                    clip_standin.load_efficientnet_lite0())
+
+    def with_transformer(self, transformer: torch.nn.Module) -> "T2ISuite":
+        """The same suite (judges, caption cache) around another variant of the generator."""
+        return replace(self, transformer=transformer)
 
     def sentence_features(self, captions: list[str]) -> torch.Tensor:
         encoded = self.bank.encode(captions)

@@ -1,0 +1,8 @@
+"""Attention processors for diffusers transformers: DiTFastAttn's window + residual cache, step and
+CFG sharing, and the calibrated plan search."""
+from effigy.attention.plan import TECHNIQUES, AttentionPlan, PlanError
+from effigy.attention.processor import FastAttnState, apply_ditfastattn, remove_ditfastattn
+from effigy.attention.search import METRICS, calibrate_plan
+
+__all__ = ["METRICS", "TECHNIQUES", "AttentionPlan", "FastAttnState", "PlanError", "apply_ditfastattn",
+           "calibrate_plan", "remove_ditfastattn"]

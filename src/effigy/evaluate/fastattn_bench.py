@@ -1,0 +1,152 @@
+"""DiTFastAttn threshold sweep beside diffusers' own caching hooks, on a shipped DiT, in one run.
+
+Every variant samples the same prompts from the same seeded noise as FP, so PSNR/SSIM against FP
+isolate the approximation; task quality (class accuracy or prompt adherence) and FID on the world's
+features judge the samples. Attention FLOPs are counted from what each variant's processors really
+computed; latency is measured with all variants interleaved, as a ratio to FP.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from effigy.attention import AttentionPlan, apply_ditfastattn, calibrate_plan, remove_ditfastattn
+from effigy.evaluate.cache_peers import DiffusersCache, count_attention
+from effigy.evaluate.measure import Progress, machine_facts, median_seconds, no_progress
+from effigy.evaluate.worlds import BenchWorld, load_world
+
+DEFAULT_PEERS = (("pab", 2), ("pab", 3), ("pab", 5), ("fbc", 0.03), ("fbc", 0.1), ("fbc", 0.3),
+                 ("taylorseer", 2), ("taylorseer", 3), ("taylorseer", 5))
+
+
+@dataclass
+class FastAttnBenchSettings:
+    model: str = "dit-digits"
+    thresholds: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2, 0.4)
+    window_fraction: float = 0.125
+    metric: str = "rel_l1"
+    peers: tuple[tuple[str, float], ...] = DEFAULT_PEERS
+    samples_per_class: int = 10  # digits: images per class; t2i: prompts = 10 x this
+    calibration_per_class: int = 1
+    steps: int = 20
+    guidance_scale: float = 3.0
+    seed: int = 0
+    batch_size: int = 100
+    latency_samples: int = 20
+    latency_repeats: int = 3
+
+    def to_dict(self) -> dict:
+        return {k: ([list(p) if isinstance(p, tuple) else p for p in v] if isinstance(v, tuple) else v)
+                for k, v in self.__dict__.items()}
+
+
+@dataclass
+class Variant:
+    name: str
+    family: str
+    setting: object
+    install: Callable[[nn.Module], Callable[[], dict]]  # returns a reader of the FLOP tally
+    remove: Callable[[nn.Module], None]
+
+
+def fp_variant() -> Variant:
+    handles = {}
+
+    def install(model):
+        tally, handles["undo"] = count_attention(model)
+        return lambda: _tally_totals(tally)
+
+    return Variant("fp", "fp", None, install, lambda model: handles.pop("undo")())
+
+
+def ditfastattn_variant(plan: AttentionPlan) -> Variant:
+    def install(model):
+        state = apply_ditfastattn(model, plan)
+        return lambda: {**_tally_totals(state.flops), "by_technique": dict(state.flops.module)}
+
+    return Variant(f"ditfastattn t={plan.threshold:g}", "ditfastattn", plan.threshold, install, remove_ditfastattn)
+
+
+def peer_variant(method: str, setting: float, steps: int) -> Variant:
+    cache = DiffusersCache(method, setting, steps)
+    handles = {}
+
+    def install(model):
+        cache.install(model)
+        tally, handles["undo"] = count_attention(model)
+        return lambda: _tally_totals(tally)
+
+    def remove(model):
+        handles.pop("undo")()
+        cache.remove(model)
+
+    return Variant(f"{cache.name} {setting:g}", cache.name, setting, install, remove)
+
+
+def _tally_totals(tally) -> dict:
+    return {"module_flops": sum(tally.module.values()), "core_flops": sum(tally.core.values())}
+
+
+@torch.no_grad()
+def run_fastattn_bench(settings: FastAttnBenchSettings, progress: Progress = no_progress) -> dict:
+    world = load_world(settings.model, settings)
+    model = world.fp_model
+    advance = progress("calibrating plans", len(settings.thresholds) * settings.steps)
+    plans = [calibrate_plan(model, lambda: world.sample_calibration(model), t, settings.window_fraction,
+                            settings.metric, cfg=True, progress=advance) for t in settings.thresholds]
+    variants = [fp_variant(), *map(ditfastattn_variant, plans),
+                *(peer_variant(m, s, settings.steps) for m, s in settings.peers)]
+    rows, images = [], {}
+    advance = progress("sampling variants", len(variants))
+    for variant in variants:
+        read_flops = variant.install(model)
+        images[variant.name] = world.sample_eval(model)
+        flops = read_flops()
+        variant.remove(model)
+        reference = images["fp"] if variant.family != "fp" else None
+        rows.append({"variant": variant.name, "family": variant.family, "setting": variant.setting, **flops,
+                     **world.quality(images[variant.name], reference)})
+        advance()
+    _add_ratios(rows)
+    _measure_latency(model, world, variants, rows, settings, progress)
+    return {"benchmark": "fastattn", "model": settings.model, "fid_features": world.fid_features,
+            "settings": settings.to_dict(), "machine": machine_facts(), "rows": rows,
+            "plans": {p.threshold: p.to_dict() for p in plans}, "images": images,
+            "grid_columns": world.grid_index}
+
+
+def _add_ratios(rows: list[dict]) -> None:
+    fp = rows[0]
+    for row in rows:
+        row["attention_flops_fraction"] = row["module_flops"] / fp["module_flops"]
+        row["attention_core_flops_fraction"] = row["core_flops"] / fp["core_flops"]
+        by = row.pop("by_technique", None)
+        if by is not None:
+            row["flops_by_technique"] = {t: v / fp["module_flops"] for t, v in by.items()}
+        for key in ("class_accuracy", "adherence"):
+            if key in row:
+                row[f"{key}_change_points"] = 100 * (row[key] - fp[key])
+        row["fid_increase_vs_fp"] = row["fid_features"] - fp["fid_features"]
+
+
+def _measure_latency(model, world: BenchWorld, variants: list[Variant], rows: list[dict],
+                     settings: FastAttnBenchSettings, progress: Progress) -> None:
+    """Variants interleaved over repeats so that machine noise hits them alike; FP is the ratio's base."""
+    times: dict[str, list[float]] = {v.name: [] for v in variants}
+    advance = progress("timing", len(variants) * (settings.latency_repeats + 1))
+    for round_ in range(settings.latency_repeats + 1):  # round 0 warms up
+        for variant in variants:
+            variant.install(model)
+            seconds = median_seconds(lambda: world.sample_latency(model), repeats=1)
+            variant.remove(model)
+            if round_:
+                times[variant.name].append(seconds)
+            advance()
+    fp = statistics.median(times["fp"])
+    for row, variant in zip(rows, variants):
+        row["latency_s"] = statistics.median(times[variant.name])
+        row["latency_ratio_vs_fp"] = row["latency_s"] / fp

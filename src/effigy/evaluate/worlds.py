@@ -1,0 +1,144 @@
+"""Benchmark worlds: a shipped generator with its prompts, seeded sampling runs and judges.
+
+A bench compares variants of one model (quantized, accelerated) against its FP self. Everything
+model-specific that a bench needs is here, behind one shape, so every bench runs on every shipped
+model: the digits DiT (class labels; digits classifier) and the shapes text-to-image PixArt
+(held-out captions; attribute checker and CLIP-score stand-in).
+
+``settings`` is any bench settings object with: samples_per_class, calibration_per_class, steps,
+guidance_scale, seed, batch_size, latency_samples (and optionally sensitivity_per_class,
+sensitivity_steps). Every run uses fixed seeds, so variants see the same noise as FP.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from effigy.metrics import fid_from_features, psnr, ssim
+
+Sampler = Callable[[nn.Module], torch.Tensor]
+
+
+@dataclass
+class BenchWorld:
+    name: str
+    fp_model: nn.Module
+    sample_eval: Sampler  # the evaluation prompts, seed ``settings.seed``
+    sample_calibration: Sampler  # other prompts and seeds: for calibrations and searches
+    sample_latency: Sampler  # ``latency_samples`` prompts
+    sample_sensitivity: Sampler  # a small, short run for mixed-precision sensitivity
+    quality: Callable[[torch.Tensor, torch.Tensor | None], dict]  # images, FP images -> metrics
+    alignment: Callable[[torch.Tensor], torch.Tensor]  # per-image prompt alignment of sensitivity images
+    denoiser_call: Callable[[int], dict]  # keyword inputs of one denoiser call on n noisy latents (seeded)
+    task_metric: str  # the row key of the task score: class_accuracy or adherence
+    fid_features: str
+    grid_index: torch.Tensor  # which evaluation images a picture shows
+
+
+def image_quality(images: torch.Tensor, reference: torch.Tensor | None) -> dict:
+    return {"psnr_vs_fp": psnr(images, reference) if reference is not None else None,
+            "ssim_vs_fp": ssim(images, reference) if reference is not None else None}
+
+
+def digits_world(settings) -> BenchWorld:
+    from effigy.models import dit_digits
+    from effigy.models.zoo import load_zoo_model
+    from effigy.worlds.digits import NUM_CLASSES, load_digits_images
+
+    model, config = load_zoo_model("dit-digits")
+    classifier, _ = load_zoo_model("digits-classifier")
+    real_images, _ = load_digits_images(config.sample_size)
+    real_features = classifier.features(real_images)
+    labels = class_labels(settings.samples_per_class)
+    sensitivity = class_labels(getattr(settings, "sensitivity_per_class", 2))
+
+    def sample(which: torch.Tensor, seed: int, steps: int | None = None) -> Sampler:
+        def run(m: nn.Module) -> torch.Tensor:
+            chunks = [dit_digits.sample(m, config, which[i: i + settings.batch_size], steps or settings.steps,
+                                        settings.guidance_scale, seed + k)
+                      for k, i in enumerate(range(0, len(which), settings.batch_size))]
+            return torch.cat(chunks)
+        return run
+
+    def quality(images: torch.Tensor, reference: torch.Tensor | None) -> dict:
+        return {"class_accuracy": (classifier(images).argmax(1) == labels).float().mean().item(),
+                "fid_features": fid_from_features(classifier.features(images), real_features),
+                **image_quality(images, reference)}
+
+    return BenchWorld(
+        name="dit-digits", fp_model=model,
+        sample_eval=sample(labels, settings.seed),
+        sample_calibration=sample(class_labels(settings.calibration_per_class), settings.seed + 10_000),
+        sample_latency=sample(class_labels(max(1, settings.latency_samples // NUM_CLASSES)), settings.seed),
+        sample_sensitivity=sample(sensitivity, settings.seed + 20_000, getattr(settings, "sensitivity_steps", None)),
+        quality=quality,
+        alignment=lambda images: classifier(images).softmax(1)[torch.arange(len(sensitivity)), sensitivity],
+        denoiser_call=lambda n: {**_noisy_call(model, n, settings.seed), "class_labels": torch.arange(n) % NUM_CLASSES},
+        task_metric="class_accuracy", fid_features="digits-classifier penultimate layer (128-d)",
+        grid_index=torch.arange(NUM_CLASSES) * settings.samples_per_class,
+    )
+
+
+def _noisy_call(model: nn.Module, n: int, seed: int) -> dict:
+    size, channels = model.config.sample_size, model.config.in_channels
+    noise = torch.randn(n, channels, size, size, generator=torch.Generator().manual_seed(seed))
+    return {"hidden_states": noise, "timestep": torch.full((n,), 500)}
+
+
+def class_labels(per_class: int) -> torch.Tensor:
+    from effigy.worlds.digits import NUM_CLASSES
+
+    return torch.arange(NUM_CLASSES).repeat_interleave(per_class)
+
+
+def t2i_world(settings) -> BenchWorld:
+    """Held-out prompts (10 x samples_per_class), cycling single / relation / count; adherence by the
+    attribute checker, CLIP-score stand-in, FID on the checker's pooled features."""
+    from effigy.evaluate import t2i
+
+    suite = t2i.T2ISuite.load()
+    scenes = t2i.prompt_set(10 * settings.samples_per_class, "heldout", settings.seed)
+    sensitivity = t2i.prompt_set(10 * getattr(settings, "sensitivity_per_class", 2), "train", settings.seed + 20_000)
+    real = t2i.checker_features(suite.checker, t2i.reference_images(scenes))
+
+    def sample(which, seed: int, steps: int | None = None) -> Sampler:
+        def run(m: nn.Module) -> torch.Tensor:
+            return t2i.generate(suite.with_transformer(m), which, steps or settings.steps, settings.guidance_scale,
+                                seed, batch_size=settings.batch_size)
+        return run
+
+    def quality(images: torch.Tensor, reference: torch.Tensor | None) -> dict:
+        summary = t2i.summarize(t2i.score_images(suite, scenes, images))
+        return {"adherence": summary["adherence"], "clip_score": summary["clip_score"],
+                "fid_features": fid_from_features(t2i.checker_features(suite.checker, images), real),
+                **image_quality(images, reference)}
+
+    def alignment(images: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([r["clip_score"] for r in t2i.score_images(suite, sensitivity, images)])
+
+    return BenchWorld(
+        name="t2i-shapes", fp_model=suite.transformer,
+        sample_eval=sample(scenes, settings.seed),
+        sample_calibration=sample(t2i.prompt_set(10 * settings.calibration_per_class, "train", settings.seed + 10_000),
+                                  settings.seed + 10_000),
+        sample_latency=sample(scenes[: settings.latency_samples], settings.seed),
+        sample_sensitivity=sample(sensitivity, settings.seed + 20_000, getattr(settings, "sensitivity_steps", None)),
+        quality=quality, alignment=alignment, task_metric="adherence",
+        denoiser_call=lambda n: {**_noisy_call(suite.transformer, n, settings.seed),
+                                 **suite.bank.encode([s.caption for s in scenes[:n]])},
+        fid_features="shapes-checker pooled features", grid_index=torch.arange(min(10, len(scenes))),
+    )
+
+
+WORLDS: dict[str, Callable[[object], BenchWorld]] = {"dit-digits": digits_world, "t2i-shapes": t2i_world}
+
+
+def load_world(name: str, settings) -> BenchWorld:
+    from effigy.errors import EffigyError
+
+    if name not in WORLDS:
+        raise EffigyError(f"no benchmark world for model {name!r}; choose one of {sorted(WORLDS)}.")
+    return WORLDS[name](settings)
