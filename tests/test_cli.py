@@ -112,3 +112,41 @@ def test_bench_fastattn_writes_tables_and_pictures(monkeypatch, capsys, tmp_path
     for suffix in (".json", ".md", "_grid.png", "_plans.png"):
         assert (tmp_path / f"fastattn_dit_digits{suffix}").exists()
     assert "equal quality" in (tmp_path / "fastattn_dit_digits.md").read_text()
+
+
+def test_quantize_mixed_precision_from_a_saved_allocation(monkeypatch, capsys, tmp_path):
+    from pathlib import Path
+
+    code, _, err = run_cli(monkeypatch, capsys, "quantize", "--recipe", "vidit-q-w4a8-mp", "--out", str(tmp_path))
+    assert code == 2 and "--allocation" in err
+    allocation = Path(__file__).parents[1] / "benchmarks/results/quant_dit_digits_allocation.json"
+    code, out, _ = run_cli(monkeypatch, capsys, "quantize", "--recipe", "vidit-q-w4a8-mp", "--allocation",
+                           str(allocation), "--out", str(tmp_path / "mp"), "--json")
+    assert code == 0 and json.loads(out)["recipe"] == "vidit-q-w4a8-mp"
+    loaded = effigy.load(tmp_path / "mp")
+    chosen = set(json.loads(allocation.read_text())["assignment"]["bits"].values())
+    widths = {m.weight_spec.bits for m in loaded.modules() if isinstance(m, effigy.QuantLinear)}
+    assert widths == chosen and len(widths) > 1
+    code, _, err = run_cli(monkeypatch, capsys, "quantize", "--recipe", "vidit-q-w4a8-mp", "--allocation",
+                           str(tmp_path / "nope.json"), "--out", str(tmp_path / "x"))
+    assert code == 2 and "no allocation file" in err
+
+
+def test_multiwidth_checkpoint_then_select_widths(monkeypatch, capsys, tmp_path):
+    from pathlib import Path
+
+    allocation = Path(__file__).parents[1] / "benchmarks/results/quant_dit_digits_allocation.json"
+    code, _, _ = run_cli(monkeypatch, capsys, "quantize", "--recipe", "vidit-q-w4a8", "--widths", "3,4,6,8",
+                         "--out", str(tmp_path / "mw"))
+    assert code == 0 and (tmp_path / "mw" / "multiwidth.safetensors").exists()
+    code, _, _ = run_cli(monkeypatch, capsys, "select-widths", "--checkpoint", str(tmp_path / "mw"),
+                         "--allocation", str(allocation), "--out", str(tmp_path / "sel"))
+    assert code == 0
+    chosen = effigy.load(tmp_path / "sel")
+    bits = json.loads(allocation.read_text())["assignment"]["bits"]
+    for group, width in bits.items():
+        layer = next(m for n, m in chosen.named_modules() if n.startswith(group) and isinstance(m, effigy.QuantLinear))
+        assert layer.weight_spec.bits == width
+    code, _, err = run_cli(monkeypatch, capsys, "quantize", "--recipe", "vidit-q-w4a8", "--widths", "4,9",
+                           "--out", str(tmp_path / "bad"))
+    assert code == 2 and "--widths" in err

@@ -178,20 +178,26 @@ def load(directory: str | Path) -> nn.Module:
     model = _model_from_config(directory)
     quant_file = directory / QUANT_CONFIG_NAME
     if quant_file.exists():
-        config = QuantConfig.from_dict(_read_json(quant_file))
-        targets = find_targets(model, config.include, config.ignore)
-        replace_modules(
-            model,
-            targets,
-            lambda name, lin: QuantLinear(
-                lin.in_features, lin.out_features, config.weight_spec_for(name), config.activation,
-                lin.bias is not None, config.backend, balanced=config.smooth_alpha is not None,
-                rotated=config.rotates(lin.in_features),
-            ),
-        )
-        setattr(model, CONFIG_ATTR, config)
+        quantized_skeleton(model, QuantConfig.from_dict(_read_json(quant_file)))
     _load_state(model, read_safetensors(weights))
     return model.eval()
+
+
+def quantized_skeleton(model: nn.Module, config: QuantConfig) -> nn.Module:
+    """Replace ``config``'s targets by empty :class:`QuantLinear` layers of the right widths, ready for
+    a saved state dict (no calibration, no float weights needed)."""
+    targets = find_targets(model, config.include, config.ignore)
+    replace_modules(
+        model,
+        targets,
+        lambda name, lin: QuantLinear(
+            lin.in_features, lin.out_features, config.weight_spec_for(name), config.activation,
+            lin.bias is not None, config.backend, balanced=config.smooth_alpha is not None,
+            rotated=config.rotates(lin.in_features),
+        ),
+    )
+    setattr(model, CONFIG_ATTR, config)
+    return model
 
 
 def _checked_weights_file(directory: Path) -> Path:

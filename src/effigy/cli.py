@@ -126,13 +126,13 @@ def bench_quant(
         console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
-def _parse_bits(text: str) -> tuple[int, ...]:
+def _parse_bits(text: str, option: str = "--mp-candidates") -> tuple[int, ...]:
     try:
         bits = tuple(sorted({int(b) for b in text.split(",") if b.strip()}))
     except ValueError:
-        raise EffigyError(f"--mp-candidates {text!r}: give comma-separated integers, e.g. 3,4,6,8.") from None
+        raise EffigyError(f"{option} {text!r}: give comma-separated integers, e.g. 3,4,6,8.") from None
     if not bits or not all(2 <= b <= 8 for b in bits):
-        raise EffigyError(f"--mp-candidates {text!r}: every bit-width must lie in 2..8.")
+        raise EffigyError(f"{option} {text!r}: every bit-width must lie in 2..8.")
     return bits
 
 
@@ -279,10 +279,14 @@ def _parse_floats(text: str, option: str) -> tuple[float, ...]:
 
 @app.command("quantize")
 def quantize_cmd(
-    recipe: str = typer.Option(..., help="Recipe name, e.g. vidit-q-w8a8 or naive-w8a8."),
+    recipe: str = typer.Option(..., help="Recipe name, e.g. vidit-q-w8a8, vidit-q-w4a8 or vidit-q-w4a8-mp."),
     out: Path = typer.Option(..., help="Folder to write model.safetensors + JSON configs into."),
     model: str = typer.Option("dit-digits", help="A zoo model name or a local diffusers model folder."),
     backend: Optional[str] = typer.Option(None, help="Matmul path: reference | int | fbgemm."),
+    allocation: Optional[Path] = typer.Option(None, help="Bit allocation JSON for a mixed-precision recipe "
+                                              "(written by `effigy bench quant` as *_allocation.json)."),
+    widths: Optional[str] = typer.Option(None, help="Store every layer at each of these weight widths (e.g. "
+                                         "4,6,8) in one multi-width checkpoint; pick later with select-widths."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Quantize a model with a recipe and save it as safetensors + JSON."""
@@ -291,11 +295,25 @@ def quantize_cmd(
     from effigy.api import quantize, save, weight_nbytes
     from effigy.evaluate.calibration import calibration_loop_for, load_model_for_quantization
     from effigy.recipes import get_recipe
+    from effigy.recipes.mixed_precision import MIXED_PRECISION_RECIPES, config_from_allocation_file
 
-    config = get_recipe(recipe)
+    float_model = load_model_for_quantization(model)
+    if recipe in MIXED_PRECISION_RECIPES and allocation is None:
+        raise EffigyError(f"{recipe} needs --allocation FILE: the per-group widths chosen by `effigy bench quant` "
+                          f"(e.g. benchmarks/results/quant_dit_digits_allocation.json).")
+    if allocation is not None:
+        config = config_from_allocation_file(float_model, recipe, allocation)
+    else:
+        config = get_recipe(recipe)
     if backend is not None:
         config = replace(config, backend=backend)
-    float_model = load_model_for_quantization(model)
+    if widths is not None:
+        from effigy.multiwidth import save_multiwidth
+
+        candidates = _parse_bits(widths, "--widths")
+        save_multiwidth(float_model, config, out, candidates, calibration_loop_for(model, config))
+        console.print(f"{model} -> {config.name} at widths {list(candidates)}: multi-width checkpoint in {out}")
+        return
     fp_bytes = weight_nbytes(float_model)
     quantized = quantize(float_model, config, calibration_loop_for(model, config))
     save(quantized, out)
@@ -307,6 +325,25 @@ def quantize_cmd(
     else:
         console.print(f"{model} -> {config.name}: {fp_bytes:,} -> {summary['quantized_weight_bytes']:,} weight bytes "
                       f"({summary['ratio']:.3f}x); saved to {out}")
+
+
+@app.command("select-widths")
+def select_widths(
+    checkpoint: Path = typer.Option(..., help="A multi-width checkpoint (effigy quantize --widths ...)."),
+    allocation: Path = typer.Option(..., help="Per-group widths: *_allocation.json from effigy bench quant."),
+    out: Path = typer.Option(..., help="Folder for the selected, ordinary quantized checkpoint."),
+) -> None:
+    """Pick each layer group's width from a multi-width checkpoint (no float model, no recalibration)."""
+    from effigy.api import _model_from_config, save, weight_nbytes
+    from effigy.multiwidth import load_multiwidth, multiwidth_info
+    from effigy.recipes.mixed_precision import config_from_group_bits, read_group_bits
+
+    base, _ = multiwidth_info(checkpoint)
+    chosen = config_from_group_bits(_model_from_config(checkpoint), base, read_group_bits(allocation))
+    model = load_multiwidth(checkpoint, chosen.layer_bits)
+    save(model, out)
+    console.print(f"selected widths from {checkpoint} by {allocation}: {weight_nbytes(model):,} weight bytes; "
+                  f"saved to {out}")
 
 
 @evaluate_app.command("t2i")

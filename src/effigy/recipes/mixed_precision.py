@@ -17,8 +17,10 @@ and an alignment loss weigh alike in one objective.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable
 
 from torch import nn
@@ -93,15 +95,49 @@ def _normalise(raw: dict[str, dict[int, float]], metric: dict[str, str], low: in
     return {g: {b: v / scale[metric[g]] for b, v in row.items()} for g, row in raw.items()}
 
 
+MIXED_PRECISION_RECIPES = {"vidit-q-w4a8-mp": "vidit-q-w4a8"}  # MP recipe -> the uniform recipe it starts from
+
+
 def mixed_precision_config(
     model: nn.Module, base: QuantConfig, table: SensitivityTable, average_bits: float, name: str | None = None,
 ) -> tuple[QuantConfig, Assignment]:
     """The base recipe with per-layer weight widths from the ILP at ``average_bits`` (weighted by size)."""
     assignment = allocate(table, average_bits_budget(table, average_bits))
-    groups = layer_groups(model, base)
-    missing = sorted(set(groups) - set(table.groups))
+    missing = sorted(set(layer_groups(model, base)) - set(table.groups))
     if missing:
         raise QuantizationError(f"the sensitivity table has no entry for groups {missing[:3]}: it was measured on "
                                 "another model; re-run the sensitivity analysis for this one.")
-    layer_bits = {layer: assignment.bits[g] for g, layers in groups.items() for layer in layers}
-    return replace(base, layer_bits=layer_bits, name=name or f"{base.name}-mp"), assignment
+    return config_from_group_bits(model, base, assignment.bits, name), assignment
+
+
+def config_from_group_bits(model: nn.Module, base: QuantConfig, group_bits: dict[str, int],
+                           name: str | None = None) -> QuantConfig:
+    """The base recipe with every layer of each group at that group's width."""
+    groups = layer_groups(model, base)
+    missing, unknown = sorted(set(groups) - set(group_bits)), sorted(set(group_bits) - set(groups))
+    if missing or unknown:
+        raise QuantizationError(f"the allocation does not fit this model (groups missing: {missing[:3]}, unknown: "
+                                f"{unknown[:3]}); allocate for this model with `effigy bench quant --model ...`.")
+    layer_bits = {layer: int(group_bits[g]) for g, layers in groups.items() for layer in layers}
+    return replace(base, layer_bits=layer_bits, name=name or f"{base.name}-mp")
+
+
+def config_from_allocation_file(model: nn.Module, recipe: str, path: str | Path) -> QuantConfig:
+    """A mixed-precision recipe made concrete by a saved allocation (``*_allocation.json`` of
+    ``effigy bench quant``): no sensitivity analysis is re-run."""
+    from effigy.recipes.vidit_q import get_recipe
+
+    if recipe not in MIXED_PRECISION_RECIPES:
+        raise QuantizationError(f"{recipe!r} is not a mixed-precision recipe; choose one of "
+                                f"{sorted(MIXED_PRECISION_RECIPES)} or drop --allocation.")
+    return config_from_group_bits(model, get_recipe(MIXED_PRECISION_RECIPES[recipe]), read_group_bits(path), recipe)
+
+
+def read_group_bits(path: str | Path) -> dict[str, int]:
+    """The per-group widths of an allocation file written by ``effigy bench quant``."""
+    try:
+        return {g: int(b) for g, b in json.loads(Path(path).read_text())["assignment"]["bits"].items()}
+    except FileNotFoundError:
+        raise QuantizationError(f"no allocation file at {path}: run `effigy bench quant` to write one.") from None
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as error:
+        raise QuantizationError(f"{path} is not an allocation written by effigy bench quant ({error!r}).") from None
