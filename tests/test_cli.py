@@ -55,7 +55,7 @@ def test_bench_quant_writes_json_markdown_and_grid(monkeypatch, capsys, tmp_path
     result = json.loads((tmp_path / "quant_dit_digits.json").read_text())
     names = [row["variant"] for row in result["rows"]]
     assert names[:3] == ["fp32", "naive-w8a8", "vidit-q-w8a8"] and names[3].endswith("-fbgemm")
-    assert names[4:] == ["rtn-w4a8", "vidit-q-w4a8", "vidit-q-w4a8-mp"]
+    assert names[4:] == ["rtn-w4a8", "vidit-q-w4a8", "vidit-q-w4a7-fbgemm", "vidit-q-w4a8-ts", "vidit-q-w4a8-mp"]
     allocation = json.loads((tmp_path / "quant_dit_digits_allocation.json").read_text())
     assert sum(allocation["table"]["sizes"].values()) * 4 >= allocation["assignment"]["total_bits"]
     assert result["rows"][-1]["average_weight_bits"] <= 4.0 + 1e-9

@@ -19,6 +19,7 @@ from effigy.core.quant import MinMaxObserver, QuantSpec, channel_balance_divisor
 from effigy.errors import CheckpointError, QuantizationError
 from effigy.models.pretrained import diffusers_model_class, require_safetensors
 from effigy.nn import QuantConfig, QuantLinear, find_targets, replace_modules
+from effigy.nn.timestep_ranges import TimestepBalancedLinear, TimestepRanges
 
 WEIGHTS_NAME = "model.safetensors"
 MODEL_CONFIG_NAME = "config.json"
@@ -48,14 +49,16 @@ def quantize(
     divisors = _balance_divisors(model, targets, config, calib_loop) if input_divisors is None else \
         _pick_divisors(input_divisors, targets, config)
     act_qparams = _calibrate_static_scales(model, targets, config, calib_loop, divisors)
-    replace_modules(
-        model,
-        targets,
-        lambda name, linear: QuantLinear.from_linear(
+    if config.timestep_ranges > 1:
+        ranges = TimestepRanges(config.timestep_ranges, config.num_train_timesteps)
+        replace_modules(model, targets, lambda name, linear: TimestepBalancedLinear.from_linear(
+            linear, config.weight_spec_for(name), config.activation, divisors[name], ranges, config.backend,
+            config.rotates(linear.in_features)))
+        ranges.attach(model)
+    else:
+        replace_modules(model, targets, lambda name, linear: QuantLinear.from_linear(
             linear, config.weight_spec_for(name), config.activation, act_qparams.get(name), backend=config.backend,
-            input_divisor=divisors.get(name), rotated=config.rotates(linear.in_features),
-        ),
-    )
+            input_divisor=divisors.get(name), rotated=config.rotates(linear.in_features)))
     setattr(model, CONFIG_ATTR, config)
     return model
 
@@ -107,14 +110,39 @@ def _balance_divisors(model, targets, config, calib_loop) -> dict[str, torch.Ten
         return {}
     _require_calib_loop(config, calib_loop, "channel balancing (smooth_alpha)")
     per_channel = QuantSpec(granularity="channel", channel_axis=-1)
+    if config.timestep_ranges > 1:
+        return _balance_divisors_by_range(model, targets, config, calib_loop, per_channel)
     observers = _observe_inputs(model, targets, calib_loop, lambda: MinMaxObserver(per_channel))
-    divisors = {}
-    for name, obs in observers.items():
-        if obs.lo is None:
-            raise QuantizationError(f"the calibration loop never reached layer {name!r}; it cannot be balanced.")
-        absmax = torch.maximum(obs.lo.abs(), obs.hi.abs()).flatten()
-        divisors[name] = channel_balance_divisor(absmax, targets[name].weight, config.smooth_alpha)
-    return divisors
+    return {name: _divisor(obs, targets[name], config, name) for name, obs in observers.items()}
+
+
+def _divisor(observer: MinMaxObserver, linear: nn.Linear, config: QuantConfig, where: str) -> torch.Tensor:
+    if observer.lo is None:
+        raise QuantizationError(f"the calibration loop never reached {where}; it cannot be balanced.")
+    absmax = torch.maximum(observer.lo.abs(), observer.hi.abs()).flatten()
+    return channel_balance_divisor(absmax, linear.weight, config.smooth_alpha)
+
+
+def _balance_divisors_by_range(model, targets, config, calib_loop, per_channel) -> dict[str, torch.Tensor]:
+    """[ranges, in_features] divisors: each from the calibration inputs at that range's timesteps."""
+    ranges = TimestepRanges(config.timestep_ranges, config.num_train_timesteps)
+    observers = {(n, k): MinMaxObserver(per_channel) for n in targets for k in range(ranges.count)}
+
+    def observe(name: str, x: torch.Tensor) -> None:
+        for k, rows in ranges.rows_per_range(x.shape[0]):
+            observers[(name, k)].update(x[rows])
+
+    handles = [ranges.attach(model)] + [m.register_forward_pre_hook(lambda _m, args, n=name: observe(n, args[0]))
+                                         for name, m in targets.items()]
+    try:
+        with torch.no_grad():
+            calib_loop(model)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: torch.stack([_divisor(observers[(name, k)], linear, config,
+                                        f"layer {name!r} at timestep range {k} of {ranges.count}")
+                               for k in range(ranges.count)]) for name, linear in targets.items()}
 
 
 def _calibrate_static_scales(model, targets, config, calib_loop, divisors) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -187,15 +215,19 @@ def quantized_skeleton(model: nn.Module, config: QuantConfig) -> nn.Module:
     """Replace ``config``'s targets by empty :class:`QuantLinear` layers of the right widths, ready for
     a saved state dict (no calibration, no float weights needed)."""
     targets = find_targets(model, config.include, config.ignore)
-    replace_modules(
-        model,
-        targets,
-        lambda name, lin: QuantLinear(
-            lin.in_features, lin.out_features, config.weight_spec_for(name), config.activation,
-            lin.bias is not None, config.backend, balanced=config.smooth_alpha is not None,
-            rotated=config.rotates(lin.in_features),
-        ),
-    )
+
+    def empty(name: str, lin: nn.Linear) -> QuantLinear:
+        return QuantLinear(lin.in_features, lin.out_features, config.weight_spec_for(name), config.activation,
+                           lin.bias is not None, config.backend, balanced=config.smooth_alpha is not None,
+                           rotated=config.rotates(lin.in_features))
+
+    if config.timestep_ranges > 1:
+        ranges = TimestepRanges(config.timestep_ranges, config.num_train_timesteps)
+        replace_modules(model, targets, lambda name, lin: TimestepBalancedLinear(
+            [empty(name, lin) for _ in range(ranges.count)], ranges))
+        ranges.attach(model)
+    else:
+        replace_modules(model, targets, empty)
     setattr(model, CONFIG_ATTR, config)
     return model
 

@@ -43,8 +43,7 @@ def save_multiwidth(model: nn.Module, config: QuantConfig, directory: str | Path
         uniform = replace(config, weight=replace(config.weight, bits=bits), layer_bits={})
         quantized = quantize(copy.deepcopy(model), uniform, calib_loop, input_divisors=divisors)
         for key, value in quantized.state_dict().items():
-            layer = key.rsplit(".", 1)[0]
-            name = f"w{bits}/{key}" if layer in targets else key
+            name = f"w{bits}/{key}" if _owner(key, targets) else key
             tensors.setdefault(name, value.detach().contiguous())
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -88,9 +87,18 @@ def load_multiwidth(directory: str | Path, layer_bits: dict[str, int] | None = N
     stored = read_safetensors(require_safetensors(directory, MULTIWIDTH_WEIGHTS)[0])
     state = {}
     for key in model.state_dict():
-        layer = key.rsplit(".", 1)[0]
-        source = f"w{chosen[layer]}/{key}" if layer in chosen else key
+        layer = _owner(key, chosen)
+        source = f"w{chosen[layer]}/{key}" if layer else key
         if source in stored:
             state[key] = stored[source]
     _load_state(model, state)
     return model.eval()
+
+
+def _owner(key: str, layers) -> str | None:
+    """The quantized layer a state-dict key belongs to (timestep-range copies included), if any."""
+    parts = key.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        if ".".join(parts[:end]) in layers:
+            return ".".join(parts[:end])
+    return None

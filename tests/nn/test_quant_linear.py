@@ -99,3 +99,20 @@ def test_channel_balancing_moves_an_outlier_channel_into_the_weights():
     exact = QuantLinear.from_linear(linear, QuantSpec(bits=8, granularity="channel"), None, input_divisor=divisor,
                                     rotated=True)
     assert torch.allclose(exact(x), reference, rtol=0, atol=0.05 * reference.abs().max().item())
+
+
+def test_cfg_branches_get_their_own_activation_scales():
+    """Per-token dynamic scales: the conditional half of a [cond; uncond] batch is quantized exactly
+    as if run alone, whatever the other half holds (a shared per-tensor scale would couple them)."""
+    from effigy.nn import QuantLinear
+
+    linear = torch.nn.Linear(16, 8)
+    layer = QuantLinear.from_linear(linear, QuantSpec(bits=8, granularity="channel"),
+                                    QuantSpec(bits=8, granularity="token", dynamic=True))
+    cond = torch.randn(2, 5, 16)
+    uncond = 50 * torch.randn(2, 5, 16)  # a branch with a much larger range
+    together = layer(torch.cat([cond, uncond]))
+    assert torch.equal(together[:2], layer(cond))
+    shared = QuantLinear.from_linear(linear, QuantSpec(bits=8, granularity="channel"),
+                                     QuantSpec(bits=8, granularity="tensor", dynamic=True))
+    assert not torch.allclose(shared(torch.cat([cond, uncond]))[:2], shared(cond))

@@ -26,13 +26,16 @@ from effigy.recipes.mixed_precision import layer_groups, measure_sensitivity, mi
 
 
 MIXED_PRECISION = "vidit-q-w4a8-mp"
+# also run on the fbgemm integer GEMM: W8 and the int4-weight path (4-bit grid fed to the int8 kernel)
+FAST_PATH_RECIPES = ("vidit-q-w8a8", "vidit-q-w4a8")
 
 
 @dataclass
 class QuantBenchSettings:
     model: str = "dit-digits"  # or t2i-shapes (prompts: 10 x samples_per_class held-out captions)
-    recipes: tuple[str, ...] = ("naive-w8a8", "vidit-q-w8a8", "rtn-w4a8", "vidit-q-w4a8", MIXED_PRECISION)
-    fast_path: bool = True  # adds the fbgemm integer-kernel run of vidit-q-w8a8
+    recipes: tuple[str, ...] = ("naive-w8a8", "vidit-q-w8a8", "rtn-w4a8", "vidit-q-w4a8", "vidit-q-w4a8-ts",
+                                MIXED_PRECISION)
+    fast_path: bool = True  # adds the fbgemm integer-kernel runs of vidit-q-w8a8 and vidit-q-w4a8
     mp_average_bits: float = 4.0  # the MP budget: the same average weight bits as uniform W4
     mp_candidate_bits: tuple[int, ...] = (3, 4, 6, 8)
     sensitivity_per_class: int = 2  # sensitivity runs sample 2 images per class ...
@@ -100,7 +103,7 @@ def build_variants(world: BenchWorld, settings: QuantBenchSettings,
             configs.append(config)
         else:
             configs.append(get_recipe(name))
-        if settings.fast_path and name == "vidit-q-w8a8":
+        if settings.fast_path and name in FAST_PATH_RECIPES:
             configs.append(fast_cpu_variant(configs[-1]))
     fp_model = world.fp_model
     variants = [Variant("fp32", fp_model)]
@@ -187,10 +190,12 @@ def average_weight_bits(model: nn.Module) -> float | None:
 
 def _fp_bytes_of_targets(fp_model: nn.Module, quantized: nn.Module) -> int:
     """fp32 bytes of exactly the layers the recipe quantized (weights and biases)."""
-    from effigy.nn import QuantLinear
+    from effigy.api import CONFIG_ATTR
+    from effigy.nn import find_targets
 
-    names = [n for n, m in quantized.named_modules() if isinstance(m, QuantLinear)]
-    return sum(sum(p.numel() * p.element_size() for p in fp_model.get_submodule(n).parameters()) for n in names)
+    config = getattr(quantized, CONFIG_ATTR)
+    targets = find_targets(fp_model, config.include, config.ignore)
+    return sum(p.numel() * p.element_size() for layer in targets.values() for p in layer.parameters())
 
 
 def _measure_speed_and_memory(variants, world: BenchWorld, settings, progress: Progress) -> None:

@@ -17,8 +17,10 @@ class QuantConfig:
     """Weight and activation specs plus the fnmatch patterns that pick the linear layers to quantize.
 
     ``smooth_alpha`` turns on channel balancing (a calibrated divisor per input channel, folded into
-    the weights); ``rotate`` adds a Hadamard rotation after it on layers whose input size is a power
-    of two; ``layer_bits`` gives single layers another weight bit-width (mixed precision).
+    the weights); ``timestep_ranges`` > 1 calibrates one divisor per range of diffusion timesteps
+    (each with its own weight copy); ``rotate`` adds a Hadamard rotation after it on layers whose
+    input size is a power of two; ``layer_bits`` gives single layers another weight bit-width
+    (mixed precision).
     """
 
     weight: QuantSpec = field(default_factory=lambda: QuantSpec(bits=8, granularity="channel"))
@@ -32,6 +34,8 @@ class QuantConfig:
     smooth_alpha: float | None = None
     rotate: bool = False
     layer_bits: dict[str, int] = field(default_factory=dict)
+    timestep_ranges: int = 1  # >1: a balancing divisor (and weight copy) per range of timesteps
+    num_train_timesteps: int = 1000
 
     def __post_init__(self) -> None:
         self.include, self.ignore = tuple(self.include), tuple(self.ignore)
@@ -45,6 +49,11 @@ class QuantConfig:
             )
         if self.activation is not None and self.activation.granularity == "token" and not self.activation.dynamic:
             raise QuantizationError("per-token activation scales must be dynamic: set dynamic=True.")
+        if self.timestep_ranges > 1 and self.smooth_alpha is None:
+            raise QuantizationError("timestep_ranges > 1 gives each range its own channel-balancing divisor: "
+                                    "set smooth_alpha too (e.g. 0.5).")
+        if self.timestep_ranges > 1 and self.activation is not None and not self.activation.dynamic:
+            raise QuantizationError("timestep_ranges > 1 works with dynamic activation scales only.")
 
     def weight_spec_for(self, layer: str) -> QuantSpec:
         bits = self.layer_bits.get(layer)
@@ -59,6 +68,8 @@ class QuantConfig:
             "smooth_alpha": self.smooth_alpha,
             "rotate": self.rotate,
             "layer_bits": dict(self.layer_bits),
+            "timestep_ranges": self.timestep_ranges,
+            "num_train_timesteps": self.num_train_timesteps,
             "weight": self.weight.to_dict(),
             "activation": None if self.activation is None else self.activation.to_dict(),
             "include": list(self.include),
@@ -79,6 +90,8 @@ class QuantConfig:
                 smooth_alpha=data.get("smooth_alpha"),
                 rotate=data.get("rotate", False),
                 layer_bits=data.get("layer_bits", {}),
+                timestep_ranges=data.get("timestep_ranges", 1),
+                num_train_timesteps=data.get("num_train_timesteps", 1000),
             )
         except KeyError as missing:
             raise QuantizationError(f"quantization config lacks the field {missing}; is this an effigy file?") from None

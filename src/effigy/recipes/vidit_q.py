@@ -11,6 +11,8 @@ vidit-q-w4a8 4-bit packed weights after channel balancing: a calibrated SmoothQu
              is available but off: on the digits DiT it lowered W4A8 PSNR vs FP (23.8 vs 27.1 dB,
              20 samples): at 8-bit per-token activations the error is the 4-bit weights', which
              the rotation does not help.
+vidit-q-w4a8-ts  timestep-aware balancing: a divisor per quarter of the 1000 training timesteps,
+             each folded into its own copy of the packed weights (4x the weight bytes).
 rtn-w4a8     round-to-nearest 4-bit per-channel weights, per-token 8-bit activations: the uniform
              baseline.
 vidit-q-w4a8-mp  the same, with 4/6/8-bit weights chosen per layer group by the metric-decoupled
@@ -42,6 +44,13 @@ RECIPES: dict[str, QuantConfig] = {
         activation=QuantSpec(bits=8, granularity="token", dynamic=True),
         smooth_alpha=0.5,
         name="vidit-q-w4a8",
+    ),
+    "vidit-q-w4a8-ts": QuantConfig(
+        weight=QuantSpec(bits=4, granularity="channel"),
+        activation=QuantSpec(bits=8, granularity="token", dynamic=True),
+        smooth_alpha=0.5,
+        timestep_ranges=4,
+        name="vidit-q-w4a8-ts",
     ),
     "rtn-w4a8": QuantConfig(
         weight=QuantSpec(bits=4, granularity="channel"),
