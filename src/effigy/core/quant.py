@@ -9,7 +9,7 @@ Scales and zero points are returned with a shape that broadcasts against the inp
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import torch
@@ -208,3 +208,19 @@ def channel_balance_divisor(act_absmax: torch.Tensor, weight: torch.Tensor, alph
     w_max = weight.detach().abs().amax(dim=0).float().clamp_min(1e-5)
     s = act_absmax.float().clamp_min(1e-5) ** alpha / w_max ** (1 - alpha)
     return s.clamp(1e-4, 1e4)
+
+
+def shift_to_bits(
+    q: torch.Tensor, spec: QuantSpec, scale: torch.Tensor, zero_point: torch.Tensor, bits: int
+) -> tuple[torch.Tensor, QuantSpec, torch.Tensor, torch.Tensor]:
+    """Narrow an asymmetric integer grid to ``bits`` in the integer domain: q >> k, scale * 2**k, and
+    a zero point moved to the centre of each merged bucket, so that no float copy is needed and the
+    extra error is at most (2**k - 1) / 2 * scale per element (k = spec.bits - bits)."""
+    if spec.symmetric:
+        raise QuantizationError("shift_to_bits narrows asymmetric (unsigned) grids only.")
+    k = spec.bits - bits
+    if k < 0:
+        raise QuantizationError(f"cannot widen a {spec.bits}-bit grid to {bits} bits in the integer domain.")
+    narrow = replace(spec, bits=bits)
+    shifted = (q.to(torch.int16) >> k).to(torch.uint8)
+    return shifted, narrow, scale * 2**k, (zero_point - (2**k - 1) / 2) / 2**k

@@ -1,0 +1,171 @@
+"""PM-KVQ's progressive mixed-precision KV cache as a ``transformers.Cache``.
+
+Per layer, tokens live in three places, in order:
+  sink    the first ``sink`` tokens (attention sinks), fp16 for good
+  main    chunks flushed from the window, all at the layer's current width
+  recent  the newest tokens (up to ``window + chunk``), fp16
+When ``recent`` holds a full chunk beyond the window, the oldest ``chunk`` tokens move to ``main``.
+Each layer starts ``main`` at 16 bits; when its bytes exceed the layer's budget, the whole main cache
+is halved (16 -> 8 -> 4 -> 2), from the stored integers. Going below the layer's lowest allowed width
+(its block-wise allocation) raises :class:`KVBudgetError`.
+"""
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+from effigy.errors import EffigyError
+from effigy.kvcache.quantizer import KV_BITS, KVChunk, chunk_nbytes
+
+
+class KVBudgetError(EffigyError):
+    """A KV-cache budget that cannot hold the sequence, even at the lowest allowed width."""
+
+
+class ProgressiveKVLayer(DynamicLayer):
+    """One attention layer's progressive cache (see module docstring)."""
+
+    def __init__(self, budget_bytes: int, min_bits: int = 2, start_bits: int = 16, sink: int = 1, window: int = 128,
+                 chunk: int | None = None, group_size: int = 32, layer_index: int = 0) -> None:
+        super().__init__()
+        if min_bits not in KV_BITS or start_bits not in KV_BITS or min_bits > start_bits:
+            raise KVBudgetError(f"KV widths must be among {KV_BITS} with min_bits <= start_bits; got {min_bits}, "
+                                f"{start_bits}")
+        self.budget_bytes, self.min_bits, self.bits = budget_bytes, min_bits, start_bits
+        self.sink, self.window, self.chunk = sink, window, chunk or max(window, 1)
+        self.group_size, self.layer_index = group_size, layer_index
+        self.main_keys: list[KVChunk] = []
+        self.main_values: list[KVChunk] = []
+        self._main_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.width_history: list[tuple[int, int]] = [(0, start_bits)]  # (sequence length, bits) at each change
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self.sink_keys = key_states[..., :0, :].half()
+        self.sink_values = value_states[..., :0, :].half()
+        self.keys, self.values = self.sink_keys.clone(), self.sink_values.clone()  # the recent window
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self.length += key_states.shape[-2]
+        room = self.sink - self.sink_keys.shape[-2]
+        if room > 0:
+            self.sink_keys = torch.cat([self.sink_keys, key_states[..., :room, :].half()], -2)
+            self.sink_values = torch.cat([self.sink_values, value_states[..., :room, :].half()], -2)
+            key_states, value_states = key_states[..., room:, :], value_states[..., room:, :]
+        self.keys = torch.cat([self.keys, key_states.half()], -2)
+        self.values = torch.cat([self.values, value_states.half()], -2)
+        self._flush()
+        main_keys, main_values = self._main()
+        dtype = self.dtype
+        keys = torch.cat([self.sink_keys, main_keys.half(), self.keys], -2).to(dtype)
+        values = torch.cat([self.sink_values, main_values.half(), self.values], -2).to(dtype)
+        return keys, values
+
+    def _flush(self) -> None:
+        while self.keys.shape[-2] >= self.window + self.chunk:
+            k, v = self.keys[..., : self.chunk, :], self.values[..., : self.chunk, :]
+            self.keys, self.values = self.keys[..., self.chunk:, :], self.values[..., self.chunk:, :]
+            self.main_keys.append(KVChunk.from_float(k, self.bits, self.group_size))
+            self.main_values.append(KVChunk.from_float(v, self.bits, self.group_size))
+            self._main_cache = None
+            while self.main_nbytes > self.budget_bytes:
+                self._halve()
+
+    def _halve(self) -> None:
+        if self.bits <= self.min_bits:
+            raise KVBudgetError(
+                f"layer {self.layer_index}: {self.main_nbytes:,} bytes of KV at {self.bits} bits exceed its budget of "
+                f"{self.budget_bytes:,} bytes at sequence length {self.length}, and {self.min_bits} bits is its "
+                "lowest allowed width. Raise budget_mb, lower the allocation's widths, or generate fewer tokens.")
+        self.bits //= 2
+        self.main_keys = [c.narrow(self.bits) for c in self.main_keys]
+        self.main_values = [c.narrow(self.bits) for c in self.main_values]
+        self.width_history.append((self.length, self.bits))
+        self._main_cache = None
+
+    def _main(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._main_cache is None:
+            empty = self.sink_keys[..., :0, :].float()
+            self._main_cache = (torch.cat([empty] + [c.dequantize() for c in self.main_keys], -2),
+                                torch.cat([empty] + [c.dequantize() for c in self.main_values], -2))
+        return self._main_cache
+
+    @property
+    def main_nbytes(self) -> int:
+        return sum(c.nbytes for c in self.main_keys) + sum(c.nbytes for c in self.main_values)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this layer holds: main cache (packed + scales) plus the fp16 sink and window."""
+        if not self.is_initialized:
+            return 0
+        fp16 = sum(t.numel() * 2 for t in (self.sink_keys, self.sink_values, self.keys, self.values))
+        return self.main_nbytes + fp16
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.length + query_length, 0
+
+    def reset(self) -> None:
+        self.__init__(self.budget_bytes, self.min_bits, self.width_history[0][1], self.sink, self.window, self.chunk,
+                      self.group_size, self.layer_index)
+
+
+def main_cache_bytes(bits: int, tokens: int, batch: int, kv_heads: int, head_dim: int, group_size: int) -> int:
+    """Keys plus values of ``tokens`` main-cache tokens at ``bits``."""
+    return 2 * chunk_nbytes((batch, kv_heads, tokens, head_dim), bits, group_size)
+
+
+class PMKVQCache(Cache):
+    """Progressive mixed-precision KV cache (PM-KVQ): ``model.generate(past_key_values=PMKVQCache(model, ...))``.
+
+    ``budget_mb`` is the main-cache memory for all layers together. With ``allocation`` (one final
+    width per layer, e.g. from :func:`effigy.kvcache.allocate.allocate_kv_bits`) and ``target_length``,
+    each layer's budget is what its final width needs at that length, and the layer may not go below
+    it; without, the budget is split evenly and every layer may go down to 2 bits.
+    """
+
+    def __init__(self, model_or_config, budget_mb: float, allocation: list[int] | None = None,
+                 target_length: int | None = None, sink: int = 1, window: int = 128, chunk: int | None = None,
+                 group_size: int = 32, batch_size: int = 1, start_bits: int = 16) -> None:
+        config = getattr(model_or_config, "config", model_or_config).get_text_config(decoder=True)
+        layers, kv_heads, head_dim = kv_geometry(config)
+        if head_dim % group_size:
+            raise KVBudgetError(f"group_size={group_size} does not divide head_dim={head_dim}; pick a divisor.")
+        budget = int(budget_mb * 2**20)
+        if allocation is None:
+            budgets, floors = [budget // layers] * layers, [2] * layers
+        else:
+            if len(allocation) != layers:
+                raise KVBudgetError(f"allocation has {len(allocation)} widths for a model with {layers} layers")
+            if target_length is None:
+                raise KVBudgetError("an allocation needs target_length: the length its widths were planned for")
+            main_tokens = max(0, target_length - sink)
+            budgets = [main_cache_bytes(b, main_tokens, batch_size, kv_heads, head_dim, group_size) for b in allocation]
+            if sum(budgets) > budget:
+                raise KVBudgetError(f"the allocation needs {sum(budgets) / 2**20:.2f} MiB at {target_length} tokens, "
+                                    f"more than budget_mb={budget_mb}; allocate again for this budget")
+            floors = list(allocation)
+        self.budget_bytes = budget
+        super().__init__(layers=[ProgressiveKVLayer(b, f, start_bits, sink, window, chunk, group_size, i)
+                                 for i, (b, f) in enumerate(zip(budgets, floors))])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(layer.nbytes for layer in self.layers)
+
+    def widths(self) -> list[int]:
+        return [layer.bits for layer in self.layers]
+
+
+def kv_geometry(config) -> tuple[int, int, int]:
+    """(layers, key/value heads, head_dim) of a decoder config."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return config.num_hidden_layers, kv_heads, head_dim
