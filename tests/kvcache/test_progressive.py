@@ -72,3 +72,21 @@ def test_allocation_sets_each_layers_floor_and_checks_the_total():
         PMKVQCache(model, budget_mb=0.001, allocation=[8, 8], target_length=4096, group_size=16)
     with pytest.raises(KVBudgetError, match="2 layers"):
         PMKVQCache(model, budget_mb=1, allocation=[4], target_length=256, group_size=16)
+
+
+def test_baselines_hold_what_they_claim():
+    from effigy.kvcache.baselines import fp16_cache, kivi_cache, rtn_cache
+
+    model = _tiny_llama()
+    prompt = torch.randint(0, 97, (1, 40), generator=torch.Generator().manual_seed(3))
+    caches = {"fp16": fp16_cache(model, 16), "rtn4": rtn_cache(model, 4, 16), "kivi2": kivi_cache(model, 2, 16, 16)}
+    with torch.no_grad():
+        reference = model(prompt).logits
+        errors = {name: (model(prompt, past_key_values=c, use_cache=True).logits - reference).abs().mean().item()
+                  for name, c in caches.items()}
+    assert errors["fp16"] < 1e-3 < errors["rtn4"]
+    assert errors["kivi2"] > 0
+    elements = 2 * 2 * 40 * 16 * 2  # layers x (k, v) x tokens x head_dim x kv heads
+    assert caches["fp16"].nbytes == 2 * elements
+    assert caches["rtn4"].nbytes == elements // 2 + 2 * 2 * (elements // 16)
+    assert caches["kivi2"].layers[0].keys.shape[-2] == 40 - 32  # two chunks of 16 flushed, 8 in fp16

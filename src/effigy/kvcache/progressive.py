@@ -25,7 +25,7 @@ class KVBudgetError(EffigyError):
 class ProgressiveKVLayer(DynamicLayer):
     """One attention layer's progressive cache (see module docstring)."""
 
-    def __init__(self, budget_bytes: int, min_bits: int = 2, start_bits: int = 16, sink: int = 1, window: int = 128,
+    def __init__(self, budget_bytes: float, min_bits: int = 2, start_bits: int = 16, sink: int = 1, window: int = 128,
                  chunk: int | None = None, group_size: int = 32, layer_index: int = 0) -> None:
         super().__init__()
         if min_bits not in KV_BITS or start_bits not in KV_BITS or min_bits > start_bits:
@@ -33,6 +33,8 @@ class ProgressiveKVLayer(DynamicLayer):
                                 f"{start_bits}")
         self.budget_bytes, self.min_bits, self.bits = budget_bytes, min_bits, start_bits
         self.sink, self.window, self.chunk = sink, window, chunk or max(window, 1)
+        if self.chunk < 1 or window < 0 or sink < 0:
+            raise KVBudgetError(f"need chunk >= 1, window >= 0, sink >= 0; got {chunk}, {window}, {sink}")
         self.group_size, self.layer_index = group_size, layer_index
         self.main_keys: list[KVChunk] = []
         self.main_values: list[KVChunk] = []
@@ -68,11 +70,24 @@ class ProgressiveKVLayer(DynamicLayer):
         while self.keys.shape[-2] >= self.window + self.chunk:
             k, v = self.keys[..., : self.chunk, :], self.values[..., : self.chunk, :]
             self.keys, self.values = self.keys[..., self.chunk:, :], self.values[..., self.chunk:, :]
-            self.main_keys.append(KVChunk.from_float(k, self.bits, self.group_size))
-            self.main_values.append(KVChunk.from_float(v, self.bits, self.group_size))
-            self._main_cache = None
+            self._append_main(self.quantize_keys(k), KVChunk.from_float(v, self.bits, self.group_size))
             while self.main_nbytes > self.budget_bytes:
                 self._halve()
+
+    def quantize_keys(self, keys: torch.Tensor) -> KVChunk:
+        """Keys are grouped along head_dim like values (PM-KVQ); KIVI-style layers override this."""
+        return KVChunk.from_float(keys, self.bits, self.group_size)
+
+    def dequantize_keys(self, chunk: KVChunk) -> torch.Tensor:
+        return chunk.dequantize()
+
+    def _append_main(self, keys: KVChunk, values: KVChunk) -> None:
+        """Add a chunk and extend the dequantized view in place (no O(length) rebuild per token)."""
+        self.main_keys.append(keys)
+        self.main_values.append(values)
+        if self._main_cache is not None:
+            k, v = self._main_cache
+            self._main_cache = (torch.cat([k, self.dequantize_keys(keys)], -2), torch.cat([v, values.dequantize()], -2))
 
     def _halve(self) -> None:
         if self.bits <= self.min_bits:
@@ -89,7 +104,7 @@ class ProgressiveKVLayer(DynamicLayer):
     def _main(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._main_cache is None:
             empty = self.sink_keys[..., :0, :].float()
-            self._main_cache = (torch.cat([empty] + [c.dequantize() for c in self.main_keys], -2),
+            self._main_cache = (torch.cat([empty] + [self.dequantize_keys(c) for c in self.main_keys], -2),
                                 torch.cat([empty] + [c.dequantize() for c in self.main_values], -2))
         return self._main_cache
 
@@ -127,19 +142,25 @@ class PMKVQCache(Cache):
     ``budget_mb`` is the main-cache memory for all layers together. With ``allocation`` (one final
     width per layer, e.g. from :func:`effigy.kvcache.allocate.allocate_kv_bits`) and ``target_length``,
     each layer's budget is what its final width needs at that length, and the layer may not go below
-    it; without, the budget is split evenly and every layer may go down to 2 bits.
+    it; without, the budget is split evenly and every layer may go down to ``min_bits``.
+    ``start_bits=None`` starts each layer at its final width (no progressive narrowing: an ablation).
+    ``budget_mb=None`` sets no budget (fixed-width baselines).
     """
 
-    def __init__(self, model_or_config, budget_mb: float, allocation: list[int] | None = None,
+    layer_class = ProgressiveKVLayer
+
+    def __init__(self, model_or_config, budget_mb: float | None, allocation: list[int] | None = None,
                  target_length: int | None = None, sink: int = 1, window: int = 128, chunk: int | None = None,
-                 group_size: int = 32, batch_size: int = 1, start_bits: int = 16) -> None:
+                 group_size: int = 32, batch_size: int = 1, start_bits: int | None = 16, min_bits: int = 2) -> None:
         config = getattr(model_or_config, "config", model_or_config).get_text_config(decoder=True)
         layers, kv_heads, head_dim = kv_geometry(config)
         if head_dim % group_size:
             raise KVBudgetError(f"group_size={group_size} does not divide head_dim={head_dim}; pick a divisor.")
-        budget = int(budget_mb * 2**20)
+        if budget_mb is not None and budget_mb <= 0:
+            raise KVBudgetError(f"budget_mb must be positive (or None for no budget), got {budget_mb}")
+        budget = float("inf") if budget_mb is None else budget_mb * 2**20
         if allocation is None:
-            budgets, floors = [budget // layers] * layers, [2] * layers
+            budgets, floors = [budget / layers] * layers, [min_bits] * layers
         else:
             if len(allocation) != layers:
                 raise KVBudgetError(f"allocation has {len(allocation)} widths for a model with {layers} layers")
@@ -152,8 +173,8 @@ class PMKVQCache(Cache):
                                     f"more than budget_mb={budget_mb}; allocate again for this budget")
             floors = list(allocation)
         self.budget_bytes = budget
-        super().__init__(layers=[ProgressiveKVLayer(b, f, start_bits, sink, window, chunk, group_size, i)
-                                 for i, (b, f) in enumerate(zip(budgets, floors))])
+        super().__init__(layers=[self.layer_class(b, f, f if start_bits is None else start_bits, sink, window, chunk,
+                                                  group_size, i) for i, (b, f) in enumerate(zip(budgets, floors))])
 
     @property
     def nbytes(self) -> int:

@@ -1,0 +1,206 @@
+"""PM-KVQ against its baselines at equal KV memory, on long chain-of-thought traces of a real LLM.
+
+The FP model (float32 cache) writes a greedy trace per prompt; every cache is then judged on it:
+  teacher-forced KL(FP || method) and perplexity of the FP trace, fed through the cache in chunks
+  token agreement: how many tokens the method's own greedy generation shares with the FP trace
+      before the first divergence
+  retrieval: a passcode stated at the start of a long context, asked for at the end (problems the
+      FP model solves)
+plus the KV bytes each cache holds at the end and its tokens/s against the FP cache.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+from effigy.evaluate.measure import Progress, machine_facts, no_progress
+from effigy.kvcache.baselines import fp16_cache, kivi_cache, rtn_cache
+from effigy.kvcache.calibrate import allocate_kv_bits, kv_sensitivity
+from effigy.kvcache.progressive import KVBudgetError, PMKVQCache, kv_geometry, main_cache_bytes
+
+COT_PROMPTS = (
+    "A shop sells pencils at 3 dollars and notebooks at 7 dollars. Tom buys 4 pencils and 2 notebooks. "
+    "How much does he pay? Think step by step and explain every step in detail.",
+    "A train leaves at 9:40 and the trip takes 2 hours and 35 minutes. When does it arrive? "
+    "Reason carefully, step by step, and check your answer.",
+    "Explain step by step how to find the greatest common divisor of 84 and 36, then verify it.",
+    "Sara has twice as many apples as Ben. Together they have 27 apples. How many does each have? "
+    "Work it out step by step.",
+)
+FILLER = ("The history of the river valley is long. Farmers planted wheat and barley in the spring, "
+          "and traders brought salt and cloth from the coast. ")
+
+
+@dataclass
+class KVBenchSettings:
+    trace_tokens: int = 1024
+    prompts: int = 2
+    average_bits: tuple[float, ...] = (4.0, 6.0)  # budgets: average stored bits per KV element, all included
+    window: int = 32
+    sink: int = 1
+    group_size: int = 32
+    feed_chunk: int = 16
+    calibration_sequences: int = 4
+    calibration_length: int = 256
+    agreement_tokens: int = 256
+    retrieval_problems: int = 4
+    retrieval_filler: int = 24  # filler sentences between the passcode and the question
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def chat_ids(tokenizer, text: str) -> torch.Tensor:
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                        return_tensors="pt")
+    return ids if torch.is_tensor(ids) else ids["input_ids"]
+
+
+@torch.no_grad()
+def greedy(model, ids: torch.Tensor, tokens: int, cache) -> tuple[torch.Tensor, float]:
+    """``tokens`` new tokens (EOS ignored: a long trace is the point) and the seconds it took."""
+    start = time.perf_counter()
+    out = model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, past_key_values=cache)
+    return out[:, ids.shape[1]:], time.perf_counter() - start
+
+
+@torch.no_grad()
+def teacher_forced(model, ids: torch.Tensor, cache, chunk: int) -> torch.Tensor:
+    """Log-probabilities of every next token of ``ids`` with the sequence fed through ``cache`` in chunks."""
+    logits = [model(ids[:, s: s + chunk], past_key_values=cache, use_cache=True).logits
+              for s in range(0, ids.shape[1], chunk)]
+    return F.log_softmax(torch.cat(logits, 1).float(), -1)
+
+
+def trace_scores(log_p_fp: torch.Tensor, log_q: torch.Tensor, ids: torch.Tensor, start: int) -> dict:
+    """KL(FP || method) and the method's perplexity over the trace part (positions >= start)."""
+    p, q = log_p_fp[:, start - 1:-1], log_q[:, start - 1:-1]
+    kl = (p.exp() * (p - q)).sum(-1).mean().item()
+    nll = -q.gather(-1, ids[:, start:, None]).mean().item()
+    return {"kl": kl, "perplexity": math.exp(nll)}
+
+
+def retrieval_prompts(tokenizer, count: int, filler: int, seed: int) -> list[tuple[torch.Tensor, str]]:
+    g = torch.Generator().manual_seed(seed)
+    problems = []
+    for _ in range(count):
+        code = str(int(torch.randint(1000, 9999, (1,), generator=g)))
+        text = (f"Remember this passcode: {code}. " + FILLER * filler +
+                "What was the passcode given at the very beginning? Answer with the number only.")
+        problems.append((chat_ids(tokenizer, text), code))
+    return problems
+
+
+def run_kv_bench(model, tokenizer, settings: KVBenchSettings, progress: Progress = no_progress) -> dict:
+    layers, kv_heads, head_dim = kv_geometry(model.config)
+    prompts = [chat_ids(tokenizer, p) for p in COT_PROMPTS[: settings.prompts]]
+    advance = progress("FP traces", len(prompts))
+    traces, fp_seconds = [], 0.0
+    for ids in prompts:
+        new, _ = greedy(model, ids, settings.trace_tokens, DynamicCache(config=model.config))
+        traces.append(torch.cat([ids, new], 1))
+        fp_seconds += greedy(model, ids, settings.agreement_tokens, DynamicCache(config=model.config))[1]
+        advance()
+    target = max(t.shape[1] for t in traces)
+    problems = [(ids, code) for ids, code in retrieval_prompts(tokenizer, settings.retrieval_problems,
+                                                                settings.retrieval_filler, settings.seed)]
+    solved = [p for p in problems if _answers(model, tokenizer, p, DynamicCache(config=model.config))]
+    tables = calibrate(model, settings, target, progress)
+    methods = method_caches(model, settings, tables, target, kv_heads, head_dim)
+    fp_log = [teacher_forced(model, t, DynamicCache(config=model.config), settings.feed_chunk) for t in traces]
+    rows = []
+    advance = progress("methods", len(methods))
+    for name, (budget_bits, make) in methods.items():
+        rows.append(evaluate_method(model, tokenizer, name, budget_bits, make, traces, prompts, fp_log, solved,
+                                    settings, fp_seconds))
+        advance()
+    return {"benchmark": "kvquant", "model": "SmolLM2-135M-Instruct (GGUF Q4_1, dequantized to float32)",
+            "settings": settings.to_dict(), "machine": machine_facts(), "target_length": target,
+            "retrieval_solved_by_fp": f"{len(solved)}/{len(problems)}", "rows": rows,
+            "allocations": {k: v for k, v in tables.items() if k.startswith("alloc")}}
+
+
+def calibrate(model, settings: KVBenchSettings, target: int, progress: Progress) -> dict:
+    """Sensitivity tables with and without positional interpolation (stretched to the trace length)."""
+    g = torch.Generator().manual_seed(settings.seed + 1)
+    sequences = [torch.randint(0, model.config.vocab_size, (settings.calibration_length,), generator=g)
+                 for _ in range(settings.calibration_sequences)]
+    advance = progress("KV sensitivity", 2 * len(sequences))
+    stretch = max(1.0, target / settings.calibration_length)
+    return {"pi": kv_sensitivity(model, sequences, stretch=stretch, group_size=settings.group_size, progress=advance),
+            "plain": kv_sensitivity(model, sequences, group_size=settings.group_size, progress=advance)}
+
+
+def method_caches(model, settings: KVBenchSettings, tables: dict, target: int, kv_heads: int,
+                  head_dim: int) -> dict[str, tuple[float | None, Callable]]:
+    """name -> (average bits of its budget, cache factory), every method at each budget."""
+    layers = model.config.num_hidden_layers
+    s = settings
+    methods: dict[str, tuple[float | None, Callable]] = {"fp16": (16.0, lambda: fp16_cache(model, s.group_size))}
+    fp16_mb = lambda tokens: layers * main_cache_bytes(16, tokens, 1, kv_heads, head_dim, s.group_size) / 2**20
+    for bits in s.average_bits:
+        # equal memory: the whole cache at ``bits`` per element; PM-KVQ's fp16 sink and window (up to
+        # window + chunk tokens) come out of its budget before the main cache gets the rest
+        budget_mb = fp16_mb(target) * bits / 16 - fp16_mb(s.sink + 2 * s.window)
+        if budget_mb <= 0:
+            raise KVBudgetError(f"{bits} average bits at {target} tokens do not even hold the fp16 sink and window "
+                                f"of {s.window} tokens; raise the bits or shrink the window")
+        widths = {k: allocate_kv_bits(tables[k], budget_mb, target, kv_heads, head_dim, s.group_size, s.sink)
+                  for k in ("pi", "plain")}
+        tables[f"alloc {bits:g} bits (PI)"], tables[f"alloc {bits:g} bits (no PI)"] = widths["pi"], widths["plain"]
+        common = dict(target_length=target, sink=s.sink, window=s.window, group_size=s.group_size)
+        fixed = fixed_width_for(bits, s.group_size)
+        methods.update({
+            f"pm-kvq @{bits:g}b": (bits, lambda b=budget_mb, w=widths["pi"]: PMKVQCache(model, b, w, **common)),
+            f"  no progressive @{bits:g}b": (bits, lambda b=budget_mb, w=widths["pi"]: PMKVQCache(
+                model, b, w, **common, start_bits=None)),
+            f"  no block allocation @{bits:g}b": (bits, lambda b=budget_mb: PMKVQCache(
+                model, b, None, sink=s.sink, window=s.window, group_size=s.group_size)),
+            f"  no positional interp. @{bits:g}b": (bits, lambda b=budget_mb, w=widths["plain"]: PMKVQCache(
+                model, b, w, **common)),
+            f"rtn {fixed}-bit @{bits:g}b": (bits, lambda f=fixed: rtn_cache(model, f, s.group_size)),
+            f"kivi {fixed}-bit @{bits:g}b": (bits, lambda f=fixed: kivi_cache(model, f, s.window, s.group_size)),
+        })
+    return methods
+
+
+def fixed_width_for(average_bits: float, group_size: int) -> int:
+    """The widest fixed width whose storage (scales included) fits the average-bits budget."""
+    fitting = [b for b in (8, 4, 2) if b + 32 / group_size <= average_bits + 1e-9]
+    return fitting[0] if fitting else 2
+
+
+def _answers(model, tokenizer, problem, cache) -> bool:
+    ids, code = problem
+    new, _ = greedy(model, ids, 8, cache)
+    return code in tokenizer.decode(new[0])
+
+
+def evaluate_method(model, tokenizer, name, budget_bits, make, traces, prompts, fp_log, solved, settings,
+                    fp_seconds) -> dict:
+    scores, nbytes = [], 0
+    for t, p, fp in zip(traces, prompts, fp_log):
+        cache = make()
+        scores.append(trace_scores(fp, teacher_forced(model, t, cache, settings.feed_chunk), t, p.shape[1]))
+        nbytes = max(nbytes, cache.nbytes)  # held after the whole trace: the length the budget is for
+    agreement, seconds = [], 0.0
+    for t, ids in zip(traces, prompts):
+        new, elapsed = greedy(model, ids, settings.agreement_tokens, make())
+        seconds += elapsed
+        reference = t[:, ids.shape[1]: ids.shape[1] + settings.agreement_tokens]
+        differ = (new != reference).nonzero()
+        agreement.append(int(differ[0, 1]) if len(differ) else new.shape[1])
+    retrieved = sum(_answers(model, tokenizer, p, make()) for p in solved)
+    return {"method": name.strip(), "budget_average_bits": budget_bits,
+            "kl": sum(s["kl"] for s in scores) / len(scores),
+            "perplexity": sum(s["perplexity"] for s in scores) / len(scores),
+            "agreement_tokens": sum(agreement) / len(agreement),
+            "retrieval": f"{retrieved}/{len(solved)}", "kv_bytes_held": nbytes,
+            "tokens_per_s_ratio_vs_fp": fp_seconds / seconds}

@@ -1,0 +1,41 @@
+"""The caches PM-KVQ is compared with, built from the same parts so that only the method differs.
+
+fp16_cache      every token in fp16 (the reference for memory)
+rtn_cache       round-to-nearest at fixed bits from the first token: no sink, no window, no budget
+kivi_cache      KIVI-style: keys quantized per channel (over a chunk of tokens), values per token,
+                the newest ``residual`` tokens kept in fp16
+"""
+from __future__ import annotations
+
+import torch
+
+from effigy.kvcache.progressive import PMKVQCache, ProgressiveKVLayer
+from effigy.kvcache.quantizer import KVChunk
+
+
+def fp16_cache(model, group_size: int = 32) -> PMKVQCache:
+    return PMKVQCache(model, None, sink=0, window=0, chunk=1, group_size=group_size, start_bits=16, min_bits=16)
+
+
+def rtn_cache(model, bits: int, group_size: int = 32) -> PMKVQCache:
+    return PMKVQCache(model, None, sink=0, window=0, chunk=1, group_size=group_size, start_bits=bits, min_bits=bits)
+
+
+class KIVILayer(ProgressiveKVLayer):
+    """Keys grouped per channel over the flushed chunk of tokens (KIVI's finding: key outliers sit in
+    fixed channels); values grouped along head_dim per token."""
+
+    def quantize_keys(self, keys: torch.Tensor) -> KVChunk:
+        return KVChunk.from_float(keys.transpose(-1, -2), self.bits, keys.shape[-2])
+
+    def dequantize_keys(self, chunk: KVChunk) -> torch.Tensor:
+        return chunk.dequantize().transpose(-1, -2)
+
+
+class KIVICache(PMKVQCache):
+    layer_class = KIVILayer
+
+
+def kivi_cache(model, bits: int, residual: int = 128, group_size: int = 32) -> KIVICache:
+    return KIVICache(model, None, sink=0, window=0, chunk=residual, group_size=group_size, start_bits=bits,
+                     min_bits=bits)
