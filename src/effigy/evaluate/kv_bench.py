@@ -10,6 +10,7 @@ plus the KV bytes each cache holds at the end and its tokens/s against the FP ca
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from effigy.evaluate.measure import Progress, machine_facts, no_progress
 from effigy.kvcache.baselines import fp16_cache, kivi_cache, rtn_cache
 from effigy.kvcache.calibrate import allocate_kv_bits, kv_sensitivity
 from effigy.kvcache.progressive import KVBudgetError, PMKVQCache, kv_geometry, main_cache_bytes
+from effigy.kvcache.reparam import fold_key_scales, search_key_scales
 
 COT_PROMPTS = (
     "A shop sells pencils at 3 dollars and notebooks at 7 dollars. Tom buys 4 pencils and 2 notebooks. "
@@ -113,18 +115,21 @@ def run_kv_bench(model, tokenizer, settings: KVBenchSettings, progress: Progress
                                                                 settings.retrieval_filler, settings.seed)]
     solved = [p for p in problems if _answers(model, tokenizer, p, DynamicCache(config=model.config))]
     tables = calibrate(model, settings, target, progress)
+    reparameterized = {k: fold_key_scales(copy.deepcopy(model), tables.pop(f"scales {k}")) for k in ("pi", "plain")}
     methods = method_caches(model, settings, tables, target, kv_heads, head_dim)
     fp_log = [teacher_forced(model, t, DynamicCache(config=model.config), settings.feed_chunk) for t in traces]
     rows = []
     advance = progress("methods", len(methods))
-    for name, (budget_bits, make) in methods.items():
-        rows.append(evaluate_method(model, tokenizer, name, budget_bits, make, traces, prompts, fp_log, solved,
+    for name, (budget_bits, make, keys) in methods.items():
+        # PM-KVQ runs on its key-reparameterized copy (FP-equivalent); the baselines on the model as is
+        runner = reparameterized.get(keys, model)
+        rows.append(evaluate_method(runner, tokenizer, name, budget_bits, make, traces, prompts, fp_log, solved,
                                     settings, fp_seconds))
         advance()
     return {"benchmark": "kvquant", "model": "SmolLM2-135M-Instruct (GGUF Q4_1, dequantized to float32)",
             "settings": settings.to_dict(), "machine": machine_facts(), "target_length": target,
             "retrieval_solved_by_fp": f"{len(solved)}/{len(problems)}", "rows": rows,
-            "allocations": {k: v for k, v in tables.items() if k.startswith("alloc")}}
+            "allocations": {k: v for k, v in tables.items() if k.startswith(("alloc", "alphas"))}}
 
 
 def calibrate(model, settings: KVBenchSettings, target: int, progress: Progress) -> dict:
@@ -132,18 +137,26 @@ def calibrate(model, settings: KVBenchSettings, target: int, progress: Progress)
     g = torch.Generator().manual_seed(settings.seed + 1)
     sequences = [torch.randint(0, model.config.vocab_size, (settings.calibration_length,), generator=g)
                  for _ in range(settings.calibration_sequences)]
-    advance = progress("KV sensitivity", 2 * len(sequences))
+    advance = progress("KV sensitivity and key scales", 2 * len(sequences) + 2)
     stretch = max(1.0, target / settings.calibration_length)
-    return {"pi": kv_sensitivity(model, sequences, stretch=stretch, group_size=settings.group_size, progress=advance),
-            "plain": kv_sensitivity(model, sequences, group_size=settings.group_size, progress=advance)}
+    tables = {}
+    for name, factor in (("pi", stretch), ("plain", 1.0)):
+        tables[f"scales {name}"], tables[f"alphas {name}"] = search_key_scales(
+            model, sequences, bits=2, group_size=settings.group_size, stretch=factor)
+        advance()
+        tables[name] = kv_sensitivity(model, sequences, stretch=factor, group_size=settings.group_size,
+                                      progress=advance)
+    return tables
 
 
 def method_caches(model, settings: KVBenchSettings, tables: dict, target: int, kv_heads: int,
-                  head_dim: int) -> dict[str, tuple[float | None, Callable]]:
-    """name -> (average bits of its budget, cache factory), every method at each budget."""
+                  head_dim: int) -> dict[str, tuple[float | None, Callable, str]]:
+    """name -> (average bits of its budget, cache factory, which model: "pi" / "plain" key-reparameterized
+    copy or "as is"), every method at each budget."""
     layers = model.config.num_hidden_layers
     s = settings
-    methods: dict[str, tuple[float | None, Callable]] = {"fp16": (16.0, lambda: fp16_cache(model, s.group_size))}
+    methods: dict[str, tuple[float | None, Callable, str]] = {
+        "fp16": (16.0, lambda: fp16_cache(model, s.group_size), "as is")}
     fp16_mb = lambda tokens: layers * main_cache_bytes(16, tokens, 1, kv_heads, head_dim, s.group_size) / 2**20
     for bits in s.average_bits:
         # equal memory: the whole cache at ``bits`` per element; PM-KVQ's fp16 sink and window (up to
@@ -158,15 +171,16 @@ def method_caches(model, settings: KVBenchSettings, tables: dict, target: int, k
         common = dict(target_length=target, sink=s.sink, window=s.window, group_size=s.group_size)
         fixed = fixed_width_for(bits, s.group_size)
         methods.update({
-            f"pm-kvq @{bits:g}b": (bits, lambda b=budget_mb, w=widths["pi"]: PMKVQCache(model, b, w, **common)),
+            f"pm-kvq @{bits:g}b": (bits, lambda b=budget_mb, w=widths["pi"]: PMKVQCache(model, b, w, **common), "pi"),
             f"  no progressive @{bits:g}b": (bits, lambda b=budget_mb, w=widths["pi"]: PMKVQCache(
-                model, b, w, **common, start_bits=None)),
+                model, b, w, **common, start_bits=None), "pi"),
             f"  no block allocation @{bits:g}b": (bits, lambda b=budget_mb: PMKVQCache(
-                model, b, None, sink=s.sink, window=s.window, group_size=s.group_size)),
+                model, b, None, sink=s.sink, window=s.window, group_size=s.group_size), "pi"),
             f"  no positional interp. @{bits:g}b": (bits, lambda b=budget_mb, w=widths["plain"]: PMKVQCache(
-                model, b, w, **common)),
-            f"rtn {fixed}-bit @{bits:g}b": (bits, lambda f=fixed: rtn_cache(model, f, s.group_size)),
-            f"kivi {fixed}-bit @{bits:g}b": (bits, lambda f=fixed: kivi_cache(model, f, s.window, s.group_size)),
+                model, b, w, **common), "plain"),
+            f"rtn {fixed}-bit @{bits:g}b": (bits, lambda f=fixed: rtn_cache(model, f, s.group_size), "as is"),
+            f"kivi {fixed}-bit @{bits:g}b": (bits, lambda f=fixed: kivi_cache(model, f, s.window, s.group_size),
+                                             "as is"),
         })
     return methods
 
