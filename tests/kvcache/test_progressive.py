@@ -75,11 +75,12 @@ def test_allocation_sets_each_layers_floor_and_checks_the_total():
 
 
 def test_baselines_hold_what_they_claim():
-    from effigy.kvcache.baselines import fp16_cache, kivi_cache, rtn_cache
+    from effigy.kvcache.baselines import fp16_cache, kivi_cache, rtn_cache, transformers_fp8_cache
 
     model = _tiny_llama()
     prompt = torch.randint(0, 97, (1, 40), generator=torch.Generator().manual_seed(3))
-    caches = {"fp16": fp16_cache(model, 16), "rtn4": rtn_cache(model, 4, 16), "kivi2": kivi_cache(model, 2, 16, 16)}
+    caches = {"fp16": fp16_cache(model, 16), "rtn4": rtn_cache(model, 4, 16), "kivi2": kivi_cache(model, 2, 16, 16),
+              "fp8": transformers_fp8_cache(model)}
     with torch.no_grad():
         reference = model(prompt).logits
         errors = {name: (model(prompt, past_key_values=c, use_cache=True).logits - reference).abs().mean().item()
@@ -90,3 +91,4 @@ def test_baselines_hold_what_they_claim():
     assert caches["fp16"].nbytes == 2 * elements
     assert caches["rtn4"].nbytes == elements // 2 + 2 * 2 * (elements // 16)
     assert caches["kivi2"].layers[0].keys.shape[-2] == 40 - 32  # two chunks of 16 flushed, 8 in fp16
+    assert caches["fp8"].nbytes == elements + 4 * 4

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from effigy.evaluate.measure import Progress, machine_facts, no_progress
-from effigy.kvcache.baselines import fp16_cache, kivi_cache, rtn_cache
+from effigy.kvcache.baselines import fp16_cache, kivi_cache, rtn_cache, transformers_fp8_cache
 from effigy.kvcache.calibrate import allocate_kv_bits, kv_sensitivity
 from effigy.kvcache.progressive import KVBudgetError, PMKVQCache, kv_geometry, main_cache_bytes
 from effigy.kvcache.reparam import fold_key_scales, search_key_scales
@@ -156,7 +156,8 @@ def method_caches(model, settings: KVBenchSettings, tables: dict, target: int, k
     layers = model.config.num_hidden_layers
     s = settings
     methods: dict[str, tuple[float | None, Callable, str]] = {
-        "fp16": (16.0, lambda: fp16_cache(model, s.group_size), "as is")}
+        "fp16": (16.0, lambda: fp16_cache(model, s.group_size), "as is"),
+        "transformers QuantizedCache fp8": (8.0, lambda: transformers_fp8_cache(model), "as is")}
     fp16_mb = lambda tokens: layers * main_cache_bytes(16, tokens, 1, kv_heads, head_dim, s.group_size) / 2**20
     for bits in s.average_bits:
         # equal memory: the whole cache at ``bits`` per element; PM-KVQ's fp16 sink and window (up to

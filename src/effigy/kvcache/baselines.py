@@ -39,3 +39,22 @@ class KIVICache(PMKVQCache):
 def kivi_cache(model, bits: int, residual: int = 128, group_size: int = 32) -> KIVICache:
     return KIVICache(model, None, sink=0, window=0, chunk=residual, group_size=group_size, start_bits=bits,
                      min_bits=bits)
+
+
+def transformers_fp8_cache(model):
+    """transformers' own ``QuantizedCache`` with its fp8 backend (the one that needs no extra package:
+    quanto and hqq would pull other builds), with the bytes it holds: float8 keys and values (1 byte
+    each; a per-tensor scale frozen at the first update) plus nothing in full precision."""
+    from transformers.cache_utils import QuantizedCache
+
+    class _Fp8Cache(QuantizedCache):
+        @property
+        def nbytes(self) -> int:
+            total = 0
+            for layer in self.layers:
+                for stored in (layer._quantized_keys, layer._quantized_values):
+                    if stored is not None:
+                        total += stored[0].numel() * stored[0].element_size() + 4
+            return total
+
+    return _Fp8Cache(backend="fp8", config=model.config)
