@@ -150,3 +150,21 @@ def test_multiwidth_checkpoint_then_select_widths(monkeypatch, capsys, tmp_path)
     code, _, err = run_cli(monkeypatch, capsys, "quantize", "--recipe", "vidit-q-w4a8", "--widths", "4,9",
                            "--out", str(tmp_path / "bad"))
     assert code == 2 and "--widths" in err
+
+
+def test_kvquant_generate_refuses_a_bad_allocation_file(monkeypatch, capsys, tmp_path):
+    bad = tmp_path / "alloc.json"
+    bad.write_text('{"widths": [4]}')
+    code, _, err = run_cli(monkeypatch, capsys, "kvquant", "generate", "--prompt", "hi", "--allocation", str(bad))
+    assert code == 2 and "effigy kvquant calibrate" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_kvquant_calibrate_then_generate_on_smollm2(monkeypatch, capsys, tmp_path):
+    plan = tmp_path / "alloc.json"
+    code, _, _ = run_cli(monkeypatch, capsys, "kvquant", "calibrate", "--budget-mb", "3", "--target-length", "512",
+                         "--sequences", "1", "--length", "64", "--out", str(plan))
+    assert code == 0 and len(json.loads(plan.read_text())["allocation"]) == 30
+    code, out, err = run_cli(monkeypatch, capsys, "kvquant", "generate", "--prompt", "Count to ten.",
+                             "--budget-mb", "3", "--allocation", str(plan), "--max-new-tokens", "32")
+    assert code == 0 and out.strip() and "KV bytes held" in err

@@ -426,12 +426,12 @@ def kv_generate(
     from effigy.kvcache.progressive import PMKVQCache
     from effigy.models.llm import load_smollm2
 
-    model, tokenizer = load_smollm2()
     kwargs = {}
     if allocation is not None:
         plan = _read_allocation(allocation)
         kwargs = dict(allocation=plan["allocation"], target_length=plan["target_length"],
                       group_size=plan["group_size"])
+    model, tokenizer = load_smollm2()
     cache = PMKVQCache(model, budget_mb, window=window, **kwargs)
     new, seconds = greedy(model, chat_ids(tokenizer, prompt), max_new_tokens, cache)
     typer.echo(tokenizer.decode(new[0], skip_special_tokens=True))
