@@ -107,7 +107,7 @@ def test_bench_fastattn_writes_tables_and_pictures(monkeypatch, capsys, tmp_path
                            "--samples-per-class", "1", "--no-peers", "--out", str(tmp_path), "--json")
     assert code == 0
     rows = json.loads(out)["rows"]
-    assert [r["family"] for r in rows] == ["fp", "ditfastattn", "ditfastattn"]
+    assert [r["family"] for r in rows] == ["fp", "ditfastattn", "ditfastattn", "vidit-q-w8a8 + ditfastattn"]
     assert rows[2]["attention_flops_fraction"] <= rows[1]["attention_flops_fraction"] < 1
     for suffix in (".json", ".md", "_grid.png", "_plans.png"):
         assert (tmp_path / f"fastattn_dit_digits{suffix}").exists()

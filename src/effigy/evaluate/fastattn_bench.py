@@ -38,6 +38,8 @@ class FastAttnBenchSettings:
     batch_size: int = 100
     latency_samples: int = 20
     latency_repeats: int = 3
+    compose_recipe: str | None = "vidit-q-w8a8"  # one row: quantize, then a plan searched on the quantized model
+    compose_threshold: float = 0.1
 
     def to_dict(self) -> dict:
         return {k: ([list(p) if isinstance(p, tuple) else p for p in v] if isinstance(v, tuple) else v)
@@ -51,6 +53,7 @@ class Variant:
     setting: object
     install: Callable[[nn.Module], Callable[[], dict]]  # returns a reader of the FLOP tally
     remove: Callable[[nn.Module], None]
+    model: nn.Module | None = None  # its own model (a quantized copy); None: the world's FP model
 
 
 def fp_variant() -> Variant:
@@ -63,12 +66,26 @@ def fp_variant() -> Variant:
     return Variant("fp", "fp", None, install, lambda model: handles.pop("undo")())
 
 
-def ditfastattn_variant(plan: AttentionPlan) -> Variant:
+def ditfastattn_variant(plan: AttentionPlan, prefix: str = "", model: nn.Module | None = None) -> Variant:
     def install(model):
         state = apply_ditfastattn(model, plan)
         return lambda: {**_tally_totals(state.flops), "by_technique": dict(state.flops.module)}
 
-    return Variant(f"ditfastattn t={plan.threshold:g}", "ditfastattn", plan.threshold, install, remove_ditfastattn)
+    family = f"{prefix}ditfastattn"
+    return Variant(f"{family} t={plan.threshold:g}", family, plan.threshold, install, remove_ditfastattn, model)
+
+
+def composed_variant(world: BenchWorld, settings: FastAttnBenchSettings) -> Variant:
+    """ViDiT-Q then DiTFastAttn: the plan is searched on the quantized model, both applied at once."""
+    import copy
+
+    from effigy.api import quantize
+    from effigy.recipes import get_recipe
+
+    quantized = quantize(copy.deepcopy(world.fp_model), get_recipe(settings.compose_recipe), world.sample_calibration)
+    plan = calibrate_plan(quantized, lambda: world.sample_calibration(quantized), settings.compose_threshold,
+                          settings.window_fraction, settings.metric, cfg=True)
+    return ditfastattn_variant(plan, f"{settings.compose_recipe} + ", quantized)
 
 
 def peer_variant(method: str, setting: float, steps: int) -> Variant:
@@ -100,13 +117,16 @@ def run_fastattn_bench(settings: FastAttnBenchSettings, progress: Progress = no_
                             settings.metric, cfg=True, progress=advance) for t in settings.thresholds]
     variants = [fp_variant(), *map(ditfastattn_variant, plans),
                 *(peer_variant(m, s, settings.steps) for m, s in settings.peers)]
+    if settings.compose_recipe:
+        variants.append(composed_variant(world, settings))
     rows, images = [], {}
     advance = progress("sampling variants", len(variants))
     for variant in variants:
-        read_flops = variant.install(model)
-        images[variant.name] = world.sample_eval(model)
+        target = variant.model or model
+        read_flops = variant.install(target)
+        images[variant.name] = world.sample_eval(target)
         flops = read_flops()
-        variant.remove(model)
+        variant.remove(target)
         reference = images["fp"] if variant.family != "fp" else None
         rows.append({"variant": variant.name, "family": variant.family, "setting": variant.setting, **flops,
                      **world.quality(images[variant.name], reference)})
@@ -140,9 +160,10 @@ def _measure_latency(model, world: BenchWorld, variants: list[Variant], rows: li
     advance = progress("timing", len(variants) * (settings.latency_repeats + 1))
     for round_ in range(settings.latency_repeats + 1):  # round 0 warms up
         for variant in variants:
-            variant.install(model)
-            seconds = median_seconds(lambda: world.sample_latency(model), repeats=1)
-            variant.remove(model)
+            target = variant.model or model
+            variant.install(target)
+            seconds = median_seconds(lambda: world.sample_latency(target), repeats=1)
+            variant.remove(target)
             if round_:
                 times[variant.name].append(seconds)
             advance()

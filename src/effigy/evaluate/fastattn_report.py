@@ -46,7 +46,10 @@ def render_markdown(result: dict, command: str) -> str:
             f"Attention FLOPs count what each variant's self-attention processors really computed (module: q/k/v/out "
             f"projections + QK^T + AV; core: QK^T + AV only). FirstBlockCache and TaylorSeer also skip MLPs, so their "
             f"latency can fall further than their attention FLOPs. Latency: {s['latency_samples']} images, median of "
-            f"{s['latency_repeats']} interleaved runs on {result['machine']['cpu']}.\n\n"
+            f"{s['latency_repeats']} interleaved runs on {result['machine']['cpu']}."
+            + (f" The `{s['compose_recipe']} + ditfastattn` row quantizes first and searches its plan on the "
+               "quantized model; its PSNR against FP holds both errors." if s.get("compose_recipe") else "")
+            + "\n\n"
             "## All variants\n\n" + markdown_table(rows, COLUMNS + task) + "\n\n"
             "## Side by side at equal quality (cheapest setting of each method per PSNR band)\n\n"
             + markdown_table(equal_quality_rows(rows), [("band", "PSNR band")] + COLUMNS + task) + "\n\n"
