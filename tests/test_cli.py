@@ -168,3 +168,17 @@ def test_kvquant_calibrate_then_generate_on_smollm2(monkeypatch, capsys, tmp_pat
     code, out, err = run_cli(monkeypatch, capsys, "kvquant", "generate", "--prompt", "Count to ten.",
                              "--budget-mb", "3", "--allocation", str(plan), "--max-new-tokens", "32")
     assert code == 0 and out.strip() and "KV bytes held" in err
+
+
+def test_bench_quant_and_fastattn_on_the_text_to_image_model(monkeypatch, capsys, tmp_path):
+    code, _, _ = run_cli(monkeypatch, capsys, "bench", "quant", "--model", "t2i-shapes", "--samples-per-class", "2",
+                         "--steps", "2", "--sensitivity-steps", "1", "--mp-candidates", "4,8", "--no-memory",
+                         "--out", str(tmp_path), "--json")
+    assert code == 0
+    result = json.loads((tmp_path / "quant_t2i_shapes.json").read_text())
+    assert result["task_metric"] == "adherence" and all("clip_score" in row for row in result["rows"])
+    groups = json.loads((tmp_path / "quant_t2i_shapes_allocation.json").read_text())["table"]["metric"]
+    assert {"visual", "alignment"} == set(groups.values())  # cross-attention is scored by text alignment
+    code, out, _ = run_cli(monkeypatch, capsys, "bench", "fastattn", "--model", "t2i-shapes", "--thresholds", "0.3",
+                           "--steps", "3", "--samples-per-class", "1", "--no-peers", "--out", str(tmp_path), "--json")
+    assert code == 0 and json.loads(out)["rows"][1]["attention_flops_fraction"] < 1

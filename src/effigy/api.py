@@ -124,11 +124,14 @@ def _divisor(observer: MinMaxObserver, linear: nn.Linear, config: QuantConfig, w
 
 
 def _balance_divisors_by_range(model, targets, config, calib_loop, per_channel) -> dict[str, torch.Tensor]:
-    """[ranges, in_features] divisors: each from the calibration inputs at that range's timesteps."""
+    """[ranges, in_features] divisors: each from the calibration inputs at that range's timesteps. A
+    range the calibration run never visited (a sampler with few steps) gets the divisor of all inputs."""
     ranges = TimestepRanges(config.timestep_ranges, config.num_train_timesteps)
-    observers = {(n, k): MinMaxObserver(per_channel) for n in targets for k in range(ranges.count)}
+    overall = ranges.count  # index of the all-timesteps observer
+    observers = {(n, k): MinMaxObserver(per_channel) for n in targets for k in range(ranges.count + 1)}
 
     def observe(name: str, x: torch.Tensor) -> None:
+        observers[(name, overall)].update(x)
         for k, rows in ranges.rows_per_range(x.shape[0]):
             observers[(name, k)].update(x[rows])
 
@@ -140,9 +143,12 @@ def _balance_divisors_by_range(model, targets, config, calib_loop, per_channel) 
     finally:
         for handle in handles:
             handle.remove()
-    return {name: torch.stack([_divisor(observers[(name, k)], linear, config,
-                                        f"layer {name!r} at timestep range {k} of {ranges.count}")
-                               for k in range(ranges.count)]) for name, linear in targets.items()}
+    def divisor(name: str, linear: nn.Linear, k: int) -> torch.Tensor:
+        seen = observers[(name, k)] if observers[(name, k)].lo is not None else observers[(name, overall)]
+        return _divisor(seen, linear, config, f"layer {name!r}")
+
+    return {name: torch.stack([divisor(name, linear, k) for k in range(ranges.count)])
+            for name, linear in targets.items()}
 
 
 def _calibrate_static_scales(model, targets, config, calib_loop, divisors) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -42,10 +42,14 @@ def test_each_timestep_range_gets_its_own_divisor_and_weights(tiny_dit, tmp_path
     assert torch.equal(_run(twin, [950, 950]), _run(model, [950, 950]))
 
 
-def test_ranges_need_balancing_and_calibration_of_every_range(tiny_dit):
+def test_ranges_need_balancing_and_unvisited_ranges_use_all_inputs(tiny_dit):
     with pytest.raises(QuantizationError, match="smooth_alpha"):
         replace(get_recipe("rtn-w4a8"), timestep_ranges=2)
     config = replace(get_recipe("vidit-q-w4a8"), timestep_ranges=4)
     only_early = lambda m: m(torch.randn(2, 1, 8, 8), timestep=torch.tensor([10, 20]), class_labels=torch.tensor([1, 2]))
-    with pytest.raises(QuantizationError, match="timestep range 1 of 4"):
-        effigy.quantize(copy.deepcopy(tiny_dit), config, only_early)
+    model = effigy.quantize(copy.deepcopy(tiny_dit), config, only_early)
+    ranges = model.transformer_blocks[0].attn1.to_q.ranges
+    assert torch.equal(ranges[1].input_divisor, ranges[3].input_divisor)  # both from all inputs (= range 0's)
+    assert torch.equal(ranges[0].input_divisor, ranges[3].input_divisor)
+    with pytest.raises(QuantizationError, match="never reached"):
+        effigy.quantize(copy.deepcopy(tiny_dit), config, lambda m: None)
