@@ -1,5 +1,6 @@
 """effigy: make generative vision and language models cheap to run and trustworthy to deploy."""
 from effigy.api import load, quantize, save, set_backend, weight_nbytes
+from effigy.attention import AttentionPlan, apply_ditfastattn, calibrate_plan, remove_ditfastattn
 from effigy.core.quant import QuantSpec
 from effigy.errors import CheckpointError, EffigyError, QuantizationError
 from effigy.nn import QuantConfig, QuantLinear
@@ -7,15 +8,29 @@ from effigy.nn import QuantConfig, QuantLinear
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttentionPlan",
     "CheckpointError",
+    "PMKVQCache",
     "EffigyError",
     "QuantConfig",
     "QuantLinear",
     "QuantSpec",
     "QuantizationError",
+    "apply_ditfastattn",
+    "calibrate_plan",
     "load",
     "quantize",
+    "remove_ditfastattn",
     "save",
     "set_backend",
     "weight_nbytes",
 ]
+
+
+def __getattr__(name: str):
+    """``effigy.PMKVQCache`` without importing transformers' cache code at ``import effigy``."""
+    if name == "PMKVQCache":
+        from effigy.kvcache.progressive import PMKVQCache
+
+        return PMKVQCache
+    raise AttributeError(f"module 'effigy' has no attribute {name!r}")

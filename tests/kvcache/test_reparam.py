@@ -40,3 +40,22 @@ def test_pair_sharing_matches_rope_pairs():
     keys[..., 1] = 5.0
     m = pair_shared_maxima(keys)
     assert m[0, 1] == m[0, 5] == 5.0 and m[0, 0] == m[0, 4]
+
+
+@torch.no_grad()
+def test_qwen2_with_biased_projections_keeps_its_outputs_and_generates_with_the_cache():
+    import effigy
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    model = Qwen2ForCausalLM(config).eval()
+    assert model.model.layers[0].self_attn.k_proj.bias is not None
+    ids = torch.randint(0, 97, (1, 24), generator=torch.Generator().manual_seed(0))
+    scales, _ = search_key_scales(model, [ids], bits=2, group_size=16)
+    folded = fold_key_scales(copy.deepcopy(model), scales)
+    torch.testing.assert_close(folded(ids).logits, model(ids).logits, atol=1e-4, rtol=1e-4)
+    folded.generation_config.eos_token_id = None
+    cache = effigy.PMKVQCache(folded, budget_mb=0.006, window=4, chunk=4, group_size=16)
+    out = folded.generate(ids, max_new_tokens=20, min_new_tokens=20, do_sample=False, past_key_values=cache, pad_token_id=0)
+    assert out.shape[1] == 44 and max(cache.widths()) < 16

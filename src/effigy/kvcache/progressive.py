@@ -93,7 +93,7 @@ class ProgressiveKVLayer(DynamicLayer):
         if self.bits <= self.min_bits:
             raise KVBudgetError(
                 f"layer {self.layer_index}: {self.main_nbytes:,} bytes of KV at {self.bits} bits exceed its budget of "
-                f"{self.budget_bytes:,} bytes at sequence length {self.length}, and {self.min_bits} bits is its "
+                f"{self.budget_bytes:,.0f} bytes at sequence length {self.length}, and {self.min_bits} bits is its "
                 "lowest allowed width. Raise budget_mb, lower the allocation's widths, or generate fewer tokens.")
         self.bits //= 2
         self.main_keys = [c.narrow(self.bits) for c in self.main_keys]
