@@ -51,9 +51,10 @@ def render_markdown(result: dict, command: str) -> str:
             counts[bits] = counts.get(bits, 0) + 1
         spread = ", ".join(f"{n} groups at {b} bits" for b, n in sorted(counts.items()))
         header += [f"Mixed precision: metric-decoupled sensitivity of {len(allocation['table']['scores'])} layer groups "
-                   f"(self-attention, MLP, adaLN: 1 - SSIM vs FP) at "
-                   f"{s['mp_candidate_bits']} bits, {s['sensitivity_steps']}-step runs; ILP at "
-                   f"{allocation['average_bits']} average weight bits -> {spread}. Allocation: `*_allocation.json`.", ""]
+                   f"(self-attention, MLP, adaLN: 1 - SSIM vs FP; cross-attention: drop of prompt alignment) at "
+                   f"{s['mp_candidate_bits']} bits, one group changed at a time from uniform W4A8, "
+                   f"{s['sensitivity_steps']}-step runs; ILP at {allocation['average_bits']} average weight bits -> "
+                   f"{spread}. Allocation: `*_allocation.json`.", ""]
     columns = [c for c in COLUMNS if any(c[0] in row for row in result["rows"])]
     text = "\n".join(header) + markdown_table(result["rows"], columns)
     peer = result.get("peer")
