@@ -56,6 +56,11 @@ def test_training_command_is_seeded_and_writes_a_loadable_record(tmp_path, name)
     assert config.train_steps == 3
 
 
+def test_training_output_folder_may_be_a_string(tmp_path):
+    path = train_zoo_model("digits-classifier", str(tmp_path / "as-text"), train_steps=2, batch_size=8)
+    assert path.exists() and (tmp_path / "as-text" / "MANIFEST.json").exists()
+
+
 @pytest.mark.slow
 def test_full_dit_training_reproduces_a_recognisable_model(tmp_path):
     train_zoo_model("dit-digits", tmp_path)

@@ -103,7 +103,7 @@ class FastAttnState:
         return False
 
 
-def _timestep_of(args: tuple, kwargs: dict) -> float:
+def timestep_of(args: tuple, kwargs: dict) -> float:
     timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
     if timestep is None:
         raise PlanError("DiTFastAttn needs the transformer to be called with a `timestep`")
@@ -163,12 +163,21 @@ class DiTFastAttnProcessor:
         return torch.cat([out, out]) if shared else out
 
     def _count(self, attn: nn.Module, technique: str, batch: int, tokens: int, computed_batch: int, pairs: int) -> None:
-        query_dim, inner = attn.to_q.in_features, attn.inner_dim
-        projections = 2 * tokens * (3 * query_dim * inner + inner * attn.to_out[0].out_features)
-        full_core = 4 * tokens * tokens * inner
-        core = 4 * pairs * inner * computed_batch
+        projections, full_core = projection_flops(attn, tokens), core_flops(attn, tokens * tokens)
+        core = computed_batch * core_flops(attn, pairs)
         self.state.flops.add(technique, computed_batch * projections + core, core,
                              batch * (projections + full_core), batch * full_core)
+
+
+def projection_flops(attn: nn.Module, tokens: int) -> int:
+    """FLOPs of one image's q, k, v and output projections."""
+    inner = attn.inner_dim
+    return 2 * tokens * (3 * attn.to_q.in_features * inner + inner * attn.to_out[0].out_features)
+
+
+def core_flops(attn: nn.Module, pairs: int) -> int:
+    """FLOPs of QK^T and AV over ``pairs`` query-key pairs (all heads)."""
+    return 4 * pairs * attn.inner_dim
 
 
 def _check_supported(attn: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states, attention_mask) -> None:
@@ -210,7 +219,7 @@ def attach(transformer: nn.Module, state: FastAttnState, step_hook: bool = True)
     for index, layer in enumerate(layers):
         layer.set_processor(DiTFastAttnProcessor(state, index))
     hook = transformer.register_forward_pre_hook(
-        lambda _m, args, kwargs: state.begin_call(_timestep_of(args, kwargs)), with_kwargs=True) if step_hook else None
+        lambda _m, args, kwargs: state.begin_call(timestep_of(args, kwargs)), with_kwargs=True) if step_hook else None
     transformer._effigy_fastattn = (state, originals, hook)
 
 

@@ -19,7 +19,7 @@ from torch import nn
 from effigy.attention.plan import (CFG_SHARED, FULL, FULL_CFG, SHARE_STEP, TECHNIQUES, WINDOW_RESIDUAL,
                                    WINDOW_RESIDUAL_CFG, WINDOWED, AttentionPlan, PlanError, model_signature,
                                    self_attention_layers)
-from effigy.attention.processor import FastAttnState, _timestep_of, attach, detach
+from effigy.attention.processor import FastAttnState, attach, core_flops, detach, projection_flops, timestep_of
 from effigy.attention.window import band_pairs, half_window_for
 
 ErrorMetric = Callable[[torch.Tensor, torch.Tensor], float]
@@ -51,11 +51,11 @@ def candidates_by_cost(attn: nn.Module, tokens: int, window_fraction: float, cfg
     (projections + attention core). At DiT-XL sizes the attention core dominates and this is the
     published order; at a few dozen tokens the projections dominate, so sharing the conditional half
     (half of everything) can be cheaper than a window (all projections, part of the core)."""
-    inner = attn.inner_dim
-    projections = 2 * tokens * (3 * attn.to_q.in_features * inner + inner * attn.to_out[0].out_features)
-    window = band_pairs(tokens, half_window_for(tokens, window_fraction))
-    flops = {SHARE_STEP: 0.0, WINDOW_RESIDUAL_CFG: (projections + 4 * window * inner) / 2,
-             WINDOW_RESIDUAL: projections + 4 * window * inner, FULL_CFG: (projections + 4 * tokens * tokens * inner) / 2}
+    projections = projection_flops(attn, tokens)
+    window = core_flops(attn, band_pairs(tokens, half_window_for(tokens, window_fraction)))
+    full = core_flops(attn, tokens * tokens)
+    flops = {SHARE_STEP: 0.0, WINDOW_RESIDUAL_CFG: (projections + window) / 2, WINDOW_RESIDUAL: projections + window,
+             FULL_CFG: (projections + full) / 2}
     usable = [t for t in TECHNIQUES if t != FULL and (cfg or t not in CFG_SHARED)]
     return sorted(usable, key=lambda t: (flops[t], TECHNIQUES.index(t)))
 
@@ -80,7 +80,7 @@ class _GreedySearch:
     def before(self, _module, args, kwargs) -> None:
         if self.busy:
             return
-        self.state.begin_call(_timestep_of(args, kwargs))
+        self.state.begin_call(timestep_of(args, kwargs))
         if self.state.step != len(self.rows):
             raise PlanError("calibration must be one sampling run from its first step")
         self.timesteps.append(int(round(self.state.last_timestep)))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from effigy.attention.plan import self_attention_layers
-from effigy.attention.processor import FlopTally, _timestep_of
+from effigy.attention.processor import FlopTally, core_flops, projection_flops, timestep_of
 
 
 class CountingProcessor:
@@ -26,9 +26,8 @@ class CountingProcessor:
 
     def __call__(self, attn: nn.Module, hidden_states: torch.Tensor, *args, **kwargs):
         batch, tokens, _ = hidden_states.shape
-        inner = attn.inner_dim
-        module = batch * (2 * tokens * 4 * attn.to_q.in_features * inner + 4 * tokens * tokens * inner)
-        self.tally.add("full", module, batch * 4 * tokens * tokens * inner, 0.0, 0.0)
+        core = batch * core_flops(attn, tokens * tokens)
+        self.tally.add("full", batch * projection_flops(attn, tokens) + core, core, 0.0, 0.0)
         return self.inner(attn, hidden_states, *args, **kwargs)
 
 
@@ -93,7 +92,7 @@ class DiffusersCache:
         from diffusers.hooks import HookRegistry
         from diffusers.hooks.hooks import CacheContext, _set_cache_context
 
-        timestep = _timestep_of(args, kwargs)
+        timestep = timestep_of(args, kwargs)
         if self.step < 0 or timestep > self.timestep:  # a new sampling run: what a pipeline's reset does
             HookRegistry.check_if_exists_or_initialize(module).reset_stateful_hooks()
             self.step = 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -119,19 +120,28 @@ def load_zoo_model(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[nn.Modul
 
 
 def train_zoo_model(
-    name: str, weights_dir: Path = WEIGHTS_DIR, progress: Callable[[int, float], None] | None = None, **overrides
+    name: str, weights_dir: str | Path = WEIGHTS_DIR, progress: Callable[[int, float], None] | None = None,
+    **overrides
 ) -> Path:
-    """Run the seeded training command for ``name`` and write its weights and manifest record."""
+    """Run the seeded training command for ``name`` and write its weights and manifest record.
+
+    The output folder is created (and checked writable) before training starts, so a long run never
+    ends without its weights."""
     entry = zoo_entry(name)
     config = entry.config_cls(**overrides)
+    weights_dir = Path(weights_dir)
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    if not os.access(weights_dir, os.W_OK):
+        raise CheckpointError(f"cannot write to {weights_dir}; choose another --out folder before training.")
     return write_zoo_weights(name, entry.train(config, progress), config, weights_dir)
 
 
-def write_zoo_weights(name: str, model: nn.Module, config: object, weights_dir: Path = WEIGHTS_DIR) -> Path:
+def write_zoo_weights(name: str, model: nn.Module, config: object, weights_dir: str | Path = WEIGHTS_DIR) -> Path:
     """Store trained weights in the zoo's dtype and record their sha256 and config in the manifest."""
     from safetensors.torch import save_file
 
     entry = zoo_entry(name)
+    weights_dir = Path(weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
     path = weights_dir / f"{name}.safetensors"
     save_file({k: v.detach().to(entry.dtype).contiguous() for k, v in model.state_dict().items()}, str(path))
