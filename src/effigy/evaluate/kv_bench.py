@@ -111,8 +111,7 @@ def run_kv_bench(model, tokenizer, settings: KVBenchSettings, progress: Progress
         fp_seconds += greedy(model, ids, settings.agreement_tokens, DynamicCache(config=model.config))[1]
         advance()
     target = max(t.shape[1] for t in traces)
-    problems = [(ids, code) for ids, code in retrieval_prompts(tokenizer, settings.retrieval_problems,
-                                                                settings.retrieval_filler, settings.seed)]
+    problems = retrieval_prompts(tokenizer, settings.retrieval_problems, settings.retrieval_filler, settings.seed)
     solved = [p for p in problems if _answers(model, tokenizer, p, DynamicCache(config=model.config))]
     tables = calibrate(model, settings, target, progress)
     reparameterized = {k: fold_key_scales(copy.deepcopy(model), tables.pop(f"scales {k}")) for k in ("pi", "plain")}
