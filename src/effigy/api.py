@@ -74,17 +74,21 @@ def _require_calib_loop(config: QuantConfig, calib_loop, why: str) -> None:
 def _observe_inputs(model, targets, calib_loop, make_observer, transform=lambda _n, x: x) -> dict:
     """Run ``calib_loop`` once with an observer on each target's input (after ``transform``)."""
     observers = {name: make_observer() for name in targets}
-    handles = [
+    _run_calibration(model, calib_loop, [
         module.register_forward_pre_hook(lambda _m, args, n=name: observers[n].update(transform(n, args[0])))
         for name, module in targets.items()
-    ]
+    ])
+    return observers
+
+
+def _run_calibration(model: nn.Module, calib_loop: Callable[[nn.Module], None], handles: list) -> None:
+    """Run ``calib_loop`` without gradients, then remove the observing hooks whatever happens."""
     try:
         with torch.no_grad():
             calib_loop(model)
     finally:
         for handle in handles:
             handle.remove()
-    return observers
 
 
 def balance_divisors(model: nn.Module, config: QuantConfig, calib_loop: Callable[[nn.Module], None] | None
@@ -135,14 +139,8 @@ def _balance_divisors_by_range(model, targets, config, calib_loop, per_channel) 
         for k, rows in ranges.rows_per_range(x.shape[0]):
             observers[(name, k)].update(x[rows])
 
-    handles = [ranges.attach(model)] + [m.register_forward_pre_hook(lambda _m, args, n=name: observe(n, args[0]))
-                                         for name, m in targets.items()]
-    try:
-        with torch.no_grad():
-            calib_loop(model)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _run_calibration(model, calib_loop, [ranges.attach(model)] + [
+        m.register_forward_pre_hook(lambda _m, args, n=name: observe(n, args[0])) for name, m in targets.items()])
     def divisor(name: str, linear: nn.Linear, k: int) -> torch.Tensor:
         seen = observers[(name, k)] if observers[(name, k)].lo is not None else observers[(name, overall)]
         return _divisor(seen, linear, config, f"layer {name!r}")
