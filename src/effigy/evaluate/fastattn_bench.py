@@ -17,33 +17,20 @@ from torch import nn
 from effigy.attention import AttentionPlan, apply_ditfastattn, calibrate_plan, remove_ditfastattn
 from effigy.evaluate.cache_peers import DiffusersCache, count_attention
 from effigy.evaluate.measure import Progress, machine_facts, median_seconds, no_progress
-from effigy.evaluate.worlds import BenchWorld, load_world
+from effigy.evaluate.worlds import BenchWorld, SamplingSettings, load_world
 
 DEFAULT_PEERS = (("pab", 2), ("pab", 3), ("pab", 5), ("fbc", 0.03), ("fbc", 0.1), ("fbc", 0.3),
                  ("taylorseer", 2), ("taylorseer", 3), ("taylorseer", 5))
 
 
 @dataclass
-class FastAttnBenchSettings:
-    model: str = "dit-digits"
+class FastAttnBenchSettings(SamplingSettings):
     thresholds: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2, 0.4)
     window_fraction: float = 0.125
     metric: str = "rel_l1"
     peers: tuple[tuple[str, float], ...] = DEFAULT_PEERS
-    samples_per_class: int = 10  # digits: images per class; t2i: prompts = 10 x this
-    calibration_per_class: int = 1
-    steps: int = 20
-    guidance_scale: float = 3.0
-    seed: int = 0
-    batch_size: int = 100
-    latency_samples: int = 20
-    latency_repeats: int = 3
     compose_recipe: str | None = "vidit-q-w8a8"  # one row: quantize, then a plan searched on the quantized model
     compose_threshold: float = 0.1
-
-    def to_dict(self) -> dict:
-        return {k: ([list(p) if isinstance(p, tuple) else p for p in v] if isinstance(v, tuple) else v)
-                for k, v in self.__dict__.items()}
 
 
 @dataclass

@@ -18,7 +18,7 @@ from torch import nn
 
 from effigy.api import quantize, weight_nbytes
 from effigy.evaluate.measure import Progress, machine_facts, median_seconds, no_progress, rss_mib, run_in_fresh_process
-from effigy.evaluate.worlds import BenchWorld, load_world
+from effigy.evaluate.worlds import BenchWorld, SamplingSettings, load_world
 from effigy.metrics import ssim
 from effigy.nn import QuantConfig
 from effigy.recipes import fast_cpu_variant, get_recipe
@@ -31,8 +31,7 @@ FAST_PATH_RECIPES = ("vidit-q-w8a8", "vidit-q-w4a8")
 
 
 @dataclass
-class QuantBenchSettings:
-    model: str = "dit-digits"  # or t2i-shapes (prompts: 10 x samples_per_class held-out captions)
+class QuantBenchSettings(SamplingSettings):
     recipes: tuple[str, ...] = ("naive-w8a8", "vidit-q-w8a8", "rtn-w4a8", "vidit-q-w4a8", "vidit-q-w4a8-ts",
                                 MIXED_PRECISION)
     fast_path: bool = True  # adds the fbgemm integer-kernel runs of vidit-q-w8a8 and vidit-q-w4a8
@@ -41,18 +40,9 @@ class QuantBenchSettings:
     sensitivity_per_class: int = 2  # sensitivity runs sample 2 images per class ...
     sensitivity_steps: int = 10  # ... with 10 steps (other seeds than the evaluation)
     samples_per_class: int = 50
-    steps: int = 20
-    guidance_scale: float = 3.0
-    seed: int = 0
-    batch_size: int = 100
-    latency_samples: int = 20
-    latency_repeats: int = 3
     calibration_per_class: int = 2
     measure_memory: bool = True  # a fresh process per variant (~10 s each)
     peer: bool = True  # compare W8A8 with torchao's on one denoiser call, if torchao is installed
-
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
 @dataclass

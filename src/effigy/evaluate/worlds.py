@@ -5,9 +5,9 @@ model-specific that a bench needs is here, behind one shape, so every bench runs
 model: the digits DiT (class labels; digits classifier) and the shapes text-to-image PixArt
 (held-out captions; attribute checker and CLIP-score stand-in).
 
-``settings`` is any bench settings object with: samples_per_class, calibration_per_class, steps,
-guidance_scale, seed, batch_size, latency_samples (and optionally sensitivity_per_class,
-sensitivity_steps). Every run uses fixed seeds, so variants see the same noise as FP.
+``settings`` is a :class:`SamplingSettings` (the benches' settings extend it; sensitivity_per_class and
+sensitivity_steps are read where present). Every run uses fixed seeds, so variants see the same noise
+as FP.
 """
 from __future__ import annotations
 
@@ -20,6 +20,25 @@ from torch import nn
 from effigy.metrics import fid_from_features, psnr, ssim
 
 Sampler = Callable[[nn.Module], torch.Tensor]
+
+
+@dataclass
+class SamplingSettings:
+    """What every bench world reads: which model, how many prompts, the sampler, the timing batch."""
+
+    model: str = "dit-digits"
+    samples_per_class: int = 10  # digits: images per class; t2i: prompts = 10 x this
+    calibration_per_class: int = 1
+    steps: int = 20
+    guidance_scale: float = 3.0
+    seed: int = 0
+    batch_size: int = 100
+    latency_samples: int = 20
+    latency_repeats: int = 3
+
+    def to_dict(self) -> dict:
+        listed = lambda v: [listed(x) for x in v] if isinstance(v, tuple) else v
+        return {k: listed(v) for k, v in self.__dict__.items()}
 
 
 @dataclass
@@ -43,7 +62,7 @@ def image_quality(images: torch.Tensor, reference: torch.Tensor | None) -> dict:
             "ssim_vs_fp": ssim(images, reference) if reference is not None else None}
 
 
-def digits_world(settings) -> BenchWorld:
+def digits_world(settings: SamplingSettings) -> BenchWorld:
     from effigy.models import dit_digits
     from effigy.models.zoo import load_zoo_model
     from effigy.worlds.digits import NUM_CLASSES, load_digits_images
@@ -94,7 +113,7 @@ def class_labels(per_class: int) -> torch.Tensor:
     return torch.arange(NUM_CLASSES).repeat_interleave(per_class)
 
 
-def t2i_world(settings) -> BenchWorld:
+def t2i_world(settings: SamplingSettings) -> BenchWorld:
     """Held-out prompts (10 x samples_per_class), cycling single / relation / count; adherence by the
     attribute checker, CLIP-score stand-in, FID on the checker's pooled features."""
     from effigy.evaluate import t2i
@@ -133,10 +152,10 @@ def t2i_world(settings) -> BenchWorld:
     )
 
 
-WORLDS: dict[str, Callable[[object], BenchWorld]] = {"dit-digits": digits_world, "t2i-shapes": t2i_world}
+WORLDS: dict[str, Callable[[SamplingSettings], BenchWorld]] = {"dit-digits": digits_world, "t2i-shapes": t2i_world}
 
 
-def load_world(name: str, settings) -> BenchWorld:
+def load_world(name: str, settings: SamplingSettings) -> BenchWorld:
     from effigy.errors import EffigyError
 
     if name not in WORLDS:
