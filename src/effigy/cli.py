@@ -115,15 +115,19 @@ def bench_quant(
     mp_bits: float = typer.Option(4.0, help="Average weight bits the mixed-precision allocation may spend."),
     sensitivity_steps: int = typer.Option(10, min=1, max=50, help="Sampling steps of each sensitivity run."),
     mp_candidates: str = typer.Option("3,4,6,8", help="Candidate weight bit-widths of the mixed-precision search."),
+    sensitivity_metric: str = typer.Option("denoiser", help="denoiser: errors of the replayed FP denoiser calls; "
+                                           "samples: SSIM / alignment of the final samples."),
     out: Path = typer.Option(Path("benchmarks/results")),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """FP, naive W8A8, ViDiT-Q W8A8 (+ its fbgemm run), RTN W4A8, ViDiT-Q W4A8 and W4A8-MP on a shipped model."""
     from effigy.evaluate.quant_bench import QuantBenchSettings
 
+    if sensitivity_metric not in ("denoiser", "samples"):
+        raise typer.BadParameter(f"{sensitivity_metric!r}: choose denoiser or samples", param_hint="--sensitivity-metric")
     settings = QuantBenchSettings(model=model, samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,
                                   mp_average_bits=mp_bits, sensitivity_steps=sensitivity_steps,
-                                  mp_candidate_bits=_parse_bits(mp_candidates))
+                                  mp_candidate_bits=_parse_bits(mp_candidates), sensitivity_metric=sensitivity_metric)
     paths = _run_quant_bench(settings, out, f"quant_{model.replace('-', '_')}", as_json)
     if not as_json:
         console.print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -193,7 +197,7 @@ def bench_fastattn(
     samples_per_class: int = typer.Option(10, min=1),
     steps: int = typer.Option(20, min=2, max=50),
     seed: int = typer.Option(0),
-    peers: bool = typer.Option(True, help="Also run diffusers' PAB, FirstBlockCache and TaylorSeer hooks."),
+    peers: bool = typer.Option(True, help="Also run diffusers' PAB, FasterCache, FirstBlockCache, TaylorSeer and MagCache hooks."),
     out: Path = typer.Option(Path("benchmarks/results")),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -386,23 +390,21 @@ def kv_calibrate(
     budget_mb: float = typer.Option(..., help="Main KV-cache memory for all layers at the target length (MiB)."),
     target_length: int = typer.Option(2048, min=16, help="Sequence length the budget is planned for."),
     out: Path = typer.Option(Path("kv_allocation.json")),
-    sequences: int = typer.Option(4, min=1, help="Calibration sequences."),
+    sequences: int = typer.Option(4, min=1, max=6, help="Calibration sequences (FP answers to calibration prompts)."),
     length: int = typer.Option(256, min=16, help="Tokens per calibration sequence."),
     interpolate: bool = typer.Option(True, help="Stretch calibration positions to the target length."),
     group_size: int = typer.Option(32),
-    seed: int = typer.Option(0),
 ) -> None:
     """Per-layer KV sensitivity (gradient-weighted) and the block-wise width allocation for a budget."""
-    import torch
-
+    from effigy.evaluate.kv_bench import KVBenchSettings, calibration_text
     from effigy.kvcache.calibrate import allocate_kv_bits, kv_sensitivity
     from effigy.kvcache.progressive import kv_geometry
     from effigy.models.llm import load_smollm2
 
-    model, _ = load_smollm2()
+    model, tokenizer = load_smollm2()
     layers, kv_heads, head_dim = kv_geometry(model.config)
-    g = torch.Generator().manual_seed(seed)
-    data = [torch.randint(0, model.config.vocab_size, (length,), generator=g) for _ in range(sequences)]
+    data = calibration_text(model, tokenizer, KVBenchSettings(calibration_sequences=sequences,
+                                                              calibration_length=length))
     stretch = max(1.0, target_length / length) if interpolate else 1.0
     with rich_progress() as progress:
         table = kv_sensitivity(model, data, stretch=stretch, group_size=group_size,
@@ -448,11 +450,11 @@ def _read_allocation(path: Path) -> dict:
 
 @kv_app.command("bench")
 def kv_bench(
-    trace_tokens: int = typer.Option(1024, min=32, help="Length of each FP chain-of-thought trace."),
+    trace_tokens: int = typer.Option(2048, min=32, help="Length of each FP chain-of-thought trace."),
     prompts: int = typer.Option(2, min=1, max=4),
     average_bits: str = typer.Option("4,6", help="Budgets as average stored bits per KV element (scales, fp16 "
                                      "window and sink included)."),
-    agreement_tokens: int = typer.Option(256, min=8),
+    agreement_tokens: int = typer.Option(128, min=8),
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("benchmarks/results")),
 ) -> None:
@@ -476,7 +478,8 @@ def kv_bench(
                 f"{result['target_length']} with the prompt); KL(FP || method) and perplexity teacher-forced on "
                 f"those traces; agreement: greedy tokens equal to the FP trace before the first difference (of "
                 f"{agreement_tokens}); retrieval: passcode problems the FP model solves "
-                f"({result['retrieval_solved_by_fp']}). Allocations (bits per layer): see the JSON.\n\n"
+                f"({result['retrieval_solved_by_fp']}). Calibration: {result['calibration']}. Allocations (bits "
+                "per layer): see the JSON.\n\n"
                 + markdown_table(result["rows"], columns))
     _write_and_show(result, markdown, columns, out / "kvquant_smollm2", "PM-KVQ at equal KV memory", False)
 

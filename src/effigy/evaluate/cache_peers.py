@@ -2,11 +2,19 @@
 
 A pipeline tells the hooks the current timestep (callback) and sets a cache context around each
 denoiser call, and resets the hooks' state after a run. ``DiffusersCache`` does the same from a
-forward pre-hook on the transformer, so PyramidAttentionBroadcast, FirstBlockCache and TaylorSeer
-can be measured on exactly the runs DiTFastAttn is measured on.
+forward pre-hook on the transformer, so PyramidAttentionBroadcast, FasterCache, FirstBlockCache,
+TaylorSeer and MagCache can be measured on exactly the runs DiTFastAttn is measured on.
+
+Two of them need more than a pipeline's bookkeeping. FasterCache reads a CFG batch as
+``[unconditional; conditional]`` (diffusers pipelines' order) while effigy's sampler runs
+``[conditional; unconditional]``: the halves are swapped around the transformer call. MagCache needs
+per-step magnitude ratios of the model: :func:`magcache_ratios` runs diffusers' own calibration mode.
 """
 from __future__ import annotations
 
+import ast
+import contextlib
+import io
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -15,6 +23,51 @@ from torch import nn
 
 from effigy.attention.plan import self_attention_layers
 from effigy.attention.processor import FlopTally, core_flops, projection_flops, timestep_of
+
+
+SELF_ATTENTION_PATTERN = r"transformer_blocks\.\d+\.attn1"  # diffusers' defaults also catch cross-attention
+CFG_BATCH_KWARGS = ("hidden_states", "encoder_hidden_states", "timestep", "encoder_attention_mask", "class_labels")
+
+
+def _swap_halves(x):
+    if torch.is_tensor(x) and x.shape[0] % 2 == 0 and x.shape[0] > 0:
+        first, second = x.chunk(2)
+        return torch.cat([second, first])
+    return x
+
+
+def _swap_cfg_inputs(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """``[cond; uncond]`` -> ``[uncond; cond]`` for hooks that read diffusers pipelines' batch order."""
+    return tuple(map(_swap_halves, args)), {k: _swap_halves(v) if k in CFG_BATCH_KWARGS else v
+                                            for k, v in kwargs.items()}
+
+
+def _swap_cfg_output(module: nn.Module, args: tuple, output):
+    if torch.is_tensor(output):
+        return _swap_halves(output)
+    if isinstance(output, tuple):
+        return (_swap_halves(output[0]), *output[1:])
+    output.sample = _swap_halves(output.sample)
+    return output
+
+
+def magcache_ratios(transformer: nn.Module, run: Callable[[], object], num_steps: int) -> list[float]:
+    """MagCache's per-step residual-magnitude ratios for this model and schedule, from diffusers' own
+    calibration mode (which prints them at the end of every sampling run); averaged over the runs."""
+    cache = DiffusersCache("magcache", 0.0, num_steps)
+    printed = io.StringIO()
+    cache.install(transformer)
+    try:
+        with contextlib.redirect_stdout(printed):
+            run()
+    finally:
+        cache.remove(transformer)
+    lines = printed.getvalue().splitlines()
+    runs = [ast.literal_eval(line) for line in lines if line.startswith("[") and line.endswith("]")]
+    if not runs or any(len(r) != num_steps for r in runs):
+        raise RuntimeError(f"MagCache calibration produced {len(runs)} runs of ratios, expected runs of "
+                           f"{num_steps} steps; does the sampler call the transformer once per step?")
+    return [sum(step) / len(runs) for step in zip(*runs)]
 
 
 class CountingProcessor:
@@ -50,9 +103,10 @@ def count_attention(transformer: nn.Module) -> tuple[FlopTally, Callable[[], Non
 class DiffusersCache:
     """One diffusers caching method at one setting: ``install`` / ``remove`` on a transformer."""
 
-    method: str  # "pab", "fbc", "taylorseer"
+    method: str  # "pab", "fastercache", "fbc", "taylorseer", "magcache"
     setting: float
     num_steps: int
+    mag_ratios: list[float] | None = None  # MagCache only: from magcache_ratios; None calibrates
     timestep: float = 1000.0
     step: int = -1
     _handles: list = field(default_factory=list)
@@ -62,31 +116,49 @@ class DiffusersCache:
         return f"diffusers-{self.method}"
 
     def config(self):
-        from diffusers.hooks import FirstBlockCacheConfig, PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig
+        from diffusers.hooks import (FasterCacheConfig, FirstBlockCacheConfig, MagCacheConfig,
+                                     PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig)
 
         if self.method == "pab":  # recompute self-attention every `setting` steps, over the whole schedule
             return PyramidAttentionBroadcastConfig(spatial_attention_block_skip_range=int(self.setting),
                                                    spatial_attention_timestep_skip_range=(-1, 1001),
                                                    current_timestep_callback=lambda: self.timestep)
+        if self.method == "fastercache":  # attention every `setting` steps (extrapolated between), and the
+            # unconditional branch every 5th step (rebuilt from the conditional one's frequencies in between),
+            # over the timestep ranges of diffusers' defaults
+            return FasterCacheConfig(spatial_attention_block_skip_range=int(self.setting),
+                                     spatial_attention_block_identifiers=(SELF_ATTENTION_PATTERN,),
+                                     current_timestep_callback=lambda: self.timestep, tensor_format="BCHW",
+                                     attention_weight_callback=lambda _: 0.5,
+                                     _unconditional_conditional_input_kwargs_identifiers=CFG_BATCH_KWARGS)
+        if self.method == "magcache":  # skip all blocks while the accumulated residual-magnitude error < setting
+            if self.mag_ratios is None:
+                return MagCacheConfig(calibrate=True, num_inference_steps=self.num_steps)
+            return MagCacheConfig(threshold=float(self.setting), num_inference_steps=self.num_steps,
+                                  mag_ratios=list(self.mag_ratios))
         if self.method == "fbc":  # skip the remaining blocks while the first block's residual barely moves
             return FirstBlockCacheConfig(threshold=float(self.setting))
         if self.method == "taylorseer":  # full compute every `setting` steps, Taylor-extrapolated in between
             # diffusers' default patterns ("^transformer_blocks.*attn", full match) miss DiT/PixArt's "attn1"
             return TaylorSeerCacheConfig(cache_interval=int(self.setting), disable_cache_before_step=2,
                                          taylor_factors_dtype=torch.float32,
-                                         cache_identifiers=[r"transformer_blocks\.\d+\.attn1"])
+                                         cache_identifiers=[SELF_ATTENTION_PATTERN])
         raise ValueError(f"unknown diffusers cache method {self.method!r}")
 
     def install(self, transformer: nn.Module) -> None:
-        from diffusers.hooks import (HookRegistry, apply_first_block_cache, apply_pyramid_attention_broadcast,
-                                     apply_taylorseer_cache)
+        from diffusers.hooks import (HookRegistry, apply_faster_cache, apply_first_block_cache, apply_mag_cache,
+                                     apply_pyramid_attention_broadcast, apply_taylorseer_cache)
 
-        apply = {"pab": apply_pyramid_attention_broadcast, "fbc": apply_first_block_cache,
-                 "taylorseer": apply_taylorseer_cache}[self.method]
+        apply = {"pab": apply_pyramid_attention_broadcast, "fastercache": apply_faster_cache,
+                 "fbc": apply_first_block_cache, "taylorseer": apply_taylorseer_cache,
+                 "magcache": apply_mag_cache}[self.method]
         apply(transformer, self.config())
         HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
         self.step, self.timestep = -1, 1000.0
         self._handles = [transformer.register_forward_pre_hook(self._before_call, with_kwargs=True)]
+        if self.method == "fastercache":
+            self._handles += [transformer.register_forward_pre_hook(_swap_cfg_inputs, with_kwargs=True),
+                              transformer.register_forward_hook(_swap_cfg_output)]
 
     def _before_call(self, module: nn.Module, args, kwargs) -> None:
         from diffusers.hooks import HookRegistry

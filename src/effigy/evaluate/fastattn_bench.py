@@ -15,12 +15,13 @@ import torch
 from torch import nn
 
 from effigy.attention import AttentionPlan, apply_ditfastattn, calibrate_plan, remove_ditfastattn
-from effigy.evaluate.cache_peers import DiffusersCache, count_attention
+from effigy.evaluate.cache_peers import DiffusersCache, count_attention, magcache_ratios
 from effigy.evaluate.measure import Progress, machine_facts, median_seconds, no_progress
 from effigy.evaluate.worlds import BenchWorld, SamplingSettings, load_world
 
-DEFAULT_PEERS = (("pab", 2), ("pab", 3), ("pab", 5), ("fbc", 0.03), ("fbc", 0.1), ("fbc", 0.3),
-                 ("taylorseer", 2), ("taylorseer", 3), ("taylorseer", 5))
+DEFAULT_PEERS = (("pab", 2), ("pab", 3), ("pab", 5), ("fastercache", 2), ("fastercache", 3),
+                 ("fbc", 0.03), ("fbc", 0.1), ("fbc", 0.3), ("taylorseer", 2), ("taylorseer", 3), ("taylorseer", 5),
+                 ("magcache", 0.03), ("magcache", 0.1), ("magcache", 0.3))
 
 
 @dataclass
@@ -75,8 +76,8 @@ def composed_variant(world: BenchWorld, settings: FastAttnBenchSettings) -> Vari
     return ditfastattn_variant(plan, f"{settings.compose_recipe} + ", quantized)
 
 
-def peer_variant(method: str, setting: float, steps: int) -> Variant:
-    cache = DiffusersCache(method, setting, steps)
+def peer_variant(method: str, setting: float, steps: int, mag_ratios: list[float] | None = None) -> Variant:
+    cache = DiffusersCache(method, setting, steps, mag_ratios=mag_ratios)
     handles = {}
 
     def install(model):
@@ -102,8 +103,11 @@ def run_fastattn_bench(settings: FastAttnBenchSettings, progress: Progress = no_
     advance = progress("calibrating plans", len(settings.thresholds) * settings.steps)
     plans = [calibrate_plan(model, lambda: world.sample_calibration(model), t, settings.window_fraction,
                             settings.metric, cfg=True, progress=advance) for t in settings.thresholds]
+    ratios = None
+    if any(method == "magcache" for method, _ in settings.peers):  # its calibration: FP runs, calibration prompts
+        ratios = magcache_ratios(model, lambda: world.sample_calibration(model), settings.steps)
     variants = [fp_variant(), *map(ditfastattn_variant, plans),
-                *(peer_variant(m, s, settings.steps) for m, s in settings.peers)]
+                *(peer_variant(m, s, settings.steps, ratios) for m, s in settings.peers)]
     if settings.compose_recipe:
         variants.append(composed_variant(world, settings))
     rows, images = [], {}
@@ -122,7 +126,7 @@ def run_fastattn_bench(settings: FastAttnBenchSettings, progress: Progress = no_
     _measure_latency(model, world, variants, rows, settings, progress)
     return {"benchmark": "fastattn", "model": settings.model, "fid_features": world.fid_features,
             "settings": settings.to_dict(), "machine": machine_facts(), "rows": rows,
-            "plans": {p.threshold: p.to_dict() for p in plans}, "images": images,
+            "plans": {p.threshold: p.to_dict() for p in plans}, "magcache_ratios": ratios, "images": images,
             "grid_columns": world.grid_index}
 
 

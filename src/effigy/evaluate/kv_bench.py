@@ -35,24 +35,36 @@ COT_PROMPTS = (
     "Sara has twice as many apples as Ben. Together they have 27 apples. How many does each have? "
     "Work it out step by step.",
 )
+# calibration text: the FP model's own step-by-step answers to other problems than the evaluated ones
+CALIBRATION_PROMPTS = (
+    "A farmer has 45 sheep and sells 18 of them, then buys 7 more. How many sheep does he have now? "
+    "Solve it step by step.",
+    "A rectangle is 12 cm long and 5 cm wide. What are its area and its perimeter? Explain each step.",
+    "Lisa reads 14 pages a day. How many days does she need for a book of 200 pages? Think step by step.",
+    "What is 15 percent of 240? Show your reasoning step by step and check the result.",
+    "A bus carries 38 people. At the first stop 9 get off and 12 get on. How many are on the bus now? "
+    "Explain step by step.",
+    "Explain step by step how to convert 3.5 hours into minutes and seconds.",
+)
+ANSWER_START = "The passcode is"
 FILLER = ("The history of the river valley is long. Farmers planted wheat and barley in the spring, "
           "and traders brought salt and cloth from the coast. ")
 
 
 @dataclass
 class KVBenchSettings:
-    trace_tokens: int = 1024
+    trace_tokens: int = 2048
     prompts: int = 2
     average_bits: tuple[float, ...] = (4.0, 6.0)  # budgets: average stored bits per KV element, all included
     window: int = 32
     sink: int = 1
     group_size: int = 32
     feed_chunk: int = 16
-    calibration_sequences: int = 4
+    calibration_sequences: int = 4  # FP greedy answers to CALIBRATION_PROMPTS, prompt included
     calibration_length: int = 256
-    agreement_tokens: int = 256
+    agreement_tokens: int = 128
     retrieval_problems: int = 4
-    retrieval_filler: int = 24  # filler sentences between the passcode and the question
+    retrieval_filler: int = 64  # filler sentences (~28 tokens each) between the passcode and the question
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -96,7 +108,10 @@ def retrieval_prompts(tokenizer, count: int, filler: int, seed: int) -> list[tup
         code = str(int(torch.randint(1000, 9999, (1,), generator=g)))
         text = (f"Remember this passcode: {code}. " + FILLER * filler +
                 "What was the passcode given at the very beginning? Answer with the number only.")
-        problems.append((chat_ids(tokenizer, text), code))
+        # the answer is started for the model ("The passcode is"): the 135M model then recalls the code
+        # from ~2k tokens back in FP, where asked plainly it only repeats the question
+        answer_start = tokenizer(ANSWER_START, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        problems.append((torch.cat([chat_ids(tokenizer, text), answer_start], 1), code))
     return problems
 
 
@@ -113,7 +128,7 @@ def run_kv_bench(model, tokenizer, settings: KVBenchSettings, progress: Progress
     target = max(t.shape[1] for t in traces)
     problems = retrieval_prompts(tokenizer, settings.retrieval_problems, settings.retrieval_filler, settings.seed)
     solved = [p for p in problems if _answers(model, tokenizer, p, DynamicCache(config=model.config))]
-    tables = calibrate(model, settings, target, progress)
+    tables = calibrate(model, calibration_text(model, tokenizer, settings), settings, target, progress)
     reparameterized = {k: fold_key_scales(copy.deepcopy(model), tables.pop(f"scales {k}")) for k in ("pi", "plain")}
     methods = method_caches(model, settings, tables, target, kv_heads, head_dim)
     fp_log = [teacher_forced(model, t, DynamicCache(config=model.config), settings.feed_chunk) for t in traces]
@@ -128,14 +143,29 @@ def run_kv_bench(model, tokenizer, settings: KVBenchSettings, progress: Progress
     return {"benchmark": "kvquant", "model": "SmolLM2-135M-Instruct (GGUF Q4_1, dequantized to float32)",
             "settings": settings.to_dict(), "machine": machine_facts(), "target_length": target,
             "retrieval_solved_by_fp": f"{len(solved)}/{len(problems)}", "rows": rows,
+            "calibration": f"FP greedy answers to {settings.calibration_sequences} calibration prompts, "
+                           f"{settings.calibration_length} tokens each",
             "allocations": {k: v for k, v in tables.items() if k.startswith(("alloc", "alphas"))}}
 
 
-def calibrate(model, settings: KVBenchSettings, target: int, progress: Progress) -> dict:
+def calibration_text(model, tokenizer, settings: KVBenchSettings) -> list[torch.Tensor]:
+    """Real text for calibration: the FP model's greedy step-by-step answers to calibration prompts that
+    are not the evaluated ones (random token ids have other key/value statistics and gradients than the
+    text the cache will hold), each ``calibration_length`` tokens long, prompt included."""
+    if settings.calibration_sequences > len(CALIBRATION_PROMPTS):
+        raise ValueError(f"calibration_sequences={settings.calibration_sequences}: there are "
+                         f"{len(CALIBRATION_PROMPTS)} calibration prompts")
+    sequences = []
+    for text in CALIBRATION_PROMPTS[: settings.calibration_sequences]:
+        ids = chat_ids(tokenizer, text)[:, : settings.calibration_length // 2]
+        new, _ = greedy(model, ids, settings.calibration_length - ids.shape[1], DynamicCache(config=model.config))
+        sequences.append(torch.cat([ids, new], 1)[0])
+    return sequences
+
+
+def calibrate(model, sequences: list[torch.Tensor], settings: KVBenchSettings, target: int,
+              progress: Progress) -> dict:
     """Sensitivity tables with and without positional interpolation (stretched to the trace length)."""
-    g = torch.Generator().manual_seed(settings.seed + 1)
-    sequences = [torch.randint(0, model.config.vocab_size, (settings.calibration_length,), generator=g)
-                 for _ in range(settings.calibration_sequences)]
     advance = progress("KV sensitivity and key scales", 2 * len(sequences) + 2)
     stretch = max(1.0, target / settings.calibration_length)
     tables = {}

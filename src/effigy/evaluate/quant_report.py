@@ -30,6 +30,14 @@ PEER_COLUMNS = [("variant", "variant"), ("relative_output_error", "relative outp
                 ("latency_ratio_vs_fp", "latency vs FP")]
 
 
+SENSITIVITY_METRICS = {
+    "samples": "self-attention, MLP, adaLN: 1 - SSIM of the samples vs FP; cross-attention: drop of prompt alignment",
+    "denoiser": "self-attention, MLP, adaLN: relative error of the guided noise prediction on the replayed FP "
+                "trajectory; cross-attention: relative error of its guidance direction, conditional minus "
+                "unconditional",
+}
+
+
 def render_markdown(result: dict, command: str) -> str:
     s, m = result["settings"], result["machine"]
     header = [
@@ -50,8 +58,9 @@ def render_markdown(result: dict, command: str) -> str:
         for bits in allocation["assignment"]["bits"].values():
             counts[bits] = counts.get(bits, 0) + 1
         spread = ", ".join(f"{n} groups at {b} bits" for b, n in sorted(counts.items()))
+        metrics = SENSITIVITY_METRICS[s.get("sensitivity_metric", "samples")]
         header += [f"Mixed precision: metric-decoupled sensitivity of {len(allocation['table']['scores'])} layer groups "
-                   f"(self-attention, MLP, adaLN: 1 - SSIM vs FP; cross-attention: drop of prompt alignment) at "
+                   f"({metrics}) at "
                    f"{s['mp_candidate_bits']} bits, one group changed at a time from uniform W4A8, "
                    f"{s['sensitivity_steps']}-step runs; ILP at {allocation['average_bits']} average weight bits -> "
                    f"{spread}. Allocation: `*_allocation.json`.", ""]

@@ -39,6 +39,7 @@ class ProgressiveKVLayer(DynamicLayer):
         self.main_keys: list[KVChunk] = []
         self.main_values: list[KVChunk] = []
         self._main_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._main_nbytes = 0  # kept up to date: summing every chunk per flushed token is O(length)
         self.width_history: list[tuple[int, int]] = [(0, start_bits)]  # (sequence length, bits) at each change
         self.length = 0
 
@@ -85,6 +86,7 @@ class ProgressiveKVLayer(DynamicLayer):
         """Add a chunk and extend the dequantized view in place (no O(length) rebuild per token)."""
         self.main_keys.append(keys)
         self.main_values.append(values)
+        self._main_nbytes += keys.nbytes + values.nbytes
         if self._main_cache is not None:
             k, v = self._main_cache
             self._main_cache = (torch.cat([k, self.dequantize_keys(keys)], -2), torch.cat([v, values.dequantize()], -2))
@@ -98,6 +100,7 @@ class ProgressiveKVLayer(DynamicLayer):
         self.bits //= 2
         self.main_keys = [c.narrow(self.bits) for c in self.main_keys]
         self.main_values = [c.narrow(self.bits) for c in self.main_values]
+        self._main_nbytes = sum(c.nbytes for c in self.main_keys) + sum(c.nbytes for c in self.main_values)
         self.width_history.append((self.length, self.bits))
         self._main_cache = None
 
@@ -110,7 +113,7 @@ class ProgressiveKVLayer(DynamicLayer):
 
     @property
     def main_nbytes(self) -> int:
-        return sum(c.nbytes for c in self.main_keys) + sum(c.nbytes for c in self.main_values)
+        return self._main_nbytes
 
     @property
     def nbytes(self) -> int:

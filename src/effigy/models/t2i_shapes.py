@@ -34,7 +34,7 @@ class T2IShapesConfig(TrainConfig):
     num_layers: int = 6
     num_attention_heads: int = 4
     attention_head_dim: int = 32
-    train_steps: int = 3500
+    train_steps: int = 8000
     batch_size: int = 48
     learning_rate: float = 6e-4
     ema_decay: float = 0.999
