@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from effigy.api import quantize, weight_nbytes
+from effigy.attention.search import relative_l2
 from effigy.evaluate.measure import Progress, machine_facts, median_seconds, no_progress, rss_mib, run_in_fresh_process
 from effigy.evaluate.worlds import BenchWorld, SamplingSettings, load_world
 from effigy.metrics import ssim
@@ -124,7 +125,8 @@ def _cfg_parts(eps: torch.Tensor, guidance_scale: float) -> tuple[torch.Tensor, 
 
 
 def _relative_error(x: torch.Tensor, reference: torch.Tensor) -> float:
-    return ((x - reference).pow(2).sum() / reference.pow(2).sum().clamp_min(1e-12)).item()
+    """Squared relative L2 error: squared, so that independent groups' errors add up for the ILP."""
+    return relative_l2(x, reference) ** 2
 
 
 def mixed_precision_variant(world: BenchWorld, settings: QuantBenchSettings,
