@@ -396,15 +396,14 @@ def kv_calibrate(
     group_size: int = typer.Option(32),
 ) -> None:
     """Per-layer KV sensitivity (gradient-weighted) and the block-wise width allocation for a budget."""
-    from effigy.evaluate.kv_bench import KVBenchSettings, calibration_text
+    from effigy.evaluate.kv_bench import calibration_text
     from effigy.kvcache.calibrate import allocate_kv_bits, kv_sensitivity
     from effigy.kvcache.progressive import kv_geometry
     from effigy.models.llm import load_smollm2
 
     model, tokenizer = load_smollm2()
     layers, kv_heads, head_dim = kv_geometry(model.config)
-    data = calibration_text(model, tokenizer, KVBenchSettings(calibration_sequences=sequences,
-                                                              calibration_length=length))
+    data = calibration_text(model, tokenizer, sequences, length)
     stretch = max(1.0, target_length / length) if interpolate else 1.0
     with rich_progress() as progress:
         table = kv_sensitivity(model, data, stretch=stretch, group_size=group_size,

@@ -128,7 +128,8 @@ def run_kv_bench(model, tokenizer, settings: KVBenchSettings, progress: Progress
     target = max(t.shape[1] for t in traces)
     problems = retrieval_prompts(tokenizer, settings.retrieval_problems, settings.retrieval_filler, settings.seed)
     solved = [p for p in problems if _answers(model, tokenizer, p, DynamicCache(config=model.config))]
-    tables = calibrate(model, calibration_text(model, tokenizer, settings), settings, target, progress)
+    tables = calibrate(model, calibration_text(model, tokenizer, settings.calibration_sequences,
+                                                     settings.calibration_length), settings, target, progress)
     reparameterized = {k: fold_key_scales(copy.deepcopy(model), tables.pop(f"scales {k}")) for k in ("pi", "plain")}
     methods = method_caches(model, settings, tables, target, kv_heads, head_dim)
     fp_log = [teacher_forced(model, t, DynamicCache(config=model.config), settings.feed_chunk) for t in traces]
@@ -148,19 +149,18 @@ def run_kv_bench(model, tokenizer, settings: KVBenchSettings, progress: Progress
             "allocations": {k: v for k, v in tables.items() if k.startswith(("alloc", "alphas"))}}
 
 
-def calibration_text(model, tokenizer, settings: KVBenchSettings) -> list[torch.Tensor]:
+def calibration_text(model, tokenizer, sequences: int, length: int) -> list[torch.Tensor]:
     """Real text for calibration: the FP model's greedy step-by-step answers to calibration prompts that
     are not the evaluated ones (random token ids have other key/value statistics and gradients than the
-    text the cache will hold), each ``calibration_length`` tokens long, prompt included."""
-    if settings.calibration_sequences > len(CALIBRATION_PROMPTS):
-        raise ValueError(f"calibration_sequences={settings.calibration_sequences}: there are "
-                         f"{len(CALIBRATION_PROMPTS)} calibration prompts")
-    sequences = []
-    for text in CALIBRATION_PROMPTS[: settings.calibration_sequences]:
-        ids = chat_ids(tokenizer, text)[:, : settings.calibration_length // 2]
-        new, _ = greedy(model, ids, settings.calibration_length - ids.shape[1], DynamicCache(config=model.config))
-        sequences.append(torch.cat([ids, new], 1)[0])
-    return sequences
+    text the cache will hold), ``sequences`` of them, each ``length`` tokens long, prompt included."""
+    if sequences > len(CALIBRATION_PROMPTS):
+        raise ValueError(f"{sequences} calibration sequences: there are {len(CALIBRATION_PROMPTS)} calibration prompts")
+    texts = []
+    for prompt in CALIBRATION_PROMPTS[:sequences]:
+        ids = chat_ids(tokenizer, prompt)[:, : length // 2]
+        new, _ = greedy(model, ids, length - ids.shape[1], DynamicCache(config=model.config))
+        texts.append(torch.cat([ids, new], 1)[0])
+    return texts
 
 
 def calibrate(model, sequences: list[torch.Tensor], settings: KVBenchSettings, target: int,
