@@ -58,6 +58,7 @@ def test_bench_quant_writes_json_markdown_and_grid(monkeypatch, capsys, tmp_path
     assert names[4:] == ["rtn-w4a8", "vidit-q-w4a8", "vidit-q-w4a7-fbgemm", "vidit-q-w4a8-ts", "vidit-q-w4a8-mp"]
     allocation = json.loads((tmp_path / "quant_dit_digits_allocation.json").read_text())
     assert sum(allocation["table"]["sizes"].values()) * 4 >= allocation["assignment"]["total_bits"]
+    assert len(allocation["assignment"]["bits"]) == 42  # one width per linear layer (the default granularity)
     assert result["rows"][-1]["average_weight_bits"] <= 4.0 + 1e-9
     assert "effigy bench quant" in result["command"] and result["settings"]["seed"] == 0
     assert all(row["latency_ms_per_image"] > 0 for row in result["rows"])
@@ -173,12 +174,15 @@ def test_kvquant_calibrate_then_generate_on_smollm2(monkeypatch, capsys, tmp_pat
 def test_bench_quant_and_fastattn_on_the_text_to_image_model(monkeypatch, capsys, tmp_path):
     code, _, _ = run_cli(monkeypatch, capsys, "bench", "quant", "--model", "t2i-shapes", "--samples-per-class", "2",
                          "--steps", "2", "--sensitivity-steps", "1", "--mp-candidates", "4,8", "--no-memory",
-                         "--out", str(tmp_path), "--json")
+                         "--mp-granularity", "block", "--out", str(tmp_path), "--json")
     assert code == 0
     result = json.loads((tmp_path / "quant_t2i_shapes.json").read_text())
     assert result["task_metric"] == "adherence" and all("clip_score" in row for row in result["rows"])
     groups = json.loads((tmp_path / "quant_t2i_shapes_allocation.json").read_text())["table"]["metric"]
     assert {"visual", "alignment"} == set(groups.values())  # cross-attention is scored by text alignment
+    assert len(groups) == 18 and all(g.endswith(("attn1", "attn2", "ff")) for g in groups)  # 6 blocks x 3 kinds
+    code, _, err = run_cli(monkeypatch, capsys, "bench", "quant", "--mp-granularity", "head", "--out", str(tmp_path))
+    assert code != 0 and "--mp-granularity" in err
     code, out, _ = run_cli(monkeypatch, capsys, "bench", "fastattn", "--model", "t2i-shapes", "--thresholds", "0.3",
                            "--steps", "3", "--samples-per-class", "1", "--no-peers", "--out", str(tmp_path), "--json")
     assert code == 0 and json.loads(out)["rows"][1]["attention_flops_fraction"] < 1

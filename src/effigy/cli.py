@@ -117,17 +117,23 @@ def bench_quant(
     mp_candidates: str = typer.Option("3,4,6,8", help="Candidate weight bit-widths of the mixed-precision search."),
     sensitivity_metric: str = typer.Option("denoiser", help="denoiser: errors of the replayed FP denoiser calls; "
                                            "samples: SSIM / alignment of the final samples."),
+    mp_granularity: str = typer.Option("layer", help="layer: one width per linear layer; block: per (block, kind) "
+                                       "group (attn1 / attn2 / ff / norm1)."),
     out: Path = typer.Option(Path("benchmarks/results")),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """FP, naive W8A8, ViDiT-Q W8A8 (+ its fbgemm run), RTN W4A8, ViDiT-Q W4A8 and W4A8-MP on a shipped model."""
     from effigy.evaluate.quant_bench import QuantBenchSettings
+    from effigy.recipes.mixed_precision import GRANULARITIES
 
     if sensitivity_metric not in ("denoiser", "samples"):
         raise typer.BadParameter(f"{sensitivity_metric!r}: choose denoiser or samples", param_hint="--sensitivity-metric")
+    if mp_granularity not in GRANULARITIES:
+        raise typer.BadParameter(f"{mp_granularity!r}: choose one of {GRANULARITIES}", param_hint="--mp-granularity")
     settings = QuantBenchSettings(model=model, samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,
                                   mp_average_bits=mp_bits, sensitivity_steps=sensitivity_steps,
-                                  mp_candidate_bits=_parse_bits(mp_candidates), sensitivity_metric=sensitivity_metric)
+                                  mp_candidate_bits=_parse_bits(mp_candidates), sensitivity_metric=sensitivity_metric,
+                                  mp_granularity=mp_granularity)
     paths = _run_quant_bench(settings, out, f"quant_{model.replace('-', '_')}", as_json)
     if not as_json:
         console.print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -38,6 +38,7 @@ class QuantBenchSettings(SamplingSettings):
     fast_path: bool = True  # adds the fbgemm integer-kernel runs of vidit-q-w8a8 and vidit-q-w4a8
     mp_average_bits: float = 4.0  # the MP budget: the same average weight bits as uniform W4
     mp_candidate_bits: tuple[int, ...] = (3, 4, 6, 8)
+    mp_granularity: str = "layer"  # one width per linear layer, or "block": per (block, kind) group
     sensitivity_metric: str = "denoiser"  # or "samples" (see sensitivity_evaluator)
     sensitivity_per_class: int = 2  # sensitivity runs sample 2 images per class ...
     sensitivity_steps: int = 10  # ... with 10 steps (other seeds than the evaluation)
@@ -134,11 +135,11 @@ def mixed_precision_variant(world: BenchWorld, settings: QuantBenchSettings,
     """Sensitivity table + ILP allocation at ``mp_average_bits``, both returned for the results."""
     base = get_recipe("vidit-q-w4a8")
     fp_model = world.fp_model
-    n_groups = len(layer_groups(fp_model, base))
+    n_groups = len(layer_groups(fp_model, base, settings.mp_granularity))
     advance = progress("sensitivity (group x bits)", n_groups * len(settings.mp_candidate_bits))
     evaluator = sensitivity_evaluator(world, settings.sensitivity_metric, settings.guidance_scale)
     table = measure_sensitivity(fp_model, base, evaluator, world.sample_calibration,
-                                settings.mp_candidate_bits, advance)
+                                settings.mp_candidate_bits, advance, granularity=settings.mp_granularity)
     config, assignment = mixed_precision_config(fp_model, base, table, settings.mp_average_bits, MIXED_PRECISION)
     return config, {"average_bits": settings.mp_average_bits, "table": table.to_dict(),
                     "assignment": assignment.to_dict(), "achieved_average_bits": assignment.average_bits(table)}

@@ -57,11 +57,12 @@ def render_markdown(result: dict, command: str) -> str:
         counts: dict[int, int] = {}
         for bits in allocation["assignment"]["bits"].values():
             counts[bits] = counts.get(bits, 0) + 1
-        spread = ", ".join(f"{n} groups at {b} bits" for b, n in sorted(counts.items()))
+        unit = {"layer": "linear layers", "block": "layer groups (block x kind)"}[s.get("mp_granularity", "block")]
+        spread = ", ".join(f"{n} at {b} bits" for b, n in sorted(counts.items()))
         metrics = SENSITIVITY_METRICS[s.get("sensitivity_metric", "samples")]
-        header += [f"Mixed precision: metric-decoupled sensitivity of {len(allocation['table']['scores'])} layer groups "
+        header += [f"Mixed precision: metric-decoupled sensitivity of {len(allocation['table']['scores'])} {unit} "
                    f"({metrics}) at "
-                   f"{s['mp_candidate_bits']} bits, one group changed at a time from uniform W4A8, "
+                   f"{s['mp_candidate_bits']} bits, one changed at a time from uniform W4A8, "
                    f"{s['sensitivity_steps']}-step runs; ILP at {allocation['average_bits']} average weight bits -> "
                    f"{spread}. Allocation: `*_allocation.json`.", ""]
     columns = [c for c in COLUMNS if any(c[0] in row for row in result["rows"])]

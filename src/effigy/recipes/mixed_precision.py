@@ -1,11 +1,18 @@
 """ViDiT-Q's metric-decoupled mixed precision: measure how much each layer group hurts the metric it
 affects, at each candidate weight bit-width, then let the integer program pick one width per group.
 
-Groups are (block, kind) with kind one of
+Every target layer belongs to a (block, kind) with kind one of
   attn1  self-attention projections  -> scored by visual quality against the FP output
   ff     MLP                          -> visual quality
   attn2  cross-attention (text)       -> text-image alignment
   norm1  adaLN modulation (scale/shift of every token)   -> visual quality
+The unit that gets one width is, with ``granularity="layer"`` (default), each linear layer on its own
+(q, k, v and output projections apart); with ``"block"``, all layers of one (block, kind). Per block,
+W4A8-MP lost to uniform W4A8 on both shipped models: a (block, kind) mixes layers that hardly matter
+(e.g. cross-attention keys) with ones that matter a lot (its output projection), so upgrading one
+had to be paid for by degrading another whole group. Per layer, the ILP buys 6-bit cross-attention
+output projections with 3-bit keys and queries: on the shapes model that beats uniform W4A8 on
+alignment, though not yet on visual quality (see README).
 (A first run scored adaLN by class agreement: that metric is noise-level at any width on the digits
 DiT, so the ILP pushed adaLN to 3 bits and visual quality fell below uniform W4A8.)
 Scores are measured at the operating point by default (the other groups at the base width, the
@@ -38,22 +45,34 @@ _GROUP_PATTERN = re.compile(r"^(transformer_blocks\.\d+)\.(attn1|attn2|ff|norm1)
 Evaluator = Callable[[nn.Module], dict[str, float]]
 
 
-def layer_groups(model: nn.Module, config: QuantConfig) -> dict[str, list[str]]:
-    """The recipe's target layers, gathered into (block, kind) groups."""
+GRANULARITIES = ("layer", "block")
+
+
+def layer_groups(model: nn.Module, config: QuantConfig, granularity: str = "layer") -> dict[str, list[str]]:
+    """The recipe's target layers, gathered into the units that get one width each: (block, kind)
+    groups, or single layers (each its own group, named by the layer)."""
+    if granularity not in GRANULARITIES:
+        raise QuantizationError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     groups: dict[str, list[str]] = {}
     for name in find_targets(model, config.include, config.ignore):
         match = _GROUP_PATTERN.match(name + ".")
         if match is None:
             raise QuantizationError(f"layer {name!r} belongs to no known group (transformer_blocks.N.attn1|attn2|ff|"
                                     "norm1); add it to the recipe's ignore list or quantize it uniformly.")
-        groups.setdefault(f"{match.group(1)}.{match.group(2)}", []).append(name)
+        key = name if granularity == "layer" else f"{match.group(1)}.{match.group(2)}"
+        groups.setdefault(key, []).append(name)
     return groups
+
+
+def group_metric(group: str) -> str:
+    """The metric a group (or single layer) is scored by, from its kind."""
+    return GROUP_METRIC[_GROUP_PATTERN.match(group + ".").group(2)]
 
 
 def measure_sensitivity(
     model: nn.Module, base: QuantConfig, evaluate: Evaluator, calib_loop=None,
     bits: tuple[int, ...] = CANDIDATE_BITS, progress: Callable[[], None] = lambda: None,
-    around: str = "base",
+    around: str = "base", granularity: str = "layer",
 ) -> SensitivityTable:
     """Change one group at a time to each width and score it with its metric.
 
@@ -65,13 +84,13 @@ def measure_sensitivity(
     """
     if around not in ("base", "float"):
         raise QuantizationError(f"around must be 'base' or 'float', got {around!r}")
-    groups = layer_groups(model, base)
+    groups = layer_groups(model, base, granularity)
     divisors = balance_divisors(model, base, calib_loop)  # depend on neither widths nor groups: once
     build = lambda config: quantize(copy.deepcopy(model), config, calib_loop, input_divisors=divisors)
     reference = evaluate(build(base)) if around == "base" else None
     raw: dict[str, dict[int, float]] = {}
     for group, layers in groups.items():
-        metric = GROUP_METRIC[group.rsplit(".", 1)[1]]
+        metric = group_metric(group)
         raw[group] = {}
         for b in bits:
             if around == "base":
@@ -83,7 +102,7 @@ def measure_sensitivity(
             raw[group][b] = loss
             progress()
     sizes = {g: sum(model.get_submodule(n).weight.numel() for n in layers) for g, layers in groups.items()}
-    metric = {g: GROUP_METRIC[g.rsplit(".", 1)[1]] for g in groups}
+    metric = {g: group_metric(g) for g in groups}
     return SensitivityTable(_normalise(raw, metric, min(bits)), sizes, metric)
 
 
@@ -103,17 +122,19 @@ def mixed_precision_config(
 ) -> tuple[QuantConfig, Assignment]:
     """The base recipe with per-layer weight widths from the ILP at ``average_bits`` (weighted by size)."""
     assignment = allocate(table, average_bits_budget(table, average_bits))
-    missing = sorted(set(layer_groups(model, base)) - set(table.groups))
-    if missing:
-        raise QuantizationError(f"the sensitivity table has no entry for groups {missing[:3]}: it was measured on "
-                                "another model; re-run the sensitivity analysis for this one.")
+    if not any(set(layer_groups(model, base, g)) == set(table.groups) for g in GRANULARITIES):
+        raise QuantizationError(f"the sensitivity table's groups ({table.groups[:3]}, ...) are not this model's: it "
+                                "was measured on another model; re-run the sensitivity analysis for this one.")
     return config_from_group_bits(model, base, assignment.bits, name), assignment
 
 
 def config_from_group_bits(model: nn.Module, base: QuantConfig, group_bits: dict[str, int],
                            name: str | None = None) -> QuantConfig:
-    """The base recipe with every layer of each group at that group's width."""
-    groups = layer_groups(model, base)
+    """The base recipe with every layer of each group at that group's width (groups per layer or per
+    block, whichever the allocation names)."""
+    named = set(group_bits)
+    granularity = max(GRANULARITIES, key=lambda g: len(named & set(layer_groups(model, base, g))))
+    groups = layer_groups(model, base, granularity)
     missing, unknown = sorted(set(groups) - set(group_bits)), sorted(set(group_bits) - set(groups))
     if missing or unknown:
         raise QuantizationError(f"the allocation does not fit this model (groups missing: {missing[:3]}, unknown: "
