@@ -123,11 +123,12 @@ def bench_quant(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """FP, naive W8A8, ViDiT-Q W8A8 (+ its fbgemm run), RTN W4A8, ViDiT-Q W4A8 and W4A8-MP on a shipped model."""
-    from effigy.evaluate.quant_bench import QuantBenchSettings
+    from effigy.evaluate.quant_bench import SENSITIVITY_METRIC_NAMES, QuantBenchSettings
     from effigy.recipes.mixed_precision import GRANULARITIES
 
-    if sensitivity_metric not in ("denoiser", "samples"):
-        raise typer.BadParameter(f"{sensitivity_metric!r}: choose denoiser or samples", param_hint="--sensitivity-metric")
+    if sensitivity_metric not in SENSITIVITY_METRIC_NAMES:
+        raise typer.BadParameter(f"{sensitivity_metric!r}: choose one of {SENSITIVITY_METRIC_NAMES}",
+                                 param_hint="--sensitivity-metric")
     if mp_granularity not in GRANULARITIES:
         raise typer.BadParameter(f"{mp_granularity!r}: choose one of {GRANULARITIES}", param_hint="--mp-granularity")
     settings = QuantBenchSettings(model=model, samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,

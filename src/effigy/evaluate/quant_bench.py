@@ -29,6 +29,7 @@ from effigy.recipes.mixed_precision import layer_groups, measure_sensitivity, mi
 MIXED_PRECISION = "vidit-q-w4a8-mp"
 # also run on the fbgemm integer GEMM: W8 and the int4-weight path (4-bit grid fed to the int8 kernel)
 FAST_PATH_RECIPES = ("vidit-q-w8a8", "vidit-q-w4a8")
+SENSITIVITY_METRIC_NAMES = ("denoiser", "samples")  # see sensitivity_evaluator
 
 
 @dataclass
@@ -82,8 +83,8 @@ def sensitivity_evaluator(world: BenchWorld, metric: str = "denoiser", guidance_
                     "alignment": (aligned - world.alignment(images)).mean().item()}
 
         return evaluate_samples
-    if metric != "denoiser":
-        raise ValueError(f"sensitivity metric must be 'denoiser' or 'samples', got {metric!r}")
+    if metric not in SENSITIVITY_METRIC_NAMES:
+        raise ValueError(f"sensitivity metric must be one of {SENSITIVITY_METRIC_NAMES}, got {metric!r}")
     calls = record_denoiser_calls(world.fp_model, world.sample_sensitivity)
 
     def evaluate(model: nn.Module) -> dict[str, float]:
