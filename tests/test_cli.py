@@ -62,7 +62,11 @@ def test_bench_quant_writes_json_markdown_and_grid(monkeypatch, capsys, tmp_path
     assert result["rows"][-1]["average_weight_bits"] <= 4.0 + 1e-9
     assert "effigy bench quant" in result["command"] and result["settings"]["seed"] == 0
     assert all(row["latency_ms_per_image"] > 0 for row in result["rows"])
+    assert result["settings"]["mp_around"] == "float" and result["settings"]["mp_max_moved"] == 0.05
+    moved = sum(allocation["table"]["sizes"][g] * abs(b - 4) for g, b in allocation["assignment"]["bits"].items())
+    assert moved <= 0.05 * sum(allocation["table"]["sizes"].values())  # the trust region holds
     assert "| variant |" in (tmp_path / "quant_dit_digits.md").read_text()
+    assert "rest in FP" in (tmp_path / "quant_dit_digits.md").read_text()
     assert (tmp_path / "quant_dit_digits_grid.png").stat().st_size > 0
 
 
@@ -174,15 +178,19 @@ def test_kvquant_calibrate_then_generate_on_smollm2(monkeypatch, capsys, tmp_pat
 def test_bench_quant_and_fastattn_on_the_text_to_image_model(monkeypatch, capsys, tmp_path):
     code, _, _ = run_cli(monkeypatch, capsys, "bench", "quant", "--model", "t2i-shapes", "--samples-per-class", "2",
                          "--steps", "2", "--sensitivity-steps", "1", "--mp-candidates", "4,8", "--no-memory",
-                         "--mp-granularity", "block", "--out", str(tmp_path), "--json")
+                         "--mp-granularity", "block", "--sensitivity-metric", "propagated", "--mp-around", "base",
+                         "--mp-max-moved", "inf", "--out", str(tmp_path), "--json")
     assert code == 0
     result = json.loads((tmp_path / "quant_t2i_shapes.json").read_text())
+    assert result["settings"]["mp_max_moved"] is None and result["settings"]["sensitivity_metric"] == "propagated"
     assert result["task_metric"] == "adherence" and all("clip_score" in row for row in result["rows"])
     groups = json.loads((tmp_path / "quant_t2i_shapes_allocation.json").read_text())["table"]["metric"]
     assert {"visual", "alignment"} == set(groups.values())  # cross-attention is scored by text alignment
     assert len(groups) == 18 and all(g.endswith(("attn1", "attn2", "ff")) for g in groups)  # 6 blocks x 3 kinds
     code, _, err = run_cli(monkeypatch, capsys, "bench", "quant", "--mp-granularity", "head", "--out", str(tmp_path))
     assert code != 0 and "--mp-granularity" in err
+    code, _, err = run_cli(monkeypatch, capsys, "bench", "quant", "--mp-around", "fp16", "--out", str(tmp_path))
+    assert code != 0 and "--mp-around" in err
     code, out, _ = run_cli(monkeypatch, capsys, "bench", "fastattn", "--model", "t2i-shapes", "--thresholds", "0.3",
                            "--steps", "3", "--samples-per-class", "1", "--no-peers", "--out", str(tmp_path), "--json")
     assert code == 0 and json.loads(out)["rows"][1]["attention_flops_fraction"] < 1

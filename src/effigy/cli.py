@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import sys
 from contextlib import contextmanager
@@ -116,7 +117,12 @@ def bench_quant(
     sensitivity_steps: int = typer.Option(10, min=1, max=50, help="Sampling steps of each sensitivity run."),
     mp_candidates: str = typer.Option("3,4,6,8", help="Candidate weight bit-widths of the mixed-precision search."),
     sensitivity_metric: str = typer.Option("denoiser", help="denoiser: errors of the replayed FP denoiser calls; "
+                                           "propagated: the same weighted by each call's gain to the final sample; "
                                            "samples: SSIM / alignment of the final samples."),
+    mp_around: str = typer.Option("float", help="float: score one layer with the rest in FP; base: with the rest at "
+                                  "uniform W4."),
+    mp_max_moved: float = typer.Option(0.05, min=0.0, help="ILP trust region: sum(size x |bits - 4|) at most this "
+                                       "fraction of all weights; 'inf' for none."),
     mp_granularity: str = typer.Option("layer", help="layer: one width per linear layer; block: per (block, kind) "
                                        "group (attn1 / attn2 / ff / norm1)."),
     out: Path = typer.Option(Path("benchmarks/results")),
@@ -131,10 +137,13 @@ def bench_quant(
                                  param_hint="--sensitivity-metric")
     if mp_granularity not in GRANULARITIES:
         raise typer.BadParameter(f"{mp_granularity!r}: choose one of {GRANULARITIES}", param_hint="--mp-granularity")
+    if mp_around not in ("float", "base"):
+        raise typer.BadParameter(f"{mp_around!r}: choose float or base", param_hint="--mp-around")
     settings = QuantBenchSettings(model=model, samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,
                                   mp_average_bits=mp_bits, sensitivity_steps=sensitivity_steps,
                                   mp_candidate_bits=_parse_bits(mp_candidates), sensitivity_metric=sensitivity_metric,
-                                  mp_granularity=mp_granularity)
+                                  mp_granularity=mp_granularity, mp_around=mp_around,
+                                  mp_max_moved=None if math.isinf(mp_max_moved) else mp_max_moved)
     paths = _run_quant_bench(settings, out, f"quant_{model.replace('-', '_')}", as_json)
     if not as_json:
         console.print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -28,7 +28,8 @@ def _tiny_world(model):
 
 
 @torch.no_grad()
-def test_denoiser_sensitivity_is_zero_for_fp_and_falls_with_the_width(tiny_dit):
+@pytest.mark.parametrize("metric", ["denoiser", "propagated"])
+def test_replayed_sensitivity_is_zero_for_fp_and_falls_with_the_width(tiny_dit, metric):
     from dataclasses import replace
 
     from effigy.api import quantize
@@ -36,12 +37,47 @@ def test_denoiser_sensitivity_is_zero_for_fp_and_falls_with_the_width(tiny_dit):
 
     world = _tiny_world(tiny_dit)
     assert len(record_denoiser_calls(tiny_dit, world.sample_sensitivity)) == 4  # one call per step
-    evaluate = sensitivity_evaluator(world, "denoiser", 3.0)
+    evaluate = sensitivity_evaluator(world, metric, 3.0)
     assert evaluate(tiny_dit) == {"visual": 0.0, "alignment": 0.0}
     base = get_recipe("rtn-w4a8")
     losses = {b: evaluate(quantize(copy.deepcopy(tiny_dit), replace(base, weight=replace(base.weight, bits=b))))
               for b in (3, 4, 8)}
-    for metric in ("visual", "alignment"):
-        assert losses[3][metric] > losses[4][metric] > losses[8][metric] > 0
+    for name in ("visual", "alignment"):
+        assert losses[3][name] > losses[4][name] > losses[8][name] > 0
     with pytest.raises(ValueError, match="denoiser"):
         sensitivity_evaluator(world, "ssim")
+
+
+@torch.no_grad()
+def test_propagation_gains_measure_how_a_kick_at_each_call_moves_the_final_sample(tiny_dit):
+    from effigy.evaluate.quant_bench import propagation_gains, record_denoiser_calls
+
+    world = _tiny_world(tiny_dit)
+    calls = record_denoiser_calls(tiny_dit, world.sample_sensitivity)
+    gains = propagation_gains(world, calls, 3.0)
+    # (the random tiny model's first x0 prediction is clipped by the sampler's thresholding: no gain there)
+    assert len(gains) == 4 and all(g >= 0 for g in gains) and sum(g > 0 for g in gains) >= 3
+    assert len(set(round(g, 6) for g in gains)) == 4  # each call kicked on its own, not all at once
+    assert not tiny_dit._forward_hooks  # the kick is removed afterwards
+    # in the linear regime the gain does not depend on the kick's size
+    assert propagation_gains(world, calls, 3.0, size=0.01) == pytest.approx(gains, rel=0.1)
+
+
+@torch.no_grad()
+def test_propagated_sensitivity_weights_each_call_by_its_gain(tiny_dit, monkeypatch):
+    from dataclasses import replace
+
+    from effigy.api import quantize
+    from effigy.evaluate import quant_bench
+
+    world = _tiny_world(tiny_dit)
+    base = get_recipe("rtn-w4a8")
+    # only the first call counts when the others have no gain: the loss is that call's error alone
+    monkeypatch.setattr(quant_bench, "propagation_gains", lambda world, calls, guidance: [1.0, 0.0, 0.0, 0.0])
+    first_only = quant_bench.sensitivity_evaluator(world, "propagated", 3.0)
+    model = quantize(copy.deepcopy(tiny_dit), replace(base, weight=replace(base.weight, bits=3)))
+    calls = quant_bench.record_denoiser_calls(tiny_dit, world.sample_sensitivity)
+    args, kwargs, fp_eps = calls[0]
+    guided, fp_guided = (quant_bench._cfg_parts(e, 3.0)[0] for e in (model(*args, **kwargs).sample, fp_eps))
+    expected = (guided - fp_guided).pow(2).sum().item() / world.sample_sensitivity(tiny_dit).pow(2).sum().item()
+    assert first_only(model)["visual"] == pytest.approx(expected, rel=1e-5)

@@ -17,11 +17,13 @@ def random_table(rng: np.random.Generator, n_groups: int, widths=(2, 4, 8)) -> S
     return SensitivityTable(scores, sizes)
 
 
-def brute_force(table: SensitivityTable, budget: int) -> float:
+def brute_force(table: SensitivityTable, budget: int, trust_region: tuple[int, float] | None = None) -> float:
     best = np.inf
     for combo in itertools.product(*[sorted(table.scores[g]) for g in table.groups]):
         cost = sum(table.sizes[g] * b for g, b in zip(table.groups, combo))
-        if cost <= budget:
+        moved = 0 if trust_region is None else sum(table.sizes[g] * abs(b - trust_region[0])
+                                                   for g, b in zip(table.groups, combo))
+        if cost <= budget and (trust_region is None or moved <= trust_region[1]):
             best = min(best, sum(table.scores[g][b] for g, b in zip(table.groups, combo)))
     return best
 
@@ -35,6 +37,25 @@ def test_ilp_matches_brute_force(seed):
     assert result.total_bits <= budget
     assert result.sensitivity == pytest.approx(brute_force(table, budget), rel=1e-9, abs=1e-12)
     assert set(result.bits) == set(table.groups)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_ilp_with_a_trust_region_matches_brute_force(seed):
+    rng = np.random.default_rng(100 + seed)
+    table = random_table(rng, n_groups=int(rng.integers(2, 6)))
+    base = sorted(table.scores[table.groups[0]])[1]
+    budget = average_bits_budget(table, base)
+    limit = rng.uniform(0.05, 1.0) * sum(table.sizes.values())
+    result = allocate(table, budget, trust_region=(base, limit))
+    assert sum(table.sizes[g] * abs(b - base) for g, b in result.bits.items()) <= limit
+    assert result.sensitivity == pytest.approx(brute_force(table, budget, (base, limit)), rel=1e-9, abs=1e-12)
+    assert result.sensitivity >= allocate(table, budget).sensitivity - 1e-12  # the region only constrains
+
+
+def test_a_zero_trust_region_keeps_the_uniform_base_width():
+    table = SensitivityTable({"a": {3: 0.0, 4: 1.0, 6: 0.0}, "b": {3: 0.0, 4: 1.0, 6: 0.0}}, {"a": 10, "b": 10})
+    assert allocate(table, average_bits_budget(table, 4.5)).bits != {"a": 4, "b": 4}
+    assert allocate(table, average_bits_budget(table, 4.5), trust_region=(4, 0)).bits == {"a": 4, "b": 4}
 
 
 def test_generous_budget_gives_every_group_its_best_width():

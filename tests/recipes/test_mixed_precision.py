@@ -48,13 +48,16 @@ def test_sensitivity_and_allocation_on_a_tiny_dit(tiny_dit):
         return {"visual": err, "alignment": 2 * err}
 
     base = get_recipe("rtn-w4a8")
-    blocks = measure_sensitivity(tiny_dit, base, evaluate, bits=(2, 4, 8), granularity="block")
+    blocks = measure_sensitivity(tiny_dit, base, evaluate, bits=(2, 4, 8), around="base", granularity="block")
     assert all(row[2] > 0 == row[4] and row[2] > row[8] for row in blocks.scores.values())  # around uniform W4
-    table = measure_sensitivity(tiny_dit, base, evaluate, bits=(2, 4, 8))  # per layer: single layers may cancel
+    table = measure_sensitivity(tiny_dit, base, evaluate, bits=(2, 4, 8), around="base")  # per layer: may cancel
     assert set(table.groups) == set(layer_groups(tiny_dit, base)) and len(table.groups) > len(blocks.groups)
     assert sum(row[2] for row in table.scores.values()) > 0 > sum(row[8] for row in table.scores.values())
-    published = measure_sensitivity(tiny_dit, base, evaluate, bits=(2, 4, 8), around="float")
+    published = measure_sensitivity(tiny_dit, base, evaluate, bits=(2, 4, 8))  # the default: rest in FP
     assert all(row[2] > row[4] > row[8] >= 0 for row in published.scores.values())  # loss vs FP, one group
+    _, near = mixed_precision_config(tiny_dit, base, published, average_bits=4.0, max_moved=0.05)
+    moved = sum(published.sizes[g] * abs(b - 4) for g, b in near.bits.items())
+    assert moved <= 0.05 * sum(published.sizes.values()) and near.average_bits(published) <= 4.0
     assert set(table.metric.values()) == {"visual"}  # a DiT has no cross-attention to score by alignment
     config, assignment = mixed_precision_config(tiny_dit, base, table, average_bits=4.0)
     assert assignment.average_bits(table) <= 4.0

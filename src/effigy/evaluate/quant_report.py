@@ -31,6 +31,9 @@ PEER_COLUMNS = [("variant", "variant"), ("relative_output_error", "relative outp
 
 
 SENSITIVITY_METRICS = {
+    "propagated": "self-attention, MLP, adaLN: squared error of the guided noise prediction on the replayed FP "
+                  "trajectory, each call weighted by its measured gain to the final sample; cross-attention: the "
+                  "same for its guidance direction, conditional minus unconditional",
     "samples": "self-attention, MLP, adaLN: 1 - SSIM of the samples vs FP; cross-attention: drop of prompt alignment",
     "denoiser": "self-attention, MLP, adaLN: relative error of the guided noise prediction on the replayed FP "
                 "trajectory; cross-attention: relative error of its guidance direction, conditional minus "
@@ -60,10 +63,13 @@ def render_markdown(result: dict, command: str) -> str:
         unit = {"layer": "linear layers", "block": "layer groups (block x kind)"}[s.get("mp_granularity", "block")]
         spread = ", ".join(f"{n} at {b} bits" for b, n in sorted(counts.items()))
         metrics = SENSITIVITY_METRICS[s.get("sensitivity_metric", "samples")]
+        around = {"float": "one quantized at a time with the rest in FP",
+                  "base": "one changed at a time from uniform W4A8"}[s.get("mp_around", "base")]
+        moved = s.get("mp_max_moved")
+        region = "" if moved is None else f", trust region: sum(size x |bits - 4|) <= {moved} x all weights"
         header += [f"Mixed precision: metric-decoupled sensitivity of {len(allocation['table']['scores'])} {unit} "
-                   f"({metrics}) at "
-                   f"{s['mp_candidate_bits']} bits, one changed at a time from uniform W4A8, "
-                   f"{s['sensitivity_steps']}-step runs; ILP at {allocation['average_bits']} average weight bits -> "
+                   f"({metrics}) at {s['mp_candidate_bits']} bits, {around}, {s['sensitivity_steps']}-step runs; "
+                   f"ILP at {allocation['average_bits']} average weight bits{region} -> "
                    f"{spread}. Allocation: `*_allocation.json`.", ""]
     columns = [c for c in COLUMNS if any(c[0] in row for row in result["rows"])]
     text = "\n".join(header) + markdown_table(result["rows"], columns)

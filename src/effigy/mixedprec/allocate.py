@@ -35,12 +35,17 @@ def average_bits_budget(table: SensitivityTable, average_bits: float) -> int:
 
 
 def allocate(table: SensitivityTable, budget_bits: int,
-             cost: Callable[[str, int], float] | None = None) -> Assignment:
+             cost: Callable[[str, int], float] | None = None,
+             trust_region: tuple[int, float] | None = None) -> Assignment:
     """The assignment of least total sensitivity whose storage fits ``budget_bits``.
 
     Storage of group g at b bits is ``cost(g, b)``, by default ``size * b``; pass another cost where
     a width carries overhead (e.g. per-group scales of a KV cache). Raises QuantizationError naming
     the smallest feasible budget when even the cheapest widths do not fit.
+
+    ``trust_region=(base_bits, max_moved)`` also requires sum(size * |b - base_bits|) <= max_moved:
+    sensitivities measured one group at a time add up only near the uniform ``base_bits`` assignment,
+    and far from it (many groups moved at once) their errors compound beyond the additive model.
     """
     cost = cost or (lambda g, b: table.sizes[g] * b)
     groups = table.groups
@@ -55,10 +60,15 @@ def allocate(table: SensitivityTable, budget_bits: int,
         )
     one_per_group = np.array([[1.0 if cg == g else 0.0 for cg, _ in choices] for g in groups])
     constraints = [LinearConstraint(one_per_group, 1, 1), LinearConstraint(costs[None], -np.inf, budget_bits)]
+    if trust_region is not None:
+        base_bits, max_moved = trust_region
+        moved = np.array([table.sizes[g] * abs(b - base_bits) for g, b in choices], dtype=float)
+        constraints.append(LinearConstraint(moved[None], -np.inf, max_moved))
     objective = np.array([table.scores[g][b] for g, b in choices])
     result = milp(objective, constraints=constraints, integrality=np.ones(len(choices)), bounds=Bounds(0, 1))
     if not result.success:
-        raise QuantizationError(f"bit allocation failed: {result.message}")
+        hint = " (is the trust region's base width a candidate of every group?)" if trust_region else ""
+        raise QuantizationError(f"bit allocation failed: {result.message}{hint}")
     picked = [choices[i] for i in np.flatnonzero(result.x > 0.5)]
     bits = {g: b for g, b in picked}
     return Assignment(bits=bits, total_bits=int(sum(cost(g, b) for g, b in picked)),
