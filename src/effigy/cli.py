@@ -130,15 +130,15 @@ def bench_quant(
 ) -> None:
     """FP, naive W8A8, ViDiT-Q W8A8 (+ its fbgemm run), RTN W4A8, ViDiT-Q W4A8 and W4A8-MP on a shipped model."""
     from effigy.evaluate.quant_bench import SENSITIVITY_METRIC_NAMES, QuantBenchSettings
-    from effigy.recipes.mixed_precision import GRANULARITIES
+    from effigy.recipes.mixed_precision import AROUND, GRANULARITIES
 
     if sensitivity_metric not in SENSITIVITY_METRIC_NAMES:
         raise typer.BadParameter(f"{sensitivity_metric!r}: choose one of {SENSITIVITY_METRIC_NAMES}",
                                  param_hint="--sensitivity-metric")
     if mp_granularity not in GRANULARITIES:
         raise typer.BadParameter(f"{mp_granularity!r}: choose one of {GRANULARITIES}", param_hint="--mp-granularity")
-    if mp_around not in ("float", "base"):
-        raise typer.BadParameter(f"{mp_around!r}: choose float or base", param_hint="--mp-around")
+    if mp_around not in AROUND:
+        raise typer.BadParameter(f"{mp_around!r}: choose one of {AROUND}", param_hint="--mp-around")
     settings = QuantBenchSettings(model=model, samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,
                                   mp_average_bits=mp_bits, sensitivity_steps=sensitivity_steps,
                                   mp_candidate_bits=_parse_bits(mp_candidates), sensitivity_metric=sensitivity_metric,

@@ -49,6 +49,7 @@ Evaluator = Callable[[nn.Module], dict[str, float]]
 
 
 GRANULARITIES = ("layer", "block")
+AROUND = ("float", "base")  # what the other groups are while one is scored: see measure_sensitivity
 
 
 def layer_groups(model: nn.Module, config: QuantConfig, granularity: str = "layer") -> dict[str, list[str]]:
@@ -85,8 +86,8 @@ def measure_sensitivity(
     ``base`` (negative for a width that helps, often through cross terms with the other groups'
     rounding that do not survive when the ILP moves many groups at once).
     """
-    if around not in ("base", "float"):
-        raise QuantizationError(f"around must be 'base' or 'float', got {around!r}")
+    if around not in AROUND:
+        raise QuantizationError(f"around must be one of {AROUND}, got {around!r}")
     groups = layer_groups(model, base, granularity)
     divisors = balance_divisors(model, base, calib_loop)  # depend on neither widths nor groups: once
     build = lambda config: quantize(copy.deepcopy(model), config, calib_loop, input_divisors=divisors)
