@@ -130,11 +130,11 @@ def mixed_precision_config(
     ``max_moved`` (a trust region around the uniform base width) bounds sum(size * |b - base bits|)
     by that fraction of all weights: 0.05 lets 5% of the weights move one bit, or fewer move further.
     """
-    trust_region = None if max_moved is None else (base.weight.bits, max_moved * sum(table.sizes.values()))
-    assignment = allocate(table, average_bits_budget(table, average_bits), trust_region=trust_region)
     if not any(set(layer_groups(model, base, g)) == set(table.groups) for g in GRANULARITIES):
         raise QuantizationError(f"the sensitivity table's groups ({table.groups[:3]}, ...) are not this model's: it "
                                 "was measured on another model; re-run the sensitivity analysis for this one.")
+    trust_region = None if max_moved is None else (base.weight.bits, max_moved * sum(table.sizes.values()))
+    assignment = allocate(table, average_bits_budget(table, average_bits), trust_region=trust_region)
     return config_from_group_bits(model, base, assignment.bits, name), assignment
 
 
