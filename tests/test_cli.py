@@ -50,7 +50,7 @@ def test_quantize_writes_a_loadable_checkpoint(monkeypatch, capsys, tmp_path):
 
 def test_bench_quant_writes_json_markdown_and_grid(monkeypatch, capsys, tmp_path):
     code, out, _ = run_cli(monkeypatch, capsys, "bench", "quant", "--samples-per-class", "2", "--steps", "2", "--sensitivity-steps", "1", "--mp-candidates", "4,8",
-                           "--no-memory", "--out", str(tmp_path), "--json")
+                           "--no-memory", "--bootstrap-resamples", "100", "--out", str(tmp_path), "--json")
     assert code == 0
     result = json.loads((tmp_path / "quant_dit_digits.json").read_text())
     names = [row["variant"] for row in result["rows"]]
@@ -67,6 +67,15 @@ def test_bench_quant_writes_json_markdown_and_grid(monkeypatch, capsys, tmp_path
     assert moved <= 0.05 * sum(allocation["table"]["sizes"].values())  # the trust region holds
     assert "| variant |" in (tmp_path / "quant_dit_digits.md").read_text()
     assert "rest in FP" in (tmp_path / "quant_dit_digits.md").read_text()
+    pairs = {(c["variant"], c["baseline"]): c["differences"] for c in result["comparisons"]}
+    assert set(pairs) == {("vidit-q-w4a8-mp", "vidit-q-w4a8"), ("vidit-q-w8a8", "fp32"), ("vidit-q-w4a8", "fp32")}
+    mp = pairs[("vidit-q-w4a8-mp", "vidit-q-w4a8")]
+    assert set(mp) == {"class_accuracy", "psnr_vs_fp", "ssim_vs_fp", "fid_features"}
+    rows = {row["variant"]: row for row in result["rows"]}
+    assert mp["psnr_vs_fp"]["difference"] == pytest.approx(rows["vidit-q-w4a8-mp"]["psnr_vs_fp"]
+                                                           - rows["vidit-q-w4a8"]["psnr_vs_fp"], abs=1e-4)
+    assert mp["fid_features"]["low"] <= mp["fid_features"]["difference"] <= mp["fid_features"]["high"]
+    assert "## Paired differences" in (tmp_path / "quant_dit_digits.md").read_text()
     assert (tmp_path / "quant_dit_digits_grid.png").stat().st_size > 0
 
 
@@ -179,11 +188,13 @@ def test_bench_quant_and_fastattn_on_the_text_to_image_model(monkeypatch, capsys
     code, _, _ = run_cli(monkeypatch, capsys, "bench", "quant", "--model", "t2i-shapes", "--samples-per-class", "2",
                          "--steps", "2", "--sensitivity-steps", "1", "--mp-candidates", "4,8", "--no-memory",
                          "--mp-granularity", "block", "--sensitivity-metric", "propagated", "--mp-around", "base",
-                         "--mp-max-moved", "inf", "--out", str(tmp_path), "--json")
+                         "--mp-max-moved", "inf", "--bootstrap-resamples", "100", "--out", str(tmp_path),
+                         "--json")
     assert code == 0
     result = json.loads((tmp_path / "quant_t2i_shapes.json").read_text())
     assert result["settings"]["mp_max_moved"] is None and result["settings"]["sensitivity_metric"] == "propagated"
     assert result["task_metric"] == "adherence" and all("clip_score" in row for row in result["rows"])
+    assert {"adherence", "clip_score", "fid_features"} <= set(result["comparisons"][0]["differences"])
     groups = json.loads((tmp_path / "quant_t2i_shapes_allocation.json").read_text())["table"]["metric"]
     assert {"visual", "alignment"} == set(groups.values())  # cross-attention is scored by text alignment
     assert len(groups) == 18 and all(g.endswith(("attn1", "attn2", "ff")) for g in groups)  # 6 blocks x 3 kinds

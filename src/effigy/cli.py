@@ -125,6 +125,8 @@ def bench_quant(
                                        "fraction of all weights; 'inf' for none."),
     mp_granularity: str = typer.Option("layer", help="layer: one width per linear layer; block: per (block, kind) "
                                        "group (attn1 / attn2 / ff / norm1)."),
+    bootstrap_resamples: int = typer.Option(1000, min=100, help="Resamples of the paired bootstrap intervals "
+                                            "(MP vs uniform W4A8, W8A8 / W4A8 vs FP)."),
     out: Path = typer.Option(Path("benchmarks/results")),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -143,7 +145,8 @@ def bench_quant(
                                   mp_average_bits=mp_bits, sensitivity_steps=sensitivity_steps,
                                   mp_candidate_bits=_parse_bits(mp_candidates), sensitivity_metric=sensitivity_metric,
                                   mp_granularity=mp_granularity, mp_around=mp_around,
-                                  mp_max_moved=None if math.isinf(mp_max_moved) else mp_max_moved)
+                                  mp_max_moved=None if math.isinf(mp_max_moved) else mp_max_moved,
+                                  bootstrap_resamples=bootstrap_resamples)
     paths = _run_quant_bench(settings, out, f"quant_{model.replace('-', '_')}", as_json)
     if not as_json:
         console.print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -24,7 +24,8 @@ def _tiny_world(model):
     run = lambda m: sample_with_guidance(m, sampling_scheduler(1000, "squaredcos_cap_v2"), (4, 1, 8, 8),
                                          {"class_labels": labels}, {"class_labels": torch.full_like(labels, 10)},
                                          4, 3.0, seed=0)
-    return BenchWorld("tiny", model, run, run, run, run, None, None, None, "class_accuracy", "none", labels)
+    return BenchWorld("tiny", model, run, run, run, run, scores=None, features=None, fid=None, alignment=None,
+                      denoiser_call=None, task_metric="class_accuracy", fid_features="none", grid_index=labels)
 
 
 @torch.no_grad()
@@ -80,3 +81,49 @@ def test_propagated_sensitivity_weights_each_call_by_its_gain(tiny_dit, monkeypa
     args, kwargs, fp_eps = calls[0]
     guided, fp_guided = (quant_bench._cfg_parts(e, 3.0)[0] for e in (model(*args, **kwargs).sample, fp_eps))
     assert first_only(model)["visual"] == pytest.approx((guided - fp_guided).pow(2).sum().item(), rel=1e-5)
+
+
+def _scored_world(scores, features, fid):
+    from effigy.evaluate.worlds import BenchWorld
+
+    return BenchWorld("scored", None, None, None, None, None, scores=scores, features=features, fid=fid,
+                      alignment=None, denoiser_call=None, task_metric="class_accuracy", fid_features="mean",
+                      grid_index=torch.arange(2))
+
+
+def test_world_quality_is_the_mean_of_its_per_image_scores_and_compare_pairs_them():
+    import numpy as np
+
+    from effigy.evaluate.worlds import image_quality
+
+    scores = lambda images, reference: {"class_accuracy": (images.mean((1, 2, 3)) > 0).float(),
+                                        **image_quality(images, reference)}
+    features = lambda images: images.flatten(1)
+    fid = lambda f, idx: float(f[idx].mean())  # a set-level statistic, recomputed per resample
+    world = _scored_world(scores, features, fid)
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.randn(40, 1, 8, 8, generator=generator)
+    close = reference + 0.05 * torch.randn(reference.shape, generator=generator)
+    far = reference + 0.5 * torch.randn(reference.shape, generator=generator)
+    quality = world.quality(close, reference)
+    assert quality["class_accuracy"] == pytest.approx((close.mean((1, 2, 3)) > 0).float().mean().item())
+    assert quality["fid_features"] == pytest.approx(close.mean().item(), abs=1e-6)
+    differences = world.compare(close, far, reference, resamples=200)
+    assert differences["psnr_vs_fp"]["significant"] and differences["psnr_vs_fp"]["low"] > 10  # ~20 dB apart
+    assert differences["ssim_vs_fp"]["difference"] > 0
+    against_itself = world.compare(close, close, reference, resamples=200)
+    assert all(d["difference"] == 0 and not d["significant"] for d in against_itself.values())
+    assert set(world.compare(close, far, None, resamples=50)) == {"class_accuracy", "fid_features"}  # no FP: no PSNR
+
+
+def test_comparison_rows_call_a_lower_fid_better_and_a_zero_crossing_interval_noise():
+    from effigy.evaluate.quant_report import comparison_rows, render_comparisons
+
+    d = lambda value, low, high: {"difference": value, "low": low, "high": high, "confidence": 0.95,
+                                  "significant": low > 0 or high < 0}
+    pair = {"variant": "mp", "baseline": "w4", "items": 60,
+            "differences": {"fid_features": d(-3.0, -5.0, -1.0), "psnr_vs_fp": d(-0.2, -0.4, -0.1),
+                            "adherence": d(0.01, -0.02, 0.04)}}
+    verdicts = {row["metric"]: row["verdict"] for row in comparison_rows([pair])}
+    assert verdicts == {"FID (features)": "better", "PSNR vs FP (dB)": "worse", "adherence": "within noise"}
+    assert "60 evaluation images" in render_comparisons([pair])

@@ -28,3 +28,18 @@ def test_fid_is_near_zero_for_same_distribution_and_grows_with_shift():
     a, b = torch.randn(4000, 8), torch.randn(4000, 8)
     assert fid_from_features(a, b) < 0.05
     assert fid_from_features(a, b + 0.5) > fid_from_features(a, b + 0.1) > fid_from_features(a, b)
+
+
+def test_fid_equals_the_matrix_square_root_formula_and_stays_real_with_fewer_samples_than_dimensions():
+    import numpy as np
+    from scipy import linalg
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(300, 16, generator=generator)
+    b = torch.randn(300, 16, generator=generator) @ torch.randn(16, 16, generator=generator) * 0.5 + 0.3
+    ca, cb = np.cov(a.double().numpy(), rowvar=False), np.cov(b.double().numpy(), rowvar=False)
+    direct = ((a.double().mean(0) - b.double().mean(0)) ** 2).sum().item() + np.trace(ca + cb - 2 * linalg.sqrtm(ca @ cb).real)
+    assert fid_from_features(a, b) == pytest.approx(direct, rel=1e-6)
+    few = torch.randn(10, 64, generator=generator)  # rank 9 covariance in 64 dimensions, as in small benches
+    assert fid_from_features(few, few) == pytest.approx(0.0, abs=1e-4)
+    assert np.isfinite(fid_from_features(few, few + 1.0)) and fid_from_features(few, few + 1.0) == pytest.approx(64.0)

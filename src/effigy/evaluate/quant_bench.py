@@ -31,6 +31,9 @@ MIXED_PRECISION = "vidit-q-w4a8-mp"
 # also run on the fbgemm integer GEMM: W8 and the int4-weight path (4-bit grid fed to the int8 kernel)
 FAST_PATH_RECIPES = ("vidit-q-w8a8", "vidit-q-w4a8")
 SENSITIVITY_METRIC_NAMES = ("denoiser", "propagated", "samples")  # see sensitivity_evaluator
+# (variant, baseline) pairs whose paired differences get bootstrap intervals: is MP better than uniform W4
+# beyond noise, and do W8A8 / W4A8 differ from FP beyond noise?
+COMPARISONS = ((MIXED_PRECISION, "vidit-q-w4a8"), ("vidit-q-w8a8", "fp32"), ("vidit-q-w4a8", "fp32"))
 
 
 @dataclass
@@ -50,6 +53,7 @@ class QuantBenchSettings(SamplingSettings):
     calibration_per_class: int = 2
     measure_memory: bool = True  # a fresh process per variant (~10 s each)
     peer: bool = True  # compare W8A8 with torchao's on one denoiser call, if torchao is installed
+    bootstrap_resamples: int = 1000  # intervals of the paired differences (COMPARISONS)
 
 
 @dataclass
@@ -255,6 +259,7 @@ def run_quant_bench(settings: QuantBenchSettings, progress: Progress = no_progre
             quantized_bytes = weight_nbytes(variant.model, only_quantized_targets=True)
             variant.row["quantized_linear_bytes_ratio"] = quantized_bytes / _fp_bytes_of_targets(fp_model, variant.model)
 
+    comparisons = paired_comparisons(world, variants, settings.seed, settings.bootstrap_resamples)
     _measure_speed_and_memory(variants, world, settings, progress)
     peer = peer_comparison(world, variants, settings) if settings.peer else None
     fp_row = variants[0].row
@@ -273,10 +278,22 @@ def run_quant_bench(settings: QuantBenchSettings, progress: Progress = no_progre
         "recipes": {v.name: v.config.to_dict() for v in variants if v.config is not None},
         "rows": [v.row for v in variants],
         "allocation": allocation,
+        "comparisons": comparisons,
         "peer": peer,
         "images": {v.name: v.images for v in variants},
         "grid_index": world.grid_index,
     }
+
+
+def paired_comparisons(world: BenchWorld, variants: list[Variant], seed: int, resamples: int = 1000) -> list[dict]:
+    """Bootstrap intervals of the differences named in COMPARISONS, for the pairs this run has (against
+    FP, the scores measured against FP itself are left out)."""
+    images = {v.name: v.images for v in variants}
+    fp_images = variants[0].images
+    return [{"variant": name, "baseline": baseline, "items": len(fp_images),
+             "differences": world.compare(images[name], images[baseline], None if baseline == "fp32" else fp_images,
+                                          seed=seed, resamples=resamples)}
+            for name, baseline in COMPARISONS if name in images and baseline in images]
 
 
 def peer_comparison(world: BenchWorld, variants: list[Variant], settings: QuantBenchSettings) -> dict:

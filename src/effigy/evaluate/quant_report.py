@@ -41,6 +41,36 @@ SENSITIVITY_METRICS = {
 }
 
 
+METRIC_NAMES = {"class_accuracy": "class accuracy", "adherence": "adherence", "clip_score": "CLIP score",
+                "fid_features": "FID (features)", "psnr_vs_fp": "PSNR vs FP (dB)", "ssim_vs_fp": "SSIM vs FP"}
+LOWER_IS_BETTER = {"fid_features"}
+
+
+def comparison_rows(comparisons: list[dict]) -> list[dict]:
+    """One row per (pair, metric): the difference, its interval, and whether the variant is better,
+    worse, or within noise of its baseline."""
+    rows = []
+    for pair in comparisons:
+        for metric, d in pair["differences"].items():
+            better = (d["difference"] < 0) == (metric in LOWER_IS_BETTER)
+            verdict = ("better" if better else "worse") if d["significant"] else "within noise"
+            rows.append({"pair": f"{pair['variant']} - {pair['baseline']}", "metric": METRIC_NAMES.get(metric, metric),
+                         "difference": d["difference"], "interval": f"[{d['low']:.4g}, {d['high']:.4g}]",
+                         "verdict": verdict})
+    return rows
+
+
+def render_comparisons(comparisons: list[dict]) -> str:
+    images = comparisons[0]["items"]
+    confidence = next(iter(comparisons[0]["differences"].values()))["confidence"]
+    return (f"\n\n## Paired differences: more than noise?\n\nVariant minus baseline on the same {images} evaluation "
+            f"images (same prompts, same noise); {100 * confidence:.0f}% percentile bootstrap interval over those images "
+            "(1,000 resamples; FID recomputed on each). 'within noise': the interval contains zero.\n\n"
+            + markdown_table(comparison_rows(comparisons), [("pair", "variant - baseline"), ("metric", "metric"),
+                                                            ("difference", "difference"), ("interval", "interval"),
+                                                            ("verdict", "verdict")]))
+
+
 def render_markdown(result: dict, command: str) -> str:
     s, m = result["settings"], result["machine"]
     header = [
@@ -73,6 +103,8 @@ def render_markdown(result: dict, command: str) -> str:
                    f"{spread}. Allocation: `*_allocation.json`.", ""]
     columns = [c for c in COLUMNS if any(c[0] in row for row in result["rows"])]
     text = "\n".join(header) + markdown_table(result["rows"], columns)
+    if result.get("comparisons"):
+        text += render_comparisons(result["comparisons"])
     peer = result.get("peer")
     if peer is not None:
         text += "\n\n## W8A8 against a peer library: one denoiser call\n\n"

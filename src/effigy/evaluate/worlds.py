@@ -14,10 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
-from effigy.metrics import fid_from_features, psnr, ssim
+from effigy.metrics import fid_from_features
+from effigy.metrics.image import frechet_distance, gaussian_stats, psnr_per_image, ssim_per_image
+from effigy.metrics.stats import paired_bootstrap, paired_mean_difference
 
 Sampler = Callable[[nn.Module], torch.Tensor]
 
@@ -49,17 +52,42 @@ class BenchWorld:
     sample_calibration: Sampler  # other prompts and seeds: for calibrations and searches
     sample_latency: Sampler  # ``latency_samples`` prompts
     sample_sensitivity: Sampler  # a small, short run for mixed-precision sensitivity
-    quality: Callable[[torch.Tensor, torch.Tensor | None], dict]  # images, FP images -> metrics
+    scores: Callable[[torch.Tensor, torch.Tensor | None], dict[str, torch.Tensor]]  # images, FP images -> per image
+    features: Callable[[torch.Tensor], torch.Tensor]  # images -> the FID feature space [N, D]
+    fid: Callable[[torch.Tensor, np.ndarray], float]  # FID of the features of the evaluation images at these indices
     alignment: Callable[[torch.Tensor], torch.Tensor]  # per-image prompt alignment of sensitivity images
     denoiser_call: Callable[[int], dict]  # keyword inputs of one denoiser call on n noisy latents (seeded)
     task_metric: str  # the row key of the task score: class_accuracy or adherence
     fid_features: str
     grid_index: torch.Tensor  # which evaluation images a picture shows
 
+    def quality(self, images: torch.Tensor, reference: torch.Tensor | None) -> dict:
+        """Means of the per-image scores, and FID on the world's features (no PSNR / SSIM without FP images:
+        those keys stay, as None, so every row has the same columns)."""
+        means = {key: values.float().mean().item() for key, values in self.scores(images, reference).items()}
+        return {**dict.fromkeys(FIDELITY_KEYS), **means,
+                "fid_features": self.fid(self.features(images), np.arange(len(images)))}
 
-def image_quality(images: torch.Tensor, reference: torch.Tensor | None) -> dict:
-    return {"psnr_vs_fp": psnr(images, reference) if reference is not None else None,
-            "ssim_vs_fp": ssim(images, reference) if reference is not None else None}
+    def compare(self, images: torch.Tensor, baseline: torch.Tensor, reference: torch.Tensor | None,
+                **options) -> dict:
+        """Paired differences (``images`` minus ``baseline``, both sampled from the same noise) of every
+        score and of FID, with bootstrap intervals over the evaluation images (see :mod:`effigy.metrics.stats`)."""
+        ours, theirs = self.scores(images, reference), self.scores(baseline, reference)
+        differences = {key: paired_mean_difference(ours[key], theirs[key], **options) for key in ours}
+        ours_f, theirs_f = self.features(images), self.features(baseline)
+        differences["fid_features"] = paired_bootstrap(lambda idx: self.fid(ours_f, idx),
+                                                       lambda idx: self.fid(theirs_f, idx), len(images), **options)
+        return {key: d.to_dict() for key, d in differences.items()}
+
+
+FIDELITY_KEYS = ("psnr_vs_fp", "ssim_vs_fp")
+
+
+def image_quality(images: torch.Tensor, reference: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Per-image PSNR and SSIM against the FP images (none without them)."""
+    if reference is None:
+        return {}
+    return dict(zip(FIDELITY_KEYS, (psnr_per_image(images, reference), ssim_per_image(images, reference))))
 
 
 def digits_world(settings: SamplingSettings) -> BenchWorld:
@@ -70,7 +98,7 @@ def digits_world(settings: SamplingSettings) -> BenchWorld:
     model, config = load_zoo_model("dit-digits")
     classifier, _ = load_zoo_model("digits-classifier")
     real_images, _ = load_digits_images(config.sample_size)
-    real_features = classifier.features(real_images)
+    real_stats = gaussian_stats(classifier.features(real_images))  # the real set stays whole: fit it once
     labels = class_labels(settings.samples_per_class)
     sensitivity = class_labels(getattr(settings, "sensitivity_per_class", 2))
 
@@ -82,10 +110,8 @@ def digits_world(settings: SamplingSettings) -> BenchWorld:
             return torch.cat(chunks)
         return run
 
-    def quality(images: torch.Tensor, reference: torch.Tensor | None) -> dict:
-        return {"class_accuracy": (classifier(images).argmax(1) == labels).float().mean().item(),
-                "fid_features": fid_from_features(classifier.features(images), real_features),
-                **image_quality(images, reference)}
+    def scores(images: torch.Tensor, reference: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return {"class_accuracy": (classifier(images).argmax(1) == labels).float(), **image_quality(images, reference)}
 
     return BenchWorld(
         name="dit-digits", fp_model=model,
@@ -93,7 +119,8 @@ def digits_world(settings: SamplingSettings) -> BenchWorld:
         sample_calibration=sample(class_labels(settings.calibration_per_class), settings.seed + 10_000),
         sample_latency=sample(class_labels(max(1, settings.latency_samples // NUM_CLASSES)), settings.seed),
         sample_sensitivity=sample(sensitivity, settings.seed + 20_000, getattr(settings, "sensitivity_steps", None)),
-        quality=quality,
+        scores=scores, features=classifier.features,
+        fid=lambda features, idx: frechet_distance(gaussian_stats(features[idx]), real_stats),
         alignment=lambda images: classifier(images).softmax(1)[torch.arange(len(sensitivity)), sensitivity],
         denoiser_call=lambda n: {**_noisy_call(model, n, settings.seed), "class_labels": torch.arange(n) % NUM_CLASSES},
         task_metric="class_accuracy", fid_features="digits-classifier penultimate layer (128-d)",
@@ -129,11 +156,10 @@ def t2i_world(settings: SamplingSettings) -> BenchWorld:
                                 seed, batch_size=settings.batch_size)
         return run
 
-    def quality(images: torch.Tensor, reference: torch.Tensor | None) -> dict:
-        summary = t2i.summarize(t2i.score_images(suite, scenes, images))
-        return {"adherence": summary["adherence"], "clip_score": summary["clip_score"],
-                "fid_features": fid_from_features(t2i.checker_features(suite.checker, images), real),
-                **image_quality(images, reference)}
+    def scores(images: torch.Tensor, reference: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        rows = t2i.score_images(suite, scenes, images)
+        return {key: torch.tensor([r[key] for r in rows]) for key in ("adherence", "clip_score")} | \
+            image_quality(images, reference)
 
     def alignment(images: torch.Tensor) -> torch.Tensor:
         return torch.tensor([r["clip_score"] for r in t2i.score_images(suite, sensitivity, images)])
@@ -145,7 +171,9 @@ def t2i_world(settings: SamplingSettings) -> BenchWorld:
                                   settings.seed + 10_000),
         sample_latency=sample(scenes[: settings.latency_samples], settings.seed),
         sample_sensitivity=sample(sensitivity, settings.seed + 20_000, getattr(settings, "sensitivity_steps", None)),
-        quality=quality, alignment=alignment, task_metric="adherence",
+        scores=scores, features=lambda images: t2i.checker_features(suite.checker, images),
+        fid=lambda features, idx: fid_from_features(features[idx], real[idx]),  # renders of the same prompts
+        alignment=alignment, task_metric="adherence",
         denoiser_call=lambda n: {**_noisy_call(suite.transformer, n, settings.seed),
                                  **suite.bank.encode([s.caption for s in scenes[:n]])},
         fid_features="shapes-checker pooled features", grid_index=torch.arange(min(10, len(scenes))),
