@@ -68,6 +68,7 @@ def test_bench_quant_writes_json_markdown_and_grid(monkeypatch, capsys, tmp_path
     assert "| variant |" in (tmp_path / "quant_dit_digits.md").read_text()
     assert "rest in FP" in (tmp_path / "quant_dit_digits.md").read_text()
     pairs = {(c["variant"], c["baseline"]): c["differences"] for c in result["comparisons"]}
+    assert all(c["resamples"] == 100 and c["items"] == 20 for c in result["comparisons"])
     assert set(pairs) == {("vidit-q-w4a8-mp", "vidit-q-w4a8"), ("vidit-q-w8a8", "fp32"), ("vidit-q-w4a8", "fp32")}
     mp = pairs[("vidit-q-w4a8-mp", "vidit-q-w4a8")]
     assert set(mp) == {"class_accuracy", "psnr_vs_fp", "ssim_vs_fp", "fid_features"}

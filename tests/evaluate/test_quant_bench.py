@@ -121,9 +121,9 @@ def test_comparison_rows_call_a_lower_fid_better_and_a_zero_crossing_interval_no
 
     d = lambda value, low, high: {"difference": value, "low": low, "high": high, "confidence": 0.95,
                                   "significant": low > 0 or high < 0}
-    pair = {"variant": "mp", "baseline": "w4", "items": 60,
+    pair = {"variant": "mp", "baseline": "w4", "items": 60, "resamples": 500,
             "differences": {"fid_features": d(-3.0, -5.0, -1.0), "psnr_vs_fp": d(-0.2, -0.4, -0.1),
                             "adherence": d(0.01, -0.02, 0.04)}}
     verdicts = {row["metric"]: row["verdict"] for row in comparison_rows([pair])}
     assert verdicts == {"FID (features)": "better", "PSNR vs FP (dB)": "worse", "adherence": "within noise"}
-    assert "60 evaluation images" in render_comparisons([pair])
+    assert "60 evaluation images" in render_comparisons([pair]) and "500 resamples" in render_comparisons([pair])

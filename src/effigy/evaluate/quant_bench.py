@@ -290,7 +290,7 @@ def paired_comparisons(world: BenchWorld, variants: list[Variant], seed: int, re
     FP, the scores measured against FP itself are left out)."""
     images = {v.name: v.images for v in variants}
     fp_images = variants[0].images
-    return [{"variant": name, "baseline": baseline, "items": len(fp_images),
+    return [{"variant": name, "baseline": baseline, "items": len(fp_images), "resamples": resamples,
              "differences": world.compare(images[name], images[baseline], None if baseline == "fp32" else fp_images,
                                           seed=seed, resamples=resamples)}
             for name, baseline in COMPARISONS if name in images and baseline in images]

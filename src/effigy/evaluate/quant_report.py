@@ -61,11 +61,12 @@ def comparison_rows(comparisons: list[dict]) -> list[dict]:
 
 
 def render_comparisons(comparisons: list[dict]) -> str:
-    images = comparisons[0]["items"]
-    confidence = next(iter(comparisons[0]["differences"].values()))["confidence"]
-    return (f"\n\n## Paired differences: more than noise?\n\nVariant minus baseline on the same {images} evaluation "
-            f"images (same prompts, same noise); {100 * confidence:.0f}% percentile bootstrap interval over those images "
-            "(1,000 resamples; FID recomputed on each). 'within noise': the interval contains zero.\n\n"
+    first = comparisons[0]
+    confidence = next(iter(first["differences"].values()))["confidence"]
+    return (f"\n\n## Paired differences: more than noise?\n\nVariant minus baseline on the same {first['items']} "
+            f"evaluation images (same prompts, same noise); {100 * confidence:.0f}% percentile bootstrap interval over "
+            f"those images ({first['resamples']:,} resamples; FID recomputed on each). 'within noise': the interval "
+            "contains zero.\n\n"
             + markdown_table(comparison_rows(comparisons), [("pair", "variant - baseline"), ("metric", "metric"),
                                                             ("difference", "difference"), ("interval", "interval"),
                                                             ("verdict", "verdict")]))
