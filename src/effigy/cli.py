@@ -198,12 +198,16 @@ def bench_t2i_scorers(
     with rich_progress(not as_json) as progress:
         result = run_scorer_agreement(suite, prompts, steps, guidance, seed, progress)
     result.update(command=_command_line(), seed=seed, prompts=prompts)
-    columns = [("variant", "variant"), ("adherence", "adherence"), ("clip_score", "CLIP score"),
+    columns = [("variant", "variant"), ("kind", "kind"), ("adherence", "adherence"), ("clip_score", "CLIP score"),
                ("adherence_single", "single"), ("adherence_relation", "relation"), ("adherence_count", "count")]
     markdown = (f"# Scorer agreement on t2i-shapes\n\nCommand: `{result['command']}` (seed {seed})  \n"
                 f"{prompts} held-out prompts per variant. Kendall tau between mean adherence and mean CLIP score "
-                f"across variants: **{result['kendall_tau']:.3f}** (p = {result['p_value']:.2g}).\n\n"
-                + markdown_table(result["rows"], columns))
+                f"across the model variants (fewer steps, weaker guidance, weight noise; reference included): "
+                f"**{result['kendall_tau']:.3f}** (p = {result['p_value']:.2g}). With the image corruptions (pixel "
+                f"noise on finished samples, which the attribute checker reads through by design) as well: "
+                f"{result['kendall_tau_all']:.3f} (p = {result['p_value_all']:.2g}). Weight noise: seeded Gaussian "
+                "noise of the given fraction of each output channel's weight RMS on every layer the quantization "
+                "recipes quantize.\n\n" + markdown_table(result["rows"], columns))
     _write_and_show(result, markdown, columns, out / "t2i_scorer_agreement", f"Kendall tau = {result['kendall_tau']:.3f}",
                     as_json)
 

@@ -89,3 +89,50 @@ def test_scorer_agreement_covers_every_degradation(judges):
     noisy = {r["variant"]: r["clip_score"] for r in result["rows"]}
     assert all(0 <= score <= 100 for score in noisy.values())
     assert isinstance(result["kendall_tau"], float) and (math.isnan(result["kendall_tau"]) or -1 <= result["kendall_tau"] <= 1)
+
+
+def test_chance_level_is_measured_with_shuffled_captions_and_sits_below_true_captions(judges, scenes_and_renders):
+    scenes, images = scenes_and_renders
+    rows = t2i.score_images(judges, scenes, images)
+    true = t2i.summarize(rows)
+    chance = t2i.chance_adherence(judges, scenes, images, rows)
+    for kind in ("single", "relation", "count"):
+        assert 0 <= chance[f"adherence_{kind} (shuffled captions)"] < true[f"adherence_{kind}"] - 0.2
+        low = float(chance[f"adherence_{kind} above chance (95% interval)"].split("[")[1].split(",")[0])
+        assert low > 0  # real renders are above chance beyond noise
+
+
+def test_weight_noise_perturbs_only_the_quantizable_linears_by_the_asked_fraction():
+    config = t2i_shapes.T2IShapesConfig(num_layers=2, num_attention_heads=2, attention_head_dim=16)
+    model = t2i_shapes.build_transformer(config).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    noisy = t2i.with_weight_noise(model, 0.2, seed=3)
+    after = noisy.state_dict()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the original is untouched
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("transformer_blocks.") and k.endswith(".weight") for k in changed)
+    assert not any("emb" in k or "norm" in k for k in changed)
+    key = "transformer_blocks.0.ff.net.0.proj.weight"
+    relative = (after[key] - before[key]).pow(2).mean().sqrt() / before[key].pow(2).mean().sqrt()
+    assert 0.17 < relative < 0.23
+    again = t2i.with_weight_noise(model, 0.2, seed=3).state_dict()
+    assert all(torch.equal(after[k], again[k]) for k in changed)  # seeded
+
+
+def test_scorer_agreement_ranks_model_variants_apart_from_image_corruptions(judges, monkeypatch):
+    import dataclasses
+
+    config = t2i_shapes.T2IShapesConfig(num_layers=1, num_attention_heads=2, attention_head_dim=8)
+    suite = dataclasses.replace(judges, transformer=t2i_shapes.build_transformer(config).eval(), config=config)
+    variants = {"reference": {}, "steps 1": {"steps": 1}, "weight noise 0.5": {"weight_noise": 0.5},
+                "pixel noise 0.5": {"noise": 0.5}}
+    monkeypatch.setattr(t2i, "DEGRADATIONS", variants)
+    ranked = []
+    real_kendall = t2i._kendall
+    monkeypatch.setattr(t2i, "_kendall", lambda rows: ranked.append([r["variant"] for r in rows]) or real_kendall(rows))
+    result = t2i.run_scorer_agreement(suite, prompts=6, steps=2, guidance=3.0, seed=0)
+    assert [r["kind"] for r in result["rows"]] == ["model", "model", "model", "image"]
+    assert ranked == [["reference", "steps 1", "weight noise 0.5"], list(variants)]  # tau, then tau with images
+    assert {"kendall_tau", "p_value", "kendall_tau_all", "p_value_all"} <= set(result)
+    assert result["rows"][0]["adherence"] != result["rows"][2]["adherence"] or \
+        result["rows"][0]["clip_score"] != result["rows"][2]["clip_score"]  # weight noise changed the samples

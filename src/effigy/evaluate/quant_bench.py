@@ -70,7 +70,7 @@ def sensitivity_evaluator(world: BenchWorld, metric: str = "denoiser", guidance_
     sensitivity run.
 
     ``metric="denoiser"`` (default) replays the FP run's denoiser calls (teacher-forced on the FP trajectory):
-    visual = relative squared error of the guided noise prediction, alignment = relative squared error
+    visual = relative squared error of the guided prediction (noise or v), alignment = relative squared error
     of the guidance direction (conditional minus unconditional: the part of the prediction that
     carries the prompt), averaged over the calls. Errors are measured where the layer acts, so they
     are smooth in the width and nearly additive across groups.

@@ -31,11 +31,11 @@ PEER_COLUMNS = [("variant", "variant"), ("relative_output_error", "relative outp
 
 
 SENSITIVITY_METRICS = {
-    "propagated": "self-attention, MLP, adaLN: squared error of the guided noise prediction on the replayed FP "
+    "propagated": "self-attention, MLP, adaLN: squared error of the guided prediction (noise or v) on the replayed FP "
                   "trajectory, each call weighted by its measured gain to the final sample; cross-attention: the "
                   "same for its guidance direction, conditional minus unconditional",
     "samples": "self-attention, MLP, adaLN: 1 - SSIM of the samples vs FP; cross-attention: drop of prompt alignment",
-    "denoiser": "self-attention, MLP, adaLN: relative error of the guided noise prediction on the replayed FP "
+    "denoiser": "self-attention, MLP, adaLN: relative error of the guided prediction (noise or v) on the replayed FP "
                 "trajectory; cross-attention: relative error of its guidance direction, conditional minus "
                 "unconditional",
 }

@@ -6,17 +6,22 @@ the quantization methods consume, so every score is kept, not only the means.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
+from torch import nn
 
 from effigy.evaluate.measure import Progress, no_progress
 from effigy.metrics import fid_from_features
 from effigy.metrics.adherence import adherence
+from effigy.metrics.stats import paired_mean_difference
 from effigy.models import clip_standin, shapes_checker, t2i_shapes
 from effigy.models.text_encoder import MiniLMTextEncoder
 from effigy.models.zoo import load_zoo_model
+from effigy.nn.config import DEFAULT_IGNORE
+from effigy.nn.replace import find_targets
 from effigy.worlds.shapes import KINDS, Scene, ShapesWorld, render
 
 
@@ -113,33 +118,83 @@ def run_t2i_eval(suite: T2ISuite, prompts: int, steps: int, guidance: float, see
     images = generate(suite, scenes, steps, guidance, seed, advance=advance)
     rows = score_images(suite, scenes, images)
     fid = fid_from_features(checker_features(suite.checker, images), checker_features(suite.checker, reference_images(scenes)))
-    return {"rows": rows, "summary": {**summarize(rows), "fid_features": fid}, "images": images, "scenes": scenes}
+    summary = {**summarize(rows), **chance_adherence(suite, scenes, images, rows), "fid_features": fid}
+    return {"rows": rows, "summary": summary, "images": images, "scenes": scenes}
 
 
-# Degraded variants of the FP sampler, from mild to severe: fewer steps, weaker guidance, pixel noise.
+def chance_adherence(suite: T2ISuite, scenes: list[Scene], images: torch.Tensor, rows: list[dict]) -> dict:
+    """Adherence of each image to the caption of the next prompt of its kind: the chance level that
+    "above chance" is measured against, on this prompt set's own mix of colours and shapes, and the
+    paired 95% bootstrap interval of (true captions - chance)."""
+    chance = {}
+    for kind in KINDS:
+        idx = [i for i, s in enumerate(scenes) if s.kind == kind]
+        if len(idx) < 2:
+            continue
+        shuffled = [r["adherence"] for r in score_images(suite, [scenes[j] for j in idx[1:] + idx[:1]], images[idx])]
+        above = paired_mean_difference(torch.tensor([rows[i]["adherence"] for i in idx]), torch.tensor(shuffled))
+        chance[f"adherence_{kind} (shuffled captions)"] = _mean(shuffled)
+        chance[f"adherence_{kind} above chance (95% interval)"] = f"{above.value:+.3f} [{above.low:+.3f}, {above.high:+.3f}]"
+    return chance
+
+
+# Degraded variants, from mild to severe. Model variants (what the scorers exist to rank: fewer steps,
+# weaker guidance, noise added to the weights as quantization adds it) and image corruptions (pixel
+# noise added to finished samples), kept apart because an attribute checker reads objects through
+# pixel noise by design while an image-feature score does not.
 DEGRADATIONS: dict[str, dict] = {
     "reference": {},
     "steps 10": {"steps": 10}, "steps 5": {"steps": 5}, "steps 3": {"steps": 3}, "steps 2": {"steps": 2},
     "guidance 2": {"guidance": 2.0}, "guidance 1": {"guidance": 1.0}, "guidance 0": {"guidance": 0.0},
-    "noise 0.1": {"noise": 0.1}, "noise 0.25": {"noise": 0.25}, "noise 0.5": {"noise": 0.5},
+    # 0.1 is about the error of 4-bit per-channel weights; 0.25 and 0.5 mirror the pixel-noise levels
+    "weight noise 0.1": {"weight_noise": 0.1}, "weight noise 0.25": {"weight_noise": 0.25},
+    "weight noise 0.5": {"weight_noise": 0.5},
+    "pixel noise 0.1": {"noise": 0.1}, "pixel noise 0.25": {"noise": 0.25}, "pixel noise 0.5": {"noise": 0.5},
 }
+
+
+def degradation_kind(change: dict) -> str:
+    return "image" if "noise" in change else "model"
+
+
+@torch.no_grad()
+def with_weight_noise(model: nn.Module, relative_std: float, seed: int) -> nn.Module:
+    """A copy of ``model`` whose quantizable linears (the layers effigy's recipes quantize) carry seeded
+    Gaussian noise of ``relative_std`` times each output channel's weight RMS: the kind of error that
+    weight quantization adds, as a model variant to rank."""
+    noisy = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed)
+    for linear in find_targets(noisy, ("*",), DEFAULT_IGNORE).values():
+        rms = linear.weight.pow(2).mean(dim=1, keepdim=True).sqrt()
+        linear.weight.add_(torch.randn(linear.weight.shape, generator=generator) * relative_std * rms)
+    return noisy
 
 
 def run_scorer_agreement(suite: T2ISuite, prompts: int, steps: int, guidance: float, seed: int,
                          progress: Progress = no_progress) -> dict:
     """Mean adherence and mean CLIP score for each degraded variant, and their Kendall tau: do the two
-    scorers rank variants alike?"""
-    from scipy.stats import kendalltau
-
+    scorers rank variants alike? ``kendall_tau`` is over the model variants (reference included);
+    ``kendall_tau_all`` adds the image corruptions."""
     scenes = prompt_set(prompts, "heldout", seed)
     advance = progress("variants", len(DEGRADATIONS))
     rows = []
     for name, change in DEGRADATIONS.items():
-        images = generate(suite, scenes, change.get("steps", steps), change.get("guidance", guidance), seed)
+        variant = suite
+        if "weight_noise" in change:
+            variant = suite.with_transformer(with_weight_noise(suite.transformer, change["weight_noise"], seed))
+        images = generate(variant, scenes, change.get("steps", steps), change.get("guidance", guidance), seed)
         if "noise" in change:
             noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed)) * change["noise"]
             images = (images + noise).clamp(-1, 1)
-        rows.append({"variant": name, **summarize(score_images(suite, scenes, images))})
+        rows.append({"variant": name, "kind": degradation_kind(change), **summarize(score_images(suite, scenes, images))})
         advance()
+    tau, p_value = _kendall([r for r in rows if r["kind"] == "model"])
+    tau_all, p_all = _kendall(rows)
+    return {"rows": rows, "kendall_tau": tau, "p_value": p_value, "kendall_tau_all": tau_all, "p_value_all": p_all}
+
+
+def _kendall(rows: list[dict]) -> tuple[float, float]:
+    from scipy.stats import kendalltau
+
     tau, p_value = kendalltau([r["adherence"] for r in rows], [r["clip_score"] for r in rows])
-    return {"rows": rows, "kendall_tau": float(tau), "p_value": float(p_value)}
+    return float(tau), float(p_value)

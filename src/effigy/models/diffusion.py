@@ -1,4 +1,4 @@
-"""The diffusion loop every shipped generator shares: epsilon-prediction training with EMA weights,
+"""The diffusion loop every shipped generator shares: epsilon- or v-prediction training with EMA weights,
 and classifier-free-guided sampling with a diffusers scheduler.
 
 A model plugs in through two callables, so the digits DiT (class labels) and the shapes
@@ -27,6 +27,7 @@ class DiffusionTraining:
     ema_decay: float
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "epsilon"
     warmup_steps: int = 100
     seed: int = 0
 
@@ -36,22 +37,45 @@ class DiffusionTraining:
         return cls(**{name: getattr(config, name) for name in cls.__dataclass_fields__ if hasattr(config, name)})
 
 
-def train_scheduler(num_train_timesteps: int, beta_schedule: str) -> DDPMScheduler:
-    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule)
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
-def sampling_scheduler(num_train_timesteps: int, beta_schedule: str) -> DPMSolverMultistepScheduler:
+def train_scheduler(num_train_timesteps: int, beta_schedule: str, prediction_type: str = "epsilon") -> DDPMScheduler:
+    _check_prediction_type(prediction_type)
+    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
+                         prediction_type=prediction_type)
+
+
+def sampling_scheduler(num_train_timesteps: int, beta_schedule: str,
+                       prediction_type: str = "epsilon") -> DPMSolverMultistepScheduler:
     """DPM-Solver++ with dynamic thresholding, the usual choice for pixel-space models: with the cosine
-    schedule the first step sees alpha_bar ~ 0, and without thresholding its x0 estimate explodes."""
+    schedule the first step sees alpha_bar ~ 0, and an epsilon model's x0 estimate there explodes
+    without thresholding (a v-prediction model predicts x0 itself at that step, which is why it is
+    the better target for this schedule)."""
+    _check_prediction_type(prediction_type)
     return DPMSolverMultistepScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
-                                       thresholding=True, sample_max_value=1.0)
+                                       prediction_type=prediction_type, thresholding=True, sample_max_value=1.0)
+
+
+def _check_prediction_type(prediction_type: str) -> None:
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type={prediction_type!r}: use one of {', '.join(PREDICTION_TYPES)}.")
+
+
+def training_target(scheduler: DDPMScheduler, clean: torch.Tensor, noise: torch.Tensor,
+                    t: torch.Tensor) -> torch.Tensor:
+    """What the network learns to output: the noise, or v = sqrt(a) * noise - sqrt(1 - a) * clean."""
+    if scheduler.config.prediction_type == "v_prediction":
+        return scheduler.get_velocity(clean, noise, t)
+    return noise
 
 
 def train_eps_model(
     build: Callable[[], nn.Module], make_batch: BatchMaker, settings: DiffusionTraining,
     progress: Callable[[int, float], None] | None = None,
 ) -> nn.Module:
-    """Seeded AdamW training with warmup + cosine decay; returns the model holding its EMA weights.
+    """Seeded AdamW training with warmup + cosine decay on the scheduler's target (epsilon or v);
+    returns the model holding its EMA weights.
 
     The model is built after seeding, so its initial weights are part of what the seed fixes.
     """
@@ -59,7 +83,7 @@ def train_eps_model(
     model = build()
     generator = torch.Generator().manual_seed(settings.seed)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    scheduler = train_scheduler(settings.num_train_timesteps, settings.beta_schedule)
+    scheduler = train_scheduler(settings.num_train_timesteps, settings.beta_schedule, settings.prediction_type)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
 
     def lr_at(step: int) -> float:
@@ -73,7 +97,7 @@ def train_eps_model(
         noise = torch.randn(clean.shape, generator=generator)
         t = torch.randint(0, settings.num_train_timesteps, (len(clean),), generator=generator)
         pred = model(scheduler.add_noise(clean, noise, t), timestep=t, **cond).sample
-        loss = F.mse_loss(pred, noise)
+        loss = F.mse_loss(pred, training_target(scheduler, clean, noise, t))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
