@@ -52,3 +52,10 @@ def test_sampler_reads_the_target_the_model_was_trained_on(prediction_type):
 def test_unknown_prediction_type_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="epsilon, v_prediction"):
         sampling_scheduler(*SCHEDULE, "sample")
+
+
+def test_t2i_records_without_a_prediction_type_are_read_as_the_epsilon_models_they_hold():
+    from effigy.models.t2i_shapes import T2IShapesConfig
+
+    assert T2IShapesConfig.from_dict({"train_steps": 10}).prediction_type == "epsilon"
+    assert T2IShapesConfig.from_dict(T2IShapesConfig().to_dict()).prediction_type == "v_prediction"

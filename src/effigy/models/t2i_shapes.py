@@ -50,6 +50,12 @@ class T2IShapesConfig(TrainConfig):
     prediction_type: str = "v_prediction"
     seed: int = 0
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "T2IShapesConfig":
+        """Manifest records written before ``prediction_type`` existed hold epsilon models: read them so,
+        instead of sampling them with the new default."""
+        return super().from_dict({"prediction_type": "epsilon", **data})
+
 
 def mean_pool(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of the kept token embeddings: all-MiniLM-L6-v2's own sentence embedding (before normalising)."""
