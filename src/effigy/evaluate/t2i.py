@@ -62,17 +62,20 @@ def prompt_set(count: int, split: str = "heldout", seed: int = 0, kinds: tuple[s
 
 
 @torch.no_grad()
+def check_adherence(suite: T2ISuite, scenes: list[Scene], images: torch.Tensor) -> list:
+    """The attribute checker's reading of each image against its scene's caption."""
+    detections = shapes_checker.detect(suite.checker, images)
+    return [adherence(scene, shapes_checker.as_objects(found)) for scene, found in zip(scenes, detections)]
+
+
+@torch.no_grad()
 def score_images(suite: T2ISuite, scenes: list[Scene], images: torch.Tensor) -> list[dict]:
     """One row per prompt: adherence with its facts, and the CLIP-score stand-in."""
-    detections = shapes_checker.detect(suite.checker, images)
     feats = clip_standin.image_features(suite.backbone, images, suite.clip_config.image_size)
     clip = clip_standin.clip_scores(suite.clip_head, feats, suite.sentence_features([s.caption for s in scenes]))
-    rows = []
-    for scene, found, score in zip(scenes, detections, clip.tolist()):
-        result = adherence(scene, shapes_checker.as_objects(found))
-        rows.append({"caption": scene.caption, "kind": scene.kind, "adherence": result.score,
-                     "facts": result.facts, "clip_score": score})
-    return rows
+    return [{"caption": scene.caption, "kind": scene.kind, "adherence": result.score, "facts": result.facts,
+             "clip_score": score}
+            for scene, result, score in zip(scenes, check_adherence(suite, scenes, images), clip.tolist())]
 
 
 @torch.no_grad()
@@ -131,7 +134,7 @@ def chance_adherence(suite: T2ISuite, scenes: list[Scene], images: torch.Tensor,
         idx = [i for i, s in enumerate(scenes) if s.kind == kind]
         if len(idx) < 2:
             continue
-        shuffled = [r["adherence"] for r in score_images(suite, [scenes[j] for j in idx[1:] + idx[:1]], images[idx])]
+        shuffled = [r.score for r in check_adherence(suite, [scenes[j] for j in idx[1:] + idx[:1]], images[idx])]
         above = paired_mean_difference(torch.tensor([rows[i]["adherence"] for i in idx]), torch.tensor(shuffled))
         chance[f"adherence_{kind} (shuffled captions)"] = _mean(shuffled)
         chance[f"adherence_{kind} above chance (95% interval)"] = f"{above.value:+.3f} [{above.low:+.3f}, {above.high:+.3f}]"
