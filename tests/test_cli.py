@@ -62,9 +62,17 @@ def test_bench_quant_writes_json_markdown_and_grid(monkeypatch, capsys, tmp_path
     assert result["rows"][-1]["average_weight_bits"] <= 4.0 + 1e-9
     assert "effigy bench quant" in result["command"] and result["settings"]["seed"] == 0
     assert all(row["latency_ms_per_image"] > 0 for row in result["rows"])
-    assert result["settings"]["mp_around"] == "float" and result["settings"]["mp_max_moved"] == 0.05
+    regions = [0.05, 0.1, 0.15, 0.2, 0.3, None]
+    assert result["settings"]["mp_around"] == "float" and result["settings"]["mp_max_moved"] == regions
+    validation = allocation["validation"]  # uniform W4 (trust region 0) and each region, at seed 1
+    assert [row["max_moved"] for row in validation] == [0.0] + regions and validation[0]["moved_layers"] == 0
+    picked = max((row for row in validation if row["class_accuracy"] >= validation[0]["class_accuracy"] - 0.01),
+                 key=lambda row: row["psnr_vs_fp"])
+    assert allocation["max_moved"] == picked["max_moved"]
     moved = sum(allocation["table"]["sizes"][g] * abs(b - 4) for g, b in allocation["assignment"]["bits"].items())
-    assert moved <= 0.05 * sum(allocation["table"]["sizes"].values())  # the trust region holds
+    if picked["max_moved"] is not None:  # the picked trust region holds
+        assert moved <= picked["max_moved"] * sum(allocation["table"]["sizes"].values()) + 1
+    assert "## Mixed precision: trust region picked on a validation run" in (tmp_path / "quant_dit_digits.md").read_text()
     assert "| variant |" in (tmp_path / "quant_dit_digits.md").read_text()
     assert "rest in FP" in (tmp_path / "quant_dit_digits.md").read_text()
     pairs = {(c["variant"], c["baseline"]): c["differences"] for c in result["comparisons"]}
@@ -129,28 +137,37 @@ def test_bench_fastattn_writes_tables_and_pictures(monkeypatch, capsys, tmp_path
     assert "equal quality" in (tmp_path / "fastattn_dit_digits.md").read_text()
 
 
-def test_quantize_mixed_precision_from_a_saved_allocation(monkeypatch, capsys, tmp_path):
+def _mixed_allocation(tmp_path):
+    """The shipped digits allocation file with its layers spread over 3/4/6/8 bits (the shipped one may be
+    uniform W4: the bench keeps uniform when no allocation beats it on the validation run)."""
     from pathlib import Path
 
+    shipped = json.loads((Path(__file__).parents[1] / "benchmarks/results/quant_dit_digits_allocation.json").read_text())
+    layers = sorted(shipped["assignment"]["bits"])
+    shipped["assignment"]["bits"] = {name: (3, 4, 6, 8)[i % 4] for i, name in enumerate(layers)}
+    path = tmp_path / "allocation.json"
+    path.write_text(json.dumps(shipped))
+    return path
+
+
+def test_quantize_mixed_precision_from_a_saved_allocation(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "quantize", "--recipe", "vidit-q-w4a8-mp", "--out", str(tmp_path))
     assert code == 2 and "--allocation" in err
-    allocation = Path(__file__).parents[1] / "benchmarks/results/quant_dit_digits_allocation.json"
+    allocation = _mixed_allocation(tmp_path)
+    shipped = json.loads(allocation.read_text())
     code, out, _ = run_cli(monkeypatch, capsys, "quantize", "--recipe", "vidit-q-w4a8-mp", "--allocation",
                            str(allocation), "--out", str(tmp_path / "mp"), "--json")
     assert code == 0 and json.loads(out)["recipe"] == "vidit-q-w4a8-mp"
     loaded = effigy.load(tmp_path / "mp")
-    chosen = set(json.loads(allocation.read_text())["assignment"]["bits"].values())
-    widths = {m.weight_spec.bits for m in loaded.modules() if isinstance(m, effigy.QuantLinear)}
-    assert widths == chosen and len(widths) > 1
+    widths = {name: m.weight_spec.bits for name, m in loaded.named_modules() if isinstance(m, effigy.QuantLinear)}
+    assert widths == shipped["assignment"]["bits"]
     code, _, err = run_cli(monkeypatch, capsys, "quantize", "--recipe", "vidit-q-w4a8-mp", "--allocation",
                            str(tmp_path / "nope.json"), "--out", str(tmp_path / "x"))
     assert code == 2 and "no allocation file" in err
 
 
 def test_multiwidth_checkpoint_then_select_widths(monkeypatch, capsys, tmp_path):
-    from pathlib import Path
-
-    allocation = Path(__file__).parents[1] / "benchmarks/results/quant_dit_digits_allocation.json"
+    allocation = _mixed_allocation(tmp_path)
     code, _, _ = run_cli(monkeypatch, capsys, "quantize", "--recipe", "vidit-q-w4a8", "--widths", "3,4,6,8",
                          "--out", str(tmp_path / "mw"))
     assert code == 0 and (tmp_path / "mw" / "multiwidth.safetensors").exists()
@@ -193,7 +210,8 @@ def test_bench_quant_and_fastattn_on_the_text_to_image_model(monkeypatch, capsys
                          "--json")
     assert code == 0
     result = json.loads((tmp_path / "quant_t2i_shapes.json").read_text())
-    assert result["settings"]["mp_max_moved"] is None and result["settings"]["sensitivity_metric"] == "propagated"
+    assert result["settings"]["mp_max_moved"] == [None] and result["settings"]["sensitivity_metric"] == "propagated"
+    assert result["allocation"]["validation"] is None  # one trust region: nothing to pick
     assert result["task_metric"] == "adherence" and all("clip_score" in row for row in result["rows"])
     assert {"adherence", "clip_score", "fid_features"} <= set(result["comparisons"][0]["differences"])
     groups = json.loads((tmp_path / "quant_t2i_shapes_allocation.json").read_text())["table"]["metric"]
@@ -203,6 +221,9 @@ def test_bench_quant_and_fastattn_on_the_text_to_image_model(monkeypatch, capsys
     assert code != 0 and "--mp-granularity" in err
     code, _, err = run_cli(monkeypatch, capsys, "bench", "quant", "--mp-around", "fp16", "--out", str(tmp_path))
     assert code != 0 and "--mp-around" in err
+    for bad in ("0.1,wide", "-0.1"):
+        code, _, err = run_cli(monkeypatch, capsys, "bench", "quant", f"--mp-max-moved={bad}", "--out", str(tmp_path))
+        assert code == 2 and "--mp-max-moved" in err and "Traceback" not in err
     code, out, _ = run_cli(monkeypatch, capsys, "bench", "fastattn", "--model", "t2i-shapes", "--thresholds", "0.3",
                            "--steps", "3", "--samples-per-class", "1", "--no-peers", "--out", str(tmp_path), "--json")
     assert code == 0 and json.loads(out)["rows"][1]["attention_flops_fraction"] < 1

@@ -121,8 +121,9 @@ def bench_quant(
                                            "samples: SSIM / alignment of the final samples."),
     mp_around: str = typer.Option("float", help="float: score one layer with the rest in FP; base: with the rest at "
                                   "uniform W4."),
-    mp_max_moved: float = typer.Option(0.05, min=0.0, help="ILP trust region: sum(size x |bits - 4|) at most this "
-                                       "fraction of all weights; 'inf' for none."),
+    mp_max_moved: str = typer.Option("0.05,0.1,0.15,0.2,0.3,inf", help="ILP trust regions: sum(size x |bits - 4|) "
+                                     "at most this fraction of all weights; 'inf' for none. With several, a "
+                                     "validation run (seed + 1) picks one, or uniform W4."),
     mp_granularity: str = typer.Option("layer", help="layer: one width per linear layer; block: per (block, kind) "
                                        "group (attn1 / attn2 / ff / norm1)."),
     bootstrap_resamples: int = typer.Option(1000, min=100, help="Resamples of the paired bootstrap intervals "
@@ -145,7 +146,7 @@ def bench_quant(
                                   mp_average_bits=mp_bits, sensitivity_steps=sensitivity_steps,
                                   mp_candidate_bits=_parse_bits(mp_candidates), sensitivity_metric=sensitivity_metric,
                                   mp_granularity=mp_granularity, mp_around=mp_around,
-                                  mp_max_moved=None if math.isinf(mp_max_moved) else mp_max_moved,
+                                  mp_max_moved=_parse_trust_regions(mp_max_moved),
                                   bootstrap_resamples=bootstrap_resamples)
     paths = _run_quant_bench(settings, out, f"quant_{model.replace('-', '_')}", as_json)
     if not as_json:
@@ -160,6 +161,16 @@ def _parse_bits(text: str, option: str = "--mp-candidates") -> tuple[int, ...]:
     if not bits or not all(2 <= b <= 8 for b in bits):
         raise EffigyError(f"{option} {text!r}: every bit-width must lie in 2..8.")
     return bits
+
+
+def _parse_trust_regions(text: str) -> tuple[float | None, ...]:
+    try:
+        regions = tuple(float(r) for r in text.split(",") if r.strip())
+    except ValueError:
+        raise EffigyError(f"--mp-max-moved {text!r}: give comma-separated fractions, e.g. 0.05,0.2,inf.") from None
+    if not regions or any(r < 0 or math.isnan(r) for r in regions):
+        raise EffigyError(f"--mp-max-moved {text!r}: every trust region must be a fraction >= 0 (or inf).")
+    return tuple(None if math.isinf(r) else r for r in regions)
 
 
 @bench_app.command("kernels")

@@ -127,3 +127,32 @@ def test_comparison_rows_call_a_lower_fid_better_and_a_zero_crossing_interval_no
     verdicts = {row["metric"]: row["verdict"] for row in comparison_rows([pair])}
     assert verdicts == {"FID (features)": "better", "PSNR vs FP (dB)": "worse", "adherence": "within noise"}
     assert "60 evaluation images" in render_comparisons([pair]) and "500 resamples" in render_comparisons([pair])
+
+
+def test_pick_allocation_keeps_the_best_psnr_that_does_not_lose_the_task_and_may_keep_uniform():
+    from effigy.evaluate.quant_bench import pick_allocation
+
+    uniform = {"max_moved": 0.0, "adherence": 0.70, "psnr_vs_fp": 35.0}
+    sharper_but_off_prompt = {"max_moved": 0.3, "adherence": 0.65, "psnr_vs_fp": 36.5}
+    better = {"max_moved": 0.1, "adherence": 0.695, "psnr_vs_fp": 35.6}
+    worse = {"max_moved": 0.05, "adherence": 0.72, "psnr_vs_fp": 34.9}
+    assert pick_allocation([uniform, worse, better, sharper_but_off_prompt], "adherence") == 2
+    assert pick_allocation([uniform, worse, sharper_but_off_prompt], "adherence") == 0  # uniform wins itself
+    assert pick_allocation([uniform, sharper_but_off_prompt], "adherence", task_tolerance=0.06) == 1
+
+
+def test_validation_table_lists_each_trust_region_with_uniform_first():
+    from effigy.evaluate.quant_report import _trust_region_text, render_validation
+
+    allocation = {"validation": [{"max_moved": 0.0, "moved_layers": 0, "class_accuracy": 1.0, "psnr_vs_fp": 26.8},
+                                 {"max_moved": None, "moved_layers": 13, "class_accuracy": 1.0, "psnr_vs_fp": 26.9}]}
+    text = render_validation(allocation, {"seed": 4, "samples_per_class": 20, "validation_per_class": 10})
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| trust region | layers off 4 bits | class acc | PSNR")
+    assert lines[1].startswith("| 0 | 0 |") and lines[2].startswith("| none | 13 |")
+    assert "seed 5 (10 per class" in text
+
+    assert "uniform W4 won" in _trust_region_text({**allocation, "max_moved": 0.0}, None)
+    assert "<= 0.15 x all weights (picked" in _trust_region_text({**allocation, "max_moved": 0.15}, None)
+    assert _trust_region_text({"max_moved": None}, None) == ", no trust region"
+    assert "<= 0.05 x" in _trust_region_text({}, 0.05)  # results written before the validation run

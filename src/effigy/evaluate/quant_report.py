@@ -72,6 +72,34 @@ def render_comparisons(comparisons: list[dict]) -> str:
                                                             ("verdict", "verdict")]))
 
 
+def _trust_region_text(allocation: dict, settings_regions) -> str:
+    """How far the ILP could move from uniform W4: one fixed trust region, or the one the validation run picked."""
+    moved = allocation.get("max_moved", settings_regions)  # results before validation stored one region
+    bound = "no trust region" if moved is None else f"trust region: sum(size x |bits - 4|) <= {moved} x all weights"
+    if allocation.get("validation"):
+        if moved == 0:
+            return ", trust region 0: uniform W4 won the validation run below, so the MP row is uniform W4A8"
+        return f", {bound} (picked on the validation run below)"
+    return f", {bound}"
+
+
+VALIDATION_COLUMNS = [("max_moved", "trust region"), ("moved_layers", "layers off 4 bits"),
+                      ("class_accuracy", "class acc"), ("adherence", "adherence"), ("clip_score", "CLIP score"),
+                      ("psnr_vs_fp", "PSNR vs FP (dB)"), ("ssim_vs_fp", "SSIM vs FP"), ("fid_features", "FID (features)")]
+
+
+def render_validation(allocation: dict, settings: dict) -> str:
+    """The allocation of each trust region on the validation run (seed + 1), uniform W4 (trust region 0) first."""
+    rows = [{**row, "max_moved": "none" if row["max_moved"] is None else row["max_moved"]}
+            for row in allocation["validation"]]
+    columns = [c for c in VALIDATION_COLUMNS if c[0] in rows[0]]
+    per_class = min(settings.get("validation_per_class", 10), settings["samples_per_class"])
+    return (f"\n\n## Mixed precision: trust region picked on a validation run\n\nEach trust region's ILP allocation "
+            f"sampled at seed {settings['seed'] + 1} ({per_class} per class, other noise than the evaluation); "
+            "kept: the highest PSNR vs FP among those whose task score is at most 1 point below uniform W4's "
+            "(trust region 0, which may win itself).\n\n" + markdown_table(rows, columns))
+
+
 def render_markdown(result: dict, command: str) -> str:
     s, m = result["settings"], result["machine"]
     header = [
@@ -96,14 +124,15 @@ def render_markdown(result: dict, command: str) -> str:
         metrics = SENSITIVITY_METRICS[s.get("sensitivity_metric", "samples")]
         around = {"float": "one quantized at a time with the rest in FP",
                   "base": "one changed at a time from uniform W4A8"}[s.get("mp_around", "base")]
-        moved = s.get("mp_max_moved")
-        region = "" if moved is None else f", trust region: sum(size x |bits - 4|) <= {moved} x all weights"
+        region = _trust_region_text(allocation, s.get("mp_max_moved"))
         header += [f"Mixed precision: metric-decoupled sensitivity of {len(allocation['table']['scores'])} {unit} "
                    f"({metrics}) at {s['mp_candidate_bits']} bits, {around}, {s['sensitivity_steps']}-step runs; "
                    f"ILP at {allocation['average_bits']} average weight bits{region} -> "
                    f"{spread}. Allocation: `*_allocation.json`.", ""]
     columns = [c for c in COLUMNS if any(c[0] in row for row in result["rows"])]
     text = "\n".join(header) + markdown_table(result["rows"], columns)
+    if allocation is not None and allocation.get("validation"):
+        text += render_validation(allocation, s)
     if result.get("comparisons"):
         text += render_comparisons(result["comparisons"])
     peer = result.get("peer")
