@@ -146,11 +146,12 @@ def test_validation_table_lists_each_trust_region_with_uniform_first():
 
     allocation = {"validation": [{"max_moved": 0.0, "moved_layers": 0, "class_accuracy": 1.0, "psnr_vs_fp": 26.8},
                                  {"max_moved": None, "moved_layers": 13, "class_accuracy": 1.0, "psnr_vs_fp": 26.9}]}
-    text = render_validation(allocation, {"seed": 4, "samples_per_class": 20, "validation_per_class": 10})
+    text = render_validation({**allocation, "task_tolerance": 0.02},
+                             {"seed": 4, "samples_per_class": 20, "validation_per_class": 10})
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     assert lines[0].startswith("| trust region | layers off 4 bits | class acc | PSNR")
     assert lines[1].startswith("| 0 | 0 |") and lines[2].startswith("| none | 13 |")
-    assert "seed 5 (10 per class" in text
+    assert "seed 5 (10 per class" in text and "at most 2 point(s) below" in text
 
     assert "uniform W4 won" in _trust_region_text({**allocation, "max_moved": 0.0}, None)
     assert "<= 0.15 x all weights (picked" in _trust_region_text({**allocation, "max_moved": 0.15}, None)

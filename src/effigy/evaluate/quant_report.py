@@ -94,10 +94,11 @@ def render_validation(allocation: dict, settings: dict) -> str:
             for row in allocation["validation"]]
     columns = [c for c in VALIDATION_COLUMNS if c[0] in rows[0]]
     per_class = min(settings.get("validation_per_class", 10), settings["samples_per_class"])
+    points = 100 * allocation.get("task_tolerance", 0.01)
     return (f"\n\n## Mixed precision: trust region picked on a validation run\n\nEach trust region's ILP allocation "
             f"sampled at seed {settings['seed'] + 1} ({per_class} per class, other noise than the evaluation); "
-            "kept: the highest PSNR vs FP among those whose task score is at most 1 point below uniform W4's "
-            "(trust region 0, which may win itself).\n\n" + markdown_table(rows, columns))
+            f"kept: the highest PSNR vs FP among those whose task score is at most {points:g} point(s) below uniform "
+            "W4's (trust region 0, which may win itself).\n\n" + markdown_table(rows, columns))
 
 
 def render_markdown(result: dict, command: str) -> str:

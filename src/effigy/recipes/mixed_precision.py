@@ -22,8 +22,9 @@ and the ILP spent those false savings (shapes model: 32.8 dB vs 34.1 uniform; ar
 The bench also limits how far the ILP may move from uniform W4 (``allocate``'s trust region): far
 from it the errors of many moved layers compound beyond the additive model (digits DiT: unlimited,
 SSIM fell below uniform's). How far is far differs per model, so the bench allocates at several trust
-regions and keeps the one that does best on a validation run (``quant_bench.pick_allocation``). Each metric's scores are divided by that metric's mean absolute score at
-the lowest width, so that a visual loss and an alignment loss weigh alike in one objective.
+regions and keeps the one that does best on a validation run (``quant_bench.pick_allocation``).
+Each metric's scores are divided by that metric's mean absolute score at the lowest width, so that a
+visual loss and an alignment loss weigh alike in one objective.
 """
 from __future__ import annotations
 
