@@ -153,23 +153,26 @@ def bench_quant(
         console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
-def _parse_bits(text: str, option: str = "--mp-candidates") -> tuple[int, ...]:
+def _parse_list(text: str, option: str, convert, valid, what: str, example: str, rule: str) -> list:
+    """The comma-separated values of one option, each converted and checked, or one clear error."""
     try:
-        bits = tuple(sorted({int(b) for b in text.split(",") if b.strip()}))
+        values = [convert(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise EffigyError(f"{option} {text!r}: give comma-separated integers, e.g. 3,4,6,8.") from None
-    if not bits or not all(2 <= b <= 8 for b in bits):
-        raise EffigyError(f"{option} {text!r}: every bit-width must lie in 2..8.")
-    return bits
+        raise EffigyError(f"{option} {text!r}: give comma-separated {what}, e.g. {example}.") from None
+    if not values or not all(valid(v) for v in values):
+        raise EffigyError(f"{option} {text!r}: {rule}.")
+    return values
+
+
+def _parse_bits(text: str, option: str = "--mp-candidates") -> tuple[int, ...]:
+    bits = _parse_list(text, option, int, lambda b: 2 <= b <= 8, "integers", "3,4,6,8",
+                       "every bit-width must lie in 2..8")
+    return tuple(sorted(set(bits)))
 
 
 def _parse_trust_regions(text: str) -> tuple[float | None, ...]:
-    try:
-        regions = tuple(float(r) for r in text.split(",") if r.strip())
-    except ValueError:
-        raise EffigyError(f"--mp-max-moved {text!r}: give comma-separated fractions, e.g. 0.05,0.2,inf.") from None
-    if not regions or any(r < 0 or math.isnan(r) for r in regions):
-        raise EffigyError(f"--mp-max-moved {text!r}: every trust region must be a fraction >= 0 (or inf).")
+    regions = _parse_list(text, "--mp-max-moved", float, lambda r: r >= 0, "fractions", "0.05,0.2,inf",
+                          "every trust region must be a fraction >= 0 (or inf)")  # NaN fails r >= 0 too
     return tuple(None if math.isinf(r) else r for r in regions)
 
 
