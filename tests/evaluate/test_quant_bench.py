@@ -129,16 +129,32 @@ def test_comparison_rows_call_a_lower_fid_better_and_a_zero_crossing_interval_no
     assert "60 evaluation images" in render_comparisons([pair]) and "500 resamples" in render_comparisons([pair])
 
 
-def test_pick_allocation_keeps_the_best_psnr_that_does_not_lose_the_task_and_may_keep_uniform():
+def test_pick_allocation_keeps_the_best_mean_rank_that_loses_neither_task_nor_psnr_and_may_keep_uniform():
     from effigy.evaluate.quant_bench import pick_allocation
 
-    uniform = {"max_moved": 0.0, "adherence": 0.70, "psnr_vs_fp": 35.0}
-    sharper_but_off_prompt = {"max_moved": 0.3, "adherence": 0.65, "psnr_vs_fp": 36.5}
-    better = {"max_moved": 0.1, "adherence": 0.695, "psnr_vs_fp": 35.6}
-    worse = {"max_moved": 0.05, "adherence": 0.72, "psnr_vs_fp": 34.9}
-    assert pick_allocation([uniform, worse, better, sharper_but_off_prompt], "adherence") == 2
-    assert pick_allocation([uniform, worse, sharper_but_off_prompt], "adherence") == 0  # uniform wins itself
+    row = lambda moved, adherence, psnr, fid: {"max_moved": moved, "adherence": adherence, "psnr_vs_fp": psnr,
+                                               "fid_features": fid, "clip_score": None}
+    uniform = row(0.0, 0.70, 35.0, 30.0)
+    sharper_but_off_prompt = row(0.3, 0.65, 36.5, 25.0)
+    aligned_a_hair_blurrier = row(0.1, 0.73, 34.95, 29.0)  # best on task and FID, PSNR within 0.1 dB
+    aligned_but_blurry = row(0.2, 0.75, 34.5, 28.0)  # best on two scores, but PSNR 0.5 dB below uniform's
+    worse = row(0.05, 0.69, 34.9, 31.0)
+    assert pick_allocation([uniform, worse, aligned_a_hair_blurrier, sharper_but_off_prompt, aligned_but_blurry],
+                           "adherence") == 2
+    assert pick_allocation([uniform, worse, sharper_but_off_prompt, aligned_but_blurry], "adherence") == 0
+    assert pick_allocation([uniform, aligned_but_blurry], "adherence", psnr_tolerance=1.0) == 1
     assert pick_allocation([uniform, sharper_but_off_prompt], "adherence", task_tolerance=0.06) == 1
+    assert pick_allocation([uniform, dict(uniform, max_moved=0.05)], "adherence") == 0  # a tie keeps uniform
+
+
+def test_mean_ranks_average_ties_and_read_fid_lower_is_better():
+    from effigy.evaluate.quant_bench import mean_ranks
+
+    rows = [{"class_accuracy": 1.0, "fid_features": 80.0, "psnr_vs_fp": 27.0, "adherence": None},
+            {"class_accuracy": 1.0, "fid_features": 70.0, "psnr_vs_fp": 26.0, "adherence": None},
+            {"class_accuracy": 0.9, "fid_features": 90.0, "psnr_vs_fp": 28.0, "adherence": None}]
+    # class accuracy: 1.5, 1.5, 3; FID: 2, 1, 3; PSNR: 2, 3, 1 (adherence, absent, is not ranked)
+    assert mean_ranks(rows) == [5.5 / 3, 5.5 / 3, 7 / 3]
 
 
 def test_validation_table_lists_each_trust_region_with_uniform_first():
@@ -151,7 +167,12 @@ def test_validation_table_lists_each_trust_region_with_uniform_first():
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     assert lines[0].startswith("| trust region | layers off 4 bits | class acc | PSNR")
     assert lines[1].startswith("| 0 | 0 |") and lines[2].startswith("| none | 13 |")
-    assert "seed 5 (10 per class" in text and "at most 2 point(s) below" in text
+    assert "seed 5 (10 per class" in text and "highest PSNR vs FP among those whose task score is at most 2 point(s)" in text
+    ranked = render_validation({"validation": [dict(r, mean_rank=1.5) for r in allocation["validation"]],
+                                "task_tolerance": 0.01, "psnr_tolerance": 0.1},
+                               {"seed": 4, "samples_per_class": 20, "validation_per_class": 10})
+    assert "| mean rank |" in ranked and "| 1.5 |" in ranked
+    assert "best mean rank" in ranked and "1 point(s) below uniform W4's task score and 0.1 dB below its PSNR" in ranked
 
     assert "uniform W4 won" in _trust_region_text({**allocation, "max_moved": 0.0}, None)
     assert "<= 0.15 x all weights (picked" in _trust_region_text({**allocation, "max_moved": 0.15}, None)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from effigy.evaluate.pictures import labelled_grid
 from effigy.evaluate.report import markdown_table, write_results
+from effigy.evaluate.worlds import LOWER_IS_BETTER
 
 COLUMNS = [
     ("variant", "variant"),
@@ -43,7 +44,6 @@ SENSITIVITY_METRICS = {
 
 METRIC_NAMES = {"class_accuracy": "class accuracy", "adherence": "adherence", "clip_score": "CLIP score",
                 "fid_features": "FID (features)", "psnr_vs_fp": "PSNR vs FP (dB)", "ssim_vs_fp": "SSIM vs FP"}
-LOWER_IS_BETTER = {"fid_features"}
 
 
 def comparison_rows(comparisons: list[dict]) -> list[dict]:
@@ -85,7 +85,8 @@ def _trust_region_text(allocation: dict, settings_regions) -> str:
 
 VALIDATION_COLUMNS = [("max_moved", "trust region"), ("moved_layers", "layers off 4 bits"),
                       ("class_accuracy", "class acc"), ("adherence", "adherence"), ("clip_score", "CLIP score"),
-                      ("psnr_vs_fp", "PSNR vs FP (dB)"), ("ssim_vs_fp", "SSIM vs FP"), ("fid_features", "FID (features)")]
+                      ("psnr_vs_fp", "PSNR vs FP (dB)"), ("ssim_vs_fp", "SSIM vs FP"), ("fid_features", "FID (features)"),
+                      ("mean_rank", "mean rank")]
 
 
 def render_validation(allocation: dict, settings: dict) -> str:
@@ -94,11 +95,19 @@ def render_validation(allocation: dict, settings: dict) -> str:
             for row in allocation["validation"]]
     columns = [c for c in VALIDATION_COLUMNS if c[0] in rows[0]]
     per_class = min(settings.get("validation_per_class", 10), settings["samples_per_class"])
-    points = 100 * allocation.get("task_tolerance", 0.01)
     return (f"\n\n## Mixed precision: trust region picked on a validation run\n\nEach trust region's ILP allocation "
             f"sampled at seed {settings['seed'] + 1} ({per_class} per class, other noise than the evaluation); "
-            f"kept: the highest PSNR vs FP among those whose task score is at most {points:g} point(s) below uniform "
-            "W4's (trust region 0, which may win itself).\n\n" + markdown_table(rows, columns))
+            f"kept: {_pick_rule_text(allocation)}.\n\n" + markdown_table(rows, columns))
+
+
+def _pick_rule_text(allocation: dict) -> str:
+    points = 100 * allocation.get("task_tolerance", 0.01)
+    if "psnr_tolerance" not in allocation:  # results of the first validation rule: PSNR alone
+        return (f"the highest PSNR vs FP among those whose task score is at most {points:g} point(s) below uniform "
+                "W4's (trust region 0, which may win itself)")
+    return (f"the best mean rank over the quality scores (1 = best on all) among those at most {points:g} point(s) "
+            f"below uniform W4's task score and {allocation['psnr_tolerance']:g} dB below its PSNR vs FP (trust "
+            "region 0, which may win itself, and wins ties)")
 
 
 def render_markdown(result: dict, command: str) -> str:

@@ -81,6 +81,7 @@ class BenchWorld:
 
 
 FIDELITY_KEYS = ("psnr_vs_fp", "ssim_vs_fp")
+LOWER_IS_BETTER = {"fid_features"}  # of the quality keys; every other score is better higher
 
 
 def image_quality(images: torch.Tensor, reference: torch.Tensor | None) -> dict[str, torch.Tensor]:
