@@ -11,8 +11,7 @@ from pathlib import Path
 
 from effigy.api import quantize
 from effigy.evaluate.quant_bench import QuantBenchSettings
-from effigy.evaluate.quant_report import comparison_rows
-from effigy.evaluate.report import markdown_table
+from effigy.evaluate.quant_report import render_comparisons
 from effigy.evaluate.worlds import load_world
 from effigy.recipes import get_recipe
 from effigy.recipes.mixed_precision import config_from_group_bits, read_group_bits
@@ -33,11 +32,8 @@ for seed in SEEDS:
     results.append({"variant": f"vidit-q-w4a8-mp (seed {seed})", "baseline": "vidit-q-w4a8",
                     "items": 10 * PER_CLASS, "resamples": 1000, "differences": differences})
 (OUT / "mp_other_seeds.json").write_text(json.dumps(results, indent=2))
-columns = [("pair", "variant - baseline"), ("metric", "metric"), ("difference", "difference"),
-           ("interval", "interval"), ("verdict", "verdict")]
 (OUT / "mp_other_seeds.md").write_text(
     "# Shapes W4A8-MP (200-prompt allocation) vs uniform W4A8 on other seeds\n\n"
-    f"Command: `python benchmarks/scripts/mp_other_seeds.py`. Seeds {SEEDS}, {10 * PER_CLASS} held-out prompts each, "
-    "same noise for both; 95% paired bootstrap intervals (1,000 resamples).\n\n"
-    + markdown_table(comparison_rows(results), columns))
+    f"Command: `python benchmarks/scripts/mp_other_seeds.py`. Seeds {SEEDS}, {10 * PER_CLASS} held-out prompts each."
+    + render_comparisons(results) + "\n")
 print((OUT / "mp_other_seeds.md").read_text())
