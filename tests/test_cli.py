@@ -7,6 +7,8 @@ import torch
 import effigy
 from effigy import cli
 from effigy.core import kernels
+from effigy.recipes import get_recipe
+from effigy.recipes.vidit_q import fast_cpu_variant
 
 
 def run_cli(monkeypatch, capsys, *args):
@@ -55,7 +57,8 @@ def test_bench_quant_writes_json_markdown_and_grid(monkeypatch, capsys, tmp_path
     result = json.loads((tmp_path / "quant_dit_digits.json").read_text())
     names = [row["variant"] for row in result["rows"]]
     assert names[:3] == ["fp32", "naive-w8a8", "vidit-q-w8a8"] and names[3].endswith("-fbgemm")
-    assert names[4:] == ["rtn-w4a8", "vidit-q-w4a8", "vidit-q-w4a7-fbgemm", "vidit-q-w4a8-ts", "vidit-q-w4a8-mp"]
+    fast_w4 = fast_cpu_variant(get_recipe("vidit-q-w4a8")).name  # a7 without VNNI, a8 with it
+    assert names[4:] == ["rtn-w4a8", "vidit-q-w4a8", fast_w4, "vidit-q-w4a8-ts", "vidit-q-w4a8-mp"]
     allocation = json.loads((tmp_path / "quant_dit_digits_allocation.json").read_text())
     assert sum(allocation["table"]["sizes"].values()) * 4 >= allocation["assignment"]["total_bits"]
     assert len(allocation["assignment"]["bits"]) == 42  # one width per linear layer (the default granularity)
