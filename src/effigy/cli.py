@@ -184,14 +184,12 @@ def bench_kernels(
 ) -> None:
     """fp32 vs torch._int_mm vs fbgemm int8 GEMM on the digits DiT's layer shapes (exactness checked)."""
     from effigy.evaluate.kernel_bench import KERNEL_COLUMNS, run_kernel_bench
-    from effigy.evaluate.report import markdown_table
+    from effigy.evaluate.report import machine_line, markdown_table
 
     result = run_kernel_bench(seed=seed)
     result["command"] = _command_line()
-    m = result["machine"]
-    markdown = (f"# Integer matmul paths on this CPU\n\nCommand: `{result['command']}` (seed {seed})  \nMachine: {m['cpu']}, "
-                f"{m['torch_threads']} torch threads, torch {m['torch']}, VNNI: {m['vnni']}.\n\n"
-                + markdown_table(result["rows"], KERNEL_COLUMNS))
+    markdown = (f"# Integer matmul paths on this CPU\n\nCommand: `{result['command']}` (seed {seed})  \n"
+                f"{machine_line(result['machine'])}\n\n" + markdown_table(result["rows"], KERNEL_COLUMNS))
     _write_and_show(result, markdown, KERNEL_COLUMNS, out / "kernels", "integer matmul paths", as_json)
 
 

@@ -331,7 +331,7 @@ def run_quant_bench(settings: QuantBenchSettings, progress: Progress = no_progre
             variant.row["quantized_linear_bytes_ratio"] = quantized_bytes / _fp_bytes_of_targets(fp_model, variant.model)
 
     comparisons = paired_comparisons(world, variants, settings.seed, settings.bootstrap_resamples)
-    _measure_speed_and_memory(variants, world, settings, progress)
+    measure_speed_and_memory(variants, world, settings, progress)
     peer = peer_comparison(world, variants, settings) if settings.peer else None
     fp_row = variants[0].row
     task = world.task_metric
@@ -405,7 +405,7 @@ def _fp_bytes_of_targets(fp_model: nn.Module, quantized: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for layer in targets.values() for p in layer.parameters())
 
 
-def _measure_speed_and_memory(variants, world: BenchWorld, settings, progress: Progress) -> None:
+def measure_speed_and_memory(variants, world: BenchWorld, settings, progress: Progress) -> None:
     """Latency: variants interleaved over repeats so that machine noise hits them alike.
     Memory: each variant in a fresh process (load, quantize, sample the latency batch)."""
     images = len(world.sample_latency(variants[0].model))

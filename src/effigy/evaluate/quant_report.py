@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from effigy.evaluate.pictures import labelled_grid
-from effigy.evaluate.report import markdown_table, write_results
+from effigy.evaluate.report import machine_line, markdown_table, write_results
 from effigy.evaluate.worlds import LOWER_IS_BETTER
 
 COLUMNS = [
@@ -121,7 +121,7 @@ def render_markdown(result: dict, command: str) -> str:
         "against real images of the world (digits: all 1,797; shapes: renders of the prompts). "
         f"Latency: {s['latency_samples']} images, median of {s['latency_repeats']} interleaved runs. "
         "Peak RSS: a fresh process that loads, quantizes and samples those images (Python and torch included).  ",
-        f"Machine: {m['cpu']}, {m['torch_threads']} torch threads, torch {m['torch']}, VNNI: {m['vnni']}.",
+        machine_line(m),
         "",
     ]
     allocation = result.get("allocation")

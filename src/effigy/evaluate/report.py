@@ -23,6 +23,13 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def machine_line(facts: dict) -> str:
+    """The machine a result was measured on (from ``measure.machine_facts``), as results files state it:
+    latencies, and on x86 which int8 kernels are exact, depend on it."""
+    return (f"Machine: {facts['cpu']}, {facts['torch_threads']} torch threads, torch {facts['torch']}, "
+            f"VNNI: {facts['vnni']}.")
+
+
 def write_results(result: dict, markdown: str, directory: Path, stem: str) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     json_path, md_path = directory / f"{stem}.json", directory / f"{stem}.md"
