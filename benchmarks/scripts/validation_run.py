@@ -1,0 +1,52 @@
+"""What the W4A8 check scripts share: the quant bench's world and calibration (seed 0), its validation run
+(seed 1, 10 per class / 100 prompts), the ViDiT-Q W4A8 balancing divisors, and how a check's rows are written
+(JSON + Markdown under benchmarks/results/checks)."""
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from effigy.api import balance_divisors
+from effigy.evaluate.measure import machine_facts
+from effigy.evaluate.quant_bench import QuantBenchSettings
+from effigy.evaluate.report import machine_line, markdown_table
+from effigy.evaluate.worlds import BenchWorld, load_world
+from effigy.recipes import get_recipe
+
+OUT = Path("benchmarks/results/checks")
+
+
+@dataclass
+class ValidationRun:
+    world: BenchWorld  # the bench's own world: its FP model and calibration sampler
+    validation: BenchWorld
+    divisors: dict[str, torch.Tensor]
+    reference: torch.Tensor  # FP images of the validation run
+
+    def quality(self, model: nn.Module) -> dict:
+        scores = self.validation.quality(self.validation.sample_eval(model), self.reference)
+        return {k: v for k, v in scores.items() if v is not None}
+
+
+def validation_run(model_name: str) -> ValidationRun:
+    settings = QuantBenchSettings(model=model_name, seed=0, samples_per_class=20)
+    world = load_world(model_name, settings)
+    validation = load_world(model_name, replace(settings, seed=1, samples_per_class=10))
+    divisors = balance_divisors(world.fp_model, get_recipe("vidit-q-w4a8"), world.sample_calibration)
+    return ValidationRun(world, validation, divisors, validation.sample_eval(world.fp_model))
+
+
+def write_check(run: ValidationRun, script: str, title: str, rows: list[dict], columns: list[tuple[str, str]]) -> None:
+    model_name, task = run.world.name, run.validation.task_metric
+    columns = [*columns, (task, task.replace("_", " ")), *[c for c in (("clip_score", "CLIP score"),) if c[0] in rows[0]],
+               ("psnr_vs_fp", "PSNR vs FP (dB)"), ("ssim_vs_fp", "SSIM vs FP"), ("fid_features", "FID (features)")]
+    stem = OUT / f"{script}_{model_name.replace('-', '_')}"
+    OUT.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps({"model": model_name, "machine": machine_facts(), "rows": rows}, indent=2))
+    stem.with_suffix(".md").write_text(
+        f"# {model_name}: {title}\n\nCommand: `python benchmarks/scripts/{script}.py {model_name}`. Validation run: "
+        f"seed 1, {len(run.reference)} images, calibration of seed 0.  \n{machine_line(machine_facts())}\n\n"
+        + markdown_table(rows, columns) + "\n")
+    print(stem.with_suffix(".md").read_text())
