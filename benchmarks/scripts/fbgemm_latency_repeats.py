@@ -13,7 +13,7 @@ from pathlib import Path
 from effigy.api import quantize
 from effigy.evaluate.measure import machine_facts
 from effigy.evaluate.quant_bench import QuantBenchSettings, Variant, measure_speed_and_memory
-from effigy.evaluate.report import machine_line
+from effigy.evaluate.report import machine_line, markdown_table
 from effigy.evaluate.worlds import load_world
 from effigy.recipes import fast_cpu_variant, get_recipe
 
@@ -31,15 +31,14 @@ for _ in range(REPEATS):
     fp_ms = variants[0].row["latency_ms_per_image"]
     for v in variants[1:]:
         ratios[v.name].append(round(v.row["latency_ms_per_image"] / fp_ms, 3))
-lines = ["# Latency vs FP, repeated", "",
-         f"Command: `python benchmarks/scripts/fbgemm_latency_repeats.py {out}`. Digits DiT, "
-         f"{settings.latency_samples} images, {settings.steps} steps; each repeat is the bench's own measurement "
-         f"(variants interleaved, median of {settings.latency_repeats}).  ",
-         machine_line(machine_facts()), "",
-         "| variant | " + " | ".join(f"repeat {i + 1}" for i in range(REPEATS)) + " | min | max |",
-         "|---|" + "---|" * (REPEATS + 2)]
-lines += [f"| {name} | " + " | ".join(map(str, r)) + f" | {min(r)} | {max(r)} |" for name, r in ratios.items()]
+rows = [{"variant": name, **{f"repeat {i + 1}": r for i, r in enumerate(rs)}, "min": min(rs), "max": max(rs)}
+        for name, rs in ratios.items()]
+columns = [(k, k) for k in rows[0]]
+text = (f"# Latency vs FP, repeated\n\nCommand: `python benchmarks/scripts/fbgemm_latency_repeats.py {out}`. Digits DiT, "
+        f"{settings.latency_samples} images, {settings.steps} steps; each repeat is the bench's own measurement "
+        f"(variants interleaved, median of {settings.latency_repeats}).  \n{machine_line(machine_facts())}\n\n"
+        + markdown_table(rows, columns) + "\n")
 out.mkdir(parents=True, exist_ok=True)
 (out / "latency_repeats.json").write_text(json.dumps({"machine": machine_facts(), "ratios_vs_fp": ratios}, indent=2))
-(out / "latency_repeats.md").write_text("\n".join(lines) + "\n")
-print("\n".join(lines))
+(out / "latency_repeats.md").write_text(text)
+print(text)
