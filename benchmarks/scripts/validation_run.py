@@ -2,7 +2,7 @@
 (seed 1, 10 per class / 100 prompts), the ViDiT-Q W4A8 balancing divisors, and how a check's rows are written
 (JSON + Markdown under benchmarks/results/checks)."""
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -10,7 +10,8 @@ from torch import nn
 
 from effigy.api import balance_divisors
 from effigy.evaluate.measure import machine_facts
-from effigy.evaluate.quant_bench import QuantBenchSettings
+from effigy.evaluate.quant_bench import QuantBenchSettings, validation_world
+from effigy.evaluate.quant_report import METRIC_NAMES
 from effigy.evaluate.report import machine_line, markdown_table
 from effigy.evaluate.worlds import BenchWorld, load_world
 from effigy.recipes import get_recipe
@@ -33,15 +34,15 @@ class ValidationRun:
 def validation_run(model_name: str) -> ValidationRun:
     settings = QuantBenchSettings(model=model_name, seed=0, samples_per_class=20)
     world = load_world(model_name, settings)
-    validation = load_world(model_name, replace(settings, seed=1, samples_per_class=10))
+    validation = validation_world(settings)
     divisors = balance_divisors(world.fp_model, get_recipe("vidit-q-w4a8"), world.sample_calibration)
     return ValidationRun(world, validation, divisors, validation.sample_eval(world.fp_model))
 
 
 def write_check(run: ValidationRun, script: str, title: str, rows: list[dict], columns: list[tuple[str, str]]) -> None:
     model_name, task = run.world.name, run.validation.task_metric
-    columns = [*columns, (task, task.replace("_", " ")), *[c for c in (("clip_score", "CLIP score"),) if c[0] in rows[0]],
-               ("psnr_vs_fp", "PSNR vs FP (dB)"), ("ssim_vs_fp", "SSIM vs FP"), ("fid_features", "FID (features)")]
+    columns = [*columns, *[(key, METRIC_NAMES[key]) for key in (task, "clip_score", "psnr_vs_fp", "ssim_vs_fp", "fid_features")
+                           if key in rows[0]]]
     stem = OUT / f"{script}_{model_name.replace('-', '_')}"
     OUT.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps({"model": model_name, "machine": machine_facts(), "rows": rows}, indent=2))

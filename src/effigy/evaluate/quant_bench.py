@@ -242,8 +242,7 @@ def validate_allocations(world: BenchWorld, settings: QuantBenchSettings, candid
     """Each candidate allocation sampled on the validation run: the bench's world at seed + 1 (other noise,
     and other draws of the held-out prompts, than the evaluation), quantized with the bench's calibration.
     Candidates with the same allocation are sampled once."""
-    per_class = min(settings.validation_per_class, settings.samples_per_class)
-    validation = load_world(settings.model, replace(settings, seed=settings.seed + 1, samples_per_class=per_class))
+    validation = validation_world(settings)
     advance = progress("validation of the allocations", len(candidates) + 1)
     reference = validation.sample_eval(world.fp_model)
     advance()
@@ -257,6 +256,13 @@ def validate_allocations(world: BenchWorld, settings: QuantBenchSettings, candid
                      **seen[key]})
         advance()
     return rows
+
+
+def validation_world(settings: QuantBenchSettings) -> BenchWorld:
+    """The run that judges mixed-precision candidates: seed + 1 (other noise and other draws of the held-out
+    prompts than the evaluation), ``validation_per_class`` per class at most."""
+    per_class = min(settings.validation_per_class, settings.samples_per_class)
+    return load_world(settings.model, replace(settings, seed=settings.seed + 1, samples_per_class=per_class))
 
 
 TASK_TOLERANCE = 0.01  # an allocation may score at most this much below uniform W4's task score (1 point) ...
