@@ -193,6 +193,33 @@ def bench_kernels(
     _write_and_show(result, markdown, KERNEL_COLUMNS, out / "kernels", "integer matmul paths", as_json)
 
 
+@bench_app.command("scale")
+def bench_scale(
+    tokens: str = typer.Option("256", help="Token counts of the DiT-XL/2 calls (square numbers: 256, 1024, 4096)."),
+    layer_tokens: str = typer.Option("64,256,1024,4096", help="Token counts of the single-layer section."),
+    kv_lengths: str = typer.Option("2048,8192", help="Context lengths of the KV section on SmolLM2 ('' skips it)."),
+    repeats: int = typer.Option(3, min=1, max=50),
+    memory: bool = typer.Option(True, help="Peak RSS in a fresh process per variant."),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    out: Path = typer.Option(Path("benchmarks/results")),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The recipes at DiT-XL/2 size (random weights): speed, bytes held and peak RSS; KV caches at 2k-32k."""
+    from effigy.evaluate.scale_bench import ScaleBenchSettings, run_scale_bench
+    from effigy.evaluate.scale_kv import KVScaleSettings
+    from effigy.evaluate.scale_report import MODEL_COLUMNS, render_scale
+
+    counts = lambda text, option: tuple(_parse_list(text, option, int, lambda n: 1 <= n <= 65536, "integers",
+                                                    "256,1024", "every count must lie in 1..65536"))
+    settings = ScaleBenchSettings(tokens=counts(tokens, "--tokens"), repeats=repeats, measure_memory=memory, seed=seed)
+    kv = KVScaleSettings(lengths=counts(kv_lengths, "--kv-lengths"), seed=seed) if kv_lengths.strip() else None
+    with rich_progress(not as_json) as progress:
+        result = run_scale_bench(settings, progress, counts(layer_tokens, "--layer-tokens"), kv)
+    result["command"] = _command_line()
+    _write_and_show(result, render_scale(result, result["command"]), MODEL_COLUMNS[:6], out / "scale",
+                    "recipes at DiT-XL/2 size (random weights)", as_json)
+
+
 @bench_app.command("t2i-scorers")
 def bench_t2i_scorers(
     prompts: int = typer.Option(60, min=6),
@@ -505,12 +532,13 @@ def kv_bench(
         result = run_kv_bench(model, tokenizer, settings, progress)
     result["command"] = _command_line()
     columns = [("method", "method"), ("budget_average_bits", "budget (avg bits)"), ("kv_bytes_held", "KV bytes held"),
+               ("kv_bytes_counted", "KV bytes counted"),
                ("kl", "teacher-forced KL"), ("perplexity", "perplexity"), ("agreement_tokens", "tokens before divergence"),
                ("retrieval", "retrieval"), ("tokens_per_s_ratio_vs_fp", "tokens/s vs FP cache")]
     markdown = (f"# PM-KVQ on {result['model']}\n\nCommand: `{result['command']}` (seed {seed})  \n"
                 f"{prompts} chain-of-thought prompts, FP greedy traces of {trace_tokens} tokens (length "
                 f"{result['target_length']} with the prompt); KL(FP || method) and perplexity teacher-forced on "
-                f"those traces; agreement: greedy tokens equal to the FP trace before the first difference (of "
+                f"those traces; KV bytes held: distinct tensor storages reachable from the cache after the trace (effigy.memory.held_bytes), beside the bytes the cache counts; agreement: greedy tokens equal to the FP trace before the first difference (of "
                 f"{agreement_tokens}); retrieval: passcode problems the FP model solves "
                 f"({result['retrieval_solved_by_fp']}). Calibration: {result['calibration']}. Allocations (bits "
                 "per layer): see the JSON.\n\n"

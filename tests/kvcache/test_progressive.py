@@ -19,7 +19,7 @@ def test_sink_and_window_stay_fp16_and_main_is_quantized():
     k, v, keys, values = _feed(layer, 40)
     assert keys.shape == k.shape and layer.get_seq_length() == 40
     recent = layer.keys.shape[-2]
-    assert 8 <= recent < 12 and len(layer.main_keys) * 4 == 40 - 2 - recent
+    assert 8 <= recent < 12 and layer.main_chunks * 4 == 40 - 2 - recent
     torch.testing.assert_close(keys[..., :2, :], k[..., :2, :], atol=1e-3, rtol=1e-3)  # sink
     torch.testing.assert_close(keys[..., -recent:, :], k[..., -recent:, :], atol=1e-3, rtol=1e-3)  # window
     main_error = (keys[..., 2:-recent, :] - k[..., 2:-recent, :]).abs().mean()
@@ -92,3 +92,30 @@ def test_baselines_hold_what_they_claim():
     assert caches["rtn4"].nbytes == elements // 2 + 2 * 2 * (elements // 16)
     assert caches["kivi2"].layers[0].keys.shape[-2] == 40 - 32  # two chunks of 16 flushed, 8 in fp16
     assert caches["fp8"].nbytes == elements + 4 * 4
+
+
+@torch.no_grad()
+def test_every_cache_holds_what_it_counts_and_no_float_copy_after_generate():
+    from effigy.kvcache.baselines import fp16_cache, kivi_cache, rtn_cache
+    from effigy.memory import held_bytes, reachable_tensors
+
+    model = _tiny_llama()
+    prompt = torch.randint(0, 97, (1, 30), generator=torch.Generator().manual_seed(1))
+    caches = {"pm-kvq": PMKVQCache(model, budget_mb=0.02, window=8, chunk=8, group_size=16),
+              "fp16": fp16_cache(model, 16), "rtn4": rtn_cache(model, 4, 16), "kivi2": kivi_cache(model, 2, 16, 16)}
+    for name, cache in caches.items():
+        model.generate(prompt, max_new_tokens=70, do_sample=False, past_key_values=cache)
+        assert cache.get_seq_length() == 99
+        assert abs(held_bytes(cache) - cache.nbytes) <= 0.05 * cache.nbytes, name
+        float_copies = [t for t in reachable_tensors(cache) if t.dtype == torch.float32 and t.numel() > 16]
+        assert not float_copies, f"{name} keeps float tensors {[tuple(t.shape) for t in float_copies]}"
+    assert caches["pm-kvq"].widths() != [16, 16]  # the budget forced it to narrow
+
+
+def test_a_long_prefill_leaves_only_the_window_in_fp16():
+    from effigy.memory import held_bytes
+
+    layer = ProgressiveKVLayer(budget_bytes=10**9, start_bits=4, sink=1, window=8, chunk=8, group_size=32)
+    layer.update(torch.randn(1, 2, 400, 32), torch.randn(1, 2, 400, 32))
+    assert layer.keys.shape[-2] < 16
+    assert abs(held_bytes(layer) - layer.nbytes) <= 0.05 * layer.nbytes

@@ -116,3 +116,67 @@ def test_cfg_branches_get_their_own_activation_scales():
     shared = QuantLinear.from_linear(linear, QuantSpec(bits=8, granularity="channel"),
                                      QuantSpec(bits=8, granularity="tensor", dynamic=True))
     assert not torch.allclose(shared(torch.cat([cond, uncond]))[:2], shared(cond))
+
+
+def _backend_cases():
+    act7 = QuantSpec(bits=kernels.fbgemm_max_activation_bits(), granularity="token", dynamic=True)
+    w4_group = QuantSpec(bits=4, granularity="group", group_size=64)
+    return [("reference", W8, A8_TOKEN), ("int", W8, A8_TOKEN), ("fbgemm", W8, act7),
+            ("int", QuantSpec(bits=4, granularity="channel"), A8_TOKEN), ("int4", w4_group, None),
+            ("int4", w4_group, A8_TOKEN), ("reference", w4_group, None)]
+
+
+@pytest.mark.parametrize("backend, weight, act", _backend_cases())
+def test_held_bytes_equal_counted_bytes_after_a_forward_on_every_backend(backend, weight, act):
+    from effigy.memory import held_bytes
+
+    layer = make(nn.Linear(256, 128), weight, act, backend)
+    layer(torch.randn(40, 256))
+    assert abs(held_bytes(layer) - layer.weight_nbytes()) <= 0.05 * layer.weight_nbytes()
+    float_bytes = 256 * 128 * 4
+    assert held_bytes(layer) < (0.3 if weight.bits == 8 else 0.17) * float_bytes + 2 * 128 * 4
+
+
+@pytest.mark.parametrize("backend, weight, act", _backend_cases())
+def test_state_dict_is_the_bit_packed_grid_whatever_the_backend(backend, weight, act):
+    linear = nn.Linear(256, 128)
+    layer = make(linear, weight, act, backend)
+    reference = make(linear, weight, act)
+    state = layer.state_dict()
+    assert torch.equal(state["weight_packed"], reference.state_dict()["weight_packed"])
+    rebuilt = QuantLinear(256, 128, weight, act, True, backend)
+    rebuilt.load_state_dict(state)
+    x = torch.randn(20, 256)
+    assert torch.equal(rebuilt(x), layer(x))
+
+
+def test_int4_kernel_matches_the_reference_up_to_bf16_activations():
+    linear = nn.Linear(256, 128)
+    weight = QuantSpec(bits=4, granularity="group", group_size=64)
+    x = torch.randn(24, 256)
+    reference = make(linear, weight, None)(x)
+    int4 = make(linear, weight, None, "int4")(x)
+    assert ((int4 - reference).norm() / reference.norm()) < 0.01
+    packed, _ = make(linear, weight, None, "int4")._kernel_weight
+    assert packed.numel() * packed.element_size() == 128 * 256 // 2  # 4 bits per weight, no wider copy
+
+
+def test_int4_refuses_shapes_and_widths_its_kernel_cannot_run():
+    with pytest.raises(QuantizationError, match="at most 4 bits"):
+        make(nn.Linear(64, 32), W8, None, "int4")
+    with pytest.raises(QuantizationError, match="group size among"):
+        make(nn.Linear(64, 32), QuantSpec(bits=4, granularity="group", group_size=16), None, "int4")
+
+
+def test_auto_backend_picks_an_exact_path_and_says_which(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="effigy.nn.backend_choice")
+    linear = nn.Linear(128, 64)
+    layer = make(linear, backend="auto")
+    assert layer.backend in ("fbgemm", "int", "reference")
+    x = torch.randn(30, 128)
+    torch.testing.assert_close(layer(x), make(linear)(x), rtol=1e-4, atol=1e-4)
+    weight_only = make(linear, QuantSpec(bits=4, granularity="group", group_size=64), None, "auto")
+    assert weight_only.backend in ("int4", "reference")
+    assert "backend auto for 64x128" in caplog.text

@@ -6,6 +6,8 @@ Every path computes ``Y = (s_x * Xq) @ (s_w * Wq)^T`` from int8 operands with in
               8-bit activations by signed 8-bit weights; on CPUs without VNNI instructions pairs of
               products are summed in int16 with saturation, so activations must stay within 7 bits
               there (the ``reduce_range`` convention of PyTorch's x86 quantization).
+  int4      - PyTorch's int4 CPU kernel (``_weight_int4pack_mm_for_cpu``): weight-only, 4-bit weights stay
+              4-bit in memory (N*K/2 bytes), bf16 activations, one scale per group of 32..256 input channels.
   reference - dequantize and use a float matmul: the readable definition the others are tested against.
 """
 from __future__ import annotations
@@ -78,6 +80,48 @@ def fbgemm_prepack(wq: torch.Tensor, w_scale: torch.Tensor) -> object:
             0,
         )
         return torch.ops.quantized.linear_prepack(qweight, None)
+
+
+def fbgemm_unpack(packed: object) -> torch.Tensor:
+    """The int8 weight grid [N, K] that :func:`fbgemm_prepack` packed (for saving; not on the hot path)."""
+    qweight, _ = torch.ops.quantized.linear_unpack(packed)
+    return qweight.int_repr()
+
+
+INT4_GROUP_SIZES = (32, 64, 128, 256)
+INT4_OFFSET = 8  # the kernel stores unsigned nibbles u and computes (u - 8) * scale + zero
+
+
+def check_int4_shape(out_features: int, in_features: int, group_size: int) -> None:
+    """Refuse shapes the int4 CPU kernel cannot run, before any weights are converted."""
+    if group_size not in INT4_GROUP_SIZES or in_features % group_size or out_features % 16:
+        raise QuantizationError(
+            f"the int4 kernel needs a group size among {INT4_GROUP_SIZES} dividing in_features and out_features "
+            f"divisible by 16; got group {group_size}, in {in_features}, out {out_features}. Use backend='reference'."
+        )
+
+
+def int4_prepack(wq: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pack a symmetric 4-bit grid ``wq`` [N, K] (values in -8..7) with group scales [N, G] into the
+    kernel's layout: (packed uint8 [N, K/2], scales_and_zeros bf16 [G, N, 2])."""
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu((wq.to(torch.int32) + INT4_OFFSET).contiguous(), 1)
+    scales = scale.reshape(wq.shape[0], -1).t().to(torch.bfloat16)
+    return packed, torch.stack([scales, torch.zeros_like(scales)], -1).contiguous()
+
+
+def int4_linear(x: torch.Tensor, packed: torch.Tensor, group_size: int, scales_and_zeros: torch.Tensor) -> torch.Tensor:
+    """``x @ W^T`` with W read from the int4 layout; bf16 inputs, fp32 result."""
+    return torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16), packed, group_size,
+                                                       scales_and_zeros).float()
+
+
+def int4_unpack(packed: torch.Tensor, in_features: int, out_features: int, group_size: int) -> torch.Tensor:
+    """The signed grid [N, K] back from the int4 layout (for saving): the kernel applied to the identity
+    with unit scales returns u - 8 exactly, as these are small integers in bf16."""
+    groups = in_features // group_size
+    unit = torch.stack([torch.ones(groups, out_features), torch.zeros(groups, out_features)], -1).to(torch.bfloat16)
+    eye = torch.eye(in_features, dtype=torch.bfloat16)
+    return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, packed, group_size, unit).t().round().to(torch.int8)
 
 
 def fbgemm_linear(x_scaled: torch.Tensor, packed: object, act_bits: int) -> torch.Tensor:

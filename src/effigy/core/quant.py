@@ -111,6 +111,14 @@ def compute_qparams(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, tor
     return qparams_from_range(xg.amin(dim=dims, keepdim=True), xg.amax(dim=dims, keepdim=True), spec)
 
 
+def symmetric_token_scale(x: torch.Tensor, qmax: int) -> torch.Tensor:
+    """Per-row symmetric scale of a 2-D ``x`` [tokens, features] in one pass (``aminmax``); equal to
+    :func:`compute_qparams`' scale for a symmetric per-token spec, for the integer hot paths."""
+    lo, hi = torch.aminmax(x.detach(), dim=-1, keepdim=True)
+    scale = torch.maximum(lo.abs(), hi.abs()).float() / qmax
+    return scale.clamp_min(torch.finfo(torch.float32).eps)
+
+
 def quantize(
     x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor, zero_point: torch.Tensor
 ) -> torch.Tensor:

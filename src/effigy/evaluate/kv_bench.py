@@ -25,6 +25,7 @@ from effigy.kvcache.baselines import fp16_cache, kivi_cache, rtn_cache, transfor
 from effigy.kvcache.calibrate import allocate_kv_bits, kv_sensitivity
 from effigy.kvcache.progressive import KVBudgetError, PMKVQCache, kv_geometry, main_cache_bytes
 from effigy.kvcache.reparam import fold_key_scales, search_key_scales
+from effigy.memory import held_bytes
 
 COT_PROMPTS = (
     "A shop sells pencils at 3 dollars and notebooks at 7 dollars. Tom buys 4 pencils and 2 notebooks. "
@@ -182,19 +183,12 @@ def method_caches(model, settings: KVBenchSettings, tables: dict, target: int, k
                   head_dim: int) -> dict[str, tuple[float | None, Callable, str]]:
     """name -> (average bits of its budget, cache factory, which model: "pi" / "plain" key-reparameterized
     copy or "as is"), every method at each budget."""
-    layers = model.config.num_hidden_layers
     s = settings
     methods: dict[str, tuple[float | None, Callable, str]] = {
         "fp16": (16.0, lambda: fp16_cache(model, s.group_size), "as is"),
         "transformers QuantizedCache fp8": (8.0, lambda: transformers_fp8_cache(model), "as is")}
-    fp16_mb = lambda tokens: layers * main_cache_bytes(16, tokens, 1, kv_heads, head_dim, s.group_size) / 2**20
     for bits in s.average_bits:
-        # equal memory: the whole cache at ``bits`` per element; PM-KVQ's fp16 sink and window (up to
-        # window + chunk tokens) come out of its budget before the main cache gets the rest
-        budget_mb = fp16_mb(target) * bits / 16 - fp16_mb(s.sink + 2 * s.window)
-        if budget_mb <= 0:
-            raise KVBudgetError(f"{bits} average bits at {target} tokens do not even hold the fp16 sink and window "
-                                f"of {s.window} tokens; raise the bits or shrink the window")
+        budget_mb = equal_memory_budget_mb(model.config, bits, target, s.sink, s.window, s.group_size)
         widths = {k: allocate_kv_bits(tables[k], budget_mb, target, kv_heads, head_dim, s.group_size, s.sink)
                   for k in ("pi", "plain")}
         tables[f"alloc {bits:g} bits (PI)"], tables[f"alloc {bits:g} bits (no PI)"] = widths["pi"], widths["plain"]
@@ -215,6 +209,18 @@ def method_caches(model, settings: KVBenchSettings, tables: dict, target: int, k
     return methods
 
 
+def equal_memory_budget_mb(config, bits: float, target: int, sink: int, window: int, group_size: int) -> float:
+    """PM-KVQ's main-cache budget for the same memory as the whole cache at ``bits`` per element: its
+    fp16 sink and window (up to window + chunk tokens) come out of it before the main cache gets the rest."""
+    layers, kv_heads, head_dim = kv_geometry(config)
+    fp16_mb = lambda tokens: layers * main_cache_bytes(16, tokens, 1, kv_heads, head_dim, group_size) / 2**20
+    budget_mb = fp16_mb(target) * bits / 16 - fp16_mb(sink + 2 * window)
+    if budget_mb <= 0:
+        raise KVBudgetError(f"{bits} average bits at {target} tokens do not even hold the fp16 sink and window "
+                            f"of {window} tokens; raise the bits or shrink the window")
+    return budget_mb
+
+
 def fixed_width_for(average_bits: float, group_size: int) -> int:
     """The widest fixed width whose storage (scales included) fits the average-bits budget."""
     fitting = [b for b in (8, 4, 2) if b + 32 / group_size <= average_bits + 1e-9]
@@ -229,11 +235,13 @@ def _answers(model, tokenizer, problem, cache) -> bool:
 
 def evaluate_method(model, tokenizer, name, budget_bits, make, traces, prompts, fp_log, solved, settings,
                     fp_seconds) -> dict:
-    scores, nbytes = [], 0
+    scores, counted, held = [], 0, 0
     for t, p, fp in zip(traces, prompts, fp_log):
         cache = make()
         scores.append(trace_scores(fp, teacher_forced(model, t, cache, settings.feed_chunk), t, p.shape[1]))
-        nbytes = max(nbytes, cache.nbytes)  # held after the whole trace: the length the budget is for
+        # after the whole trace, the length the budget is for: what the cache counts, and the distinct
+        # tensor storages it really holds
+        counted, held = max(counted, cache.nbytes), max(held, held_bytes(cache))
     agreement, seconds = [], 0.0
     for t, ids in zip(traces, prompts):
         new, elapsed = greedy(model, ids, settings.agreement_tokens, make())
@@ -246,5 +254,5 @@ def evaluate_method(model, tokenizer, name, budget_bits, make, traces, prompts, 
             "kl": sum(s["kl"] for s in scores) / len(scores),
             "perplexity": sum(s["perplexity"] for s in scores) / len(scores),
             "agreement_tokens": sum(agreement) / len(agreement),
-            "retrieval": f"{retrieved}/{len(solved)}", "kv_bytes_held": nbytes,
+            "retrieval": f"{retrieved}/{len(solved)}", "kv_bytes_counted": counted, "kv_bytes_held": held,
             "tokens_per_s_ratio_vs_fp": fp_seconds / seconds}

@@ -28,8 +28,10 @@ class KIVILayer(ProgressiveKVLayer):
     def quantize_keys(self, keys: torch.Tensor) -> KVChunk:
         return KVChunk.from_float(keys.transpose(-1, -2), self.bits, keys.shape[-2])
 
-    def dequantize_keys(self, chunk: KVChunk) -> torch.Tensor:
-        return chunk.dequantize().transpose(-1, -2)
+    def key_view(self, keys: torch.Tensor) -> torch.Tensor:
+        return keys.transpose(-1, -2)
+
+    key_axis = 3  # stored keys are [batch, heads, head_dim, tokens]: chunks join as groups of the last axis
 
 
 class KIVICache(PMKVQCache):

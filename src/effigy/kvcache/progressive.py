@@ -8,6 +8,10 @@ When ``recent`` holds a full chunk beyond the window, the oldest ``chunk`` token
 Each layer starts ``main`` at 16 bits; when its bytes exceed the layer's budget, the whole main cache
 is halved (16 -> 8 -> 4 -> 2), from the stored integers. Going below the layer's lowest allowed width
 (its block-wise allocation) raises :class:`KVBudgetError`.
+
+Between decoding steps a layer holds only the packed main cache (one stack of chunks, with fp16 scales
+and zero points), the fp16 sink and the fp16 window. ``update`` dequantizes the main cache into the
+keys and values it returns: a transient that lives for that layer's attention call only.
 """
 from __future__ import annotations
 
@@ -36,10 +40,9 @@ class ProgressiveKVLayer(DynamicLayer):
         if self.chunk < 1 or window < 0 or sink < 0:
             raise KVBudgetError(f"need chunk >= 1, window >= 0, sink >= 0; got {chunk}, {window}, {sink}")
         self.group_size, self.layer_index = group_size, layer_index
-        self.main_keys: list[KVChunk] = []
-        self.main_values: list[KVChunk] = []
-        self._main_cache: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._main_nbytes = 0  # kept up to date: summing every chunk per flushed token is O(length)
+        self.main_keys: KVChunk | None = None  # every flushed chunk, joined along tokens into one packed block
+        self.main_values: KVChunk | None = None
+        self.main_tokens = 0
         self.width_history: list[tuple[int, int]] = [(0, start_bits)]  # (sequence length, bits) at each change
         self.length = 0
 
@@ -61,11 +64,19 @@ class ProgressiveKVLayer(DynamicLayer):
         self.keys = torch.cat([self.keys, key_states.half()], -2)
         self.values = torch.cat([self.values, value_states.half()], -2)
         self._flush()
-        main_keys, main_values = self._main()
-        dtype = self.dtype
-        keys = torch.cat([self.sink_keys, main_keys.half(), self.keys], -2).to(dtype)
-        values = torch.cat([self.sink_values, main_values.half(), self.values], -2).to(dtype)
-        return keys, values
+        return self._assemble(self.sink_keys, self.main_keys, self.keys, self.key_view), \
+            self._assemble(self.sink_values, self.main_values, self.values, lambda t: t)
+
+    def _assemble(self, sink: torch.Tensor, main: KVChunk | None, recent: torch.Tensor, view) -> torch.Tensor:
+        """sink + dequantized main + recent, written straight into one tensor of the model's dtype."""
+        n_sink, n_main = sink.shape[-2], self.main_tokens
+        out = recent.new_empty((*recent.shape[:-2], n_sink + n_main + recent.shape[-2], recent.shape[-1]),
+                               dtype=self.dtype)
+        out[..., :n_sink, :] = sink
+        if main is not None:
+            main.dequantize_into(view(out[..., n_sink:n_sink + n_main, :]))
+        out[..., n_sink + n_main:, :] = recent
+        return out
 
     def _flush(self) -> None:
         while self.keys.shape[-2] >= self.window + self.chunk:
@@ -74,22 +85,26 @@ class ProgressiveKVLayer(DynamicLayer):
             self._append_main(self.quantize_keys(k), KVChunk.from_float(v, self.bits, self.group_size))
             while self.main_nbytes > self.budget_bytes:
                 self._halve()
+        if self.keys.untyped_storage().nbytes() > self.keys.nbytes:  # a slice of a long prefill: keep only it
+            self.keys, self.values = self.keys.clone(), self.values.clone()
 
     def quantize_keys(self, keys: torch.Tensor) -> KVChunk:
         """Keys are grouped along head_dim like values (PM-KVQ); KIVI-style layers override this."""
         return KVChunk.from_float(keys, self.bits, self.group_size)
 
-    def dequantize_keys(self, chunk: KVChunk) -> torch.Tensor:
-        return chunk.dequantize()
+    def key_view(self, keys: torch.Tensor) -> torch.Tensor:
+        """``keys`` [.., tokens, head_dim] seen in the layout :meth:`quantize_keys` stores."""
+        return keys
+
+    key_axis = 2  # the axis of the stored key blocks that grows with tokens
 
     def _append_main(self, keys: KVChunk, values: KVChunk) -> None:
-        """Add a chunk and extend the dequantized view in place (no O(length) rebuild per token)."""
-        self.main_keys.append(keys)
-        self.main_values.append(values)
-        self._main_nbytes += keys.nbytes + values.nbytes
-        if self._main_cache is not None:
-            k, v = self._main_cache
-            self._main_cache = (torch.cat([k, self.dequantize_keys(keys)], -2), torch.cat([v, values.dequantize()], -2))
+        if self.main_keys is None:
+            self.main_keys, self.main_values = keys, values
+        else:
+            self.main_keys = self.main_keys.appended(keys, self.key_axis)
+            self.main_values = self.main_values.appended(values, 2)
+        self.main_tokens += self.chunk
 
     def _halve(self) -> None:
         if self.bits <= self.min_bits:
@@ -98,22 +113,16 @@ class ProgressiveKVLayer(DynamicLayer):
                 f"{self.budget_bytes:,.0f} bytes at sequence length {self.length}, and {self.min_bits} bits is its "
                 "lowest allowed width. Raise budget_mb, lower the allocation's widths, or generate fewer tokens.")
         self.bits //= 2
-        self.main_keys = [c.narrow(self.bits) for c in self.main_keys]
-        self.main_values = [c.narrow(self.bits) for c in self.main_values]
-        self._main_nbytes = sum(c.nbytes for c in self.main_keys) + sum(c.nbytes for c in self.main_values)
+        self.main_keys, self.main_values = self.main_keys.narrow(self.bits), self.main_values.narrow(self.bits)
         self.width_history.append((self.length, self.bits))
-        self._main_cache = None
 
-    def _main(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._main_cache is None:
-            empty = self.sink_keys[..., :0, :].float()
-            self._main_cache = (torch.cat([empty] + [self.dequantize_keys(c) for c in self.main_keys], -2),
-                                torch.cat([empty] + [c.dequantize() for c in self.main_values], -2))
-        return self._main_cache
+    @property
+    def main_chunks(self) -> int:
+        return self.main_tokens // self.chunk
 
     @property
     def main_nbytes(self) -> int:
-        return self._main_nbytes
+        return 0 if self.main_keys is None else self.main_keys.nbytes + self.main_values.nbytes
 
     @property
     def nbytes(self) -> int:

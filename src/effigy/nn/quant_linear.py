@@ -1,10 +1,18 @@
 """``QuantLinear``: a linear layer whose weights are stored packed at 2..8 bits.
 
 Activations are quantized per token at run time (dynamic) or with a calibrated scale (static).
-The matmul runs on one of three paths (see :mod:`effigy.core.kernels`):
+The matmul runs on one of these paths (see :mod:`effigy.core.kernels`):
   reference - dequantize both operands and use a float matmul (the definition; any bit-width)
   int       - exact int32 accumulation of int8 operands (``torch._int_mm``)
   fbgemm    - PyTorch's fbgemm int8 GEMM, the fast CPU path
+  int4      - PyTorch's int4 CPU kernel, weight-only (bf16 activations; 8-bit activations on it are
+              fake-quantized, a simulation, and named so in the bench)
+  auto      - the fastest exact path for this machine and layer shape, timed once and cached
+
+Between calls a layer holds only its packed form: the bit-packed grid (reference, int), fbgemm's
+prepacked int8 matrix (fbgemm) or the int4 kernel's layout (int4), plus scales, bias and divisors.
+Unpacking and dequantizing happen inside ``forward`` and are freed with it. Whatever the backend, the
+state dict carries the bit-packed grid, so checkpoints do not depend on the path that wrote them.
 
 Before quantization the input may be channel-balanced (ViDiT-Q / SmoothQuant): divided per input
 channel by ``input_divisor`` and, optionally, rotated by an orthonormal Hadamard matrix. The same
@@ -20,9 +28,12 @@ from torch import nn
 from effigy.core import kernels
 from effigy.core.hadamard import balance_input, rotate as hadamard_rotate
 from effigy.core.packing import pack, packed_nbytes, unpack
-from effigy.core.quant import QuantizationError, QuantSpec, compute_qparams, dequantize, quantize
+from effigy.core.quant import (QuantizationError, QuantSpec, compute_qparams, dequantize, fake_quantize, quantize,
+                               symmetric_token_scale)
+from effigy.nn.backend_choice import choose_backend
 
-BACKENDS = ("reference", "int", "fbgemm")
+BACKENDS = ("reference", "int", "fbgemm", "int4", "auto")
+KERNEL_FORMS = ("fbgemm", "int4")  # backends whose held weights replace the bit-packed buffer
 
 
 class QuantLinear(nn.Module):
@@ -42,14 +53,15 @@ class QuantLinear(nn.Module):
         self.weight_spec, self.act_spec = weight_spec, act_spec
         self.rotated = rotated
         self.register_buffer("input_divisor", torch.ones(in_features) if balanced else None)
-        n_scales = self._weight_scale_shape()
-        self.register_buffer("weight_packed", torch.zeros(packed_nbytes(in_features * out_features, weight_spec.bits), dtype=torch.uint8))
-        self.register_buffer("weight_scale", torch.ones(n_scales))
+        self.register_buffer("weight_packed", torch.zeros(packed_nbytes(in_features * out_features, weight_spec.bits),
+                                                          dtype=torch.uint8))
+        self.register_buffer("weight_scale", torch.ones(self._weight_scale_shape()))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         if act_spec is not None and not act_spec.dynamic:
             self.register_buffer("act_scale", torch.ones(()))
             self.register_buffer("act_zero_point", torch.zeros(()))
-        self._cache: dict[str, object] = {}
+        self._kernel_weight: object = None  # fbgemm prepack, or (int4 packed, scales_and_zeros)
+        self._backend = "reference"
         self.backend = backend
 
     # -- construction -------------------------------------------------------------------------
@@ -75,7 +87,7 @@ class QuantLinear(nn.Module):
         """Quantize ``linear``'s weights (min-max per the spec) and, for static activations, set the
         calibrated activation scale. ``input_divisor`` / ``rotated`` fold channel balancing into the
         weights: W' = (W * divisor) @ H, applied to the input as x' = (x / divisor) @ H."""
-        layer = cls(linear.in_features, linear.out_features, weight_spec, act_spec, linear.bias is not None, backend,
+        layer = cls(linear.in_features, linear.out_features, weight_spec, act_spec, linear.bias is not None,
                     balanced=input_divisor is not None, rotated=rotated)
         weight = linear.weight.detach().float()
         if input_divisor is not None:
@@ -94,9 +106,10 @@ class QuantLinear(nn.Module):
                 raise QuantizationError("static activation quantization needs calibrated scales: pass a calib_loop.")
             layer.act_scale.copy_(act_qparams[0].reshape(()))
             layer.act_zero_point.copy_(act_qparams[1].reshape(()))
+        layer.backend = backend  # converts the packed grid to the backend's own held form
         return layer
 
-    # -- weights ------------------------------------------------------------------------------
+    # -- backends and held forms --------------------------------------------------------------
     @property
     def backend(self) -> str:
         return self._backend
@@ -105,10 +118,19 @@ class QuantLinear(nn.Module):
     def backend(self, value: str) -> None:
         if value not in BACKENDS:
             raise QuantizationError(f"backend={value!r} is unknown: choose one of {', '.join(BACKENDS)}.")
-        if value != "reference":
-            self._check_integer_path(value)
+        if value == "auto":
+            value = choose_backend(self)
+        self.check_backend(value)
+        grid = self.weight_grid()
         self._backend = value
-        self._cache.clear()  # each path keeps its own derived weights
+        self._hold(grid)
+
+    def check_backend(self, backend: str) -> None:
+        """Raise a :class:`QuantizationError` naming the remedy if ``backend`` cannot run this layer."""
+        if backend in ("int", "fbgemm"):
+            self._check_integer_path(backend)
+        elif backend == "int4":
+            self._check_int4_path()
 
     def _check_integer_path(self, backend: str) -> None:
         act = self.act_spec
@@ -122,27 +144,67 @@ class QuantLinear(nn.Module):
         if backend == "fbgemm":
             kernels.check_fbgemm_activation_bits(act.bits)
 
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._cache.clear()
-        super()._load_from_state_dict(*args, **kwargs)
+    def _check_int4_path(self) -> None:
+        if self.weight_spec.bits > 4 or self.weight_spec.granularity == "tensor":
+            raise QuantizationError("backend='int4' needs weights of at most 4 bits with channel or group scales.")
+        if self.act_spec is not None and not self.act_spec.dynamic:
+            raise QuantizationError("backend='int4' takes dynamic (or no) activation quantization.")
+        kernels.check_int4_shape(self.out_features, self.in_features, self._int4_group_size())
 
-    def weight_int(self) -> torch.Tensor:
-        """The integer weight grid [out, in] (unpacked once and cached; the packed bytes stay the storage)."""
-        if "wq" not in self._cache:
+    def _int4_group_size(self) -> int:
+        return self.weight_spec.group_size if self.weight_spec.granularity == "group" else self.in_features
+
+    def weight_grid(self) -> torch.Tensor:
+        """The integer weight grid [out, in] as int8, unpacked from the held form (transient)."""
+        if self._backend == "fbgemm":
+            return kernels.fbgemm_unpack(self._kernel_weight)
+        if self._backend == "int4":
+            return kernels.int4_unpack(self._kernel_weight[0], self.in_features, self.out_features,
+                                       self._int4_group_size())
+        shape = (self.out_features, self.in_features)
+        return unpack(self.weight_packed, self.weight_spec.bits, self.weight_spec.qmin, shape).to(torch.int8)
+
+    def _hold(self, grid: torch.Tensor) -> None:
+        """Keep the weights in the current backend's form only (no second copy)."""
+        self._kernel_weight = None
+        if self._backend == "fbgemm":
+            self._kernel_weight = kernels.fbgemm_prepack(grid, self.weight_scale.flatten())
+        elif self._backend == "int4":
+            self._kernel_weight = kernels.int4_prepack(grid, self.weight_scale)
+        if self._backend in KERNEL_FORMS:
+            self._buffers["weight_packed"] = None
+        else:
+            self._buffers["weight_packed"] = pack(grid, self.weight_spec.bits, self.weight_spec.qmin)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self._backend in KERNEL_FORMS:
+            destination[prefix + "weight_packed"] = pack(self.weight_grid(), self.weight_spec.bits,
+                                                         self.weight_spec.qmin)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        packed = state_dict.pop(prefix + "weight_packed", None) if self._backend in KERNEL_FORMS else None
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if self._backend in KERNEL_FORMS:
+            if packed is None:
+                missing_keys.append(prefix + "weight_packed")
+                return
             shape = (self.out_features, self.in_features)
-            self._cache["wq"] = unpack(self.weight_packed, self.weight_spec.bits, self.weight_spec.qmin, shape).to(torch.int8)
-        return self._cache["wq"]
-
-    def dequantized_weight(self) -> torch.Tensor:
-        if "w" not in self._cache:
-            zero = torch.zeros_like(self.weight_scale)
-            self._cache["w"] = dequantize(self.weight_int(), self.weight_spec, self.weight_scale, zero)
-        return self._cache["w"]
+            self._hold(unpack(packed, self.weight_spec.bits, self.weight_spec.qmin, shape).to(torch.int8))
 
     def weight_nbytes(self) -> int:
-        """Bytes held for this layer's weights: packed integers, scales, bias and balancing divisors."""
+        """Bytes held for this layer's weights: the backend's packed form, scales, bias and divisors."""
         extras = [t for t in (self.weight_scale, self.bias, self.input_divisor) if t is not None]
-        return self.weight_packed.numel() + sum(t.numel() * t.element_size() for t in extras)
+        return self._held_weight_nbytes() + sum(t.numel() * t.element_size() for t in extras)
+
+    def _held_weight_nbytes(self) -> int:
+        if self._backend == "fbgemm":  # int8 matrix + float64 scales and int64 zero points per channel
+            return self.out_features * (self.in_features + 16)
+        if self._backend == "int4":
+            return sum(t.numel() * t.element_size() for t in self._kernel_weight)
+        return self.weight_packed.numel()
 
     # -- forward ------------------------------------------------------------------------------
     def _act_qparams(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,30 +215,47 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x = balance_input(x.reshape(-1, self.in_features).float(), self.input_divisor, self.rotated)
-        if self.act_spec is None:
-            y = F.linear(x, self.dequantized_weight(), self.bias)
-        elif self.backend == "reference":
-            scale, zero_point = self._act_qparams(x)
-            x_dq = dequantize(quantize(x, self.act_spec, scale, zero_point), self.act_spec, scale, zero_point)
-            y = F.linear(x_dq, self.dequantized_weight(), self.bias)
+        if self._backend == "int4":
+            y = self._int4_forward(x)
+        elif self._backend == "fbgemm":
+            y = self._fbgemm_forward(x)
+        elif self._backend == "int":
+            y = self._int_forward(x)
         else:
-            y = self._integer_forward(x)
+            y = self._reference_forward(x)
         return y.reshape(*shape[:-1], self.out_features)
 
-    def _integer_forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale, _ = self._act_qparams(x)
-        scale = scale.expand(x.shape[0], 1) if scale.dim() < 2 else scale
-        w_scale = self.weight_scale.reshape(1, -1).expand(1, self.out_features)
-        if self.backend == "int":
-            acc = kernels.int_matmul(quantize(x, self.act_spec, scale, torch.zeros_like(scale)), self.weight_int())
-            y = acc.float() * scale * w_scale
-        else:
-            if "fbgemm" not in self._cache:
-                self._cache["fbgemm"] = kernels.fbgemm_prepack(self.weight_int(), w_scale.flatten())
-                self._cache.pop("wq")  # the prepacked copy is the one this path reads
-            x_grid = (x / scale).clamp(self.act_spec.qmin, self.act_spec.qmax)
-            y = kernels.fbgemm_linear(x_grid, self._cache["fbgemm"], self.act_spec.bits) * scale
+    def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = dequantize(self.weight_grid(), self.weight_spec, self.weight_scale, torch.zeros_like(self.weight_scale))
+        if self.act_spec is not None:
+            scale, zero_point = self._act_qparams(x)
+            x = dequantize(quantize(x, self.act_spec, scale, zero_point), self.act_spec, scale, zero_point)
+        return F.linear(x, weight, self.bias)
+
+    def _integer_act_scale(self, x: torch.Tensor) -> torch.Tensor:
+        if self.act_spec.dynamic and self.act_spec.granularity == "token":
+            return symmetric_token_scale(x, self.act_spec.qmax)
+        return self._act_qparams(x)[0].expand(x.shape[0], 1)
+
+    def _int_forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self._integer_act_scale(x)
+        acc = kernels.int_matmul(quantize(x, self.act_spec, scale, torch.zeros_like(scale)), self.weight_grid())
+        y = acc.float() * scale * self.weight_scale.reshape(1, -1)
         return y if self.bias is None else y + self.bias
+
+    def _fbgemm_forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self._integer_act_scale(x)
+        # rounded on the grid here: the kernel would round after its zero-point shift, in fp32
+        x_grid = (x / scale).round_().clamp_(self.act_spec.qmin, self.act_spec.qmax)
+        y = kernels.fbgemm_linear(x_grid, self._kernel_weight, self.act_spec.bits)
+        return y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale)
+
+    def _int4_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.act_spec is not None:  # simulated: the kernel takes bf16 activations
+            x = fake_quantize(x, self.act_spec)
+        packed, scales_and_zeros = self._kernel_weight
+        y = kernels.int4_linear(x, packed, self._int4_group_size(), scales_and_zeros)
+        return y if self.bias is None else y.add_(self.bias)
 
     def extra_repr(self) -> str:
         act = "none" if self.act_spec is None else f"{self.act_spec.bits}b {self.act_spec.granularity}"

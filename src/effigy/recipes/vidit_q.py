@@ -13,6 +13,9 @@ vidit-q-w4a8 4-bit packed weights after channel balancing: a calibrated SmoothQu
              the rotation does not help.
 vidit-q-w4a8-ts  timestep-aware balancing: a divisor per quarter of the 1000 training timesteps,
              each folded into its own copy of the packed weights (4x the weight bytes).
+rtn-w4a16    weight-only: 4-bit weights, one scale per group of 128 input channels, bf16 activations,
+             on PyTorch's int4 CPU kernel (the weights stay 4-bit in memory).
+vidit-q-w4a16  the same after ViDiT-Q's channel balancing (alpha 0.5).
 rtn-w4a8     round-to-nearest 4-bit per-channel weights, per-token 8-bit activations: the uniform
              baseline.
 vidit-q-w4a8-mp  the same, with 4/6/8-bit weights chosen per layer group by the metric-decoupled
@@ -51,6 +54,19 @@ RECIPES: dict[str, QuantConfig] = {
         smooth_alpha=0.5,
         timestep_ranges=4,
         name="vidit-q-w4a8-ts",
+    ),
+    "rtn-w4a16": QuantConfig(
+        weight=QuantSpec(bits=4, granularity="group", group_size=128),
+        activation=None,
+        backend="int4",
+        name="rtn-w4a16",
+    ),
+    "vidit-q-w4a16": QuantConfig(
+        weight=QuantSpec(bits=4, granularity="group", group_size=128),
+        activation=None,
+        smooth_alpha=0.5,
+        backend="int4",
+        name="vidit-q-w4a16",
     ),
     "rtn-w4a8": QuantConfig(
         weight=QuantSpec(bits=4, granularity="channel"),

@@ -1,0 +1,233 @@
+"""The quantization recipes at real architecture sizes, with random weights: speed and memory only.
+
+No DiT-XL-sized weights ship offline, and none are needed to measure what a recipe costs and saves:
+the matmul shapes, the bytes and the kernels are those of the real model. Quality is not claimed
+here; the output error relative to fp32 on the same random model is reported so that a fast but
+wrong path shows. Every variant is built from the same seeded fp32 model, the calls are timed
+interleaved (warm-up, then ``repeats`` rounds over all variants), and memory is measured twice:
+bytes held (distinct tensor storages, :func:`effigy.memory.held_bytes`) in this process, and peak
+RSS in a fresh process per variant that builds, converts and runs one call.
+"""
+from __future__ import annotations
+
+import copy
+import gc
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from effigy.api import quantize
+from effigy.errors import EffigyError
+from effigy.evaluate.measure import Progress, machine_facts, no_progress, run_in_fresh_process
+from effigy.memory import held_bytes
+from effigy.nn import QuantLinear, find_targets
+from effigy.recipes import fast_cpu_variant, get_recipe
+
+# name -> diffusers DiT arguments (DiT-XL/2: 28 blocks, hidden 16 x 72 = 1152, patch 2)
+ARCHITECTURES = {"dit-xl-2": dict(num_layers=28, num_attention_heads=16, attention_head_dim=72)}
+VARIANTS = ("fp32", "bf16", "quantize_dynamic int8", "torchao w8a8", "vidit-q-w8a8 reference", "vidit-q-w8a8 int",
+            "vidit-q-w8a8 fbgemm", "vidit-q-w8a8 auto", "rtn-w4a8 int (unpack per call)",
+            "rtn-w4a8 int4 kernel (fake A8)", "rtn-w4a16 int4")
+
+
+SLOW_WITHOUT_VNNI = "torch._int_mm has no fast CPU kernel without VNNI (25-35x slower than fp32: `effigy bench kernels`)"
+
+
+def default_variants() -> tuple[str, ...]:
+    """Every variant, less the ``torch._int_mm`` ones on CPUs where one call would take minutes."""
+    from effigy.core.kernels import cpu_has_vnni
+
+    return VARIANTS if cpu_has_vnni() else tuple(v for v in VARIANTS if " int " not in f"{v} ")
+
+
+@dataclass
+class ScaleBenchSettings:
+    architecture: str = "dit-xl-2"
+    tokens: tuple[int, ...] = (256,)
+    variants: tuple[str, ...] = field(default_factory=default_variants)
+    cfg_batch: int = 2  # one classifier-free-guidance pair per call
+    repeats: int = 3
+    measure_memory: bool = True
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def build_dit(architecture: str, tokens: int, seed: int) -> nn.Module:
+    """A seeded random diffusers ``DiTTransformer2DModel`` of ``architecture``'s size at ``tokens`` tokens."""
+    from diffusers import DiTTransformer2DModel
+
+    side = int(round(tokens ** 0.5)) * 2  # patch 2
+    if (side // 2) ** 2 != tokens:
+        raise EffigyError(f"{tokens} tokens is not a square number of 2x2 patches: use 256, 1024 or 4096")
+    torch.manual_seed(seed)
+    return DiTTransformer2DModel(**ARCHITECTURES[architecture], in_channels=4, out_channels=8, sample_size=side,
+                                 patch_size=2, num_embeds_ada_norm=1000).eval()
+
+
+def dit_inputs(model: nn.Module, batch: int, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed + 1)
+    side = model.config.sample_size
+    labels = torch.tensor([7, 1000] * (batch // 2))[:batch]  # conditional and null class
+    return {"hidden_states": torch.randn(batch, 4, side, side, generator=g), "timestep": torch.full((batch,), 500),
+            "class_labels": labels}
+
+
+class Bf16Call(nn.Module):
+    """A bf16 copy of a model called with fp32 inputs, returning fp32 (what a user of bf16 does)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.to(torch.bfloat16)
+
+    def forward(self, **inputs):
+        cast = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in inputs.items()}
+        return SimpleNamespace(sample=self.model(**cast).sample.float())
+
+
+def build_variant(name: str, fp_model: nn.Module, in_place: bool = False) -> nn.Module:
+    """The variant ``name`` of ``fp_model`` (a copy unless ``in_place``)."""
+    model = fp_model if in_place else copy.deepcopy(fp_model)
+    w8a8 = get_recipe("vidit-q-w8a8")
+    targets = sorted(find_targets(model, w8a8.include, w8a8.ignore))
+    if name == "fp32":
+        return model
+    if name == "bf16":
+        return Bf16Call(model)
+    if name == "quantize_dynamic int8":
+        return torch.ao.quantization.quantize_dynamic(model, set(targets), dtype=torch.qint8, inplace=True)
+    if name == "torchao w8a8":
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+        quantize_(model, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda _m, n: n in set(targets))
+        return model
+    return quantize(model, _effigy_config(name))
+
+
+def _effigy_config(name: str):
+    recipe, backend = name.split(" ")[:2]
+    config = get_recipe(recipe)
+    if backend == "fbgemm":
+        return fast_cpu_variant(config)
+    if name.startswith("rtn-w4a8 int4"):  # the int4 kernel needs groups of at most 256 channels
+        return replace(config, weight=replace(get_recipe("rtn-w4a16").weight), backend="int4", name=name)
+    return replace(config, backend=backend, name=name)
+
+
+def linear_bytes(model: nn.Module, names: list[str]) -> int:
+    """Bytes held by the named (quantized or float) linear layers of ``model``."""
+    modules = dict(model.named_modules())
+    return held_bytes([modules[n] for n in names if n in modules])
+
+
+@torch.no_grad()
+def time_interleaved(models: dict[str, nn.Module], inputs: dict, repeats: int,
+                     progress: Progress = no_progress) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Median seconds of one call per model (a warm-up each, then ``repeats`` rounds over all models),
+    and each model's output."""
+    advance = progress("timing, interleaved", repeats + 1)
+    outputs = {name: model(**inputs).sample for name, model in models.items()}
+    advance()
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model(**inputs)
+            times[name].append(time.perf_counter() - start)
+        advance()
+    return {name: statistics.median(t) for name, t in times.items()}, outputs
+
+
+def _fresh_process_memory(architecture: str, tokens: int, seed: int, name: str, batch: int) -> dict:
+    """In a fresh process: build the fp32 model, convert it, run one call. Peak RSS up to the converted
+    model, RSS once converted, and the peak of the call alone (the kernel's peak counter reset after
+    conversion), in MiB."""
+    from effigy.evaluate.measure import rss_mib
+
+    model = build_variant(name, build_dit(architecture, tokens, seed), in_place=True)
+    inputs = dit_inputs(unwrapped(model), batch, seed)
+    gc.collect()
+    built = rss_mib()
+    reset = _reset_peak_rss()
+    with torch.no_grad():
+        model(**inputs)
+    called = rss_mib()
+    return {"peak_rss_build_mib": built["peak_rss_mib"], "rss_converted_mib": built["rss_mib"],
+            "peak_rss_call_mib": called["peak_rss_mib"] if reset else None}
+
+
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The diffusers model inside a :class:`Bf16Call` (or the model itself)."""
+    return model.model if isinstance(model, Bf16Call) else model
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak-RSS counter (Linux clear_refs 5); False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+@torch.no_grad()
+def run_model_section(settings: ScaleBenchSettings, tokens: int, progress: Progress = no_progress) -> list[dict]:
+    fp_model = build_dit(settings.architecture, tokens, settings.seed)
+    inputs = dit_inputs(fp_model, settings.cfg_batch, settings.seed)
+    targets = sorted(find_targets(fp_model, get_recipe("vidit-q-w8a8").include, get_recipe("vidit-q-w8a8").ignore))
+    fp_linear_bytes, fp_bytes = linear_bytes(fp_model, targets), held_bytes(fp_model)
+    advance = progress(f"building variants at {tokens} tokens", len(settings.variants))
+    models = {}
+    for name in settings.variants:
+        models[name] = build_variant(name, fp_model)
+        advance()
+    seconds, outputs = time_interleaved(models, inputs, settings.repeats, progress)
+    reference = outputs["fp32"]
+    rows = []
+    for name, model in models.items():
+        inner = unwrapped(model)
+        rows.append({"variant": name, "tokens": tokens, "backends": _backends(inner),
+                     "held_bytes": held_bytes(inner), "held_bytes_ratio": held_bytes(inner) / fp_bytes,
+                     "linear_held_bytes_ratio": linear_bytes(inner, targets) / fp_linear_bytes,
+                     "latency_s": seconds[name], "latency_ratio_vs_fp32": seconds[name] / seconds["fp32"],
+                     "speedup_vs_fp32": seconds["fp32"] / seconds[name],
+                     "relative_output_error": ((outputs[name] - reference).norm() / reference.norm()).item()})
+    del models, outputs
+    gc.collect()
+    if settings.measure_memory:
+        advance = progress(f"peak RSS, a fresh process per variant at {tokens} tokens", len(rows))
+        for row in rows:
+            row.update(run_in_fresh_process(_fresh_process_memory, settings.architecture, tokens, settings.seed,
+                                            row["variant"], settings.cfg_batch))
+            advance()
+    return rows
+
+
+def _backends(model: nn.Module) -> str:
+    names = sorted({m.backend for m in model.modules() if isinstance(m, QuantLinear)})
+    return ",".join(names) if names else "-"
+
+
+def run_scale_bench(settings: ScaleBenchSettings, progress: Progress = no_progress,
+                    layer_tokens: tuple[int, ...] = (64, 256, 1024, 4096), kv=None) -> dict:
+    """The model section at each of ``settings.tokens``, the per-layer section, and (if ``kv`` is given,
+    a :class:`effigy.evaluate.scale_kv.KVScaleSettings`) the KV-cache section."""
+    from effigy.evaluate.scale_layers import run_layer_section
+
+    rows = [row for tokens in settings.tokens for row in run_model_section(settings, tokens, progress)]
+    skipped = {v: SLOW_WITHOUT_VNNI for v in VARIANTS if v not in settings.variants and " int " in f"{v} "}
+    result = {"benchmark": "scale", "architecture": settings.architecture, "weights": "random (seeded)",
+              "skipped": skipped,
+              "settings": settings.to_dict(), "machine": machine_facts(), "rows": rows,
+              "layers": run_layer_section(layer_tokens, settings.repeats + 2, settings.seed, progress)}
+    if kv is not None:
+        from effigy.evaluate.scale_kv import run_kv_section
+
+        result["kv"] = run_kv_section(kv, progress)
+    return result

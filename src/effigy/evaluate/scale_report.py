@@ -1,0 +1,45 @@
+"""Markdown for ``effigy bench scale``: the model section, the per-layer section and the KV section."""
+from __future__ import annotations
+
+from effigy.evaluate.report import machine_line, markdown_table
+
+MODEL_COLUMNS = [("variant", "variant"), ("tokens", "tokens"), ("backends", "effigy backend"),
+                 ("speedup_vs_fp32", "speed-up vs fp32"), ("relative_output_error", "output error vs fp32"),
+                 ("held_bytes", "bytes held"), ("held_bytes_ratio", "held / fp32"),
+                 ("linear_held_bytes_ratio", "quantized linears held / fp32"),
+                 ("rss_converted_mib", "RSS converted (MiB)"), ("peak_rss_call_mib", "peak RSS of the call (MiB)"),
+                 ("peak_rss_build_mib", "peak RSS building (MiB)")]
+LAYER_COLUMNS = [("layer", "layer"), ("shape", "shape"), ("tokens", "tokens"), ("path", "path"), ("backend", "backend"),
+                 ("speedup_vs_fp32", "speed-up vs fp32"), ("latency_ms", "ms"), ("held_bytes_ratio", "held / fp32"),
+                 ("relative_output_error", "output error vs fp32")]
+KV_COLUMNS = [("cache", "cache"), ("tokens", "tokens"), ("held_bytes", "bytes held"), ("counted_bytes", "bytes counted"),
+              ("tokens_per_s", "decode tokens/s"), ("tokens_per_s_ratio_vs_dynamic", "vs DynamicCache")]
+KV_MEMORY_COLUMNS = [("cache", "cache"), ("tokens", "tokens"), ("held_bytes", "bytes held"),
+                     ("counted_bytes", "bytes counted"), ("rss_growth_mib", "RSS growth (MiB)"),
+                     ("peak_rss_mib", "peak RSS (MiB)")]
+
+
+def render_scale(result: dict, command: str) -> str:
+    parts = [f"# effigy bench scale: {result['architecture']} with {result['weights']} weights",
+             f"Command: `{command}`  \n{machine_line(result['machine'])}  \n"
+             "Random weights: these tables measure speed and memory only, not quality. Output error is relative "
+             "L2 against the fp32 output of the same random model and inputs. Speed-ups are medians of "
+             f"{result['settings']['repeats']} interleaved rounds after a warm-up, measured in this one run. "
+             "Bytes held: distinct tensor storages reachable from the model (effigy.memory.held_bytes); RSS: "
+             "a fresh process per variant that builds the fp32 model, converts it (RSS converted) and runs one "
+             "call (its peak counted from after conversion).",
+             f"## One transformer call (CFG batch of {result['settings']['cfg_batch']})",
+             markdown_table(result["rows"], MODEL_COLUMNS)]
+    parts += [f"Not run on this machine: {name} ({why})." for name, why in result.get("skipped", {}).items()]
+    parts += ["## Single layers of DiT-XL/2's shapes", markdown_table(result["layers"], LAYER_COLUMNS)]
+    if "kv" in result:
+        kv = result["kv"]
+        parts += [f"## KV caches on {kv['model']}",
+                  "The same random token ids prefilled through each cache in chunks of "
+                  f"{kv['settings']['prefill_chunk']}, then {kv['settings']['decode_tokens']} decoding steps with the "
+                  "caches taking turns. PM-KVQ's budget is the equal-memory budget at that length spread evenly over "
+                  "layers (no calibrated allocation).", markdown_table(kv["rows"], KV_COLUMNS),
+                  f"### Memory only at {kv['settings']['memory_length']} tokens",
+                  "Caches of SmolLM2's geometry filled with random keys and values in a fresh process each; no model "
+                  "runs, no quality claim.", markdown_table(kv["memory_only"], KV_MEMORY_COLUMNS)]
+    return "\n\n".join(parts)

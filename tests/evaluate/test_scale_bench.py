@@ -1,0 +1,62 @@
+import pytest
+import torch
+
+from effigy.errors import EffigyError
+from effigy.evaluate import scale_bench
+from effigy.evaluate.scale_kv import CACHES, KVScaleSettings, make_cache
+from effigy.evaluate.scale_layers import layer_paths
+from effigy.evaluate.scale_report import render_scale
+
+
+@pytest.fixture
+def tiny_architecture(monkeypatch):
+    monkeypatch.setitem(scale_bench.ARCHITECTURES, "tiny", dict(num_layers=1, num_attention_heads=2,
+                                                                attention_head_dim=64))
+    return "tiny"
+
+
+def test_model_section_rows_measure_every_variant_against_fp32(tiny_architecture):
+    variants = ("fp32", "bf16", "quantize_dynamic int8", "vidit-q-w8a8 reference", "vidit-q-w8a8 fbgemm",
+                "rtn-w4a16 int4")
+    settings = scale_bench.ScaleBenchSettings(architecture="tiny", tokens=(16,), variants=variants, repeats=1,
+                                              measure_memory=False)
+    rows = {r["variant"]: r for r in scale_bench.run_model_section(settings, 16)}
+    assert rows["fp32"]["relative_output_error"] == 0 and rows["fp32"]["held_bytes_ratio"] == 1
+    assert rows["bf16"]["held_bytes_ratio"] == pytest.approx(0.5, abs=0.01)
+    assert rows["vidit-q-w8a8 fbgemm"]["backends"] == "fbgemm"
+    assert rows["vidit-q-w8a8 reference"]["linear_held_bytes_ratio"] < 0.3
+    assert rows["rtn-w4a16 int4"]["linear_held_bytes_ratio"] < 0.17
+    assert all(0 < r["relative_output_error"] < 0.1 for n, r in rows.items() if n != "fp32")
+
+
+def test_a_token_count_that_is_not_a_square_grid_is_refused(tiny_architecture):
+    with pytest.raises(EffigyError, match="square number"):
+        scale_bench.build_dit("tiny", 200, 0)
+
+
+def test_layer_paths_agree_with_fp32():
+    linear = torch.nn.Linear(256, 128)
+    x = torch.randn(20, 256)
+    reference = linear(x)
+    for name, path in layer_paths(linear).items():
+        error = ((path(x) - reference).norm() / reference.norm()).item()
+        assert error < 0.1, name
+
+
+def test_every_kv_cache_is_made_and_takes_an_update():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=128, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2)).eval()
+    for name in CACHES:
+        cache = make_cache(name, model, 1024, KVScaleSettings())
+        keys, _ = cache.update(torch.randn(1, 2, 40, 32), torch.randn(1, 2, 40, 32), 0)
+        assert keys.shape[-2] == 40, name
+
+
+def test_report_names_skipped_variants_and_says_weights_are_random():
+    result = {"architecture": "dit-xl-2", "weights": "random (seeded)", "machine": {
+        "cpu": "x", "torch_threads": 2, "torch": "2.13", "vnni": False}, "settings": {"repeats": 3, "cfg_batch": 2},
+        "rows": [{"variant": "fp32"}], "layers": [], "skipped": {"vidit-q-w8a8 int": "slow here"}}
+    text = render_scale(result, "effigy bench scale")
+    assert "Random weights" in text and "Not run on this machine: vidit-q-w8a8 int (slow here)" in text
