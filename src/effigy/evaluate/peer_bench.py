@@ -12,6 +12,7 @@ import copy
 import importlib.util
 import statistics
 import time
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -21,16 +22,34 @@ from effigy.nn import find_targets
 TORCHAO_PIN = "torchao==0.18.0"
 
 
-def torchao_w8a8(model: nn.Module, include, ignore) -> nn.Module | None:
+def torchao_w8a8(model: nn.Module, include, ignore, in_place: bool = False) -> nn.Module | None:
     """A torchao-quantized copy of ``model`` (the same layers effigy quantizes), or None if absent."""
     if importlib.util.find_spec("torchao") is None:
         return None
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
-    copied = copy.deepcopy(model)
+    copied = model if in_place else copy.deepcopy(model)
     targets = set(find_targets(copied, include, ignore))
     quantize_(copied, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda _m, name: name in targets)
     return copied
+
+
+def quantize_dynamic_int8(model: nn.Module, names) -> nn.Module:
+    """PyTorch's own ``quantize_dynamic`` (fbgemm int8 weights, per-tensor dynamic activations, fused) on the
+    named linear layers, in place: what a CPU user tries first."""
+    return torch.ao.quantization.quantize_dynamic(model, set(names), dtype=torch.qint8, inplace=True)
+
+
+class Bf16Call(nn.Module):
+    """A bf16 copy of a model called with fp32 inputs, returning fp32 (what a user of bf16 does)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.to(torch.bfloat16)
+
+    def forward(self, **inputs):
+        cast = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in inputs.items()}
+        return SimpleNamespace(sample=self.model(**cast).sample.float())
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ from torch import nn
 
 from effigy.api import quantize, weight_nbytes
 from effigy.attention.search import relative_l2
+from effigy.memory import held_bytes
 from effigy.evaluate.measure import Progress, machine_facts, median_seconds, no_progress, rss_mib, run_in_fresh_process
 from effigy.evaluate.worlds import LOWER_IS_BETTER, BenchWorld, SamplingSettings, load_world
 from effigy.metrics import ssim
@@ -329,6 +330,7 @@ def run_quant_bench(settings: QuantBenchSettings, progress: Progress = no_progre
             "backend": "float" if variant.config is None else variant.config.backend,
             **world.quality(variant.images, reference),
             "weight_bytes": weight_nbytes(variant.model),
+            "held_bytes": held_bytes(variant.model),
             "weight_bytes_ratio": weight_nbytes(variant.model) / fp_weight_bytes,
             "average_weight_bits": average_weight_bits(variant.model),
         }
@@ -377,7 +379,8 @@ def peer_comparison(world: BenchWorld, variants: list[Variant], settings: QuantB
     """effigy's W8A8 rows next to torchao's W8A8 on one denoiser call (see :mod:`peer_bench`)."""
     import importlib.metadata
 
-    from effigy.evaluate.peer_bench import TORCHAO_PIN, compare_one_call, torchao_w8a8
+    from effigy.evaluate.peer_bench import TORCHAO_PIN, Bf16Call, compare_one_call, quantize_dynamic_int8, torchao_w8a8
+    from effigy.nn import find_targets
 
     fp_model = world.fp_model
     ours = {v.name: v.model for v in variants if v.config is not None and "w8a" in v.name and "naive" not in v.name}
@@ -386,7 +389,10 @@ def peer_comparison(world: BenchWorld, variants: list[Variant], settings: QuantB
     if theirs is None:
         return {"library": None, "note": f"torchao is not installed (pip install --no-deps {TORCHAO_PIN})", "rows": []}
     inputs = world.denoiser_call(settings.latency_samples)
-    rows = compare_one_call(fp_model, {**ours, "torchao-w8a8-dynamic": theirs}, inputs, settings.latency_repeats)
+    targets = find_targets(fp_model, config.include, config.ignore)
+    peers = {"torchao-w8a8-dynamic": theirs, "bf16": Bf16Call(copy.deepcopy(fp_model)),
+             "quantize_dynamic int8": quantize_dynamic_int8(copy.deepcopy(fp_model), targets)}
+    rows = compare_one_call(fp_model, {**ours, **peers}, inputs, settings.latency_repeats)
     return {"library": f"torchao {importlib.metadata.version('torchao')}", "rows": rows}
 
 

@@ -21,6 +21,7 @@ COLUMNS = [
     ("ssim_vs_fp", "SSIM vs FP"),
     ("average_weight_bits", "avg weight bits"),
     ("weight_bytes", "model weight bytes"),
+    ("held_bytes", "bytes held"),
     ("quantized_linear_bytes_ratio", "quantized linears / fp32"),
     ("peak_rss_mib", "peak RSS (MiB)"),
     ("latency_ms_per_image", "ms / image"),
@@ -147,11 +148,12 @@ def render_markdown(result: dict, command: str) -> str:
         text += render_comparisons(result["comparisons"])
     peer = result.get("peer")
     if peer is not None:
-        text += "\n\n## W8A8 against a peer library: one denoiser call\n\n"
+        text += "\n\n## W8A8 against peers (torchao, bf16, PyTorch's quantize_dynamic): one denoiser call\n\n"
         if peer["library"] is None:
             text += peer["note"] + "\n"
         else:
-            text += (f"{peer['library']} `Int8DynamicActivationInt8WeightConfig` on the same layers; one call on "
+            text += (f"{peer['library']} `Int8DynamicActivationInt8WeightConfig` and PyTorch's `quantize_dynamic` "
+                     "(int8, per-tensor dynamic activations) on the same layers, and the whole model in bf16; one call on "
                      f"{s['latency_samples']} noisy inputs at t=500, median of {s['latency_repeats']} interleaved runs.\n\n"
                      + markdown_table(peer["rows"], PEER_COLUMNS))
     return text

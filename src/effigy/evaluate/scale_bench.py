@@ -15,20 +15,21 @@ import gc
 import statistics
 import time
 from dataclasses import dataclass, field, replace
-from types import SimpleNamespace
 
 import torch
 from torch import nn
 
 from effigy.api import quantize
 from effigy.errors import EffigyError
+from effigy.evaluate.peer_bench import Bf16Call, quantize_dynamic_int8, torchao_w8a8
 from effigy.evaluate.measure import Progress, machine_facts, no_progress, run_in_fresh_process
 from effigy.memory import held_bytes
 from effigy.nn import QuantLinear, find_targets
 from effigy.recipes import fast_cpu_variant, get_recipe
 
 # name -> diffusers DiT arguments (DiT-XL/2: 28 blocks, hidden 16 x 72 = 1152, patch 2)
-ARCHITECTURES = {"dit-xl-2": dict(num_layers=28, num_attention_heads=16, attention_head_dim=72)}
+ARCHITECTURES = {"dit-xl-2": dict(num_layers=28, num_attention_heads=16, attention_head_dim=72),
+                 "dit-s-2": dict(num_layers=12, num_attention_heads=6, attention_head_dim=64)}
 VARIANTS = ("fp32", "bf16", "quantize_dynamic int8", "torchao w8a8", "vidit-q-w8a8 reference", "vidit-q-w8a8 int",
             "vidit-q-w8a8 fbgemm", "vidit-q-w8a8 auto", "rtn-w4a8 int (unpack per call)",
             "rtn-w4a8 int4 kernel (fake A8)", "rtn-w4a16 int4")
@@ -78,18 +79,6 @@ def dit_inputs(model: nn.Module, batch: int, seed: int) -> dict:
             "class_labels": labels}
 
 
-class Bf16Call(nn.Module):
-    """A bf16 copy of a model called with fp32 inputs, returning fp32 (what a user of bf16 does)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model.to(torch.bfloat16)
-
-    def forward(self, **inputs):
-        cast = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in inputs.items()}
-        return SimpleNamespace(sample=self.model(**cast).sample.float())
-
-
 def build_variant(name: str, fp_model: nn.Module, in_place: bool = False) -> nn.Module:
     """The variant ``name`` of ``fp_model`` (a copy unless ``in_place``)."""
     model = fp_model if in_place else copy.deepcopy(fp_model)
@@ -100,12 +89,9 @@ def build_variant(name: str, fp_model: nn.Module, in_place: bool = False) -> nn.
     if name == "bf16":
         return Bf16Call(model)
     if name == "quantize_dynamic int8":
-        return torch.ao.quantization.quantize_dynamic(model, set(targets), dtype=torch.qint8, inplace=True)
+        return quantize_dynamic_int8(model, targets)
     if name == "torchao w8a8":
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
-
-        quantize_(model, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda _m, n: n in set(targets))
-        return model
+        return torchao_w8a8(model, w8a8.include, w8a8.ignore, in_place=True)
     return quantize(model, _effigy_config(name))
 
 
