@@ -351,7 +351,7 @@ def quantize_cmd(
     recipe: str = typer.Option(..., help="Recipe name, e.g. vidit-q-w8a8, vidit-q-w4a8 or vidit-q-w4a8-mp."),
     out: Path = typer.Option(..., help="Folder to write model.safetensors + JSON configs into."),
     model: str = typer.Option("dit-digits", help="A zoo model name or a local diffusers model folder."),
-    backend: Optional[str] = typer.Option(None, help="Matmul path: reference | int | fbgemm."),
+    backend: Optional[str] = typer.Option(None, help="Matmul path: reference | int | fbgemm | int4 | auto (the fastest exact path, timed here)."),
     allocation: Optional[Path] = typer.Option(None, help="Bit allocation JSON for a mixed-precision recipe "
                                               "(written by `effigy bench quant` as *_allocation.json)."),
     widths: Optional[str] = typer.Option(None, help="Store every layer at each of these weight widths (e.g. "
@@ -383,16 +383,18 @@ def quantize_cmd(
         save_multiwidth(float_model, config, out, candidates, calibration_loop_for(model, config))
         console.print(f"{model} -> {config.name} at widths {list(candidates)}: multi-width checkpoint in {out}")
         return
-    fp_bytes = weight_nbytes(float_model)
+    from effigy.memory import held_bytes
+
+    fp_bytes = held_bytes(float_model)
     quantized = quantize(float_model, config, calibration_loop_for(model, config))
     save(quantized, out)
-    summary = {"model": model, "recipe": config.name, "out": str(out), "fp32_weight_bytes": fp_bytes,
-               "quantized_weight_bytes": weight_nbytes(quantized)}
-    summary["ratio"] = summary["quantized_weight_bytes"] / fp_bytes
+    summary = {"model": model, "recipe": config.name, "out": str(out), "fp32_held_bytes": fp_bytes,
+               "held_bytes": held_bytes(quantized), "counted_weight_bytes": weight_nbytes(quantized)}
+    summary["ratio"] = summary["held_bytes"] / fp_bytes
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
-        console.print(f"{model} -> {config.name}: {fp_bytes:,} -> {summary['quantized_weight_bytes']:,} weight bytes "
+        console.print(f"{model} -> {config.name}: {fp_bytes:,} -> {summary['held_bytes']:,} bytes held "
                       f"({summary['ratio']:.3f}x); saved to {out}")
 
 

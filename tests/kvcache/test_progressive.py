@@ -119,3 +119,23 @@ def test_a_long_prefill_leaves_only_the_window_in_fp16():
     layer.update(torch.randn(1, 2, 400, 32), torch.randn(1, 2, 400, 32))
     assert layer.keys.shape[-2] < 16
     assert abs(held_bytes(layer) - layer.nbytes) <= 0.05 * layer.nbytes
+
+
+@pytest.mark.parametrize("make", ["rtn", "kivi"])
+def test_a_cache_without_budget_stores_the_same_whether_fed_at_once_or_token_by_token(make):
+    from effigy.kvcache.baselines import KIVILayer
+
+    layer_class, chunk = (ProgressiveKVLayer, 1) if make == "rtn" else (KIVILayer, 8)
+    at_once, by_token = (layer_class(float("inf"), 4, 4, sink=0, window=8, chunk=chunk, group_size=32)
+                         for _ in range(2))
+    k, v = torch.randn(1, 2, 75, 32), torch.randn(1, 2, 75, 32)
+    keys_once, values_once = at_once.update(k, v)
+    _, _, keys_step, values_step = _feed_into(by_token, k, v)
+    assert torch.equal(keys_once, keys_step) and torch.equal(values_once, values_step)
+    assert at_once.main_tokens == by_token.main_tokens
+
+
+def _feed_into(layer, k, v):
+    for start in range(k.shape[-2]):
+        keys, values = layer.update(k[..., start:start + 1, :], v[..., start:start + 1, :])
+    return k, v, keys, values

@@ -180,3 +180,15 @@ def test_auto_backend_picks_an_exact_path_and_says_which(caplog):
     weight_only = make(linear, QuantSpec(bits=4, granularity="group", group_size=64), None, "auto")
     assert weight_only.backend in ("int4", "reference")
     assert "backend auto for 64x128" in caplog.text
+
+
+def test_fbgemm_rounds_on_the_grid_like_the_int_path_near_ties():
+    bits = kernels.fbgemm_max_activation_bits()
+    act = QuantSpec(bits=bits, granularity="token", dynamic=True)
+    qmax = act.qmax
+    x = torch.full((32, 64), -0.5000017)
+    x[:, 0] = qmax  # per-token scale exactly 1: the other entries sit just below a rounding tie
+    linear = nn.Linear(64, 48)
+    fbgemm = make(linear, act=act, backend="fbgemm")(x)
+    integer = make(linear, act=act, backend="int")(x)
+    torch.testing.assert_close(fbgemm, integer, rtol=1e-5, atol=1e-5)

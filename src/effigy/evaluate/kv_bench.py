@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from effigy.evaluate.measure import Progress, machine_facts, no_progress
+from effigy.evaluate.report import SettingsRecord
 from effigy.kvcache.baselines import fp16_cache, kivi_cache, rtn_cache, transformers_fp8_cache
 from effigy.kvcache.calibrate import allocate_kv_bits, kv_sensitivity
 from effigy.kvcache.progressive import KVBudgetError, PMKVQCache, kv_geometry, main_cache_bytes
@@ -53,7 +54,7 @@ FILLER = ("The history of the river valley is long. Farmers planted wheat and ba
 
 
 @dataclass
-class KVBenchSettings:
+class KVBenchSettings(SettingsRecord):
     trace_tokens: int = 2048
     prompts: int = 2
     average_bits: tuple[float, ...] = (4.0, 6.0)  # budgets: average stored bits per KV element, all included
@@ -67,9 +68,6 @@ class KVBenchSettings:
     retrieval_problems: int = 4
     retrieval_filler: int = 64  # filler sentences (~28 tokens each) between the passcode and the question
     seed: int = 0
-
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
 def chat_ids(tokenizer, text: str) -> torch.Tensor:

@@ -5,6 +5,15 @@ import json
 from pathlib import Path
 
 
+class SettingsRecord:
+    """Mixin for bench settings dataclasses: the settings as JSON-ready data (tuples become lists), the one
+    serialiser the results files' ``settings`` field comes from."""
+
+    def to_dict(self) -> dict:
+        listed = lambda v: [listed(x) for x in v] if isinstance(v, tuple) else v
+        return {k: listed(v) for k, v in self.__dict__.items()}
+
+
 def format_value(value: object) -> str:
     if value is None:
         return "n/a"

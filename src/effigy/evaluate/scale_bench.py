@@ -21,8 +21,9 @@ from torch import nn
 
 from effigy.api import quantize
 from effigy.errors import EffigyError
-from effigy.evaluate.peer_bench import Bf16Call, quantize_dynamic_int8, torchao_w8a8
 from effigy.evaluate.measure import Progress, machine_facts, no_progress, run_in_fresh_process
+from effigy.evaluate.peer_bench import Bf16Call, quantize_dynamic_int8, torchao_w8a8
+from effigy.evaluate.report import SettingsRecord
 from effigy.memory import held_bytes
 from effigy.nn import QuantLinear, find_targets
 from effigy.recipes import fast_cpu_variant, get_recipe
@@ -46,7 +47,7 @@ def default_variants() -> tuple[str, ...]:
 
 
 @dataclass
-class ScaleBenchSettings:
+class ScaleBenchSettings(SettingsRecord):
     architecture: str = "dit-xl-2"
     tokens: tuple[int, ...] = (256,)
     variants: tuple[str, ...] = field(default_factory=default_variants)
@@ -54,9 +55,6 @@ class ScaleBenchSettings:
     repeats: int = 3
     measure_memory: bool = True
     seed: int = 0
-
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
 def build_dit(architecture: str, tokens: int, seed: int) -> nn.Module:

@@ -19,6 +19,7 @@ from transformers import DynamicCache, LlamaConfig
 
 from effigy.evaluate.kv_bench import equal_memory_budget_mb
 from effigy.evaluate.measure import Progress, no_progress, rss_mib, run_in_fresh_process
+from effigy.evaluate.report import SettingsRecord
 from effigy.kvcache.baselines import fp16_cache, kivi_cache, transformers_fp8_cache
 from effigy.kvcache.progressive import PMKVQCache, kv_geometry
 from effigy.memory import held_bytes
@@ -30,7 +31,7 @@ SMOLLM2_SHAPE = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, 
 
 
 @dataclass
-class KVScaleSettings:
+class KVScaleSettings(SettingsRecord):
     lengths: tuple[int, ...] = (2048, 8192)
     memory_length: int = 32768
     caches: tuple[str, ...] = CACHES
@@ -40,9 +41,6 @@ class KVScaleSettings:
     sink: int = 1
     group_size: int = 32
     seed: int = 0
-
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
 def make_cache(name: str, model, length: int, s: KVScaleSettings):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from effigy.evaluate.report import SettingsRecord
 from effigy.metrics import fid_from_features
 from effigy.metrics.image import frechet_distance, gaussian_stats, psnr_per_image, ssim_per_image
 from effigy.metrics.stats import paired_bootstrap, paired_mean_difference
@@ -26,7 +27,7 @@ Sampler = Callable[[nn.Module], torch.Tensor]
 
 
 @dataclass
-class SamplingSettings:
+class SamplingSettings(SettingsRecord):
     """What every bench world reads: which model, how many prompts, the sampler, the timing batch."""
 
     model: str = "dit-digits"
@@ -38,10 +39,6 @@ class SamplingSettings:
     batch_size: int = 100
     latency_samples: int = 20
     latency_repeats: int = 3
-
-    def to_dict(self) -> dict:
-        listed = lambda v: [listed(x) for x in v] if isinstance(v, tuple) else v
-        return {k: listed(v) for k, v in self.__dict__.items()}
 
 
 @dataclass

@@ -26,7 +26,7 @@ class KIVILayer(ProgressiveKVLayer):
     fixed channels); values grouped along head_dim per token."""
 
     def quantize_keys(self, keys: torch.Tensor) -> KVChunk:
-        return KVChunk.from_float(keys.transpose(-1, -2), self.bits, keys.shape[-2])
+        return KVChunk.from_float(keys.transpose(-1, -2), self.bits, self.chunk)
 
     def key_view(self, keys: torch.Tensor) -> torch.Tensor:
         return keys.transpose(-1, -2)

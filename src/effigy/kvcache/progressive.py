@@ -80,9 +80,14 @@ class ProgressiveKVLayer(DynamicLayer):
 
     def _flush(self) -> None:
         while self.keys.shape[-2] >= self.window + self.chunk:
-            k, v = self.keys[..., : self.chunk, :], self.values[..., : self.chunk, :]
-            self.keys, self.values = self.keys[..., self.chunk:, :], self.values[..., self.chunk:, :]
-            self._append_main(self.quantize_keys(k), KVChunk.from_float(v, self.bits, self.group_size))
+            # without a budget nothing narrows, so every full chunk goes in one step (the groups are the same
+            # as chunk by chunk); with one, chunk by chunk, so that each halving happens where it would
+            tokens = self.chunk
+            if self.budget_bytes == float("inf"):
+                tokens *= (self.keys.shape[-2] - self.window) // self.chunk
+            k, v = self.keys[..., :tokens, :], self.values[..., :tokens, :]
+            self.keys, self.values = self.keys[..., tokens:, :], self.values[..., tokens:, :]
+            self._append_main(self.quantize_keys(k), KVChunk.from_float(v, self.bits, self.group_size), tokens)
             while self.main_nbytes > self.budget_bytes:
                 self._halve()
         if self.keys.untyped_storage().nbytes() > self.keys.nbytes:  # a slice of a long prefill: keep only it
@@ -98,13 +103,13 @@ class ProgressiveKVLayer(DynamicLayer):
 
     key_axis = 2  # the axis of the stored key blocks that grows with tokens
 
-    def _append_main(self, keys: KVChunk, values: KVChunk) -> None:
+    def _append_main(self, keys: KVChunk, values: KVChunk, tokens: int) -> None:
         if self.main_keys is None:
             self.main_keys, self.main_values = keys, values
         else:
             self.main_keys = self.main_keys.appended(keys, self.key_axis)
             self.main_values = self.main_values.appended(values, 2)
-        self.main_tokens += self.chunk
+        self.main_tokens += tokens
 
     def _halve(self) -> None:
         if self.bits <= self.min_bits:

@@ -245,8 +245,11 @@ class QuantLinear(nn.Module):
 
     def _fbgemm_forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = self._integer_act_scale(x)
-        # rounded on the grid here: the kernel would round after its zero-point shift, in fp32
-        x_grid = (x / scale).round_().clamp_(self.act_spec.qmin, self.act_spec.qmax)
+        # rounded on the grid here: the kernel would round after its zero-point shift, in fp32. Per-token
+        # scales put every row within the grid already; static scales clip.
+        x_grid = (x / scale).round_()
+        if not self.act_spec.dynamic:
+            x_grid.clamp_(self.act_spec.qmin, self.act_spec.qmax)
         y = kernels.fbgemm_linear(x_grid, self._kernel_weight, self.act_spec.bits)
         return y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale)
 
