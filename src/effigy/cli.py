@@ -198,6 +198,8 @@ def bench_scale(
     tokens: str = typer.Option("256", help="Token counts of the DiT-XL/2 calls (square numbers: 256, 1024, 4096)."),
     layer_tokens: str = typer.Option("64,256,1024,4096", help="Token counts of the single-layer section."),
     kv_lengths: str = typer.Option("2048,8192", help="Context lengths of the KV section on SmolLM2 ('' skips it)."),
+    variants: str = typer.Option("", help="Comma-separated subset of the model section's variants (default: all "
+                                 "that run fast on this CPU); all of them at DiT-XL/2 size need more than 24 GB."),
     repeats: int = typer.Option(3, min=1, max=50),
     memory: bool = typer.Option(True, help="Peak RSS in a fresh process per variant."),
     seed: int = typer.Option(0, min=0, max=2**31 - 1),
@@ -205,13 +207,19 @@ def bench_scale(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The recipes at DiT-XL/2 size (random weights): speed, bytes held and peak RSS; KV caches at 2k-32k."""
-    from effigy.evaluate.scale_bench import ScaleBenchSettings, run_scale_bench
+    from effigy.evaluate.scale_bench import VARIANTS, ScaleBenchSettings, run_scale_bench
     from effigy.evaluate.scale_kv import KVScaleSettings
     from effigy.evaluate.scale_report import MODEL_COLUMNS, render_scale
 
     counts = lambda text, option: tuple(_parse_list(text, option, int, lambda n: 1 <= n <= 65536, "integers",
                                                     "256,1024", "every count must lie in 1..65536"))
     settings = ScaleBenchSettings(tokens=counts(tokens, "--tokens"), repeats=repeats, measure_memory=memory, seed=seed)
+    if variants.strip():
+        chosen = [v.strip() for v in variants.split(",") if v.strip()]
+        unknown = [v for v in chosen if v not in VARIANTS]
+        if unknown or "fp32" not in chosen:
+            raise EffigyError(f"--variants {variants!r}: include fp32 and choose among {', '.join(VARIANTS)}.")
+        settings.variants = tuple(chosen)
     kv = KVScaleSettings(lengths=counts(kv_lengths, "--kv-lengths"), seed=seed) if kv_lengths.strip() else None
     with rich_progress(not as_json) as progress:
         result = run_scale_bench(settings, progress, counts(layer_tokens, "--layer-tokens"), kv)
