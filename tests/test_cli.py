@@ -51,7 +51,8 @@ def test_quantize_writes_a_loadable_checkpoint(monkeypatch, capsys, tmp_path):
 
 
 def test_bench_quant_writes_json_markdown_and_grid(monkeypatch, capsys, tmp_path):
-    code, out, _ = run_cli(monkeypatch, capsys, "bench", "quant", "--samples-per-class", "2", "--steps", "2", "--sensitivity-steps", "1", "--mp-candidates", "4,8",
+    code, out, _ = run_cli(monkeypatch, capsys, "bench", "quant", "--samples-per-class", "2", "--steps", "2",
+                           "--sensitivity-steps", "1", "--mp-candidates", "4,8",
                            "--no-memory", "--bootstrap-resamples", "100", "--out", str(tmp_path), "--json")
     assert code == 0
     result = json.loads((tmp_path / "quant_dit_digits.json").read_text())
@@ -93,7 +94,8 @@ def test_bench_quant_writes_json_markdown_and_grid(monkeypatch, capsys, tmp_path
 
 
 def test_demo_writes_grid_and_report(monkeypatch, capsys, tmp_path):
-    code, _, _ = run_cli(monkeypatch, capsys, "demo", "--samples-per-class", "2", "--steps", "2", "--no-memory", "--out", str(tmp_path))
+    code, _, _ = run_cli(monkeypatch, capsys, "demo", "--samples-per-class", "2", "--steps", "2", "--no-memory",
+                         "--out", str(tmp_path))
     assert code == 0
     assert (tmp_path / "grid.png").exists() and (tmp_path / "results.json").exists()
     assert "vidit-q-w8a8" in (tmp_path / "report.md").read_text()

@@ -5,7 +5,7 @@ import torch
 
 import effigy
 from effigy import CheckpointError, QuantizationError
-from effigy.multiwidth import load_multiwidth, save_multiwidth
+from effigy.checkpoint.multiwidth import load_multiwidth, save_multiwidth
 from effigy.recipes import get_recipe
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from effigy.api import quantize
+from effigy.bench.scale import build_dit, dit_inputs
 from effigy.evaluate.report import markdown_table
-from effigy.evaluate.scale_bench import build_dit, dit_inputs
 from effigy.memory import held_bytes
+from effigy.nn.quantize import quantize
 from effigy.recipes import get_recipe
 
 COLUMNS = [("variant", "variant"), ("tokens", "tokens"), ("speedup_vs_fp32", "speed-up vs fp32"),

@@ -9,10 +9,10 @@ import fnmatch
 import sys
 
 import torch
-
-from effigy.api import quantize
-from effigy.recipes import get_recipe
 from validation_run import validation_run, write_check
+
+from effigy.nn.quantize import quantize
+from effigy.recipes import get_recipe
 
 UNBALANCED = {  # variant -> layers left unbalanced
     "balanced everywhere (vidit-q-w4a8)": [], "nowhere (rtn-w4a8)": ["*"],

@@ -11,10 +11,10 @@ import sys
 from dataclasses import replace
 
 from torch import nn
-
-from effigy.api import quantize
-from effigy.recipes import get_recipe
 from validation_run import validation_run, write_check
+
+from effigy.nn.quantize import quantize
+from effigy.recipes import get_recipe
 
 RANGES, WIDTH = 4, 250
 run = validation_run(sys.argv[1] if len(sys.argv) > 1 else "dit-digits")

@@ -10,17 +10,17 @@ import json
 import sys
 from pathlib import Path
 
-from effigy.api import quantize
+from effigy.bench.quant import QuantBenchSettings, Variant, measure_speed_and_memory
 from effigy.evaluate.measure import machine_facts
-from effigy.evaluate.quant_bench import QuantBenchSettings, Variant, measure_speed_and_memory
 from effigy.evaluate.report import machine_line, markdown_table
-from effigy.evaluate.worlds import load_world
+from effigy.evaluate.suites import load_suite
+from effigy.nn.quantize import quantize
 from effigy.recipes import fast_cpu_variant, get_recipe
 
 REPEATS = 5
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/vnni")
 settings = QuantBenchSettings(model="dit-digits", seed=0, measure_memory=False)
-world = load_world(settings.model, settings)
+world = load_suite(settings.model, settings)
 configs = [get_recipe(name) for name in ("vidit-q-w8a8", "vidit-q-w4a8")]
 configs += [fast_cpu_variant(config) for config in configs]
 variants = [Variant("fp32", world.fp_model)] + [

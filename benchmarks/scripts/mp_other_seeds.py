@@ -9,10 +9,10 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from effigy.api import quantize
-from effigy.evaluate.quant_bench import QuantBenchSettings
-from effigy.evaluate.quant_report import render_comparisons
-from effigy.evaluate.worlds import load_world
+from effigy.bench.quant import QuantBenchSettings
+from effigy.bench.quant_report import render_comparisons
+from effigy.evaluate.suites import load_suite
+from effigy.nn.quantize import quantize
 from effigy.recipes import get_recipe
 from effigy.recipes.mixed_precision import config_from_group_bits, read_group_bits
 
@@ -20,13 +20,13 @@ OUT = Path("benchmarks/results/t2i_200_prompts")
 SEEDS, PER_CLASS = (2, 3), 10
 
 settings = QuantBenchSettings(model="t2i-shapes", seed=0, samples_per_class=20)
-world = load_world(settings.model, settings)
+world = load_suite(settings.model, settings)
 fp, uniform_config = world.fp_model, get_recipe("vidit-q-w4a8")
 mp_config = config_from_group_bits(fp, uniform_config, read_group_bits(OUT / "quant_t2i_shapes_allocation.json"))
 uniform, mp = (quantize(copy.deepcopy(fp), c, world.sample_calibration) for c in (uniform_config, mp_config))
 results = []
 for seed in SEEDS:
-    other = load_world(settings.model, replace(settings, seed=seed, samples_per_class=PER_CLASS))
+    other = load_suite(settings.model, replace(settings, seed=seed, samples_per_class=PER_CLASS))
     reference = other.sample_eval(fp)
     differences = other.compare(other.sample_eval(mp), other.sample_eval(uniform), reference, seed=0, resamples=1000)
     results.append({"variant": f"vidit-q-w4a8-mp (seed {seed})", "baseline": "vidit-q-w4a8",

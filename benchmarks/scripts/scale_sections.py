@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from effigy.bench.scale_kv import KVScaleSettings, run_kv_section
+from effigy.bench.scale_layers import run_layer_section
+from effigy.bench.scale_report import KV_COLUMNS, KV_MEMORY_COLUMNS, LAYER_COLUMNS
 from effigy.evaluate.measure import machine_facts
 from effigy.evaluate.report import machine_line, markdown_table
-from effigy.evaluate.scale_kv import KVScaleSettings, run_kv_section
-from effigy.evaluate.scale_layers import run_layer_section
-from effigy.evaluate.scale_report import KV_COLUMNS, KV_MEMORY_COLUMNS, LAYER_COLUMNS
 
 OUT = Path("benchmarks/results/scale")
 

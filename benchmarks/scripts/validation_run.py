@@ -8,12 +8,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from effigy.api import balance_divisors
+from effigy.bench.quant import QuantBenchSettings, validation_world
+from effigy.bench.quant_report import METRIC_NAMES
 from effigy.evaluate.measure import machine_facts
-from effigy.evaluate.quant_bench import QuantBenchSettings, validation_world
-from effigy.evaluate.quant_report import METRIC_NAMES
 from effigy.evaluate.report import machine_line, markdown_table
-from effigy.evaluate.worlds import BenchWorld, load_world
+from effigy.evaluate.suites import BenchSuite, load_suite
+from effigy.nn.quantize import balance_divisors
 from effigy.recipes import get_recipe
 
 OUT = Path("benchmarks/results/checks")
@@ -21,8 +21,8 @@ OUT = Path("benchmarks/results/checks")
 
 @dataclass
 class ValidationRun:
-    world: BenchWorld  # the bench's own world: its FP model and calibration sampler
-    validation: BenchWorld
+    world: BenchSuite  # the bench's own world: its FP model and calibration sampler
+    validation: BenchSuite
     divisors: dict[str, torch.Tensor]
     reference: torch.Tensor  # FP images of the validation run
 
@@ -33,7 +33,7 @@ class ValidationRun:
 
 def validation_run(model_name: str) -> ValidationRun:
     settings = QuantBenchSettings(model=model_name, seed=0, samples_per_class=20)
-    world = load_world(model_name, settings)
+    world = load_suite(model_name, settings)
     validation = validation_world(settings)
     divisors = balance_divisors(world.fp_model, get_recipe("vidit-q-w4a8"), world.sample_calibration)
     return ValidationRun(world, validation, divisors, validation.sample_eval(world.fp_model))

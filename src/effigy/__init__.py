@@ -1,9 +1,10 @@
 """effigy: make generative vision and language models cheap to run and trustworthy to deploy."""
-from effigy.api import load, quantize, save, set_backend, weight_nbytes
 from effigy.attention import AttentionPlan, apply_ditfastattn, calibrate_plan, remove_ditfastattn
+from effigy.checkpoint import load, save
 from effigy.core.quant import QuantSpec
 from effigy.errors import CheckpointError, EffigyError, QuantizationError
 from effigy.nn import QuantConfig, QuantLinear
+from effigy.nn.quantize import quantize, set_backend, weight_nbytes
 
 __version__ = "0.1.0"
 

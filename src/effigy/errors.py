@@ -1,4 +1,8 @@
-"""Errors effigy raises for bad input. Each message says what was wrong and what to do instead."""
+"""Errors effigy raises for bad input. Each message says what was wrong and what to do instead.
+
+Every user-facing raise in effigy is one of these; the CLI turns any of them into one line and exit
+code 2.
+"""
 
 
 class EffigyError(ValueError):
@@ -11,3 +15,31 @@ class QuantizationError(EffigyError):
 
 class CheckpointError(EffigyError):
     """A checkpoint that is missing, corrupt, a pickle, or made for another model."""
+
+
+class PlanError(EffigyError):
+    """A DiTFastAttn plan that does not fit the model or the sampling run it is applied to."""
+
+
+class KVBudgetError(EffigyError):
+    """A KV-cache memory budget or allocation that cannot hold the requested context."""
+
+
+class UnknownNameError(EffigyError):
+    """A name that no registry entry has (recipe, zoo model, world, cache, variant)."""
+
+
+class ModelError(EffigyError):
+    """A model called outside what it supports (sampling steps, prediction type, call order)."""
+
+
+class WorldError(EffigyError):
+    """An offline data world asked for a split, kind or scene it does not have."""
+
+
+class MetricError(EffigyError):
+    """A metric or statistic given inputs it cannot summarise (too few items, unequal lengths)."""
+
+
+class BenchError(EffigyError):
+    """A benchmark asked for settings it cannot honour, or a kernel that disagrees with exact arithmetic."""

@@ -2,8 +2,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from effigy.errors import KVBudgetError
 from effigy.kvcache.calibrate import allocate_kv_bits, kv_sensitivity
-from effigy.kvcache.progressive import KVBudgetError, PMKVQCache, main_cache_bytes
+from effigy.kvcache.progressive import PMKVQCache, main_cache_bytes
 
 
 def _tiny_llama():

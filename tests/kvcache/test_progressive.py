@@ -2,7 +2,8 @@ import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from effigy.kvcache.progressive import KVBudgetError, PMKVQCache, ProgressiveKVLayer, main_cache_bytes
+from effigy.errors import KVBudgetError
+from effigy.kvcache.progressive import PMKVQCache, ProgressiveKVLayer, main_cache_bytes
 
 
 def _feed(layer, tokens, step=1, seed=0):

@@ -44,8 +44,9 @@ def test_pair_sharing_matches_rope_pairs():
 
 @torch.no_grad()
 def test_qwen2_with_biased_projections_keeps_its_outputs_and_generates_with_the_cache():
-    import effigy
     from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    import effigy
 
     config = Qwen2Config(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)

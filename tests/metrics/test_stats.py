@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from effigy.errors import MetricError
 from effigy.metrics import paired_bootstrap, paired_mean_difference, psnr, psnr_per_image, ssim, ssim_per_image
 
 
@@ -34,11 +35,11 @@ def test_pure_noise_is_within_noise_and_the_interval_is_seeded():
 
 
 def test_bad_inputs_are_refused_with_what_to_fix():
-    with pytest.raises(ValueError, match="equal lengths"):
+    with pytest.raises(MetricError, match="equal lengths"):
         paired_mean_difference(np.zeros(3), np.zeros(4))
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(MetricError, match="at least 2"):
         paired_mean_difference(np.zeros(1), np.zeros(1))
-    with pytest.raises(ValueError, match="confidence"):
+    with pytest.raises(MetricError, match="confidence"):
         paired_mean_difference(np.zeros(5), np.ones(5), confidence=95)
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from effigy.errors import ModelError
 from effigy.models.diffusion import sample_with_guidance, sampling_scheduler, train_scheduler, training_target
 
 SCHEDULE = (1000, "squaredcos_cap_v2")
@@ -50,7 +51,7 @@ def test_sampler_reads_the_target_the_model_was_trained_on(prediction_type):
 
 
 def test_unknown_prediction_type_is_refused_with_the_choices():
-    with pytest.raises(ValueError, match="epsilon, v_prediction"):
+    with pytest.raises(ModelError, match="epsilon, v_prediction"):
         sampling_scheduler(*SCHEDULE, "sample")
 
 

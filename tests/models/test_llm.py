@@ -19,7 +19,7 @@ def test_the_gguf_file_matches_its_pin():
 
 @pytest.mark.slow
 def test_smollm2_generates_with_the_progressive_cache():
-    from effigy.evaluate.kv_bench import chat_ids, greedy
+    from effigy.bench.kvquant import chat_ids, greedy
     from effigy.kvcache.progressive import PMKVQCache
 
     model, tokenizer = llm.load_smollm2()

@@ -2,10 +2,10 @@ import importlib.util
 
 import pytest
 import torch
+from diffusers import PixArtTransformer2DModel
 
 import effigy
-from diffusers import PixArtTransformer2DModel
-from effigy.errors import CheckpointError
+from effigy.errors import CheckpointError, ModelError
 from effigy.models import clip_standin, shapes_checker, t2i_shapes, text_encoder
 from effigy.recipes import get_recipe
 from effigy.worlds.shapes import ShapesWorld
@@ -44,7 +44,7 @@ def test_tiny_pixart_samples_and_quantizes_with_the_same_recipes():
     names = {n for n, m in quantized.named_modules() if isinstance(m, effigy.QuantLinear)}
     assert "transformer_blocks.0.attn2.to_k" in names  # cross-attention is quantized
     assert not any(n.startswith(("caption_projection", "adaln_single")) for n in names)
-    with pytest.raises(ValueError, match="1 to 50 steps"):
+    with pytest.raises(ModelError, match="1 to 50 steps"):
         t2i_shapes.sample(model, config, bank, ["x"], num_steps=60)
 
 

@@ -3,10 +3,15 @@ import torch
 
 from effigy.errors import QuantizationError
 from effigy.mixedprec import SensitivityTable
-from effigy.recipes import get_recipe
 from effigy.nn import find_targets
-from effigy.recipes.mixed_precision import (config_from_group_bits, group_metric, layer_groups, measure_sensitivity,
-                                            mixed_precision_config)
+from effigy.recipes import get_recipe
+from effigy.recipes.mixed_precision import (
+    config_from_group_bits,
+    group_metric,
+    layer_groups,
+    measure_sensitivity,
+    mixed_precision_config,
+)
 
 
 def test_groups_of_dit_and_pixart(tiny_dit, tiny_pixart):

@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
 
+from effigy.errors import WorldError
 from effigy.worlds.shapes import (
-    COLOURS, HELDOUT_PAIRS, BACKGROUND, ShapesWorld, caption_of, relation_holds, render,
+    BACKGROUND,
+    COLOURS,
+    HELDOUT_PAIRS,
+    ShapesWorld,
+    caption_of,
+    relation_holds,
+    render,
 )
 
 
@@ -42,7 +49,7 @@ def test_render_draws_each_object_in_its_colour_at_its_centre():
 
 
 def test_bad_split_and_kind():
-    with pytest.raises(ValueError, match="split"):
+    with pytest.raises(WorldError, match="split"):
         ShapesWorld(split="test")
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(WorldError, match="kind"):
         ShapesWorld().sample_scene("five")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from torch import nn
 
-from effigy.errors import EffigyError
+from effigy.errors import PlanError
+from effigy.serialize import config_from_dict, config_to_dict
 
 SHARE_STEP = "share_step"  # reuse this layer's attention output from the previous step
 WINDOW_RESIDUAL_CFG = "window_residual_cfg"  # WA-RS on the conditional half, shared with the other half
@@ -24,10 +26,6 @@ TECHNIQUES = (SHARE_STEP, WINDOW_RESIDUAL_CFG, WINDOW_RESIDUAL, FULL_CFG, FULL)
 WINDOWED = (WINDOW_RESIDUAL, WINDOW_RESIDUAL_CFG)
 CFG_SHARED = (WINDOW_RESIDUAL_CFG, FULL_CFG)
 PLAN_FORMAT = "effigy-ditfastattn-plan/1"
-
-
-class PlanError(EffigyError):
-    """A DiTFastAttn plan that does not fit the model or the sampling run it is applied to."""
 
 
 def self_attention_layers(transformer: nn.Module) -> list[nn.Module]:
@@ -52,6 +50,8 @@ def model_signature(transformer: nn.Module) -> dict:
 @dataclass
 class AttentionPlan:
     """``techniques[step][block]`` for a sampling run with the given ``timesteps``."""
+
+    FORMAT: ClassVar[str] = PLAN_FORMAT
 
     techniques: list[list[str]]
     timesteps: list[int]
@@ -91,17 +91,11 @@ class AttentionPlan:
                             "run the calibration (effigy accelerate) on this model")
 
     def to_dict(self) -> dict:
-        return {"format": PLAN_FORMAT, **asdict(self)}
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "AttentionPlan":
-        if data.get("format") != PLAN_FORMAT:
-            raise PlanError(f"not a DiTFastAttn plan (format {data.get('format')!r}, expected {PLAN_FORMAT!r})")
-        fields = {k: v for k, v in data.items() if k != "format"}
-        try:
-            return cls(**fields)
-        except TypeError as error:
-            raise PlanError(f"malformed DiTFastAttn plan: {error}") from None
+        return config_from_dict(cls, data, PlanError)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effigy.attention.plan import (CFG_SHARED, FULL, FULL_CFG, SHARE_STEP, WINDOWED, AttentionPlan, PlanError,
-                                   self_attention_layers)
+from effigy.attention.plan import CFG_SHARED, FULL, SHARE_STEP, WINDOWED, AttentionPlan, self_attention_layers
 from effigy.attention.window import band_attention, band_pairs, half_window_for
+from effigy.errors import PlanError
 
 
 @dataclass

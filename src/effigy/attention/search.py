@@ -16,9 +16,20 @@ from typing import Callable
 import torch
 from torch import nn
 
-from effigy.attention.plan import (CFG_SHARED, FULL, FULL_CFG, SHARE_STEP, TECHNIQUES, WINDOW_RESIDUAL,
-                                   WINDOW_RESIDUAL_CFG, WINDOWED, AttentionPlan, PlanError, model_signature,
-                                   self_attention_layers)
+from effigy.attention.plan import (
+    CFG_SHARED,
+    FULL,
+    FULL_CFG,
+    SHARE_STEP,
+    TECHNIQUES,
+    WINDOW_RESIDUAL,
+    WINDOW_RESIDUAL_CFG,
+    WINDOWED,
+    AttentionPlan,
+    PlanError,
+    model_signature,
+    self_attention_layers,
+)
 from effigy.attention.processor import FastAttnState, attach, core_flops, detach, projection_flops, timestep_of
 from effigy.attention.window import band_pairs, half_window_for
 

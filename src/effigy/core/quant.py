@@ -9,12 +9,13 @@ Scales and zero points are returned with a shape that broadcasts against the inp
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 
 from effigy.errors import QuantizationError
+from effigy.serialize import config_from_dict, config_to_dict
 
 Granularity = Literal["tensor", "channel", "token", "group"]
 GRANULARITIES = ("tensor", "channel", "token", "group")
@@ -57,14 +58,11 @@ class QuantSpec:
         return 2 ** (self.bits - 1) - 1 if self.symmetric else 2**self.bits - 1
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "QuantSpec":
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise QuantizationError(f"unknown QuantSpec fields {sorted(unknown)}; is this file from effigy?")
-        return cls(**data)
+        return config_from_dict(cls, data, QuantizationError)
 
 
 def _reduce_dims(x: torch.Tensor, spec: QuantSpec) -> tuple[int, ...]:

@@ -1,6 +1,8 @@
-"""Which float model a CLI name means, and how to calibrate it (used by ``effigy quantize``)."""
+"""Which float model a CLI name means, how to calibrate it, and quantize-then-save (``effigy quantize``)."""
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -39,3 +41,47 @@ def calibration_loop_for(model: str, config: QuantConfig, per_class: int = 2, st
         dit_digits.sample(transformer, dit_digits.DiTDigitsConfig(), labels, steps, seed=10_000)
 
     return calib_loop
+
+
+def quantize_to_folder(model: str, recipe: str, out: Path, backend: str | None = None,
+                       allocation: Path | None = None, widths: tuple[int, ...] | None = None) -> dict:
+    """Quantize the zoo model or local folder ``model`` with ``recipe`` and save it to ``out``.
+
+    Args:
+        model: a zoo model name or a diffusers model folder.
+        recipe: a registered recipe; a mixed-precision recipe needs ``allocation`` (per-group widths).
+        out: the checkpoint folder to write.
+        backend: another matmul path than the recipe's.
+        allocation: the ``*_allocation.json`` written by ``effigy bench quant``.
+        widths: store every layer at each of these widths in one multi-width checkpoint instead.
+
+    Returns:
+        A summary: bytes held by the float and the quantized model (or the widths stored).
+    """
+    from effigy.checkpoint import save, save_multiwidth
+    from effigy.memory import held_bytes
+    from effigy.nn.quantize import quantize, weight_nbytes
+
+    float_model = load_model_for_quantization(model)
+    config = _config_for(float_model, recipe, allocation)
+    if backend is not None:
+        config = replace(config, backend=backend)
+    if widths is not None:
+        save_multiwidth(float_model, config, out, widths, calibration_loop_for(model, config))
+        return {"model": model, "recipe": config.name, "out": str(out), "widths": list(widths)}
+    fp_bytes = held_bytes(float_model)
+    quantized = quantize(float_model, config, calibration_loop_for(model, config))
+    save(quantized, out)
+    held = held_bytes(quantized)
+    return {"model": model, "recipe": config.name, "out": str(out), "fp32_held_bytes": fp_bytes, "held_bytes": held,
+            "counted_weight_bytes": weight_nbytes(quantized), "ratio": held / fp_bytes}
+
+
+def _config_for(float_model: nn.Module, recipe: str, allocation: Path | None) -> QuantConfig:
+    from effigy.recipes import get_recipe
+    from effigy.recipes.mixed_precision import MIXED_PRECISION_RECIPES, config_from_allocation_file
+
+    if recipe in MIXED_PRECISION_RECIPES and allocation is None:
+        raise QuantizationError(f"{recipe} needs --allocation FILE: the per-group widths chosen by `effigy bench "
+                                "quant` (e.g. benchmarks/results/quant_dit_digits_allocation.json).")
+    return get_recipe(recipe) if allocation is None else config_from_allocation_file(float_model, recipe, allocation)

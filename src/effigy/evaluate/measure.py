@@ -33,6 +33,33 @@ def rss_mib() -> dict[str, float | None]:
     return {"rss_mib": None if now is None else now / 1024, "peak_rss_mib": None if peak is None else peak / 1024}
 
 
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+def return_freed_memory_to_os(mmap_threshold: int = 1 << 20) -> bool:
+    """Make glibc hand freed tensor memory back to the OS from now on, so that building many large model
+    copies in one benchmark process does not keep every freed copy resident.
+
+    glibc raises its mmap threshold each time a large block is freed (up to 32 MB), after which
+    DiT-XL-sized weight matrices come from the heap, whose freed pages stay mapped. Fixing the threshold
+    keeps large blocks on mmap (freed at once); a trim releases what the heap has free. Process-wide, so
+    benches call it, the library does not.
+
+    Returns:
+        False where this is not glibc (nothing changed).
+    """
+    import ctypes
+    import ctypes.util
+
+    from effigy.memory import trim_freed_memory
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(M_MMAP_THRESHOLD, mmap_threshold)
+    except (OSError, AttributeError):
+        return False
+    return trim_freed_memory()
+
+
 def run_in_fresh_process(fn: Callable, *args) -> object:
     """Run ``fn(*args)`` in a new interpreter and return its result: peak memory measured there is
     that work's alone, not the high-water mark this process reached earlier."""

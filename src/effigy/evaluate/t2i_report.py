@@ -50,3 +50,19 @@ def captioned_grid(scenes, images: torch.Tensor, path: Path, columns: int = 6, s
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return path
+
+
+SCORER_COLUMNS = [("variant", "variant"), ("kind", "kind"), ("adherence", "adherence"), ("clip_score", "CLIP score"),
+                  ("adherence_single", "single"), ("adherence_relation", "relation"), ("adherence_count", "count")]
+
+
+def render_scorer_agreement(result: dict) -> str:
+    """Markdown for ``effigy bench t2i-scorers``: the Kendall taus and one row per degraded variant."""
+    return (f"# Scorer agreement on t2i-shapes\n\nCommand: `{result['command']}` (seed {result['seed']})  \n"
+            f"{result['prompts']} held-out prompts per variant. Kendall tau between mean adherence and mean CLIP "
+            "score across the model variants (fewer steps, weaker guidance, weight noise; reference included): "
+            f"**{result['kendall_tau']:.3f}** (p = {result['p_value']:.2g}). With the image corruptions (pixel "
+            "noise on finished samples, which the attribute checker reads through by design) as well: "
+            f"{result['kendall_tau_all']:.3f} (p = {result['p_value_all']:.2g}). Weight noise: seeded Gaussian "
+            "noise of the given fraction of each output channel's weight RMS on every layer the quantization "
+            "recipes quantize.\n\n" + markdown_table(result["rows"], SCORER_COLUMNS))

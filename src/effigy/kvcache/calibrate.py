@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from transformers.cache_utils import Cache, DynamicLayer
 
-from effigy.errors import QuantizationError
-from effigy.kvcache.progressive import KVBudgetError, kv_geometry
+from effigy.errors import KVBudgetError, QuantizationError
+from effigy.kvcache.progressive import kv_geometry
 from effigy.kvcache.quantizer import KVChunk, chunk_nbytes
 from effigy.mixedprec import SensitivityTable, allocate
 

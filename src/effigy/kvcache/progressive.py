@@ -18,12 +18,8 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from effigy.errors import EffigyError
+from effigy.errors import KVBudgetError
 from effigy.kvcache.quantizer import KV_BITS, KVChunk, chunk_nbytes
-
-
-class KVBudgetError(EffigyError):
-    """A KV-cache budget that cannot hold the sequence, even at the lowest allowed width."""
 
 
 class ProgressiveKVLayer(DynamicLayer):

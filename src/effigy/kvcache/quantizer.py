@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from effigy.core.packing import container_bits, pack, packed_nbytes, unpack
-from effigy.core.quant import QuantizationError, QuantSpec, compute_qparams, dequantize, quantize, shift_to_bits
+from effigy.core.quant import QuantizationError, QuantSpec, compute_qparams, quantize, shift_to_bits
 
 KV_BITS = (16, 8, 4, 2)
 

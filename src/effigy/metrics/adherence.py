@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from effigy.errors import WorldError
 from effigy.worlds.shapes import Scene, ShapeObject, relation_holds
 
 
@@ -55,5 +56,5 @@ def adherence(scene: Scene, seen: list[ShapeObject]) -> Adherence:
             "count": len(matching) == len(scene.objects) == len(seen),
         }
     else:
-        raise ValueError(f"unknown scene kind {scene.kind!r}")
+        raise WorldError(f"unknown scene kind {scene.kind!r}: the checker knows the shapes world's kinds only.")
     return Adherence(sum(facts.values()) / len(facts), facts)

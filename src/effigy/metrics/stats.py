@@ -13,6 +13,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from effigy.errors import MetricError
+
 # statistic(indices) -> one number: a mean of per-image scores, or a set-level score like FID
 SetStatistic = Callable[[np.ndarray], float]
 
@@ -40,9 +42,9 @@ def paired_bootstrap(statistic_a: SetStatistic, statistic_b: SetStatistic, n: in
                      confidence: float = 0.95, seed: int = 0) -> Difference:
     """Bootstrap interval of statistic_a - statistic_b over ``n`` paired items (same resampled indices)."""
     if n < 2:
-        raise ValueError(f"a bootstrap needs at least 2 paired items, got {n}.")
+        raise MetricError(f"a bootstrap needs at least 2 paired items, got {n}.")
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}.")
+        raise MetricError(f"confidence must lie in (0, 1), got {confidence}.")
     everything = np.arange(n)
     rng = np.random.default_rng(seed)
     draws = [statistic_a(idx) - statistic_b(idx) for idx in rng.integers(0, n, size=(resamples, n))]
@@ -60,5 +62,5 @@ def mean_of(scores: torch.Tensor | np.ndarray) -> SetStatistic:
 def paired_mean_difference(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, **options) -> Difference:
     """mean(a) - mean(b) for per-item scores of two variants on the same items."""
     if len(a) != len(b):
-        raise ValueError(f"paired scores need equal lengths, got {len(a)} and {len(b)}.")
+        raise MetricError(f"paired scores need equal lengths, got {len(a)} and {len(b)}.")
     return paired_bootstrap(mean_of(a), mean_of(b), len(a), **options)

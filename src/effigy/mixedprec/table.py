@@ -57,4 +57,4 @@ class SensitivityTable:
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
-            raise QuantizationError(f"{path} is not a sensitivity table ({err}); re-run the sensitivity analysis.")
+            raise QuantizationError(f"{path} is not a sensitivity table ({err}); re-run the sensitivity analysis.") from None

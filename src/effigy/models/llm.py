@@ -35,7 +35,7 @@ def load_smollm2(verify: bool = True):
     """(model, tokenizer) of SmolLM2-135M-Instruct in float32, eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from effigy.models.zoo import sha256_of
+    from effigy.checkpoint.files import sha256_of
 
     folder = smollm2_folder()
     path = folder / GGUF_FILE

@@ -6,34 +6,9 @@ from pathlib import Path
 
 from torch import nn
 
+from effigy.checkpoint.files import require_safetensors
+from effigy.checkpoint.quantized import diffusers_model_class
 from effigy.errors import CheckpointError
-
-
-def diffusers_model_class(name: str) -> type:
-    """The diffusers model class named in a config's ``_class_name`` (only real diffusers models)."""
-    import diffusers
-
-    cls = getattr(diffusers, name, None) if isinstance(name, str) and name.isidentifier() else None
-    if not (isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin)):
-        raise CheckpointError(f"model class {name!r} is not a diffusers model; effigy loads diffusers models.")
-    return cls
-
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-
-
-def require_safetensors(folder: Path, weights_name: str = "*.safetensors") -> list[Path]:
-    """The safetensors files of ``folder``; a folder with only pickled weights gets a clear refusal."""
-    found = sorted(folder.glob(weights_name))
-    if found:
-        return found
-    pickles = [p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
-    if pickles:
-        raise CheckpointError(
-            f"{folder} holds only pickled weights ({', '.join(pickles)}); effigy refuses pickles because "
-            "opening them can run code. Convert them to safetensors with a tool you trust."
-        )
-    raise CheckpointError(f"{folder} has no {weights_name} weights; is this a model folder?")
 
 
 def load_pretrained(path_or_id: str, subfolder: str | None = None) -> nn.Module:

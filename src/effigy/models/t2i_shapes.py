@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from diffusers import PixArtTransformer2DModel
 from diffusers.models.embeddings import PixArtAlphaTextProjection
 
+from effigy.errors import ModelError
 from effigy.models.config import TrainConfig
 from effigy.models.diffusion import DiffusionTraining, sample_with_guidance, sampling_scheduler, train_eps_model
 from effigy.models.text_encoder import EMBED_DIM
@@ -84,7 +85,7 @@ class PixArtWithPooledText(PixArtTransformer2DModel):
 
     def _add_pooled_caption(self, module, args, output: torch.Tensor) -> torch.Tensor:
         if self._pending_pooled is None:
-            raise RuntimeError("PixArtWithPooledText: the timestep embedder ran outside the model's forward.")
+            raise ModelError("PixArtWithPooledText: the timestep embedder ran outside the model's forward.")
         return output + self._pending_pooled.to(output.dtype)
 
     def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, *args,
@@ -184,7 +185,7 @@ def sample(
 ) -> torch.Tensor:
     """Images in [-1, 1] at the world's size for ``captions`` (1..50 steps), CFG against the empty caption."""
     if not 1 <= num_steps <= 50:
-        raise ValueError(f"num_steps={num_steps}: the shapes model samples with 1 to 50 steps.")
+        raise ModelError(f"num_steps={num_steps}: the shapes model samples with 1 to 50 steps.")
     arch = transformer.config
     shape = (len(captions), arch.in_channels, arch.sample_size, arch.sample_size)
     scheduler = sampling_scheduler(config.num_train_timesteps, config.beta_schedule, config.prediction_type)

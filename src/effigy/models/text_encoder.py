@@ -37,7 +37,7 @@ class MiniLMTextEncoder:
     def __init__(self, folder: Path | None = None, max_length: int = 32, verify: bool = True) -> None:
         from transformers import AutoModel, AutoTokenizer
 
-        from effigy.models.zoo import sha256_of
+        from effigy.checkpoint.files import sha256_of
 
         folder = folder or minilm_folder()
         weights = folder / "model.safetensors"

@@ -5,7 +5,6 @@ dtype and training config, so ``effigy zoo train NAME`` reproduces it and loadin
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -15,8 +14,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+from effigy.checkpoint.files import sha256_of
 from effigy.errors import CheckpointError
 from effigy.models import clip_standin, digit_classifier, dit_digits, shapes_checker, t2i_shapes
+from effigy.registry import Registry
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 MANIFEST = WEIGHTS_DIR / "MANIFEST.json"
@@ -32,8 +33,8 @@ class ZooEntry:
     dtype: torch.dtype
 
 
-ZOO: dict[str, ZooEntry] = {
-    "dit-digits": ZooEntry(
+_ENTRIES = (
+    ZooEntry(
         "dit-digits",
         "class-conditional DiT (diffusers DiTTransformer2DModel) on 16x16 scikit-learn digits, DPM-Solver + CFG",
         dit_digits.DiTDigitsConfig,
@@ -41,7 +42,7 @@ ZOO: dict[str, ZooEntry] = {
         dit_digits.train,
         torch.float16,
     ),
-    "digits-classifier": ZooEntry(
+    ZooEntry(
         "digits-classifier",
         "CNN on the real digits: sample class accuracy, and 128-d features for FID",
         digit_classifier.ClassifierConfig,
@@ -49,7 +50,7 @@ ZOO: dict[str, ZooEntry] = {
         digit_classifier.train,
         torch.float32,
     ),
-    "t2i-shapes": ZooEntry(
+    ZooEntry(
         "t2i-shapes",
         "text-to-image PixArt-style transformer (diffusers PixArtTransformer2DModel) on the 32x32 shapes world, "
         "cross-attending to all-MiniLM-L6-v2 token embeddings",
@@ -58,7 +59,7 @@ ZOO: dict[str, ZooEntry] = {
         t2i_shapes.train,
         torch.float16,
     ),
-    "shapes-checker": ZooEntry(
+    ZooEntry(
         "shapes-checker",
         "attribute checker: grid detector reading colour, shape, size and position of shapes-world objects",
         shapes_checker.CheckerConfig,
@@ -66,7 +67,7 @@ ZOO: dict[str, ZooEntry] = {
         shapes_checker.train,
         torch.float32,
     ),
-    "shapes-clip": ZooEntry(
+    ZooEntry(
         "shapes-clip",
         "CLIP-score stand-in: EfficientNet-Lite0 + MiniLM features aligned by trained projections",
         clip_standin.AlignConfig,
@@ -74,30 +75,23 @@ ZOO: dict[str, ZooEntry] = {
         clip_standin.train,
         torch.float32,
     ),
-}
+)
+ZOO: Registry[ZooEntry] = Registry("zoo model", CheckpointError)
+for _entry in _ENTRIES:
+    ZOO.register(_entry.name, _entry)
 
 
 def zoo_entry(name: str) -> ZooEntry:
-    if name not in ZOO:
-        raise CheckpointError(f"unknown zoo model {name!r}: choose one of {', '.join(ZOO)}.")
-    return ZOO[name]
+    return ZOO.get(name)
 
 
 def read_manifest(path: Path = MANIFEST) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_zoo_model(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[nn.Module, object]:
     """Build the named model, verify its shipped weights against the manifest's sha256, load them."""
-    from effigy.api import read_safetensors
+    from effigy.checkpoint.files import read_safetensors
 
     entry = zoo_entry(name)
     record = read_manifest(weights_dir / "MANIFEST.json").get(name)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 from effigy.core.hadamard import is_power_of_two
 from effigy.core.quant import QuantizationError, QuantSpec
+from effigy.serialize import config_from_dict, config_to_dict
 
 # Embedders (patch, timestep, class, caption) and the final projection stay in floating point by
 # default, as in ViDiT-Q: they are small, run once per sample, and their errors propagate everywhere.
@@ -12,7 +14,7 @@ from effigy.core.quant import QuantizationError, QuantSpec
 DEFAULT_IGNORE = ("pos_embed*", "*emb*", "proj_out*", "*norm_out*", "adaln_single*", "caption_projection*")
 
 
-@dataclass
+@dataclass(frozen=True)
 class QuantConfig:
     """Weight and activation specs plus the fnmatch patterns that pick the linear layers to quantize.
 
@@ -20,8 +22,11 @@ class QuantConfig:
     the weights); ``timestep_ranges`` > 1 calibrates one divisor per range of diffusion timesteps
     (each with its own weight copy); ``rotate`` adds a Hadamard rotation after it on layers whose
     input size is a power of two; ``layer_bits`` gives single layers another weight bit-width
-    (mixed precision).
+    (mixed precision). Frozen: a recipe looked up by name is shared, so derive a new one with
+    ``dataclasses.replace``.
     """
+
+    FORMAT: ClassVar[str] = "effigy-quant-config/1"
 
     weight: QuantSpec = field(default_factory=lambda: QuantSpec(bits=8, granularity="channel"))
     activation: QuantSpec | None = field(
@@ -38,8 +43,9 @@ class QuantConfig:
     num_train_timesteps: int = 1000
 
     def __post_init__(self) -> None:
-        self.include, self.ignore = tuple(self.include), tuple(self.ignore)
-        self.layer_bits = {name: int(bits) for name, bits in self.layer_bits.items()}
+        object.__setattr__(self, "include", tuple(self.include))
+        object.__setattr__(self, "ignore", tuple(self.ignore))
+        object.__setattr__(self, "layer_bits", {name: int(bits) for name, bits in self.layer_bits.items()})
         for bits in set(self.layer_bits.values()):
             replace(self.weight, bits=bits)  # validates the bit-width with QuantSpec's own message
         if self.weight.granularity in ("token",) or not self.weight.symmetric:
@@ -63,35 +69,11 @@ class QuantConfig:
         return self.rotate and is_power_of_two(in_features)
 
     def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "smooth_alpha": self.smooth_alpha,
-            "rotate": self.rotate,
-            "layer_bits": dict(self.layer_bits),
-            "timestep_ranges": self.timestep_ranges,
-            "num_train_timesteps": self.num_train_timesteps,
-            "weight": self.weight.to_dict(),
-            "activation": None if self.activation is None else self.activation.to_dict(),
-            "include": list(self.include),
-            "ignore": list(self.ignore),
-            "backend": self.backend,
-        }
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "QuantConfig":
-        try:
-            return cls(
-                weight=QuantSpec.from_dict(data["weight"]),
-                activation=None if data.get("activation") is None else QuantSpec.from_dict(data["activation"]),
-                include=tuple(data.get("include", ("*",))),
-                ignore=tuple(data.get("ignore", DEFAULT_IGNORE)),
-                backend=data.get("backend", "reference"),
-                name=data.get("name", "custom"),
-                smooth_alpha=data.get("smooth_alpha"),
-                rotate=data.get("rotate", False),
-                layer_bits=data.get("layer_bits", {}),
-                timestep_ranges=data.get("timestep_ranges", 1),
-                num_train_timesteps=data.get("num_train_timesteps", 1000),
-            )
-        except KeyError as missing:
-            raise QuantizationError(f"quantization config lacks the field {missing}; is this an effigy file?") from None
+        """The config saved by :meth:`to_dict` (files from before the format tag load too)."""
+        if isinstance(data, dict) and "weight" not in data:
+            raise QuantizationError("quantization config lacks the field 'weight'; is this an effigy file?")
+        return config_from_dict(cls, data, QuantizationError, untagged_ok=True)

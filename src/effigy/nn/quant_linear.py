@@ -26,10 +26,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from effigy.core import kernels
-from effigy.core.hadamard import balance_input, rotate as hadamard_rotate
+from effigy.core.hadamard import balance_input
+from effigy.core.hadamard import rotate as hadamard_rotate
 from effigy.core.packing import pack, packed_nbytes, unpack
-from effigy.core.quant import (QuantizationError, QuantSpec, compute_qparams, dequantize, fake_quantize, quantize,
-                               symmetric_token_scale)
+from effigy.core.quant import (
+    QuantizationError,
+    QuantSpec,
+    compute_qparams,
+    dequantize,
+    fake_quantize,
+    quantize,
+    symmetric_token_scale,
+)
 from effigy.nn.backend_choice import choose_backend
 
 BACKENDS = ("reference", "int", "fbgemm", "int4", "auto")

@@ -37,10 +37,10 @@ from typing import Callable
 
 from torch import nn
 
-from effigy.api import balance_divisors, quantize
 from effigy.errors import QuantizationError
 from effigy.mixedprec import Assignment, SensitivityTable, allocate, average_bits_budget
 from effigy.nn import QuantConfig, find_targets
+from effigy.nn.quantize import balance_divisors, quantize
 
 GROUP_METRIC = {"attn1": "visual", "ff": "visual", "attn2": "alignment", "norm1": "visual"}
 CANDIDATE_BITS = (4, 6, 8)
@@ -158,7 +158,7 @@ def config_from_group_bits(model: nn.Module, base: QuantConfig, group_bits: dict
 def config_from_allocation_file(model: nn.Module, recipe: str, path: str | Path) -> QuantConfig:
     """A mixed-precision recipe made concrete by a saved allocation (``*_allocation.json`` of
     ``effigy bench quant``): no sensitivity analysis is re-run."""
-    from effigy.recipes.vidit_q import get_recipe
+    from effigy.recipes.base import get_recipe
 
     if recipe not in MIXED_PRECISION_RECIPES:
         raise QuantizationError(f"{recipe!r} is not a mixed-precision recipe; choose one of "

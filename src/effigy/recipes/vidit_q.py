@@ -30,56 +30,49 @@ from effigy.core import kernels
 from effigy.core.quant import QuantSpec
 from effigy.errors import QuantizationError
 from effigy.nn.config import QuantConfig
+from effigy.recipes.base import register_recipe
 
-RECIPES: dict[str, QuantConfig] = {
-    "naive-w8a8": QuantConfig(
-        weight=QuantSpec(bits=8, granularity="tensor"),
-        activation=QuantSpec(bits=8, granularity="tensor", dynamic=False),
-        name="naive-w8a8",
-    ),
-    "vidit-q-w8a8": QuantConfig(
-        weight=QuantSpec(bits=8, granularity="channel"),
-        activation=QuantSpec(bits=8, granularity="token", dynamic=True),
-        name="vidit-q-w8a8",
-    ),
-    "vidit-q-w4a8": QuantConfig(
-        weight=QuantSpec(bits=4, granularity="channel"),
-        activation=QuantSpec(bits=8, granularity="token", dynamic=True),
-        smooth_alpha=0.5,
-        name="vidit-q-w4a8",
-    ),
-    "vidit-q-w4a8-ts": QuantConfig(
-        weight=QuantSpec(bits=4, granularity="channel"),
-        activation=QuantSpec(bits=8, granularity="token", dynamic=True),
-        smooth_alpha=0.5,
-        timestep_ranges=4,
-        name="vidit-q-w4a8-ts",
-    ),
-    "rtn-w4a16": QuantConfig(
-        weight=QuantSpec(bits=4, granularity="group", group_size=128),
-        activation=None,
-        backend="int4",
-        name="rtn-w4a16",
-    ),
-    "vidit-q-w4a16": QuantConfig(
-        weight=QuantSpec(bits=4, granularity="group", group_size=128),
-        activation=None,
-        smooth_alpha=0.5,
-        backend="int4",
-        name="vidit-q-w4a16",
-    ),
-    "rtn-w4a8": QuantConfig(
-        weight=QuantSpec(bits=4, granularity="channel"),
-        activation=QuantSpec(bits=8, granularity="token", dynamic=True),
-        name="rtn-w4a8",
-    ),
-}
-
-
-def get_recipe(name: str) -> QuantConfig:
-    if name not in RECIPES:
-        raise QuantizationError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)}.")
-    return RECIPES[name]
+register_recipe(QuantConfig(
+    weight=QuantSpec(bits=8, granularity="tensor"),
+    activation=QuantSpec(bits=8, granularity="tensor", dynamic=False),
+    name="naive-w8a8",
+))
+register_recipe(QuantConfig(
+    weight=QuantSpec(bits=8, granularity="channel"),
+    activation=QuantSpec(bits=8, granularity="token", dynamic=True),
+    name="vidit-q-w8a8",
+))
+register_recipe(QuantConfig(
+    weight=QuantSpec(bits=4, granularity="channel"),
+    activation=QuantSpec(bits=8, granularity="token", dynamic=True),
+    smooth_alpha=0.5,
+    name="vidit-q-w4a8",
+))
+register_recipe(QuantConfig(
+    weight=QuantSpec(bits=4, granularity="channel"),
+    activation=QuantSpec(bits=8, granularity="token", dynamic=True),
+    smooth_alpha=0.5,
+    timestep_ranges=4,
+    name="vidit-q-w4a8-ts",
+))
+register_recipe(QuantConfig(
+    weight=QuantSpec(bits=4, granularity="group", group_size=128),
+    activation=None,
+    backend="int4",
+    name="rtn-w4a16",
+))
+register_recipe(QuantConfig(
+    weight=QuantSpec(bits=4, granularity="group", group_size=128),
+    activation=None,
+    smooth_alpha=0.5,
+    backend="int4",
+    name="vidit-q-w4a16",
+))
+register_recipe(QuantConfig(
+    weight=QuantSpec(bits=4, granularity="channel"),
+    activation=QuantSpec(bits=8, granularity="token", dynamic=True),
+    name="rtn-w4a8",
+))
 
 
 def fast_cpu_variant(config: QuantConfig) -> QuantConfig:

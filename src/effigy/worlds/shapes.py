@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from effigy.errors import WorldError
+
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {
     "red": (220, 40, 40),
@@ -95,7 +97,7 @@ class ShapesWorld:
 
     def __post_init__(self) -> None:
         if self.split not in ("train", "heldout"):
-            raise ValueError(f"split={self.split!r}: choose 'train' or 'heldout'.")
+            raise WorldError(f"split={self.split!r}: choose 'train' or 'heldout'.")
         self.rng = np.random.default_rng([self.seed, 0 if self.split == "train" else 1])
 
     def _pair(self) -> tuple[str, str]:
@@ -129,7 +131,7 @@ class ShapesWorld:
             halves = _relation_boxes("left of", n)
             scene = Scene(kind, [self._object(colour, shape, "small", box) for box in halves])
         else:
-            raise ValueError(f"kind={kind!r}: choose one of {', '.join(KINDS)}.")
+            raise WorldError(f"kind={kind!r}: choose one of {', '.join(KINDS)}.")
         scene.caption = caption_of(scene)
         return scene
 

@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from effigy.errors import BenchError, KVBudgetError
 from effigy.evaluate.measure import Progress, machine_facts, no_progress
-from effigy.evaluate.report import SettingsRecord
+from effigy.evaluate.report import SettingsRecord, markdown_table
 from effigy.kvcache.baselines import fp16_cache, kivi_cache, rtn_cache, transformers_fp8_cache
 from effigy.kvcache.calibrate import allocate_kv_bits, kv_sensitivity
-from effigy.kvcache.progressive import KVBudgetError, PMKVQCache, kv_geometry, main_cache_bytes
+from effigy.kvcache.progressive import PMKVQCache, kv_geometry, main_cache_bytes
 from effigy.kvcache.reparam import fold_key_scales, search_key_scales
 from effigy.memory import held_bytes
 
@@ -153,7 +154,7 @@ def calibration_text(model, tokenizer, sequences: int, length: int) -> list[torc
     are not the evaluated ones (random token ids have other key/value statistics and gradients than the
     text the cache will hold), ``sequences`` of them, each ``length`` tokens long, prompt included."""
     if sequences > len(CALIBRATION_PROMPTS):
-        raise ValueError(f"{sequences} calibration sequences: there are {len(CALIBRATION_PROMPTS)} calibration prompts")
+        raise BenchError(f"{sequences} calibration sequences: there are {len(CALIBRATION_PROMPTS)} calibration prompts")
     texts = []
     for prompt in CALIBRATION_PROMPTS[:sequences]:
         ids = chat_ids(tokenizer, prompt)[:, : length // 2]
@@ -254,3 +255,22 @@ def evaluate_method(model, tokenizer, name, budget_bits, make, traces, prompts, 
             "agreement_tokens": sum(agreement) / len(agreement),
             "retrieval": f"{retrieved}/{len(solved)}", "kv_bytes_counted": counted, "kv_bytes_held": held,
             "tokens_per_s_ratio_vs_fp": fp_seconds / seconds}
+
+
+COLUMNS = [("method", "method"), ("budget_average_bits", "budget (avg bits)"), ("kv_bytes_held", "KV bytes held"),
+           ("kv_bytes_counted", "KV bytes counted"), ("kl", "teacher-forced KL"), ("perplexity", "perplexity"),
+           ("agreement_tokens", "tokens before divergence"), ("retrieval", "retrieval"),
+           ("tokens_per_s_ratio_vs_fp", "tokens/s vs FP cache")]
+
+
+def render(result: dict) -> str:
+    """The results file's Markdown: how each number was measured, then one row per cache and budget."""
+    s = result["settings"]
+    return (f"# PM-KVQ on {result['model']}\n\nCommand: `{result['command']}` (seed {s['seed']})  \n"
+            f"{s['prompts']} chain-of-thought prompts, FP greedy traces of {s['trace_tokens']} tokens (length "
+            f"{result['target_length']} with the prompt); KL(FP || method) and perplexity teacher-forced on "
+            "those traces; KV bytes held: distinct tensor storages reachable from the cache after the trace "
+            "(effigy.memory.held_bytes), beside the bytes the cache counts; agreement: greedy tokens equal to the "
+            f"FP trace before the first difference (of {s['agreement_tokens']}); retrieval: passcode problems the FP "
+            f"model solves ({result['retrieval_solved_by_fp']}). Calibration: {result['calibration']}. Allocations "
+            "(bits per layer): see the JSON.\n\n" + markdown_table(result["rows"], COLUMNS))

@@ -1,8 +1,13 @@
 import pytest
 import torch
 
-from effigy.evaluate.cache_peers import (DiffusersCache, _swap_cfg_inputs, _swap_cfg_output, count_attention,
-                                         magcache_ratios)
+from effigy.bench.peers.diffusers_caches import (
+    DiffusersCache,
+    _swap_cfg_inputs,
+    _swap_cfg_output,
+    count_attention,
+    magcache_ratios,
+)
 from effigy.models.diffusion import sample_with_guidance, sampling_scheduler
 
 STEPS = 8

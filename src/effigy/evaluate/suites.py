@@ -22,6 +22,7 @@ from effigy.evaluate.report import SettingsRecord
 from effigy.metrics import fid_from_features
 from effigy.metrics.image import frechet_distance, gaussian_stats, psnr_per_image, ssim_per_image
 from effigy.metrics.stats import paired_bootstrap, paired_mean_difference
+from effigy.registry import Registry
 
 Sampler = Callable[[nn.Module], torch.Tensor]
 
@@ -42,7 +43,7 @@ class SamplingSettings(SettingsRecord):
 
 
 @dataclass
-class BenchWorld:
+class BenchSuite:
     name: str
     fp_model: nn.Module
     sample_eval: Sampler  # the evaluation prompts, seed ``settings.seed``
@@ -88,7 +89,7 @@ def image_quality(images: torch.Tensor, reference: torch.Tensor | None) -> dict[
     return dict(zip(FIDELITY_KEYS, (psnr_per_image(images, reference), ssim_per_image(images, reference))))
 
 
-def digits_world(settings: SamplingSettings) -> BenchWorld:
+def digits_suite(settings: SamplingSettings) -> BenchSuite:
     from effigy.models import dit_digits
     from effigy.models.zoo import load_zoo_model
     from effigy.worlds.digits import NUM_CLASSES, load_digits_images
@@ -111,7 +112,7 @@ def digits_world(settings: SamplingSettings) -> BenchWorld:
     def scores(images: torch.Tensor, reference: torch.Tensor | None) -> dict[str, torch.Tensor]:
         return {"class_accuracy": (classifier(images).argmax(1) == labels).float(), **image_quality(images, reference)}
 
-    return BenchWorld(
+    return BenchSuite(
         name="dit-digits", fp_model=model,
         sample_eval=sample(labels, settings.seed),
         sample_calibration=sample(class_labels(settings.calibration_per_class), settings.seed + 10_000),
@@ -138,7 +139,7 @@ def class_labels(per_class: int) -> torch.Tensor:
     return torch.arange(NUM_CLASSES).repeat_interleave(per_class)
 
 
-def t2i_world(settings: SamplingSettings) -> BenchWorld:
+def t2i_suite(settings: SamplingSettings) -> BenchSuite:
     """Held-out prompts (10 x samples_per_class), cycling single / relation / count; adherence by the
     attribute checker, CLIP-score stand-in, FID on the checker's pooled features."""
     from effigy.evaluate import t2i
@@ -162,7 +163,7 @@ def t2i_world(settings: SamplingSettings) -> BenchWorld:
     def alignment(images: torch.Tensor) -> torch.Tensor:
         return torch.tensor([r["clip_score"] for r in t2i.score_images(suite, sensitivity, images)])
 
-    return BenchWorld(
+    return BenchSuite(
         name="t2i-shapes", fp_model=suite.transformer,
         sample_eval=sample(scenes, settings.seed),
         sample_calibration=sample(t2i.prompt_set(10 * settings.calibration_per_class, "train", settings.seed + 10_000),
@@ -178,12 +179,10 @@ def t2i_world(settings: SamplingSettings) -> BenchWorld:
     )
 
 
-WORLDS: dict[str, Callable[[SamplingSettings], BenchWorld]] = {"dit-digits": digits_world, "t2i-shapes": t2i_world}
+SUITES: Registry[Callable[[SamplingSettings], BenchSuite]] = Registry("benchmark suite")
+SUITES.register("dit-digits", digits_suite)
+SUITES.register("t2i-shapes", t2i_suite)
 
 
-def load_world(name: str, settings: SamplingSettings) -> BenchWorld:
-    from effigy.errors import EffigyError
-
-    if name not in WORLDS:
-        raise EffigyError(f"no benchmark world for model {name!r}; choose one of {sorted(WORLDS)}.")
-    return WORLDS[name](settings)
+def load_suite(name: str, settings: SamplingSettings) -> BenchSuite:
+    return SUITES.get(name)(settings)

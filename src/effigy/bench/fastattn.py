@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
 from effigy.attention import AttentionPlan, apply_ditfastattn, calibrate_plan, remove_ditfastattn
-from effigy.evaluate.cache_peers import DiffusersCache, count_attention, magcache_ratios
+from effigy.bench.peers.diffusers_caches import DiffusersCache, count_attention, magcache_ratios
 from effigy.evaluate.measure import Progress, machine_facts, median_seconds, no_progress
-from effigy.evaluate.worlds import BenchWorld, SamplingSettings, load_world
+from effigy.evaluate.suites import BenchSuite, SamplingSettings, load_suite
 
 DEFAULT_PEERS = (("pab", 2), ("pab", 3), ("pab", 5), ("fastercache", 2), ("fastercache", 3),
                  ("fbc", 0.03), ("fbc", 0.1), ("fbc", 0.3), ("taylorseer", 2), ("taylorseer", 3), ("taylorseer", 5),
@@ -63,11 +64,11 @@ def ditfastattn_variant(plan: AttentionPlan, prefix: str = "", model: nn.Module 
     return Variant(f"{family} t={plan.threshold:g}", family, plan.threshold, install, remove_ditfastattn, model)
 
 
-def composed_variant(world: BenchWorld, settings: FastAttnBenchSettings) -> Variant:
+def composed_variant(world: BenchSuite, settings: FastAttnBenchSettings) -> Variant:
     """ViDiT-Q then DiTFastAttn: the plan is searched on the quantized model, both applied at once."""
     import copy
 
-    from effigy.api import quantize
+    from effigy.nn.quantize import quantize
     from effigy.recipes import get_recipe
 
     quantized = quantize(copy.deepcopy(world.fp_model), get_recipe(settings.compose_recipe), world.sample_calibration)
@@ -98,7 +99,7 @@ def _tally_totals(tally) -> dict:
 
 @torch.no_grad()
 def run_fastattn_bench(settings: FastAttnBenchSettings, progress: Progress = no_progress) -> dict:
-    world = load_world(settings.model, settings)
+    world = load_suite(settings.model, settings)
     model = world.fp_model
     advance = progress("calibrating plans", len(settings.thresholds) * settings.steps)
     plans = [calibrate_plan(model, lambda: world.sample_calibration(model), t, settings.window_fraction,
@@ -144,7 +145,7 @@ def _add_ratios(rows: list[dict]) -> None:
         row["fid_increase_vs_fp"] = row["fid_features"] - fp["fid_features"]
 
 
-def _measure_latency(model, world: BenchWorld, variants: list[Variant], rows: list[dict],
+def _measure_latency(model, world: BenchSuite, variants: list[Variant], rows: list[dict],
                      settings: FastAttnBenchSettings, progress: Progress) -> None:
     """Variants interleaved over repeats so that machine noise hits them alike; FP is the ratio's base."""
     times: dict[str, list[float]] = {v.name: [] for v in variants}
@@ -162,3 +163,35 @@ def _measure_latency(model, world: BenchWorld, variants: list[Variant], rows: li
     for row, variant in zip(rows, variants):
         row["latency_s"] = statistics.median(times[variant.name])
         row["latency_ratio_vs_fp"] = row["latency_s"] / fp
+
+
+def accelerate(settings: FastAttnBenchSettings, threshold: float, plan_path: Path | None, out: Path,
+               recipe: str | None = None, progress: Progress = no_progress) -> dict:
+    """``effigy accelerate``: calibrate a DiTFastAttn plan on ``settings.model`` (or load ``plan_path``),
+    optionally after quantizing with ``recipe`` (the plan is then searched on the quantized model: both
+    methods at once), apply it, and compare samples against the same model without a plan.
+
+    Returns:
+        A summary: attention FLOP fractions, technique counts and PSNR vs no plan.
+    """
+    from effigy.metrics import psnr
+    from effigy.nn.quantize import quantize
+    from effigy.recipes import get_recipe
+
+    suite = load_suite(settings.model, settings)
+    transformer = suite.fp_model
+    if recipe is not None:
+        quantize(transformer, get_recipe(recipe), suite.sample_calibration)
+    reference = suite.sample_eval(transformer)
+    if plan_path is None:
+        plan = calibrate_plan(transformer, lambda: suite.sample_calibration(transformer), threshold,
+                              settings.window_fraction, progress=progress("calibrating", settings.steps))
+        plan.save(out)
+    else:
+        plan = AttentionPlan.load(plan_path)
+    state = apply_ditfastattn(transformer, plan)
+    images = suite.sample_eval(transformer)
+    remove_ditfastattn(transformer)
+    return {"model": settings.model, "recipe": recipe, "plan": str(plan_path or out), "threshold": plan.threshold,
+            **state.flops.fractions(), "technique_counts": plan.technique_counts(),
+            "psnr_vs_no_plan": psnr(images, reference)}

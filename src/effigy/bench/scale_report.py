@@ -31,7 +31,8 @@ def render_scale(result: dict, command: str) -> str:
              f"## One transformer call (CFG batch of {result['settings']['cfg_batch']})",
              markdown_table(result["rows"], MODEL_COLUMNS)]
     parts += [f"Not run on this machine: {name} ({why})." for name, why in result.get("skipped", {}).items()]
-    parts += ["## Single layers of DiT-XL/2's shapes", markdown_table(result["layers"], LAYER_COLUMNS)]
+    if result["layers"]:
+        parts += ["## Single layers of DiT-XL/2's shapes", markdown_table(result["layers"], LAYER_COLUMNS)]
     if "kv" in result:
         kv = result["kv"]
         parts += [f"## KV caches on {kv['model']}",

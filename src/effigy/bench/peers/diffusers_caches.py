@@ -23,7 +23,7 @@ from torch import nn
 
 from effigy.attention.plan import self_attention_layers
 from effigy.attention.processor import FlopTally, core_flops, projection_flops, timestep_of
-
+from effigy.errors import BenchError, UnknownNameError
 
 SELF_ATTENTION_PATTERN = r"transformer_blocks\.\d+\.attn1"  # diffusers' defaults also catch cross-attention
 CFG_BATCH_KWARGS = ("hidden_states", "encoder_hidden_states", "timestep", "encoder_attention_mask", "class_labels")
@@ -65,7 +65,7 @@ def magcache_ratios(transformer: nn.Module, run: Callable[[], object], num_steps
     lines = printed.getvalue().splitlines()
     runs = [ast.literal_eval(line) for line in lines if line.startswith("[") and line.endswith("]")]
     if not runs or any(len(r) != num_steps for r in runs):
-        raise RuntimeError(f"MagCache calibration produced {len(runs)} runs of ratios, expected runs of "
+        raise BenchError(f"MagCache calibration produced {len(runs)} runs of ratios, expected runs of "
                            f"{num_steps} steps; does the sampler call the transformer once per step?")
     return [sum(step) / len(runs) for step in zip(*runs)]
 
@@ -99,11 +99,14 @@ def count_attention(transformer: nn.Module) -> tuple[FlopTally, Callable[[], Non
     return tally, undo
 
 
+METHODS = ("pab", "fastercache", "fbc", "taylorseer", "magcache")  # diffusers' caching hooks
+
+
 @dataclass
 class DiffusersCache:
     """One diffusers caching method at one setting: ``install`` / ``remove`` on a transformer."""
 
-    method: str  # "pab", "fastercache", "fbc", "taylorseer", "magcache"
+    method: str  # one of METHODS
     setting: float
     num_steps: int
     mag_ratios: list[float] | None = None  # MagCache only: from magcache_ratios; None calibrates
@@ -116,8 +119,13 @@ class DiffusersCache:
         return f"diffusers-{self.method}"
 
     def config(self):
-        from diffusers.hooks import (FasterCacheConfig, FirstBlockCacheConfig, MagCacheConfig,
-                                     PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig)
+        from diffusers.hooks import (
+            FasterCacheConfig,
+            FirstBlockCacheConfig,
+            MagCacheConfig,
+            PyramidAttentionBroadcastConfig,
+            TaylorSeerCacheConfig,
+        )
 
         if self.method == "pab":  # recompute self-attention every `setting` steps, over the whole schedule
             return PyramidAttentionBroadcastConfig(spatial_attention_block_skip_range=int(self.setting),
@@ -143,11 +151,17 @@ class DiffusersCache:
             return TaylorSeerCacheConfig(cache_interval=int(self.setting), disable_cache_before_step=2,
                                          taylor_factors_dtype=torch.float32,
                                          cache_identifiers=[SELF_ATTENTION_PATTERN])
-        raise ValueError(f"unknown diffusers cache method {self.method!r}")
+        raise UnknownNameError(f"unknown diffusers cache method {self.method!r}: choose one of {', '.join(METHODS)}.")
 
     def install(self, transformer: nn.Module) -> None:
-        from diffusers.hooks import (HookRegistry, apply_faster_cache, apply_first_block_cache, apply_mag_cache,
-                                     apply_pyramid_attention_broadcast, apply_taylorseer_cache)
+        from diffusers.hooks import (
+            HookRegistry,
+            apply_faster_cache,
+            apply_first_block_cache,
+            apply_mag_cache,
+            apply_pyramid_attention_broadcast,
+            apply_taylorseer_cache,
+        )
 
         apply = {"pab": apply_pyramid_attention_broadcast, "fastercache": apply_faster_cache,
                  "fbc": apply_first_block_cache, "taylorseer": apply_taylorseer_cache,

@@ -17,11 +17,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from effigy.api import (_load_state, _model_from_config, _read_json, balance_divisors, quantize, quantized_skeleton,
-                        read_safetensors)
+from effigy.checkpoint.files import read_json, read_safetensors, require_safetensors
+from effigy.checkpoint.quantized import load_state_strictly, model_from_config
 from effigy.errors import CheckpointError, QuantizationError
-from effigy.models.pretrained import require_safetensors
 from effigy.nn import QuantConfig, find_targets
+from effigy.nn.quantize import balance_divisors, quantize, quantized_skeleton
 
 MULTIWIDTH_WEIGHTS = "multiwidth.safetensors"
 MULTIWIDTH_CONFIG = "multiwidth_config.json"
@@ -59,7 +59,7 @@ def multiwidth_info(directory: str | Path) -> tuple[QuantConfig, list[int]]:
     if not path.exists():
         raise CheckpointError(f"{directory} is not a multi-width checkpoint (no {MULTIWIDTH_CONFIG}); "
                               "write one with save_multiwidth or `effigy quantize --widths 4,6,8`.")
-    data = _read_json(path)
+    data = read_json(path)
     return QuantConfig.from_dict(data["base"]), list(data["widths"])
 
 
@@ -71,7 +71,7 @@ def load_multiwidth(directory: str | Path, layer_bits: dict[str, int] | None = N
     base, widths = multiwidth_info(directory)
     default_bits = default_bits or base.weight.bits
     layer_bits = dict(layer_bits or {})
-    model = _model_from_config(directory)
+    model = model_from_config(directory)
     targets = find_targets(model, base.include, base.ignore)
     unknown = sorted(set(layer_bits) - set(targets))
     if unknown:
@@ -91,7 +91,7 @@ def load_multiwidth(directory: str | Path, layer_bits: dict[str, int] | None = N
         source = f"w{chosen[layer]}/{key}" if layer else key
         if source in stored:
             state[key] = stored[source]
-    _load_state(model, state)
+    load_state_strictly(model, state)
     return model.eval()
 
 

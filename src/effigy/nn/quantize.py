@@ -1,14 +1,12 @@
-"""The public entry points: ``quantize(model, config, calib_loop)``, ``save(model, dir)``, ``load(dir)``.
+"""The quantize algorithm: ``quantize(model, config, calib_loop)`` swaps a model's linear layers for
+:class:`QuantLinear` after the calibration the config needs (channel-balancing divisors, static
+activation scales), in place.
 
-A checkpoint is a folder: ``model.safetensors`` (packed integer weights and scales), ``config.json``
-(the diffusers model config) and ``quantization_config.json`` (the :class:`QuantConfig`). Loading
-rebuilds the model from its config, swaps in empty quantized layers, and loads the tensors strictly.
-Pickled checkpoints are refused: they can run code when opened.
+Checkpoint files (save, load) live in :mod:`effigy.checkpoint`.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import logging
 from typing import Callable
 
 import torch
@@ -16,15 +14,16 @@ from torch import nn
 
 from effigy.core.hadamard import balance_input
 from effigy.core.quant import MinMaxObserver, QuantSpec, channel_balance_divisor
-from effigy.errors import CheckpointError, QuantizationError
-from effigy.models.pretrained import diffusers_model_class, require_safetensors
-from effigy.nn import QuantConfig, QuantLinear, find_targets, replace_modules
+from effigy.errors import QuantizationError
+from effigy.memory import trim_freed_memory
+from effigy.nn.config import QuantConfig
+from effigy.nn.quant_linear import QuantLinear
+from effigy.nn.replace import find_targets, replace_modules
 from effigy.nn.timestep_ranges import TimestepBalancedLinear, TimestepRanges
 
-WEIGHTS_NAME = "model.safetensors"
-MODEL_CONFIG_NAME = "config.json"
-QUANT_CONFIG_NAME = "quantization_config.json"
-CONFIG_ATTR = "effigy_quant_config"
+logger = logging.getLogger(__name__)
+
+CONFIG_ATTR = "effigy_quant_config"  # the QuantConfig a quantized model carries (read by save)
 
 
 def quantize(
@@ -46,6 +45,7 @@ def quantize(
     if unknown:
         raise QuantizationError(f"layer_bits names layers that are not quantized here: {unknown[:3]}; "
                                 "use names from the recipe's targets.")
+    _log_targets(model, targets, config)
     divisors = _balance_divisors(model, targets, config, calib_loop) if input_divisors is None else \
         _pick_divisors(input_divisors, targets, config)
     act_qparams = _calibrate_static_scales(model, targets, config, calib_loop, divisors)
@@ -60,7 +60,22 @@ def quantize(
             linear, config.weight_spec_for(name), config.activation, act_qparams.get(name), backend=config.backend,
             input_divisor=divisors.get(name), rotated=config.rotates(linear.in_features)))
     setattr(model, CONFIG_ATTR, config)
+    targets.clear()  # the last references to the replaced float layers
+    trim_freed_memory()  # their weights are free now: let the process's RSS show it
     return model
+
+
+def _log_targets(model: nn.Module, targets: dict[str, nn.Module], config: QuantConfig) -> None:
+    """Say which linear layers the recipe quantizes, which stay in floating point, and (with rotation on)
+    which are left unrotated because their input size is not a power of two."""
+    kept = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and name not in targets]
+    logger.info("%s: quantizing %d linear layers, keeping %d in floating point%s", config.name, len(targets),
+                len(kept), f" ({', '.join(kept[:4])}{' ...' if len(kept) > 4 else ''})" if kept else "")
+    if config.rotate:
+        unrotated = [n for n, m in targets.items() if not config.rotates(m.in_features)]
+        if unrotated:
+            logger.info("%s: %d layers left unrotated (input size not a power of two), e.g. %s", config.name,
+                        len(unrotated), unrotated[0])
 
 
 def _require_calib_loop(config: QuantConfig, calib_loop, why: str) -> None:
@@ -181,40 +196,6 @@ def weight_nbytes(model: nn.Module, only_quantized_targets: bool = False) -> int
     return total
 
 
-def save(model: nn.Module, directory: str | Path) -> Path:
-    """Write ``model`` (float or quantized) as safetensors + JSON into ``directory``."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    if not hasattr(model, "save_config"):
-        raise CheckpointError(
-            f"save() needs a diffusers model (with save_config); got {type(model).__name__}."
-        )
-    model.save_config(directory)
-    config = getattr(model, CONFIG_ATTR, None)
-    quant_file = directory / QUANT_CONFIG_NAME
-    if config is not None:
-        quant_file.write_text(json.dumps(config.to_dict(), indent=2))
-    elif quant_file.exists():
-        quant_file.unlink()
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "effigy"})
-    return directory
-
-
-def load(directory: str | Path) -> nn.Module:
-    """Rebuild a model saved by :func:`save`: float or quantized, exactly as it was saved."""
-    directory = Path(directory)
-    weights = _checked_weights_file(directory)
-    model = _model_from_config(directory)
-    quant_file = directory / QUANT_CONFIG_NAME
-    if quant_file.exists():
-        quantized_skeleton(model, QuantConfig.from_dict(_read_json(quant_file)))
-    _load_state(model, read_safetensors(weights))
-    return model.eval()
-
-
 def quantized_skeleton(model: nn.Module, config: QuantConfig) -> nn.Module:
     """Replace ``config``'s targets by empty :class:`QuantLinear` layers of the right widths, ready for
     a saved state dict (no calibration, no float weights needed)."""
@@ -234,56 +215,3 @@ def quantized_skeleton(model: nn.Module, config: QuantConfig) -> nn.Module:
         replace_modules(model, targets, empty)
     setattr(model, CONFIG_ATTR, config)
     return model
-
-
-def _checked_weights_file(directory: Path) -> Path:
-    if not directory.is_dir():
-        raise CheckpointError(f"checkpoint folder {directory} does not exist; pass the folder written by effigy save.")
-    weights = require_safetensors(directory, WEIGHTS_NAME)[0]
-    return weights
-
-
-def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a safetensors file, turning a corrupt or truncated file into a :class:`CheckpointError`."""
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types and OSError for broken files
-        raise CheckpointError(
-            f"{path} is not a readable safetensors file ({exc}); the file is corrupt or truncated: "
-            "save or download it again."
-        ) from None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc}); the checkpoint is damaged.") from None
-
-
-def _model_from_config(directory: Path) -> nn.Module:
-    config_file = directory / MODEL_CONFIG_NAME
-    if not config_file.exists():
-        raise CheckpointError(f"{directory} has no {MODEL_CONFIG_NAME} describing the model architecture.")
-    config = _read_json(config_file)
-    cls = diffusers_model_class(config.get("_class_name", ""))
-    return cls.from_config(config)
-
-
-def _load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong_shape:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
-            if keys:
-                parts.append(f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}")
-        raise CheckpointError(
-            "the weights do not match the model described by the checkpoint's configs (" + "; ".join(parts) + "). "
-            "Was the file saved from a different model or recipe?"
-        )
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})

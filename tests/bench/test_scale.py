@@ -1,11 +1,11 @@
 import pytest
 import torch
 
+from effigy.bench import scale as scale_bench
+from effigy.bench.scale_kv import CACHES, KVScaleSettings, make_cache
+from effigy.bench.scale_layers import layer_paths
+from effigy.bench.scale_report import render_scale
 from effigy.errors import EffigyError
-from effigy.evaluate import scale_bench
-from effigy.evaluate.scale_kv import CACHES, KVScaleSettings, make_cache
-from effigy.evaluate.scale_layers import layer_paths
-from effigy.evaluate.scale_report import render_scale
 
 
 @pytest.fixture

@@ -10,7 +10,9 @@ import torch
 
 from effigy.core import kernels
 from effigy.core.quant import QuantSpec, compute_qparams, quantize
+from effigy.errors import BenchError
 from effigy.evaluate.measure import machine_facts, median_seconds
+from effigy.evaluate.report import machine_line, markdown_table
 
 DIT_DIGITS_SHAPES = {"attn q/k/v/out": (128, 128), "ff in": (128, 512), "ff out": (512, 128)}
 
@@ -33,7 +35,7 @@ def run_kernel_bench(tokens: int = 2 * 20 * 64, repeats: int = 20, seed: int = 0
         int_mm = lambda: kernels.int_matmul(xq, wq).float() * w_scale.t()
         for label, fn in (("fbgemm", fbgemm), ("int_mm", int_mm)):
             if not torch.allclose(fn().double(), exact, rtol=1e-5, atol=1e-3):
-                raise AssertionError(f"{label} disagrees with exact integer arithmetic on {name}")
+                raise BenchError(f"{label} disagrees with exact integer arithmetic on {name}")
         fp32 = median_seconds(lambda: torch.nn.functional.linear(x, w), repeats)
         rows.append({
             "layer": name, "m": tokens, "k": k, "n": n, "activation_bits": act_bits,
@@ -51,3 +53,9 @@ KERNEL_COLUMNS = [
     ("fp32_ms", "fp32 ms"), ("int_mm_ms", "torch._int_mm ms"), ("fbgemm_ms", "fbgemm int8 ms"),
     ("int_mm_speedup_vs_fp32", "_int_mm speedup"), ("fbgemm_speedup_vs_fp32", "fbgemm speedup"),
 ]
+
+
+def render(result: dict) -> str:
+    """The results file's Markdown: the command, the machine and one row per layer shape."""
+    return (f"# Integer matmul paths on this CPU\n\nCommand: `{result['command']}` (seed {result['seed']})  \n"
+            f"{machine_line(result['machine'])}\n\n" + markdown_table(result["rows"], KERNEL_COLUMNS))

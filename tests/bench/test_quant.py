@@ -3,8 +3,8 @@ import copy
 import pytest
 import torch
 
+from effigy.bench.quant import QuantBenchSettings, memory_probe
 from effigy.evaluate.measure import run_in_fresh_process
-from effigy.evaluate.quant_bench import QuantBenchSettings, memory_probe
 from effigy.recipes import get_recipe
 
 
@@ -17,14 +17,14 @@ def test_memory_probe_reports_a_plausible_peak_in_a_fresh_process():
 
 
 def _tiny_world(model):
-    from effigy.evaluate.worlds import BenchWorld
+    from effigy.evaluate.suites import BenchSuite
     from effigy.models.diffusion import sample_with_guidance, sampling_scheduler
 
     labels = torch.tensor([1, 2, 3, 4])
     run = lambda m: sample_with_guidance(m, sampling_scheduler(1000, "squaredcos_cap_v2"), (4, 1, 8, 8),
                                          {"class_labels": labels}, {"class_labels": torch.full_like(labels, 10)},
                                          4, 3.0, seed=0)
-    return BenchWorld("tiny", model, run, run, run, run, scores=None, features=None, fid=None, alignment=None,
+    return BenchSuite("tiny", model, run, run, run, run, scores=None, features=None, fid=None, alignment=None,
                       denoiser_call=None, task_metric="class_accuracy", fid_features="none", grid_index=labels)
 
 
@@ -33,8 +33,8 @@ def _tiny_world(model):
 def test_replayed_sensitivity_is_zero_for_fp_and_falls_with_the_width(tiny_dit, metric):
     from dataclasses import replace
 
-    from effigy.api import quantize
-    from effigy.evaluate.quant_bench import record_denoiser_calls, sensitivity_evaluator
+    from effigy.bench.quant import record_denoiser_calls, sensitivity_evaluator
+    from effigy.nn.quantize import quantize
 
     world = _tiny_world(tiny_dit)
     assert len(record_denoiser_calls(tiny_dit, world.sample_sensitivity)) == 4  # one call per step
@@ -51,7 +51,7 @@ def test_replayed_sensitivity_is_zero_for_fp_and_falls_with_the_width(tiny_dit, 
 
 @torch.no_grad()
 def test_propagation_gains_measure_how_a_kick_at_each_call_moves_the_final_sample(tiny_dit):
-    from effigy.evaluate.quant_bench import propagation_gains, record_denoiser_calls
+    from effigy.bench.quant import propagation_gains, record_denoiser_calls
 
     world = _tiny_world(tiny_dit)
     calls = record_denoiser_calls(tiny_dit, world.sample_sensitivity)
@@ -68,8 +68,8 @@ def test_propagation_gains_measure_how_a_kick_at_each_call_moves_the_final_sampl
 def test_propagated_sensitivity_weights_each_call_by_its_gain(tiny_dit, monkeypatch):
     from dataclasses import replace
 
-    from effigy.api import quantize
-    from effigy.evaluate import quant_bench
+    from effigy.bench import quant as quant_bench
+    from effigy.nn.quantize import quantize
 
     world = _tiny_world(tiny_dit)
     base = get_recipe("rtn-w4a8")
@@ -84,17 +84,16 @@ def test_propagated_sensitivity_weights_each_call_by_its_gain(tiny_dit, monkeypa
 
 
 def _scored_world(scores, features, fid):
-    from effigy.evaluate.worlds import BenchWorld
+    from effigy.evaluate.suites import BenchSuite
 
-    return BenchWorld("scored", None, None, None, None, None, scores=scores, features=features, fid=fid,
+    return BenchSuite("scored", None, None, None, None, None, scores=scores, features=features, fid=fid,
                       alignment=None, denoiser_call=None, task_metric="class_accuracy", fid_features="mean",
                       grid_index=torch.arange(2))
 
 
 def test_world_quality_is_the_mean_of_its_per_image_scores_and_compare_pairs_them():
-    import numpy as np
 
-    from effigy.evaluate.worlds import image_quality
+    from effigy.evaluate.suites import image_quality
 
     scores = lambda images, reference: {"class_accuracy": (images.mean((1, 2, 3)) > 0).float(),
                                         **image_quality(images, reference)}
@@ -117,7 +116,7 @@ def test_world_quality_is_the_mean_of_its_per_image_scores_and_compare_pairs_the
 
 
 def test_comparison_rows_call_a_lower_fid_better_and_a_zero_crossing_interval_noise():
-    from effigy.evaluate.quant_report import comparison_rows, render_comparisons
+    from effigy.bench.quant_report import comparison_rows, render_comparisons
 
     d = lambda value, low, high: {"difference": value, "low": low, "high": high, "confidence": 0.95,
                                   "significant": low > 0 or high < 0}
@@ -130,7 +129,7 @@ def test_comparison_rows_call_a_lower_fid_better_and_a_zero_crossing_interval_no
 
 
 def test_pick_allocation_keeps_the_best_mean_rank_that_loses_neither_task_nor_psnr_and_may_keep_uniform():
-    from effigy.evaluate.quant_bench import pick_allocation
+    from effigy.bench.quant import pick_allocation
 
     row = lambda moved, adherence, psnr, fid: {"max_moved": moved, "adherence": adherence, "psnr_vs_fp": psnr,
                                                "fid_features": fid, "clip_score": None}
@@ -148,7 +147,7 @@ def test_pick_allocation_keeps_the_best_mean_rank_that_loses_neither_task_nor_ps
 
 
 def test_mean_ranks_average_ties_and_read_fid_lower_is_better():
-    from effigy.evaluate.quant_bench import mean_ranks
+    from effigy.bench.quant import mean_ranks
 
     rows = [{"class_accuracy": 1.0, "fid_features": 80.0, "psnr_vs_fp": 27.0, "adherence": None},
             {"class_accuracy": 1.0, "fid_features": 70.0, "psnr_vs_fp": 26.0, "adherence": None},
@@ -158,7 +157,7 @@ def test_mean_ranks_average_ties_and_read_fid_lower_is_better():
 
 
 def test_validation_table_lists_each_trust_region_with_uniform_first():
-    from effigy.evaluate.quant_report import _trust_region_text, render_validation
+    from effigy.bench.quant_report import _trust_region_text, render_validation
 
     allocation = {"validation": [{"max_moved": 0.0, "moved_layers": 0, "class_accuracy": 1.0, "psnr_vs_fp": 26.8},
                                  {"max_moved": None, "moved_layers": 13, "class_accuracy": 1.0, "psnr_vs_fp": 26.9}]}

@@ -11,20 +11,21 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import Callable
 
 import torch
 from transformers import DynamicCache, LlamaConfig
 
-from effigy.evaluate.kv_bench import equal_memory_budget_mb
+from effigy.bench.kvquant import equal_memory_budget_mb
 from effigy.evaluate.measure import Progress, no_progress, rss_mib, run_in_fresh_process
 from effigy.evaluate.report import SettingsRecord
 from effigy.kvcache.baselines import fp16_cache, kivi_cache, transformers_fp8_cache
 from effigy.kvcache.progressive import PMKVQCache, kv_geometry
 from effigy.memory import held_bytes
+from effigy.registry import Registry
 
-CACHES = ("DynamicCache fp32", "fp16", "pm-kvq @4b", "pm-kvq @8b", "kivi 4-bit", "transformers QuantizedCache fp8")
 # SmolLM2-135M's shape, for the memory-only 32k run
 SMOLLM2_SHAPE = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=32768)
@@ -34,7 +35,7 @@ SMOLLM2_SHAPE = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, 
 class KVScaleSettings(SettingsRecord):
     lengths: tuple[int, ...] = (2048, 8192)
     memory_length: int = 32768
-    caches: tuple[str, ...] = CACHES
+    caches: tuple[str, ...] = field(default_factory=lambda: CACHES.names())
     decode_tokens: int = 16
     prefill_chunk: int = 1024
     window: int = 32
@@ -43,24 +44,28 @@ class KVScaleSettings(SettingsRecord):
     seed: int = 0
 
 
-def make_cache(name: str, model, length: int, s: KVScaleSettings):
+def _pm_kvq(bits: float):
+    def build(model, length: int, s: "KVScaleSettings"):
+        budget = equal_memory_budget_mb(model.config, bits, length, s.sink, s.window, s.group_size)
+        return PMKVQCache(model, budget, None, sink=s.sink, window=s.window, group_size=s.group_size)
+    return build
+
+
+# name -> build(model, length, settings): a fresh cache for ``model`` sized for ``length`` tokens
+CACHES: Registry[Callable] = Registry("KV cache")
+CACHES.register("DynamicCache fp32", lambda model, _length, _s: DynamicCache(config=model.config))
+CACHES.register("fp16", lambda model, _length, s: fp16_cache(model, s.group_size))
+CACHES.register("pm-kvq @4b", _pm_kvq(4.0))
+CACHES.register("pm-kvq @8b", _pm_kvq(8.0))
+CACHES.register("kivi 4-bit", lambda model, _length, s: kivi_cache(model, 4, s.window, s.group_size))
+CACHES.register("transformers QuantizedCache fp8", lambda model, _length, _s: transformers_fp8_cache(model))
+
+
+def make_cache(name: str, model, length: int, s: "KVScaleSettings"):
     """A fresh cache ``name`` for ``model`` (a model, or anything with a ``config``) sized for ``length``.
     PM-KVQ gets the equal-memory budget at ``length`` split evenly over layers (no calibrated
     allocation: widths change speed little, and calibration is the kvquant bench's subject)."""
-    config = model.config
-    if name == "DynamicCache fp32":
-        return DynamicCache(config=config)
-    if name == "fp16":
-        return fp16_cache(model, s.group_size)
-    if name.startswith("pm-kvq"):
-        bits = float(name.split("@")[1].rstrip("b"))
-        budget = equal_memory_budget_mb(config, bits, length, s.sink, s.window, s.group_size)
-        return PMKVQCache(model, budget, None, sink=s.sink, window=s.window, group_size=s.group_size)
-    if name == "kivi 4-bit":
-        return kivi_cache(model, 4, s.window, s.group_size)
-    if name == "transformers QuantizedCache fp8":
-        return transformers_fp8_cache(model)
-    raise KeyError(name)
+    return CACHES.get(name)(model, length, s)
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from effigy.evaluate.kv_bench import KVBenchSettings, fixed_width_for, run_kv_bench
+from effigy.bench.kvquant import KVBenchSettings, fixed_width_for, run_kv_bench
 
 
 class _Tokenizer:

@@ -15,27 +15,30 @@ import gc
 import statistics
 import time
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import torch
 from torch import nn
 
-from effigy.api import quantize
-from effigy.errors import EffigyError
-from effigy.evaluate.measure import Progress, machine_facts, no_progress, run_in_fresh_process
-from effigy.evaluate.peer_bench import Bf16Call, quantize_dynamic_int8, torchao_w8a8
+from effigy.bench.peers.quantizers import Bf16Call, quantize_dynamic_int8, torchao_w8a8
+from effigy.errors import BenchError, EffigyError
+from effigy.evaluate.measure import (
+    Progress,
+    machine_facts,
+    no_progress,
+    return_freed_memory_to_os,
+    run_in_fresh_process,
+)
 from effigy.evaluate.report import SettingsRecord
 from effigy.memory import held_bytes
 from effigy.nn import QuantLinear, find_targets
+from effigy.nn.quantize import quantize
 from effigy.recipes import fast_cpu_variant, get_recipe
+from effigy.registry import Registry
 
 # name -> diffusers DiT arguments (DiT-XL/2: 28 blocks, hidden 16 x 72 = 1152, patch 2)
 ARCHITECTURES = {"dit-xl-2": dict(num_layers=28, num_attention_heads=16, attention_head_dim=72),
                  "dit-s-2": dict(num_layers=12, num_attention_heads=6, attention_head_dim=64)}
-VARIANTS = ("fp32", "bf16", "quantize_dynamic int8", "torchao w8a8", "vidit-q-w8a8 reference", "vidit-q-w8a8 int",
-            "vidit-q-w8a8 fbgemm", "vidit-q-w8a8 auto", "rtn-w4a8 int (unpack per call)",
-            "rtn-w4a8 int4 kernel (fake A8)", "rtn-w4a16 int4")
-
-
 SLOW_WITHOUT_VNNI = "torch._int_mm has no fast CPU kernel without VNNI (25-35x slower than fp32: `effigy bench kernels`)"
 
 
@@ -43,7 +46,24 @@ def default_variants() -> tuple[str, ...]:
     """Every variant, less the ``torch._int_mm`` ones on CPUs where one call would take minutes."""
     from effigy.core.kernels import cpu_has_vnni
 
-    return VARIANTS if cpu_has_vnni() else tuple(v for v in VARIANTS if " int " not in f"{v} ")
+    return VARIANTS.names() if cpu_has_vnni() else tuple(v for v in VARIANTS if not uses_int_mm(v))
+
+
+def chosen_variants(text: str) -> tuple[str, ...]:
+    """The variants named in a comma-separated ``text`` (fp32 among them, as every ratio is against it), or
+    the default ones for this CPU if ``text`` is empty."""
+    chosen = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not chosen:
+        return default_variants()
+    for name in chosen:
+        VARIANTS.get(name)
+    if "fp32" not in chosen:
+        raise BenchError(f"--variants {text!r}: include fp32 (every ratio is against it).")
+    return chosen
+
+
+def uses_int_mm(variant: str) -> bool:
+    return " int " in f"{variant} "
 
 
 @dataclass
@@ -77,30 +97,46 @@ def dit_inputs(model: nn.Module, batch: int, seed: int) -> dict:
             "class_labels": labels}
 
 
+def _w8a8_targets(model: nn.Module) -> list[str]:
+    w8a8 = get_recipe("vidit-q-w8a8")
+    return sorted(find_targets(model, w8a8.include, w8a8.ignore))
+
+
+def _torchao(model: nn.Module) -> nn.Module:
+    w8a8 = get_recipe("vidit-q-w8a8")
+    return torchao_w8a8(model, w8a8.include, w8a8.ignore, in_place=True)
+
+
+def _effigy(recipe: str, backend: str, weight_from: str | None = None) -> Callable[[nn.Module], nn.Module]:
+    """effigy's ``recipe`` on ``backend`` (with the weight spec of ``weight_from`` where the kernel needs
+    another grouping: the int4 kernel takes groups of at most 256 channels)."""
+    def build(model: nn.Module) -> nn.Module:
+        config = get_recipe(recipe)
+        if backend == "fbgemm":
+            config = fast_cpu_variant(config)
+        else:
+            weight = get_recipe(weight_from).weight if weight_from else config.weight
+            config = replace(config, weight=weight, backend=backend, name=f"{recipe} {backend}")
+        return quantize(model, config)
+    return build
+
+
+# name -> convert(model) in place: the rows of the model section
+VARIANTS: Registry[Callable[[nn.Module], nn.Module]] = Registry("scale-bench variant")
+VARIANTS.register("fp32", lambda model: model)
+VARIANTS.register("bf16", Bf16Call)
+VARIANTS.register("quantize_dynamic int8", lambda model: quantize_dynamic_int8(model, _w8a8_targets(model)))
+VARIANTS.register("torchao w8a8", _torchao)
+for _backend in ("reference", "int", "fbgemm", "auto"):
+    VARIANTS.register(f"vidit-q-w8a8 {_backend}", _effigy("vidit-q-w8a8", _backend))
+VARIANTS.register("rtn-w4a8 int (unpack per call)", _effigy("rtn-w4a8", "int"))
+VARIANTS.register("rtn-w4a8 int4 kernel (fake A8)", _effigy("rtn-w4a8", "int4", weight_from="rtn-w4a16"))
+VARIANTS.register("rtn-w4a16 int4", _effigy("rtn-w4a16", "int4"))
+
+
 def build_variant(name: str, fp_model: nn.Module, in_place: bool = False) -> nn.Module:
     """The variant ``name`` of ``fp_model`` (a copy unless ``in_place``)."""
-    model = fp_model if in_place else copy.deepcopy(fp_model)
-    w8a8 = get_recipe("vidit-q-w8a8")
-    targets = sorted(find_targets(model, w8a8.include, w8a8.ignore))
-    if name == "fp32":
-        return model
-    if name == "bf16":
-        return Bf16Call(model)
-    if name == "quantize_dynamic int8":
-        return quantize_dynamic_int8(model, targets)
-    if name == "torchao w8a8":
-        return torchao_w8a8(model, w8a8.include, w8a8.ignore, in_place=True)
-    return quantize(model, _effigy_config(name))
-
-
-def _effigy_config(name: str):
-    recipe, backend = name.split(" ")[:2]
-    config = get_recipe(recipe)
-    if backend == "fbgemm":
-        return fast_cpu_variant(config)
-    if name.startswith("rtn-w4a8 int4"):  # the int4 kernel needs groups of at most 256 channels
-        return replace(config, weight=replace(get_recipe("rtn-w4a16").weight), backend="int4", name=name)
-    return replace(config, backend=backend, name=name)
+    return VARIANTS.get(name)(fp_model if in_place else copy.deepcopy(fp_model))
 
 
 def linear_bytes(model: nn.Module, names: list[str]) -> int:
@@ -162,6 +198,7 @@ def _reset_peak_rss() -> bool:
 
 @torch.no_grad()
 def run_model_section(settings: ScaleBenchSettings, tokens: int, progress: Progress = no_progress) -> list[dict]:
+    return_freed_memory_to_os()
     fp_model = build_dit(settings.architecture, tokens, settings.seed)
     inputs = dit_inputs(fp_model, settings.cfg_batch, settings.seed)
     targets = sorted(find_targets(fp_model, get_recipe("vidit-q-w8a8").include, get_recipe("vidit-q-w8a8").ignore))
@@ -170,6 +207,8 @@ def run_model_section(settings: ScaleBenchSettings, tokens: int, progress: Progr
     models = {}
     for name in settings.variants:
         models[name] = build_variant(name, fp_model)
+        gc.collect()
+        return_freed_memory_to_os()
         advance()
     seconds, outputs = time_interleaved(models, inputs, settings.repeats, progress)
     reference = outputs["fp32"]
@@ -200,18 +239,20 @@ def _backends(model: nn.Module) -> str:
 
 def run_scale_bench(settings: ScaleBenchSettings, progress: Progress = no_progress,
                     layer_tokens: tuple[int, ...] = (64, 256, 1024, 4096), kv=None) -> dict:
-    """The model section at each of ``settings.tokens``, the per-layer section, and (if ``kv`` is given,
-    a :class:`effigy.evaluate.scale_kv.KVScaleSettings`) the KV-cache section."""
-    from effigy.evaluate.scale_layers import run_layer_section
+    """The model section at each of ``settings.tokens``, the per-layer section (skipped if ``layer_tokens`` is
+    empty), and (if ``kv`` is given,
+    a :class:`effigy.bench.scale_kv.KVScaleSettings`) the KV-cache section."""
+    from effigy.bench.scale_layers import run_layer_section
 
     rows = [row for tokens in settings.tokens for row in run_model_section(settings, tokens, progress)]
-    skipped = {v: SLOW_WITHOUT_VNNI for v in VARIANTS if v not in settings.variants and " int " in f"{v} "}
+    skipped = {v: SLOW_WITHOUT_VNNI for v in VARIANTS if v not in settings.variants and uses_int_mm(v)}
     result = {"benchmark": "scale", "architecture": settings.architecture, "weights": "random (seeded)",
               "skipped": skipped,
               "settings": settings.to_dict(), "machine": machine_facts(), "rows": rows,
-              "layers": run_layer_section(layer_tokens, settings.repeats + 2, settings.seed, progress)}
+              "layers": run_layer_section(layer_tokens, settings.repeats + 2, settings.seed, progress) if layer_tokens
+              else []}
     if kv is not None:
-        from effigy.evaluate.scale_kv import run_kv_section
+        from effigy.bench.scale_kv import run_kv_section
 
         result["kv"] = run_kv_section(kv, progress)
     return result

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from effigy.evaluate.pictures import labelled_grid
 from effigy.evaluate.report import machine_line, markdown_table, write_results
-from effigy.evaluate.worlds import LOWER_IS_BETTER
+from effigy.evaluate.suites import LOWER_IS_BETTER
 
 COLUMNS = [
     ("variant", "variant"),

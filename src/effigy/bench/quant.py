@@ -3,7 +3,7 @@
 Every variant samples the same prompts (digits: class labels; text-to-image: held-out captions) from
 the same seeded noise, so quality against the FP output (PSNR, SSIM) isolates the quantization
 error; the world's task score (class accuracy / prompt adherence) and FID on its features judge
-the samples themselves (see :mod:`effigy.evaluate.worlds`). Latency and peak memory are
+the samples themselves (see :mod:`effigy.evaluate.suites`). Latency and peak memory are
 measured in the same process, variants interleaved, and reported as ratios to FP.
 """
 from __future__ import annotations
@@ -19,16 +19,16 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
-from effigy.api import quantize, weight_nbytes
 from effigy.attention.search import relative_l2
-from effigy.memory import held_bytes
+from effigy.errors import UnknownNameError
 from effigy.evaluate.measure import Progress, machine_facts, median_seconds, no_progress, rss_mib, run_in_fresh_process
-from effigy.evaluate.worlds import LOWER_IS_BETTER, BenchWorld, SamplingSettings, load_world
+from effigy.evaluate.suites import LOWER_IS_BETTER, BenchSuite, SamplingSettings, load_suite
+from effigy.memory import held_bytes
 from effigy.metrics import ssim
 from effigy.nn import QuantConfig
+from effigy.nn.quantize import quantize, weight_nbytes
 from effigy.recipes import fast_cpu_variant, get_recipe
 from effigy.recipes.mixed_precision import layer_groups, measure_sensitivity, mixed_precision_config
-
 
 MIXED_PRECISION = "vidit-q-w4a8-mp"
 # also run on the fbgemm integer GEMM: W8 and the int4-weight path (4-bit grid fed to the int8 kernel)
@@ -71,7 +71,7 @@ class Variant:
     row: dict = field(default_factory=dict)
 
 
-def sensitivity_evaluator(world: BenchWorld, metric: str = "denoiser", guidance_scale: float = 3.0):
+def sensitivity_evaluator(world: BenchSuite, metric: str = "denoiser", guidance_scale: float = 3.0):
     """Metric-decoupled losses of a partly quantized model against FP, on the world's small seeded
     sensitivity run.
 
@@ -93,7 +93,7 @@ def sensitivity_evaluator(world: BenchWorld, metric: str = "denoiser", guidance_
     allocation built on it lost to uniform W4A8.
     """
     if metric not in SENSITIVITY_METRIC_NAMES:
-        raise ValueError(f"sensitivity metric must be one of {SENSITIVITY_METRIC_NAMES}, got {metric!r}")
+        raise UnknownNameError(f"sensitivity metric must be one of {SENSITIVITY_METRIC_NAMES}, got {metric!r}")
     if metric == "samples":
         return _sample_level_evaluator(world)
     calls = record_denoiser_calls(world.fp_model, world.sample_sensitivity)
@@ -102,7 +102,7 @@ def sensitivity_evaluator(world: BenchWorld, metric: str = "denoiser", guidance_
     return _replay_evaluator(calls, guidance_scale, propagation_gains(world, calls, guidance_scale), relative=False)
 
 
-def _sample_level_evaluator(world: BenchWorld):
+def _sample_level_evaluator(world: BenchSuite):
     reference = world.sample_sensitivity(world.fp_model)
     aligned = world.alignment(reference)
 
@@ -134,7 +134,7 @@ def _replay_evaluator(calls: list[tuple], guidance_scale: float, weights: list[f
     return evaluate
 
 
-def propagation_gains(world: BenchWorld, calls: list[tuple], guidance_scale: float, size: float = 0.05,
+def propagation_gains(world: BenchSuite, calls: list[tuple], guidance_scale: float, size: float = 0.05,
                       seed: int = 0) -> list[float]:
     """For each denoiser call of the FP sensitivity run: |change of the final samples|^2 / |kick|^2 when
     only that call's guided prediction is kicked by small seeded noise (``size`` x its std), divided by
@@ -206,7 +206,7 @@ def _relative_error(x: torch.Tensor, reference: torch.Tensor) -> float:
     return relative_l2(x, reference) ** 2
 
 
-def mixed_precision_variant(world: BenchWorld, settings: QuantBenchSettings,
+def mixed_precision_variant(world: BenchSuite, settings: QuantBenchSettings,
                             progress: Progress) -> tuple[QuantConfig, dict]:
     """Sensitivity table + ILP allocation at ``mp_average_bits``, both returned for the results.
 
@@ -238,7 +238,7 @@ def mixed_precision_variant(world: BenchWorld, settings: QuantBenchSettings,
                     "psnr_tolerance": PSNR_TOLERANCE}
 
 
-def validate_allocations(world: BenchWorld, settings: QuantBenchSettings, candidates: list[tuple],
+def validate_allocations(world: BenchSuite, settings: QuantBenchSettings, candidates: list[tuple],
                          progress: Progress) -> list[dict]:
     """Each candidate allocation sampled on the validation run: the bench's world at seed + 1 (other noise,
     and other draws of the held-out prompts, than the evaluation), quantized with the bench's calibration.
@@ -259,11 +259,11 @@ def validate_allocations(world: BenchWorld, settings: QuantBenchSettings, candid
     return rows
 
 
-def validation_world(settings: QuantBenchSettings) -> BenchWorld:
+def validation_world(settings: QuantBenchSettings) -> BenchSuite:
     """The run that judges mixed-precision candidates: seed + 1 (other noise and other draws of the held-out
     prompts than the evaluation), ``validation_per_class`` per class at most."""
     per_class = min(settings.validation_per_class, settings.samples_per_class)
-    return load_world(settings.model, replace(settings, seed=settings.seed + 1, samples_per_class=per_class))
+    return load_suite(settings.model, replace(settings, seed=settings.seed + 1, samples_per_class=per_class))
 
 
 TASK_TOLERANCE = 0.01  # an allocation may score at most this much below uniform W4's task score (1 point) ...
@@ -294,7 +294,7 @@ def mean_ranks(rows: list[dict]) -> list[float]:
     return [float(np.mean([r[i] for r in ranks])) for i in range(len(rows))]
 
 
-def build_variants(world: BenchWorld, settings: QuantBenchSettings,
+def build_variants(world: BenchSuite, settings: QuantBenchSettings,
                    progress: Progress = no_progress) -> tuple[list[Variant], dict | None]:
     """FP plus each recipe (the fbgemm run of vidit-q-w8a8 if asked; the MP recipe allocated here)."""
     configs, allocation = [], None
@@ -315,7 +315,7 @@ def build_variants(world: BenchWorld, settings: QuantBenchSettings,
 
 @torch.no_grad()
 def run_quant_bench(settings: QuantBenchSettings, progress: Progress = no_progress) -> dict:
-    world = load_world(settings.model, settings)
+    world = load_suite(settings.model, settings)
     fp_model = world.fp_model
     variants, allocation = build_variants(world, settings, progress)
     fp_weight_bytes = weight_nbytes(fp_model)
@@ -364,7 +364,7 @@ def run_quant_bench(settings: QuantBenchSettings, progress: Progress = no_progre
     }
 
 
-def paired_comparisons(world: BenchWorld, variants: list[Variant], seed: int, resamples: int = 1000) -> list[dict]:
+def paired_comparisons(world: BenchSuite, variants: list[Variant], seed: int, resamples: int = 1000) -> list[dict]:
     """Bootstrap intervals of the differences named in COMPARISONS, for the pairs this run has (against
     FP, the scores measured against FP itself are left out)."""
     images = {v.name: v.images for v in variants}
@@ -375,11 +375,17 @@ def paired_comparisons(world: BenchWorld, variants: list[Variant], seed: int, re
             for name, baseline in COMPARISONS if name in images and baseline in images]
 
 
-def peer_comparison(world: BenchWorld, variants: list[Variant], settings: QuantBenchSettings) -> dict:
+def peer_comparison(world: BenchSuite, variants: list[Variant], settings: QuantBenchSettings) -> dict:
     """effigy's W8A8 rows next to torchao's W8A8 on one denoiser call (see :mod:`peer_bench`)."""
     import importlib.metadata
 
-    from effigy.evaluate.peer_bench import TORCHAO_PIN, Bf16Call, compare_one_call, quantize_dynamic_int8, torchao_w8a8
+    from effigy.bench.peers.quantizers import (
+        TORCHAO_PIN,
+        Bf16Call,
+        compare_one_call,
+        quantize_dynamic_int8,
+        torchao_w8a8,
+    )
     from effigy.nn import find_targets
 
     fp_model = world.fp_model
@@ -409,15 +415,15 @@ def average_weight_bits(model: nn.Module) -> float | None:
 
 def _fp_bytes_of_targets(fp_model: nn.Module, quantized: nn.Module) -> int:
     """fp32 bytes of exactly the layers the recipe quantized (weights and biases)."""
-    from effigy.api import CONFIG_ATTR
     from effigy.nn import find_targets
+    from effigy.nn.quantize import CONFIG_ATTR
 
     config = getattr(quantized, CONFIG_ATTR)
     targets = find_targets(fp_model, config.include, config.ignore)
     return sum(p.numel() * p.element_size() for layer in targets.values() for p in layer.parameters())
 
 
-def measure_speed_and_memory(variants, world: BenchWorld, settings, progress: Progress) -> None:
+def measure_speed_and_memory(variants, world: BenchSuite, settings, progress: Progress) -> None:
     """Latency: variants interleaved over repeats so that machine noise hits them alike.
     Memory: each variant in a fresh process (load, quantize, sample the latency batch)."""
     images = len(world.sample_latency(variants[0].model))
@@ -442,7 +448,7 @@ def memory_probe(config: dict | None, settings: dict) -> dict:
     """In a fresh process: load the shipped model, quantize it as ``config`` says, sample the latency
     batch once, and report the process's peak resident memory."""
     bench = QuantBenchSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
-    world = load_world(bench.model, bench)
+    world = load_suite(bench.model, bench)
     model = world.fp_model
     if config is not None:
         model = quantize(model, QuantConfig.from_dict(config), world.sample_calibration)

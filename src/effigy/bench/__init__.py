@@ -1,0 +1,19 @@
+"""One module per comparison (quant, fastattn, kvquant, kernels, scale): settings, a runner and its report.
+
+Peers (other libraries' methods run on the same model and inputs) live in :mod:`effigy.bench.peers`.
+"""
+import logging
+
+# Import-time messages of optional libraries that say nothing about the run: torchao's CUDA-only
+# extension files, diffusers' torchao checkpoint types, torch's pytree deprecation notes.
+NOISY_IMPORT_LOGGERS = ("torchao", "diffusers.quantizers.torchao.torchao_quantizer", "torch.utils._pytree")
+
+
+def quiet_third_party_imports() -> None:
+    """Keep third-party import noise out of every command's output and every fresh measuring process
+    (they import this package first); real errors still show."""
+    for name in NOISY_IMPORT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+quiet_third_party_imports()

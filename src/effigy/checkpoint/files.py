@@ -1,0 +1,55 @@
+"""Reading checkpoint files safely: safetensors only (pickles are refused, as opening them can run
+code), JSON with a clear error when damaged, sha256 digests for shipped weights."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from effigy.errors import CheckpointError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def require_safetensors(folder: Path, weights_name: str = "*.safetensors") -> list[Path]:
+    """The safetensors files of ``folder``; a folder with only pickled weights gets a clear refusal."""
+    found = sorted(folder.glob(weights_name))
+    if found:
+        return found
+    pickles = [p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
+    if pickles:
+        raise CheckpointError(
+            f"{folder} holds only pickled weights ({', '.join(pickles)}); effigy refuses pickles because "
+            "opening them can run code. Convert them to safetensors with a tool you trust."
+        )
+    raise CheckpointError(f"{folder} has no {weights_name} weights; is this a model folder?")
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file, turning a corrupt or truncated file into a :class:`CheckpointError`."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types and OSError for broken files
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({exc}); the file is corrupt or truncated: "
+            "save or download it again."
+        ) from None
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); the checkpoint is damaged.") from None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,100 @@
+"""``save(model, dir)`` and ``load(dir)``: a model, float or quantized, as a folder of safetensors + JSON.
+
+A checkpoint is a folder: ``model.safetensors`` (packed integer weights and scales), ``config.json``
+(the diffusers model config) and ``quantization_config.json`` (the :class:`QuantConfig`). Loading
+rebuilds the model from its config, swaps in empty quantized layers, and loads the tensors strictly.
+Pickled checkpoints are refused: they can run code when opened.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from effigy.checkpoint.files import read_json, read_safetensors, require_safetensors
+from effigy.errors import CheckpointError
+from effigy.nn.config import QuantConfig
+from effigy.nn.quantize import CONFIG_ATTR, quantized_skeleton
+
+WEIGHTS_NAME = "model.safetensors"
+MODEL_CONFIG_NAME = "config.json"
+QUANT_CONFIG_NAME = "quantization_config.json"
+
+
+def diffusers_model_class(name: str) -> type:
+    """The diffusers model class named in a config's ``_class_name`` (only real diffusers models)."""
+    import diffusers
+
+    cls = getattr(diffusers, name, None) if isinstance(name, str) and name.isidentifier() else None
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin)):
+        raise CheckpointError(f"model class {name!r} is not a diffusers model; effigy loads diffusers models.")
+    return cls
+
+
+def save(model: nn.Module, directory: str | Path) -> Path:
+    """Write ``model`` (float or quantized) as safetensors + JSON into ``directory``."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if not hasattr(model, "save_config"):
+        raise CheckpointError(
+            f"save() needs a diffusers model (with save_config); got {type(model).__name__}."
+        )
+    model.save_config(directory)
+    config = getattr(model, CONFIG_ATTR, None)
+    quant_file = directory / QUANT_CONFIG_NAME
+    if config is not None:
+        quant_file.write_text(json.dumps(config.to_dict(), indent=2))
+    elif quant_file.exists():
+        quant_file.unlink()
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "effigy"})
+    return directory
+
+
+def load(directory: str | Path) -> nn.Module:
+    """Rebuild a model saved by :func:`save`: float or quantized, exactly as it was saved."""
+    directory = Path(directory)
+    weights = _checked_weights_file(directory)
+    model = model_from_config(directory)
+    quant_file = directory / QUANT_CONFIG_NAME
+    if quant_file.exists():
+        quantized_skeleton(model, QuantConfig.from_dict(read_json(quant_file)))
+    load_state_strictly(model, read_safetensors(weights))
+    return model.eval()
+
+
+def _checked_weights_file(directory: Path) -> Path:
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint folder {directory} does not exist; pass the folder written by effigy save.")
+    weights = require_safetensors(directory, WEIGHTS_NAME)[0]
+    return weights
+
+
+def model_from_config(directory: Path) -> nn.Module:
+    config_file = directory / MODEL_CONFIG_NAME
+    if not config_file.exists():
+        raise CheckpointError(f"{directory} has no {MODEL_CONFIG_NAME} describing the model architecture.")
+    config = read_json(config_file)
+    cls = diffusers_model_class(config.get("_class_name", ""))
+    return cls.from_config(config)
+
+
+def load_state_strictly(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+            if keys:
+                parts.append(f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}")
+        raise CheckpointError(
+            "the weights do not match the model described by the checkpoint's configs (" + "; ".join(parts) + "). "
+            "Was the file saved from a different model or recipe?"
+        )
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})

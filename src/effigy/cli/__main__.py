@@ -1,0 +1,3 @@
+from effigy.cli import main
+
+main()

@@ -1,0 +1,147 @@
+"""What every command shares: progress (bars on a terminal, one line per stage in a log), the results
+table, writing results files, and one parser for comma-separated options."""
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from effigy.errors import EffigyError
+
+console = Console(stderr=True)
+TABLE_WIDTH = 100  # the printed table fits this; every column is in the results file
+LOG_EVERY = 0.1  # a progress line per tenth of a stage when not on a terminal
+
+
+@contextmanager
+def progress(enabled: bool = True) -> Iterator[Callable[[str, int], Callable[[], None]]]:
+    """A Progress reporter (see effigy.evaluate.measure): rich bars on a terminal; without one (CI logs,
+    ``| tee``) a line per stage start, per tenth of it and at its end, with the elapsed time."""
+    if not enabled:
+        yield lambda _description, _total: (lambda: None)
+    elif console.is_terminal:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=False) as bars:
+            yield lambda description, total: _bar(bars, description, total)
+    else:
+        yield _line_progress(time.perf_counter())
+
+
+def _bar(bars: Progress, description: str, total: int) -> Callable[[], None]:
+    task = bars.add_task(description, total=total)
+    return lambda: bars.advance(task)
+
+
+def _line_progress(started: float) -> Callable[[str, int], Callable[[], None]]:
+    def start(description: str, total: int) -> Callable[[], None]:
+        done, step = [0], max(1, math.ceil(total * LOG_EVERY))
+        _log_line(started, f"{description}: 0/{total}")
+
+        def advance() -> None:
+            done[0] += 1
+            if done[0] % step == 0 or done[0] == total:
+                _log_line(started, f"{description}: {done[0]}/{total}")
+        return advance
+    return start
+
+
+def _log_line(started: float, text: str) -> None:
+    print(f"[{time.perf_counter() - started:7.1f}s] {text}", file=sys.stderr, flush=True)
+
+
+def command_line() -> str:
+    return "effigy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def print_rows(rows: list[dict], columns: list[tuple[str, str]], title: str) -> None:
+    """A table of ``rows`` on stdout that fits ``TABLE_WIDTH``: columns without values are dropped, then
+    columns from the right until the rest fit (every column is in the results file)."""
+    from effigy.evaluate.report import format_value
+
+    cells = {key: [format_value(row.get(key)) for row in rows] for key, _ in columns}
+    shown, width = [], 4
+    for key, header in columns:
+        if all(c == "n/a" for c in cells[key]):
+            continue
+        width += max(len(header), *(len(c) for c in cells[key])) + 3
+        if width > TABLE_WIDTH and shown:
+            break
+        shown.append((key, header))
+    table = Table(title=title, caption=None if len(shown) == len(columns) else "more columns in the results file")
+    for key, header in shown:
+        table.add_column(header, justify="left" if key in ("variant", "method", "name") else "right")
+    for i in range(len(rows)):
+        table.add_row(*(cells[key][i] for key, _ in shown))
+    Console(width=TABLE_WIDTH if not console.is_terminal else None).print(table)
+
+
+def echo_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def show(result: dict, columns, title: str, files: dict[str, Path], as_json: bool) -> None:
+    """Print the JSON (rows and files) or the key columns of the rows and the files written."""
+    if as_json:
+        echo_json({**result, "files": {k: str(v) for k, v in files.items()}})
+        return
+    print_rows(result["rows"], columns, title)
+    console.print("wrote " + ", ".join(str(p) for p in files.values()))
+
+
+def write_and_show(result: dict, markdown: str, columns, stem: Path, title: str, as_json: bool) -> None:
+    """Write ``stem``.json and ``stem``.md, then print the JSON or a table of the rows."""
+    from effigy.evaluate.report import write_results
+
+    json_path, md_path = write_results(result, markdown, stem.parent, stem.name)
+    show(result, columns, title, {"json": json_path, "markdown": md_path}, as_json)
+
+
+def parse_list(text: str, option: str, convert: Callable = float, valid: Callable = lambda v: True,
+               example: str = "1,2", rule: str = "give one or more values") -> list:
+    """The comma-separated values of one option, each converted and checked, or one clear error."""
+    try:
+        values = [convert(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        kind = "integers" if convert is int else "numbers"
+        raise EffigyError(f"{option} {text!r}: give comma-separated {kind}, e.g. {example}.") from None
+    if not values or not all(valid(v) for v in values):
+        raise EffigyError(f"{option} {text!r}: {rule}.")
+    return values
+
+
+def parse_bits(text: str, option: str = "--mp-candidates") -> tuple[int, ...]:
+    bits = parse_list(text, option, int, lambda b: 2 <= b <= 8, "3,4,6,8", "every bit-width must lie in 2..8")
+    return tuple(sorted(set(bits)))
+
+
+def parse_floats(text: str, option: str) -> tuple[float, ...]:
+    return tuple(parse_list(text, option, float, lambda v: v >= 0, "0.05,0.1,0.2",  # NaN fails v >= 0 too
+                            "give one or more non-negative numbers"))
+
+
+def parse_counts(text: str, option: str) -> tuple[int, ...]:
+    """Token counts or lengths; an empty text means none (the section is skipped)."""
+    if not text.strip():
+        return ()
+    return tuple(parse_list(text, option, int, lambda n: 1 <= n <= 65536, "256,1024", "every count must lie in 1..65536"))
+
+
+def parse_trust_regions(text: str) -> tuple[float | None, ...]:
+    regions = parse_floats(text, "--mp-max-moved")
+    return tuple(None if math.isinf(r) else r for r in regions)
+
+
+def check_choice(value: str, choices, option: str) -> str:
+    if value not in choices:
+        raise EffigyError(f"{option} {value!r}: choose one of {', '.join(choices)}.")
+    return value

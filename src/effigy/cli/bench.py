@@ -1,0 +1,184 @@
+"""``effigy bench ...``: every benchmark writes JSON + Markdown under benchmarks/results/."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from effigy.cli._common import (
+    check_choice,
+    command_line,
+    parse_bits,
+    parse_counts,
+    parse_floats,
+    parse_trust_regions,
+    progress,
+    show,
+    write_and_show,
+)
+
+app = typer.Typer(help="Benchmarks that write JSON + Markdown under benchmarks/results/.", no_args_is_help=True)
+RESULTS = Path("benchmarks/results")
+
+
+def run_quant(settings, out: Path, stem: str, as_json: bool) -> dict:
+    """The quantization bench (``bench quant`` and ``demo``): run, write its files, print."""
+    from effigy.bench.quant import run_quant_bench
+    from effigy.bench.quant_report import COLUMNS, write_quant_report
+
+    with progress(not as_json) as reporter:
+        result = run_quant_bench(settings, reporter)
+    paths = write_quant_report(result, out, stem, command_line())
+    show({"rows": result["rows"]}, COLUMNS, f"{result['model']}: FP vs quantized (seed {settings.seed})", paths, as_json)
+    return paths
+
+
+@app.command("quant")
+def bench_quant(
+    model: str = typer.Option("dit-digits", help="Shipped model: dit-digits or t2i-shapes."),
+    samples_per_class: int = typer.Option(50, min=2),
+    steps: int = typer.Option(20, min=1, max=200),
+    seed: int = typer.Option(0),
+    memory: bool = typer.Option(True, help="Measure peak memory in a fresh process per variant (~10 s each)."),
+    mp_bits: float = typer.Option(4.0, help="Average weight bits the mixed-precision allocation may spend."),
+    sensitivity_steps: int = typer.Option(10, min=1, max=50, help="Sampling steps of each sensitivity run."),
+    mp_candidates: str = typer.Option("3,4,6,8", help="Candidate weight bit-widths of the mixed-precision search."),
+    sensitivity_metric: str = typer.Option("denoiser", help="denoiser: errors of the replayed FP denoiser calls; "
+                                           "propagated: the same weighted by each call's gain to the final sample; "
+                                           "samples: SSIM / alignment of the final samples."),
+    mp_around: str = typer.Option("float", help="float: score one layer with the rest in FP; base: with the rest at "
+                                  "uniform W4."),
+    mp_max_moved: str = typer.Option("0.05,0.1,0.15,0.2,0.3,inf", help="ILP trust regions: sum(size x |bits - 4|) "
+                                     "at most this fraction of all weights; 'inf' for none. With several, a "
+                                     "validation run (seed + 1) picks one, or uniform W4."),
+    mp_granularity: str = typer.Option("layer", help="layer: one width per linear layer; block: per (block, kind) "
+                                       "group (attn1 / attn2 / ff / norm1)."),
+    bootstrap_resamples: int = typer.Option(1000, min=100, help="Resamples of the paired bootstrap intervals "
+                                            "(MP vs uniform W4A8, W8A8 / W4A8 vs FP)."),
+    out: Path = typer.Option(RESULTS),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """FP, naive W8A8, ViDiT-Q W8A8 (+ its fbgemm run), RTN W4A8, ViDiT-Q W4A8 and W4A8-MP on a shipped model."""
+    from effigy.bench.quant import SENSITIVITY_METRIC_NAMES, QuantBenchSettings
+    from effigy.recipes.mixed_precision import AROUND, GRANULARITIES
+
+    settings = QuantBenchSettings(
+        model=model, samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,
+        mp_average_bits=mp_bits, sensitivity_steps=sensitivity_steps, mp_candidate_bits=parse_bits(mp_candidates),
+        sensitivity_metric=check_choice(sensitivity_metric, SENSITIVITY_METRIC_NAMES, "--sensitivity-metric"),
+        mp_granularity=check_choice(mp_granularity, GRANULARITIES, "--mp-granularity"),
+        mp_around=check_choice(mp_around, AROUND, "--mp-around"), mp_max_moved=parse_trust_regions(mp_max_moved),
+        bootstrap_resamples=bootstrap_resamples)
+    run_quant(settings, out, f"quant_{model.replace('-', '_')}", as_json)
+
+
+@app.command("kernels")
+def bench_kernels(seed: int = typer.Option(0), out: Path = typer.Option(RESULTS),
+                  as_json: bool = typer.Option(False, "--json")) -> None:
+    """fp32 vs torch._int_mm vs fbgemm int8 GEMM on the digits DiT's layer shapes (exactness checked)."""
+    from effigy.bench.kernels import KERNEL_COLUMNS, render, run_kernel_bench
+
+    result = {**run_kernel_bench(seed=seed), "command": command_line()}
+    write_and_show(result, render(result), KERNEL_COLUMNS, out / "kernels", "integer matmul paths", as_json)
+
+
+@app.command("scale")
+def bench_scale(
+    tokens: str = typer.Option("256", help="Token counts of the DiT-XL/2 calls (square numbers: 256, 1024, 4096)."),
+    layer_tokens: str = typer.Option("64,256,1024,4096", help="Token counts of the single-layer section ('' skips)."),
+    kv_lengths: str = typer.Option("2048,8192", help="Context lengths of the KV section on SmolLM2 ('' skips it)."),
+    variants: str = typer.Option("", help="Comma-separated subset of the model section's variants (default: all "
+                                 "that run fast on this CPU)."),
+    repeats: int = typer.Option(3, min=1, max=50),
+    memory: bool = typer.Option(True, help="Peak RSS in a fresh process per variant."),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    out: Path = typer.Option(RESULTS),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The recipes at DiT-XL/2 size (random weights): speed, bytes held and peak RSS; KV caches at 2k-32k."""
+    from effigy.bench.scale import ScaleBenchSettings, chosen_variants, run_scale_bench
+    from effigy.bench.scale_kv import KVScaleSettings
+    from effigy.bench.scale_report import MODEL_COLUMNS, render_scale
+
+    settings = ScaleBenchSettings(tokens=parse_counts(tokens, "--tokens") or (256,), repeats=repeats,
+                                  measure_memory=memory, seed=seed, variants=chosen_variants(variants))
+    lengths = parse_counts(kv_lengths, "--kv-lengths")
+    kv = KVScaleSettings(lengths=lengths, seed=seed) if lengths else None
+    with progress(not as_json) as reporter:
+        result = run_scale_bench(settings, reporter, parse_counts(layer_tokens, "--layer-tokens"), kv)
+    result["command"] = command_line()
+    write_and_show(result, render_scale(result, result["command"]), MODEL_COLUMNS, out / "scale",
+                   "recipes at DiT-XL/2 size (random weights)", as_json)
+
+
+@app.command("t2i-scorers")
+def bench_t2i_scorers(
+    prompts: int = typer.Option(60, min=6),
+    steps: int = typer.Option(20, min=1, max=50),
+    guidance: float = typer.Option(4.0, min=0.0),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(RESULTS),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Do the attribute checker and the CLIP-score stand-in rank degraded variants alike (Kendall tau)?"""
+    from effigy.evaluate.t2i import T2ISuite, run_scorer_agreement
+    from effigy.evaluate.t2i_report import SCORER_COLUMNS, render_scorer_agreement
+
+    suite = T2ISuite.load()
+    with progress(not as_json) as reporter:
+        result = run_scorer_agreement(suite, prompts, steps, guidance, seed, reporter)
+    result.update(command=command_line(), seed=seed, prompts=prompts)
+    write_and_show(result, render_scorer_agreement(result), SCORER_COLUMNS, out / "t2i_scorer_agreement",
+                   f"Kendall tau = {result['kendall_tau']:.3f}", as_json)
+
+
+@app.command("fastattn")
+def bench_fastattn(
+    model: str = typer.Option("dit-digits", help="Shipped model: dit-digits or t2i-shapes."),
+    thresholds: str = typer.Option("0.025,0.05,0.1,0.2,0.4", help="DiTFastAttn search thresholds to sweep."),
+    window: float = typer.Option(0.125, help="Window as a fraction of the token count."),
+    samples_per_class: int = typer.Option(10, min=1),
+    steps: int = typer.Option(20, min=2, max=50),
+    seed: int = typer.Option(0),
+    peers: bool = typer.Option(True, help="Also run diffusers' PAB, FasterCache, FirstBlockCache, TaylorSeer and "
+                               "MagCache hooks."),
+    out: Path = typer.Option(RESULTS),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """DiTFastAttn threshold sweep vs diffusers cache hooks: attention FLOPs, latency, quality vs FP."""
+    from effigy.bench.fastattn import FastAttnBenchSettings, run_fastattn_bench
+    from effigy.bench.fastattn_report import COLUMNS, write_fastattn_report
+
+    settings = FastAttnBenchSettings(model=model, thresholds=parse_floats(thresholds, "--thresholds"),
+                                     window_fraction=window, samples_per_class=samples_per_class, steps=steps,
+                                     seed=seed, peers=FastAttnBenchSettings.peers if peers else ())
+    with progress(not as_json) as reporter:
+        result = run_fastattn_bench(settings, reporter)
+    paths = write_fastattn_report(result, out, f"fastattn_{model.replace('-', '_')}", command_line())
+    show({"rows": result["rows"]}, COLUMNS, f"{model}: DiTFastAttn and diffusers hooks (seed {seed})", paths, as_json)
+
+
+@app.command("kvquant")
+def bench_kvquant(
+    trace_tokens: int = typer.Option(2048, min=32, help="Length of each FP chain-of-thought trace."),
+    prompts: int = typer.Option(2, min=1, max=4),
+    average_bits: str = typer.Option("4,6", help="Budgets as average stored bits per KV element (scales, fp16 "
+                                     "window and sink included)."),
+    agreement_tokens: int = typer.Option(128, min=8),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(RESULTS),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """PM-KVQ vs FP16, RTN, KIVI-style and its ablations at equal KV memory on SmolLM2-135M."""
+    from effigy.bench.kvquant import COLUMNS, KVBenchSettings, render, run_kv_bench
+    from effigy.models.llm import load_smollm2
+
+    settings = KVBenchSettings(trace_tokens=trace_tokens, prompts=prompts, seed=seed,
+                               average_bits=parse_floats(average_bits, "--average-bits"),
+                               agreement_tokens=agreement_tokens)
+    model, tokenizer = load_smollm2()
+    with progress(not as_json) as reporter:
+        result = run_kv_bench(model, tokenizer, settings, reporter)
+    result["command"] = command_line()
+    write_and_show(result, render(result), COLUMNS, out / "kvquant_smollm2", "PM-KVQ at equal KV memory", as_json)
+

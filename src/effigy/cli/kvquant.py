@@ -1,0 +1,78 @@
+"""``effigy kvquant ...``: PM-KVQ's calibrate / generate workflow (``kvquant bench`` = ``bench kvquant``)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from effigy.cli import bench
+from effigy.cli._common import command_line, console, echo_json, progress
+
+app = typer.Typer(help="PM-KVQ: progressive mixed-precision KV cache for long generation (SmolLM2-135M).",
+                  no_args_is_help=True)
+app.command("bench")(bench.bench_kvquant)
+
+
+@app.command("calibrate")
+def kv_calibrate(
+    budget_mb: float = typer.Option(..., help="Main KV-cache memory for all layers at the target length (MiB)."),
+    target_length: int = typer.Option(2048, min=16, help="Sequence length the budget is planned for."),
+    out: Path = typer.Option(Path("kv_allocation.json")),
+    sequences: int = typer.Option(4, min=1, max=6, help="Calibration sequences (FP answers to calibration prompts)."),
+    length: int = typer.Option(256, min=16, help="Tokens per calibration sequence."),
+    interpolate: bool = typer.Option(True, help="Stretch calibration positions to the target length."),
+    group_size: int = typer.Option(32),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Per-layer KV sensitivity (gradient-weighted) and the block-wise width allocation for a budget."""
+    from effigy.bench.kvquant import calibration_text
+    from effigy.kvcache.allocation import save_allocation
+    from effigy.kvcache.calibrate import allocate_kv_bits, kv_sensitivity
+    from effigy.kvcache.progressive import kv_geometry
+    from effigy.models.llm import load_smollm2
+
+    model, tokenizer = load_smollm2()
+    _, kv_heads, head_dim = kv_geometry(model.config)
+    data = calibration_text(model, tokenizer, sequences, length)
+    stretch = max(1.0, target_length / length) if interpolate else 1.0
+    with progress(not as_json) as reporter:
+        table = kv_sensitivity(model, data, stretch=stretch, group_size=group_size,
+                               progress=reporter("sensitivity", sequences))
+    widths = allocate_kv_bits(table, budget_mb, target_length, kv_heads, head_dim, group_size)
+    save_allocation(out, widths, budget_mb, target_length, group_size, table, command_line())
+    if as_json:
+        echo_json({"allocation": widths, "out": str(out)})
+    else:
+        console.print(f"widths per layer: {widths}; wrote {out}")
+
+
+@app.command("generate")
+def kv_generate(
+    prompt: str = typer.Option(..., help="User message for SmolLM2-135M-Instruct."),
+    budget_mb: float = typer.Option(4.0, help="Main KV-cache memory for all layers (MiB)."),
+    allocation: Optional[Path] = typer.Option(None, help="kv_allocation.json from `effigy kvquant calibrate`."),
+    max_new_tokens: int = typer.Option(256, min=1),
+    window: int = typer.Option(128, min=0),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Greedy generation with the progressive mixed-precision cache; prints text, bytes and widths."""
+    from effigy.bench.kvquant import chat_ids, greedy
+    from effigy.kvcache.allocation import read_allocation
+    from effigy.kvcache.progressive import PMKVQCache
+    from effigy.memory import held_bytes
+    from effigy.models.llm import load_smollm2
+
+    kwargs = {} if allocation is None else read_allocation(allocation)
+    model, tokenizer = load_smollm2()
+    cache = PMKVQCache(model, budget_mb, window=window, **kwargs)
+    new, seconds = greedy(model, chat_ids(tokenizer, prompt), max_new_tokens, cache)
+    text = tokenizer.decode(new[0], skip_special_tokens=True)
+    summary = {"text": text, "tokens": new.shape[1], "seconds": seconds, "kv_bytes_held": held_bytes(cache),
+               "kv_bytes_counted": cache.nbytes, "widths": cache.widths()}
+    if as_json:
+        echo_json(summary)
+        return
+    typer.echo(text)
+    console.print(f"{summary['tokens']} tokens in {seconds:.1f} s; KV bytes held {summary['kv_bytes_held']:,} "
+                  f"(counted {cache.nbytes:,}); widths {summary['widths']}")

@@ -1,0 +1,144 @@
+"""The method verbs: demo, quantize, select-widths, accelerate, and evaluate t2i."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from effigy.cli._common import command_line, console, echo_json, parse_bits, progress, show
+
+evaluate_app = typer.Typer(help="Score a model's outputs per prompt.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(demo)
+    app.command("quantize")(quantize_cmd)
+    app.command("select-widths")(select_widths)
+    app.command("accelerate")(accelerate_cmd)
+
+
+def demo(
+    out: Path = typer.Option(Path("demo_out"), help="Folder for grid.png, report.md and results.json."),
+    samples_per_class: int = typer.Option(20, min=2, help="Samples per digit class for the quality metrics."),
+    steps: int = typer.Option(20, min=1, max=200, help="DPM-Solver sampling steps."),
+    seed: int = typer.Option(0),
+    memory: bool = typer.Option(True, help="Measure peak memory in a fresh process per variant (~10 s each)."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable results instead of a table."),
+) -> None:
+    """FP vs W8A8 and W4A8 quantized shipped digits DiT: image grid, quality, bytes, memory and latency.
+    (The mixed-precision search and the peer-library row are in `effigy bench quant`.)"""
+    from effigy.bench.quant import QuantBenchSettings
+    from effigy.cli.bench import run_quant
+
+    settings = QuantBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,
+                                  recipes=("naive-w8a8", "vidit-q-w8a8", "rtn-w4a8", "vidit-q-w4a8"), peer=False)
+    paths = run_quant(settings, out, "report", as_json)
+    paths["grid"].replace(out / "grid.png")
+    paths["json"].replace(out / "results.json")
+    if not as_json:
+        console.print(f"wrote {out / 'grid.png'}, {out / 'report.md'} and {out / 'results.json'}")
+
+
+def quantize_cmd(
+    recipe: str = typer.Option(..., help="Recipe name, e.g. vidit-q-w8a8, vidit-q-w4a8 or vidit-q-w4a8-mp."),
+    out: Path = typer.Option(..., help="Folder to write model.safetensors + JSON configs into."),
+    model: str = typer.Option("dit-digits", help="A zoo model name or a local diffusers model folder."),
+    backend: Optional[str] = typer.Option(None, help="Matmul path: reference | int | fbgemm | int4 | auto "
+                                          "(the fastest exact path, timed here)."),
+    allocation: Optional[Path] = typer.Option(None, help="Bit allocation JSON for a mixed-precision recipe "
+                                              "(written by `effigy bench quant` as *_allocation.json)."),
+    widths: Optional[str] = typer.Option(None, help="Store every layer at each of these weight widths (e.g. "
+                                         "4,6,8) in one multi-width checkpoint; pick later with select-widths."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Quantize a model with a recipe and save it as safetensors + JSON."""
+    from effigy.evaluate.calibration import quantize_to_folder
+
+    candidates = None if widths is None else parse_bits(widths, "--widths")
+    summary = quantize_to_folder(model, recipe, out, backend, allocation, candidates)
+    if as_json:
+        echo_json(summary)
+    elif candidates is not None:
+        console.print(f"{model} -> {summary['recipe']} at widths {summary['widths']}: multi-width checkpoint in {out}")
+    else:
+        console.print(f"{model} -> {summary['recipe']}: {summary['fp32_held_bytes']:,} -> {summary['held_bytes']:,} "
+                      f"bytes held ({summary['ratio']:.3f}x); saved to {out}")
+
+
+def select_widths(
+    checkpoint: Path = typer.Option(..., help="A multi-width checkpoint (effigy quantize --widths ...)."),
+    allocation: Path = typer.Option(..., help="Per-group widths: *_allocation.json from effigy bench quant."),
+    out: Path = typer.Option(..., help="Folder for the selected, ordinary quantized checkpoint."),
+) -> None:
+    """Pick each layer group's width from a multi-width checkpoint (no float model, no recalibration)."""
+    from effigy.checkpoint import save
+    from effigy.checkpoint.multiwidth import load_multiwidth, multiwidth_info
+    from effigy.checkpoint.quantized import model_from_config
+    from effigy.nn.quantize import weight_nbytes
+    from effigy.recipes.mixed_precision import config_from_group_bits, read_group_bits
+
+    base, _ = multiwidth_info(checkpoint)
+    chosen = config_from_group_bits(model_from_config(checkpoint), base, read_group_bits(allocation))
+    model = load_multiwidth(checkpoint, chosen.layer_bits)
+    save(model, out)
+    console.print(f"selected widths from {checkpoint} by {allocation}: {weight_nbytes(model):,} weight bytes; "
+                  f"saved to {out}")
+
+
+def accelerate_cmd(
+    model: str = typer.Option("dit-digits", help="Shipped model: dit-digits or t2i-shapes."),
+    threshold: float = typer.Option(0.1, min=0.0, help="Search threshold on the relative output error."),
+    plan: Optional[Path] = typer.Option(None, help="Apply this saved plan instead of calibrating a new one."),
+    out: Path = typer.Option(Path("ditfastattn_plan.json"), help="Where to save the calibrated plan."),
+    recipe: Optional[str] = typer.Option(None, help="Quantize with this recipe first (e.g. vidit-q-w8a8)."),
+    window: float = typer.Option(0.125, help="Window as a fraction of the token count."),
+    steps: int = typer.Option(20, min=2, max=50),
+    samples_per_class: int = typer.Option(2, min=1, help="Images per class to check the plan on."),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """DiTFastAttn: calibrate (or load) a plan, apply it, and report attention FLOPs and quality vs no plan."""
+    from effigy.bench.fastattn import FastAttnBenchSettings, accelerate
+
+    settings = FastAttnBenchSettings(model=model, window_fraction=window, steps=steps,
+                                     samples_per_class=samples_per_class, seed=seed)
+    with progress(not as_json) as reporter:
+        summary = accelerate(settings, threshold, plan, out, recipe, reporter)
+    if as_json:
+        echo_json(summary)
+        return
+    console.print(f"{model}{' + ' + recipe if recipe else ''}, plan {summary['plan']}: attention FLOPs "
+                  f"{summary['module_fraction']:.1%} of full (QK/AV {summary['core_fraction']:.1%}), "
+                  f"PSNR vs no plan {summary['psnr_vs_no_plan']:.1f} dB; techniques {summary['technique_counts']}")
+
+
+@evaluate_app.command("t2i")
+def evaluate_t2i(
+    model: str = typer.Option("t2i-shapes", help="Text-to-image model (the shipped shapes model)."),
+    prompts: int = typer.Option(60, min=3, help="Number of prompts (cycling single / relation / count)."),
+    steps: int = typer.Option(20, min=1, max=50),
+    guidance: float = typer.Option(4.0, min=0.0),
+    split: str = typer.Option("heldout", help="Prompt split: heldout (unseen colour-shape pairs) or train."),
+    seed: int = typer.Option(0),
+    grid: bool = typer.Option(False, "--grid", help="Also write a PNG of prompts and images."),
+    out: Path = typer.Option(Path("benchmarks/results")),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Per-prompt adherence (attribute checker) and CLIP-score stand-in, plus FID on checker features."""
+    from effigy.cli._common import check_choice
+    from effigy.evaluate.t2i import T2ISuite, run_t2i_eval
+    from effigy.evaluate.t2i_report import write_t2i_report
+
+    check_choice(model, ("t2i-shapes",), "--model")
+    suite = T2ISuite.load()
+    with progress(not as_json) as reporter:
+        result = run_t2i_eval(suite, prompts, steps, guidance, seed, split, reporter)
+    settings = {"model": model, "prompts": prompts, "steps": steps, "guidance": guidance, "split": split, "seed": seed}
+    paths = write_t2i_report(result, settings, out, command_line(), grid)
+    if as_json:
+        echo_json({"summary": result["summary"], "rows": result["rows"]})
+        return
+    summary = {"rows": [{"metric": k, "value": v} for k, v in result["summary"].items()]}
+    show(summary, [("metric", "metric"), ("value", "value")], f"{model}, {split} prompts (seed {seed})", paths, False)
+

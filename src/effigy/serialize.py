@@ -1,0 +1,83 @@
+"""One serialiser for every config dataclass: fields in, JSON-ready data out, with a format tag.
+
+A config class names its file format in a ``FORMAT`` class attribute ("effigy-quant-config/1"); the
+data carries it so that a file made for another kind of config, or by a later version, is refused by
+name instead of half-loaded. Nested config dataclasses (a ``QuantSpec`` inside a ``QuantConfig``) are
+rebuilt from the field types, tuples come back as tuples, and unknown fields are an error.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+from effigy.errors import EffigyError
+
+T = TypeVar("T")
+
+
+def config_to_dict(config: Any) -> dict:
+    """``config``'s fields as JSON-ready data (nested dataclasses as dicts, tuples as lists), with its
+    class's ``FORMAT`` tag under ``"format"`` where the class has one."""
+    data = {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    tag = getattr(type(config), "FORMAT", None)
+    return data if tag is None else {"format": tag, **data}
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return config_to_dict(value)
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def config_from_dict(cls: type[T], data: dict, error: type[EffigyError] = EffigyError,
+                     untagged_ok: bool = False) -> T:
+    """Rebuild a ``cls`` from :func:`config_to_dict`'s output.
+
+    Args:
+        cls: the config dataclass.
+        data: the mapping read from JSON.
+        error: the :class:`EffigyError` subclass a malformed file raises.
+        untagged_ok: accept data without a ``"format"`` key (files written before the tag existed).
+
+    Returns:
+        The config; fields missing from ``data`` take their defaults.
+    """
+    if not isinstance(data, dict):
+        raise error(f"expected a {cls.__name__} as a JSON object, got {type(data).__name__}.")
+    tag = getattr(cls, "FORMAT", None)
+    found = data.get("format")
+    if tag is not None and found != tag and not (found is None and untagged_ok):
+        raise error(f"not a {cls.__name__} file (format {found!r}, expected {tag!r}).")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known) - {"format"})
+    if unknown:
+        raise error(f"unknown {cls.__name__} fields {unknown}; is this file from another effigy version?")
+    hints = typing.get_type_hints(cls)
+    values = {name: _typed(hints[name], value, error) for name, value in data.items() if name in known}
+    try:
+        return cls(**values)
+    except TypeError as problem:
+        raise error(f"malformed {cls.__name__}: {problem}") from None
+
+
+def _typed(hint: Any, value: Any, error: type[EffigyError]) -> Any:
+    """``value`` as the type ``hint`` names: a nested config dataclass, a tuple, or as it is."""
+    if value is None:
+        return None
+    options = typing.get_args(hint) if _is_union(hint) else (hint,)
+    for option in options:
+        if dataclasses.is_dataclass(option) and isinstance(value, dict):
+            return config_from_dict(option, value, error, untagged_ok=True)
+        if (typing.get_origin(option) or option) is tuple and isinstance(value, list):
+            return tuple(value)
+    return value
+
+
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)

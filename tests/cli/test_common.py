@@ -1,0 +1,60 @@
+import sys
+
+import pytest
+
+from effigy.cli import _common
+from effigy.errors import EffigyError
+from effigy.models.zoo import WEIGHTS_DIR, read_manifest
+
+
+def test_progress_off_a_terminal_prints_a_line_per_tenth_with_elapsed_time(capsys):
+    with _common.progress() as start:  # pytest's captured stderr is not a terminal
+        advance = start("sampling", 20)
+        for _ in range(20):
+            advance()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].endswith("sampling: 0/20") and lines[-1].endswith("sampling: 20/20")
+    assert len(lines) == 11 and all(line.startswith("[") and "s] " in line for line in lines)
+
+
+def test_printed_table_fits_100_columns_and_drops_empty_ones(capsys):
+    columns = [("variant", "variant"), ("empty", "never set")] + [(f"c{i}", f"column number {i}") for i in range(12)]
+    rows = [{"variant": "fp32", **{f"c{i}": 1.2345 * i for i in range(12)}}]
+    _common.print_rows(rows, columns, "wide")
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= _common.TABLE_WIDTH
+    assert "never set" not in out and "column number 0" in out and "more columns in the results file" in out
+
+
+def test_one_comma_list_parser_names_the_option():
+    assert _common.parse_bits("8,4,4") == (4, 8)
+    assert _common.parse_counts("", "--tokens") == ()
+    assert _common.parse_trust_regions("0.1,inf") == (0.1, None)
+    floats = lambda text: _common.parse_floats(text, "--mp-bits")
+    for bad, parse in (("4,x", _common.parse_bits), ("9", _common.parse_bits), ("nan", floats)):
+        with pytest.raises(EffigyError, match="--m"):
+            parse(bad)
+
+
+def test_zoo_train_refuses_the_shipped_weights_folder(monkeypatch, capsys):
+    from effigy import cli
+
+    before = read_manifest()
+    monkeypatch.setattr(sys, "argv", ["effigy", "zoo", "train", "digits-classifier", "--steps", "1",
+                                      "--out", str(WEIGHTS_DIR)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2 and "shipped weights" in capsys.readouterr().err
+    assert read_manifest() == before
+
+
+def test_zoo_train_writes_outside_the_package_by_default(monkeypatch, capsys, tmp_path):
+    from effigy import cli
+
+    monkeypatch.chdir(tmp_path)
+    before = read_manifest()
+    monkeypatch.setattr(sys, "argv", ["effigy", "zoo", "train", "digits-classifier", "--steps", "1"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert (exit_info.value.code or 0) == 0
+    assert (tmp_path / "zoo_weights" / "digits-classifier.safetensors").exists() and read_manifest() == before
