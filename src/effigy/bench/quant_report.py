@@ -28,6 +28,11 @@ COLUMNS = [
     ("latency_ratio_vs_fp", "latency vs FP"),
 ]
 
+# what the CLI prints (the results files have every column)
+KEY_COLUMNS = [("variant", "variant"), ("class_accuracy", "class acc"), ("adherence", "adherence"),
+               ("psnr_vs_fp", "PSNR vs FP (dB)"), ("held_bytes", "bytes held"), ("peak_rss_mib", "peak RSS (MiB)"),
+               ("latency_ratio_vs_fp", "latency vs FP")]
+
 PEER_COLUMNS = [("variant", "variant"), ("relative_output_error", "relative output error vs FP"),
                 ("latency_ratio_vs_fp", "latency vs FP")]
 

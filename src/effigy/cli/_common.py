@@ -69,15 +69,14 @@ def print_rows(rows: list[dict], columns: list[tuple[str, str]], title: str) -> 
     from effigy.evaluate.report import format_value
 
     cells = {key: [format_value(row.get(key)) for row in rows] for key, _ in columns}
+    filled = [(key, header) for key, header in columns if any(c != "n/a" for c in cells[key])]
     shown, width = [], 4
-    for key, header in columns:
-        if all(c == "n/a" for c in cells[key]):
-            continue
+    for key, header in filled:
         width += max(len(header), *(len(c) for c in cells[key])) + 3
         if width > TABLE_WIDTH and shown:
             break
         shown.append((key, header))
-    table = Table(title=title, caption=None if len(shown) == len(columns) else "more columns in the results file")
+    table = Table(title=title, caption=None if len(shown) == len(filled) else "more columns in the results file")
     for key, header in shown:
         table.add_column(header, justify="left" if key in ("variant", "method", "name") else "right")
     for i in range(len(rows)):

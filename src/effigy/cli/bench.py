@@ -21,15 +21,19 @@ app = typer.Typer(help="Benchmarks that write JSON + Markdown under benchmarks/r
 RESULTS = Path("benchmarks/results")
 
 
-def run_quant(settings, out: Path, stem: str, as_json: bool) -> dict:
-    """The quantization bench (``bench quant`` and ``demo``): run, write its files, print."""
+def run_quant(settings, out: Path, stem: str, as_json: bool, renames: dict[str, str] | None = None) -> dict:
+    """The quantization bench (``bench quant`` and ``demo``): run, write its files (renamed per ``renames``,
+    e.g. {"json": "results.json"}), print."""
     from effigy.bench.quant import run_quant_bench
-    from effigy.bench.quant_report import COLUMNS, write_quant_report
+    from effigy.bench.quant_report import KEY_COLUMNS, write_quant_report
 
     with progress(not as_json) as reporter:
         result = run_quant_bench(settings, reporter)
     paths = write_quant_report(result, out, stem, command_line())
-    show({"rows": result["rows"]}, COLUMNS, f"{result['model']}: FP vs quantized (seed {settings.seed})", paths, as_json)
+    for kind, name in (renames or {}).items():
+        paths[kind] = paths[kind].replace(out / name)
+    show({"rows": result["rows"]}, KEY_COLUMNS, f"{result['model']}: FP vs quantized (seed {settings.seed})", paths,
+         as_json)
     return paths
 
 

@@ -33,11 +33,7 @@ def demo(
 
     settings = QuantBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,
                                   recipes=("naive-w8a8", "vidit-q-w8a8", "rtn-w4a8", "vidit-q-w4a8"), peer=False)
-    paths = run_quant(settings, out, "report", as_json)
-    paths["grid"].replace(out / "grid.png")
-    paths["json"].replace(out / "results.json")
-    if not as_json:
-        console.print(f"wrote {out / 'grid.png'}, {out / 'report.md'} and {out / 'results.json'}")
+    run_quant(settings, out, "report", as_json, renames={"grid": "grid.png", "json": "results.json"})
 
 
 def quantize_cmd(
