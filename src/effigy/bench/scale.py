@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import copy
 import gc
-import statistics
-import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -24,6 +22,7 @@ from effigy.bench.peers.quantizers import Bf16Call, quantize_dynamic_int8, torch
 from effigy.errors import BenchError, EffigyError
 from effigy.evaluate.measure import (
     Progress,
+    interleaved_medians,
     machine_facts,
     no_progress,
     return_freed_memory_to_os,
@@ -151,16 +150,8 @@ def time_interleaved(models: dict[str, nn.Module], inputs: dict, repeats: int,
     """Median seconds of one call per model (a warm-up each, then ``repeats`` rounds over all models),
     and each model's output."""
     advance = progress("timing, interleaved", repeats + 1)
-    outputs = {name: model(**inputs).sample for name, model in models.items()}
-    advance()
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(repeats):
-        for name, model in models.items():
-            start = time.perf_counter()
-            model(**inputs)
-            times[name].append(time.perf_counter() - start)
-        advance()
-    return {name: statistics.median(t) for name, t in times.items()}, outputs
+    calls = {name: (lambda m=model: m(**inputs).sample) for name, model in models.items()}
+    return interleaved_medians(calls, repeats, advance)
 
 
 def _fresh_process_memory(architecture: str, tokens: int, seed: int, name: str, batch: int) -> dict:

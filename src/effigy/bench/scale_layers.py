@@ -6,14 +6,11 @@ long sequence pays in full). Random seeded weights and inputs; timed interleaved
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 from torch import nn
 
 from effigy.core.kernels import cpu_has_vnni
-from effigy.evaluate.measure import Progress, no_progress
+from effigy.evaluate.measure import Progress, interleaved_medians, no_progress
 from effigy.memory import held_bytes
 from effigy.nn import QuantLinear
 from effigy.recipes import fast_cpu_variant, get_recipe
@@ -57,15 +54,7 @@ class _Bf16(nn.Module):
 
 @torch.no_grad()
 def _median_seconds_interleaved(paths: dict[str, nn.Module], x: torch.Tensor, repeats: int) -> dict[str, float]:
-    for path in paths.values():
-        path(x)
-    times: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(repeats):
-        for name, path in paths.items():
-            start = time.perf_counter()
-            path(x)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return interleaved_medians({name: (lambda p=path: p(x)) for name, path in paths.items()}, repeats)[0]
 
 
 @torch.no_grad()

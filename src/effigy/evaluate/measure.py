@@ -78,6 +78,26 @@ def median_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(calls: dict[str, Callable[[], object]], repeats: int,
+                        after_round: Callable[[], None] = lambda: None) -> tuple[dict[str, float], dict[str, object]]:
+    """Median seconds of each call, timed interleaved (a warm-up of every call, then ``repeats`` rounds over
+    all of them) so that every call sees the same machine state; and each call's warm-up result.
+
+    Returns:
+        (median seconds per name, warm-up output per name)
+    """
+    outputs = {name: call() for name, call in calls.items()}
+    after_round()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+        after_round()
+    return {name: statistics.median(t) for name, t in times.items()}, outputs
+
+
 def machine_facts() -> dict:
     from effigy.core import kernels
 

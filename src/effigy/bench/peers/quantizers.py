@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import statistics
-import time
 from types import SimpleNamespace
 
 import torch
@@ -55,20 +53,11 @@ class Bf16Call(nn.Module):
 @torch.no_grad()
 def compare_one_call(fp_model: nn.Module, variants: dict[str, nn.Module], inputs: dict, repeats: int = 3) -> list[dict]:
     """Relative L2 output error vs FP and median latency ratio vs FP of one forward call."""
-    reference = fp_model(**inputs).sample
+    from effigy.evaluate.measure import interleaved_medians
+
     models = {"fp32": fp_model, **variants}
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for model in models.values():
-        model(**inputs)  # warm-up
-    for _ in range(repeats):
-        for name, model in models.items():
-            start = time.perf_counter()
-            model(**inputs)
-            times[name].append(time.perf_counter() - start)
-    fp_time = statistics.median(times["fp32"])
-    rows = []
-    for name, model in variants.items():
-        out = model(**inputs).sample
-        rows.append({"variant": name, "relative_output_error": ((out - reference).norm() / reference.norm()).item(),
-                     "latency_ratio_vs_fp": statistics.median(times[name]) / fp_time})
-    return rows
+    seconds, outputs = interleaved_medians({name: (lambda m=m: m(**inputs).sample) for name, m in models.items()},
+                                           repeats)
+    reference = outputs["fp32"]
+    return [{"variant": name, "relative_output_error": ((outputs[name] - reference).norm() / reference.norm()).item(),
+             "latency_ratio_vs_fp": seconds[name] / seconds["fp32"]} for name in variants]
