@@ -95,6 +95,18 @@ def _attributes(obj: object, seen: set[int]) -> Iterator[object]:
         yield from _walk(attributes, seen)
 
 
+def glibc() -> object | None:
+    """The C library as a ctypes handle where it is glibc (it has ``malloc_trim``), else None."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") else None
+
+
 def trim_freed_memory() -> bool:
     """Hand memory that is already free back to the OS (glibc ``malloc_trim``).
 
@@ -102,10 +114,5 @@ def trim_freed_memory() -> bool:
     (a converted DiT-XL/2 stays at the RSS of the float model and more); trimming makes the savings show
     in the process's resident memory. Returns False where this is not glibc (nothing changed).
     """
-    import ctypes
-    import ctypes.util
-
-    try:
-        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
+    libc = glibc()
+    return libc is not None and bool(libc.malloc_trim(0))

@@ -4,7 +4,7 @@ no module writes its own table and its own error.
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, Iterator, TypeVar
 
 from effigy.errors import EffigyError, UnknownNameError
 
@@ -36,10 +36,6 @@ class Registry(Generic[T]):
             raise EffigyError(f"{self.kind} {name!r} is registered twice.")
         self._entries[name] = entry
         return entry
-
-    def decorator(self, name: str) -> Callable[[T], T]:
-        """``@registry.decorator("name")`` registers the decorated function or class."""
-        return lambda entry: self.register(name, entry)
 
     def get(self, name: str) -> T:
         """The entry under ``name``, or one clear error that lists the known names."""

@@ -29,6 +29,8 @@ def test_printed_table_fits_100_columns_and_drops_empty_ones(capsys):
 def test_one_comma_list_parser_names_the_option():
     assert _common.parse_bits("8,4,4") == (4, 8)
     assert _common.parse_counts("", "--tokens") == ()
+    with pytest.raises(EffigyError, match="--tokens"):
+        _common.parse_counts("", "--tokens", allow_empty=False)
     assert _common.parse_trust_regions("0.1,inf") == (0.1, None)
     floats = lambda text: _common.parse_floats(text, "--mp-bits")
     for bad, parse in (("4,x", _common.parse_bits), ("9", _common.parse_bits), ("nan", floats)):

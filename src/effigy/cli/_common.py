@@ -128,9 +128,9 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
                             "give one or more non-negative numbers"))
 
 
-def parse_counts(text: str, option: str) -> tuple[int, ...]:
-    """Token counts or lengths; an empty text means none (the section is skipped)."""
-    if not text.strip():
+def parse_counts(text: str, option: str, allow_empty: bool = True) -> tuple[int, ...]:
+    """Token counts or lengths; with ``allow_empty`` an empty text means none (the section is skipped)."""
+    if allow_empty and not text.strip():
         return ()
     return tuple(parse_list(text, option, int, lambda n: 1 <= n <= 65536, "256,1024", "every count must lie in 1..65536"))
 

@@ -104,7 +104,7 @@ def bench_scale(
     from effigy.bench.scale_kv import KVScaleSettings
     from effigy.bench.scale_report import MODEL_COLUMNS, render_scale
 
-    settings = ScaleBenchSettings(tokens=parse_counts(tokens, "--tokens") or (256,), repeats=repeats,
+    settings = ScaleBenchSettings(tokens=parse_counts(tokens, "--tokens", allow_empty=False), repeats=repeats,
                                   measure_memory=memory, seed=seed, variants=chosen_variants(variants))
     lengths = parse_counts(kv_lengths, "--kv-lengths")
     kv = KVScaleSettings(lengths=lengths, seed=seed) if lengths else None

@@ -48,15 +48,12 @@ def return_freed_memory_to_os(mmap_threshold: int = 1 << 20) -> bool:
     Returns:
         False where this is not glibc (nothing changed).
     """
-    import ctypes
-    import ctypes.util
+    from effigy.memory import glibc, trim_freed_memory
 
-    from effigy.memory import trim_freed_memory
-
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(M_MMAP_THRESHOLD, mmap_threshold)
-    except (OSError, AttributeError):
+    libc = glibc()
+    if libc is None:
         return False
+    libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold)
     return trim_freed_memory()
 
 
