@@ -13,7 +13,7 @@ from effigy.bench.quant import QuantBenchSettings
 from effigy.bench.quant_report import render_comparisons
 from effigy.evaluate.suites import load_suite
 from effigy.nn.quantize import quantize
-from effigy.recipes import get_recipe
+from effigy.recipes import VIDIT_Q_GROUPS, get_recipe
 from effigy.recipes.mixed_precision import config_from_group_bits, read_group_bits
 
 OUT = Path("benchmarks/results/t2i_200_prompts")
@@ -22,7 +22,7 @@ SEEDS, PER_CLASS = (2, 3), 10
 settings = QuantBenchSettings(model="t2i-shapes", seed=0, samples_per_class=20)
 world = load_suite(settings.model, settings)
 fp, uniform_config = world.fp_model, get_recipe("vidit-q-w4a8")
-mp_config = config_from_group_bits(fp, uniform_config, read_group_bits(OUT / "quant_t2i_shapes_allocation.json"))
+mp_config = config_from_group_bits(fp, uniform_config, VIDIT_Q_GROUPS, read_group_bits(OUT / "quant_t2i_shapes_allocation.json"))
 uniform, mp = (quantize(copy.deepcopy(fp), c, world.sample_calibration) for c in (uniform_config, mp_config))
 results = []
 for seed in SEEDS:

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from effigy.bench.quant import QuantBenchSettings, validation_world
+from effigy.bench.mixed_precision import validation_world
+from effigy.bench.quant import QuantBenchSettings
 from effigy.bench.quant_report import METRIC_NAMES
 from effigy.evaluate.measure import machine_facts
 from effigy.evaluate.report import machine_line, markdown_table

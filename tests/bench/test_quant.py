@@ -33,7 +33,8 @@ def _tiny_world(model):
 def test_replayed_sensitivity_is_zero_for_fp_and_falls_with_the_width(tiny_dit, metric):
     from dataclasses import replace
 
-    from effigy.bench.quant import record_denoiser_calls, sensitivity_evaluator
+    from effigy.bench.mixed_precision import sensitivity_evaluator
+    from effigy.mixedprec.sensitivity import record_denoiser_calls
     from effigy.nn.quantize import quantize
 
     world = _tiny_world(tiny_dit)
@@ -51,35 +52,36 @@ def test_replayed_sensitivity_is_zero_for_fp_and_falls_with_the_width(tiny_dit, 
 
 @torch.no_grad()
 def test_propagation_gains_measure_how_a_kick_at_each_call_moves_the_final_sample(tiny_dit):
-    from effigy.bench.quant import propagation_gains, record_denoiser_calls
+    from effigy.mixedprec.sensitivity import propagation_gains, record_denoiser_calls
 
     world = _tiny_world(tiny_dit)
     calls = record_denoiser_calls(tiny_dit, world.sample_sensitivity)
-    gains = propagation_gains(world, calls, 3.0)
+    gains = propagation_gains(tiny_dit, world.sample_sensitivity, calls, 3.0)
     # (the random tiny model's first x0 prediction is clipped by the sampler's thresholding: no gain there)
     assert len(gains) == 4 and all(g >= 0 for g in gains) and sum(g > 0 for g in gains) >= 3
     assert len(set(round(g, 6) for g in gains)) == 4  # each call kicked on its own, not all at once
     assert not tiny_dit._forward_hooks  # the kick is removed afterwards
     # in the linear regime the gain does not depend on the kick's size
-    assert propagation_gains(world, calls, 3.0, size=0.01) == pytest.approx(gains, rel=0.1)
+    assert propagation_gains(tiny_dit, world.sample_sensitivity, calls, 3.0, size=0.01) == pytest.approx(gains, rel=0.1)
 
 
 @torch.no_grad()
 def test_propagated_sensitivity_weights_each_call_by_its_gain(tiny_dit, monkeypatch):
     from dataclasses import replace
 
-    from effigy.bench import quant as quant_bench
+    from effigy.bench import mixed_precision as mp_bench
+    from effigy.mixedprec.sensitivity import cfg_parts, record_denoiser_calls
     from effigy.nn.quantize import quantize
 
     world = _tiny_world(tiny_dit)
     base = get_recipe("rtn-w4a8")
     # only the first call counts when the others have no gain: the loss is that call's error alone
-    monkeypatch.setattr(quant_bench, "propagation_gains", lambda world, calls, guidance: [1.0, 0.0, 0.0, 0.0])
-    first_only = quant_bench.sensitivity_evaluator(world, "propagated", 3.0)
+    monkeypatch.setattr(mp_bench, "propagation_gains", lambda model, run, calls, guidance: [1.0, 0.0, 0.0, 0.0])
+    first_only = mp_bench.sensitivity_evaluator(world, "propagated", 3.0)
     model = quantize(copy.deepcopy(tiny_dit), replace(base, weight=replace(base.weight, bits=3)))
-    calls = quant_bench.record_denoiser_calls(tiny_dit, world.sample_sensitivity)
+    calls = record_denoiser_calls(tiny_dit, world.sample_sensitivity)
     args, kwargs, fp_eps = calls[0]
-    guided, fp_guided = (quant_bench._cfg_parts(e, 3.0)[0] for e in (model(*args, **kwargs).sample, fp_eps))
+    guided, fp_guided = (cfg_parts(e, 3.0)[0] for e in (model(*args, **kwargs).sample, fp_eps))
     assert first_only(model)["visual"] == pytest.approx((guided - fp_guided).pow(2).sum().item(), rel=1e-5)
 
 
@@ -128,52 +130,25 @@ def test_comparison_rows_call_a_lower_fid_better_and_a_zero_crossing_interval_no
     assert "60 evaluation images" in render_comparisons([pair]) and "500 resamples" in render_comparisons([pair])
 
 
-def test_pick_allocation_keeps_the_best_mean_rank_that_loses_neither_task_nor_psnr_and_may_keep_uniform():
-    from effigy.bench.quant import pick_allocation
-
-    row = lambda moved, adherence, psnr, fid: {"max_moved": moved, "adherence": adherence, "psnr_vs_fp": psnr,
-                                               "fid_features": fid, "clip_score": None}
-    uniform = row(0.0, 0.70, 35.0, 30.0)
-    sharper_but_off_prompt = row(0.3, 0.65, 36.5, 25.0)
-    aligned_a_hair_blurrier = row(0.1, 0.73, 34.95, 29.0)  # best on task and FID, PSNR within 0.1 dB
-    aligned_but_blurry = row(0.2, 0.75, 34.5, 28.0)  # best on two scores, but PSNR 0.5 dB below uniform's
-    worse = row(0.05, 0.69, 34.9, 31.0)
-    assert pick_allocation([uniform, worse, aligned_a_hair_blurrier, sharper_but_off_prompt, aligned_but_blurry],
-                           "adherence") == 2
-    assert pick_allocation([uniform, worse, sharper_but_off_prompt, aligned_but_blurry], "adherence") == 0
-    assert pick_allocation([uniform, aligned_but_blurry], "adherence", psnr_tolerance=1.0) == 1
-    assert pick_allocation([uniform, sharper_but_off_prompt], "adherence", task_tolerance=0.06) == 1
-    assert pick_allocation([uniform, dict(uniform, max_moved=0.05)], "adherence") == 0  # a tie keeps uniform
-
-
-def test_mean_ranks_average_ties_and_read_fid_lower_is_better():
-    from effigy.bench.quant import mean_ranks
-
-    rows = [{"class_accuracy": 1.0, "fid_features": 80.0, "psnr_vs_fp": 27.0, "adherence": None},
-            {"class_accuracy": 1.0, "fid_features": 70.0, "psnr_vs_fp": 26.0, "adherence": None},
-            {"class_accuracy": 0.9, "fid_features": 90.0, "psnr_vs_fp": 28.0, "adherence": None}]
-    # class accuracy: 1.5, 1.5, 3; FID: 2, 1, 3; PSNR: 2, 3, 1 (adherence, absent, is not ranked)
-    assert mean_ranks(rows) == [5.5 / 3, 5.5 / 3, 7 / 3]
-
-
 def test_validation_table_lists_each_trust_region_with_uniform_first():
     from effigy.bench.quant_report import _trust_region_text, render_validation
 
     allocation = {"validation": [{"max_moved": 0.0, "moved_layers": 0, "class_accuracy": 1.0, "psnr_vs_fp": 26.8},
                                  {"max_moved": None, "moved_layers": 13, "class_accuracy": 1.0, "psnr_vs_fp": 26.9}]}
-    text = render_validation({**allocation, "task_tolerance": 0.02},
+    text = render_validation({**allocation, "task_tolerance": 0.02, "psnr_tolerance": 0.1},
                              {"seed": 4, "samples_per_class": 20, "validation_per_class": 10})
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     assert lines[0].startswith("| trust region | layers off 4 bits | class acc | PSNR")
     assert lines[1].startswith("| 0 | 0 |") and lines[2].startswith("| none | 13 |")
-    assert "seed 5 (10 per class" in text and "highest PSNR vs FP among those whose task score is at most 2 point(s)" in text
+    assert "seed 5 (10 per class" in text
+    assert "best mean rank over the quality scores (1 = best on all) among those at most 2 point(s)" in text
     ranked = render_validation({"validation": [dict(r, mean_rank=1.5) for r in allocation["validation"]],
                                 "task_tolerance": 0.01, "psnr_tolerance": 0.1},
                                {"seed": 4, "samples_per_class": 20, "validation_per_class": 10})
     assert "| mean rank |" in ranked and "| 1.5 |" in ranked
     assert "best mean rank" in ranked and "1 point(s) below uniform W4's task score and 0.1 dB below its PSNR" in ranked
 
-    assert "uniform W4 won" in _trust_region_text({**allocation, "max_moved": 0.0}, None)
-    assert "<= 0.15 x all weights (picked" in _trust_region_text({**allocation, "max_moved": 0.15}, None)
-    assert _trust_region_text({"max_moved": None}, None) == ", no trust region"
-    assert "<= 0.05 x" in _trust_region_text({}, 0.05)  # results written before the validation run
+    assert "uniform W4 won" in _trust_region_text({**allocation, "max_moved": 0.0})
+    assert "<= 0.15 x all weights (picked" in _trust_region_text({**allocation, "max_moved": 0.15})
+    assert _trust_region_text({"max_moved": None}) == ", no trust region"
+    assert "<= 0.05 x" in _trust_region_text({"max_moved": 0.05})  # one fixed region: no validation run

@@ -157,7 +157,7 @@ def test_int4_kernel_matches_the_reference_up_to_bf16_activations():
     reference = make(linear, weight, None)(x)
     int4 = make(linear, weight, None, "int4")(x)
     assert ((int4 - reference).norm() / reference.norm()) < 0.01
-    packed, _ = make(linear, weight, None, "int4")._kernel_weight
+    packed, _ = make(linear, weight, None, "int4").kernel_weight
     assert packed.numel() * packed.element_size() == 128 * 256 // 2  # 4 bits per weight, no wider copy
 
 

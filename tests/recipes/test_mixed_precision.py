@@ -4,14 +4,11 @@ import torch
 from effigy.errors import QuantizationError
 from effigy.mixedprec import SensitivityTable
 from effigy.nn import find_targets
-from effigy.recipes import get_recipe
-from effigy.recipes.mixed_precision import (
-    config_from_group_bits,
-    group_metric,
-    layer_groups,
-    measure_sensitivity,
-    mixed_precision_config,
-)
+from effigy.recipes import VIDIT_Q_GROUPS, get_recipe
+from effigy.recipes.mixed_precision import config_from_group_bits, measure_sensitivity, mixed_precision_config
+
+layer_groups = VIDIT_Q_GROUPS.of
+group_metric = VIDIT_Q_GROUPS.metric
 
 
 def test_groups_of_dit_and_pixart(tiny_dit, tiny_pixart):
@@ -29,11 +26,11 @@ def test_layer_granularity_gives_every_target_its_own_width(tiny_pixart):
     assert group_metric("transformer_blocks.0.attn2.to_k") == "alignment"
     assert group_metric("transformer_blocks.0.attn1.to_k") == group_metric("transformer_blocks.1.ff.net.2") == "visual"
     # an allocation names either layers or blocks; both become per-layer widths
-    per_layer = config_from_group_bits(tiny_pixart, base, {n: 3 if n.endswith("to_k") else 6 for n in layers})
+    per_layer = config_from_group_bits(tiny_pixart, base, VIDIT_Q_GROUPS, {n: 3 if n.endswith("to_k") else 6 for n in layers})
     assert per_layer.layer_bits["transformer_blocks.0.attn2.to_k"] == 3
     assert per_layer.layer_bits["transformer_blocks.0.attn2.to_q"] == 6
     blocks = layer_groups(tiny_pixart, base, "block")
-    per_block = config_from_group_bits(tiny_pixart, base, {g: 8 if g.endswith("attn2") else 4 for g in blocks})
+    per_block = config_from_group_bits(tiny_pixart, base, VIDIT_Q_GROUPS, {g: 8 if g.endswith("attn2") else 4 for g in blocks})
     assert per_block.layer_bits["transformer_blocks.0.attn2.to_k"] == 8
     assert per_block.layer_bits["transformer_blocks.0.attn1.to_k"] == 4
     with pytest.raises(QuantizationError, match="granularity"):
@@ -53,25 +50,25 @@ def test_sensitivity_and_allocation_on_a_tiny_dit(tiny_dit):
         return {"visual": err, "alignment": 2 * err}
 
     base = get_recipe("rtn-w4a8")
-    blocks = measure_sensitivity(tiny_dit, base, evaluate, bits=(2, 4, 8), around="base", granularity="block")
+    blocks = measure_sensitivity(tiny_dit, base, VIDIT_Q_GROUPS, evaluate, bits=(2, 4, 8), around="base", granularity="block")
     assert all(row[2] > 0 == row[4] and row[2] > row[8] for row in blocks.scores.values())  # around uniform W4
-    table = measure_sensitivity(tiny_dit, base, evaluate, bits=(2, 4, 8), around="base")  # per layer: may cancel
+    table = measure_sensitivity(tiny_dit, base, VIDIT_Q_GROUPS, evaluate, bits=(2, 4, 8), around="base")  # per layer: may cancel
     assert set(table.groups) == set(layer_groups(tiny_dit, base)) and len(table.groups) > len(blocks.groups)
     assert sum(row[2] for row in table.scores.values()) > 0 > sum(row[8] for row in table.scores.values())
-    published = measure_sensitivity(tiny_dit, base, evaluate, bits=(2, 4, 8))  # the default: rest in FP
+    published = measure_sensitivity(tiny_dit, base, VIDIT_Q_GROUPS, evaluate, bits=(2, 4, 8))  # the default: rest in FP
     assert all(row[2] > row[4] > row[8] >= 0 for row in published.scores.values())  # loss vs FP, one group
-    _, near = mixed_precision_config(tiny_dit, base, published, average_bits=4.0, max_moved=0.05)
+    _, near = mixed_precision_config(tiny_dit, base, VIDIT_Q_GROUPS, published, average_bits=4.0, max_moved=0.05)
     moved = sum(published.sizes[g] * abs(b - 4) for g, b in near.bits.items())
     assert moved <= 0.05 * sum(published.sizes.values()) and near.average_bits(published) <= 4.0
     assert set(table.metric.values()) == {"visual"}  # a DiT has no cross-attention to score by alignment
-    config, assignment = mixed_precision_config(tiny_dit, base, table, average_bits=4.0)
+    config, assignment = mixed_precision_config(tiny_dit, base, VIDIT_Q_GROUPS, table, average_bits=4.0)
     assert assignment.average_bits(table) <= 4.0
     assert set(config.layer_bits.values()) <= {2, 4, 8}
     assert len(config.layer_bits) == sum(len(v) for v in layer_groups(tiny_dit, base).values())
     with pytest.raises(QuantizationError, match="too small"):
-        mixed_precision_config(tiny_dit, base, table, average_bits=1.5)
-    block_config, _ = mixed_precision_config(tiny_dit, base, blocks, average_bits=3.0)
+        mixed_precision_config(tiny_dit, base, VIDIT_Q_GROUPS, table, average_bits=1.5)
+    block_config, _ = mixed_precision_config(tiny_dit, base, VIDIT_Q_GROUPS, blocks, average_bits=3.0)
     assert set(block_config.layer_bits) == set(config.layer_bits)
     other = SensitivityTable({"transformer_blocks.9.ff": {4: 1.0}}, {"transformer_blocks.9.ff": 10})
     with pytest.raises(QuantizationError, match="another model"):
-        mixed_precision_config(tiny_dit, base, other, average_bits=4.0)
+        mixed_precision_config(tiny_dit, base, VIDIT_Q_GROUPS, other, average_bits=4.0)

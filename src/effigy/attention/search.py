@@ -32,29 +32,17 @@ from effigy.attention.plan import (
 )
 from effigy.attention.processor import FastAttnState, attach, core_flops, detach, projection_flops, timestep_of
 from effigy.attention.window import band_pairs, half_window_for
+from effigy.core.compare import cosine_distance, relative_l1, relative_l2
+from effigy.registry import Registry
 
 ErrorMetric = Callable[[torch.Tensor, torch.Tensor], float]
-
-
-def relative_l1(output: torch.Tensor, reference: torch.Tensor) -> float:
-    return float((output - reference).abs().mean() / reference.abs().mean().clamp_min(1e-12))
-
-
-def relative_l2(output: torch.Tensor, reference: torch.Tensor) -> float:
-    return float((output - reference).norm() / reference.norm().clamp_min(1e-12))
-
-
-def cosine_distance(output: torch.Tensor, reference: torch.Tensor) -> float:
-    return float(1 - torch.nn.functional.cosine_similarity(output.flatten(), reference.flatten(), dim=0))
-
-
-METRICS: dict[str, ErrorMetric] = {"rel_l1": relative_l1, "rel_l2": relative_l2, "cosine": cosine_distance}
+METRICS: Registry[ErrorMetric] = Registry("error metric", PlanError)
+for _name, _metric in (("rel_l1", relative_l1), ("rel_l2", relative_l2), ("cosine", cosine_distance)):
+    METRICS.register(_name, _metric)
 
 
 def error_metric(name: str) -> ErrorMetric:
-    if name not in METRICS:
-        raise PlanError(f"unknown error metric {name!r}; choose one of {sorted(METRICS)}")
-    return METRICS[name]
+    return METRICS.get(name)
 
 
 def candidates_by_cost(attn: nn.Module, tokens: int, window_fraction: float, cfg: bool) -> list[str]:

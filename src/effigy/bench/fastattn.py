@@ -7,17 +7,16 @@ computed; latency is measured with all variants interleaved, as a ratio to FP.
 """
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
 from effigy.attention import AttentionPlan, apply_ditfastattn, calibrate_plan, remove_ditfastattn
 from effigy.bench.peers.diffusers_caches import DiffusersCache, count_attention, magcache_ratios
-from effigy.evaluate.measure import Progress, machine_facts, median_seconds, no_progress
+from effigy.bench.variants import RESULT_SCHEMA, Variant, add_changes_vs_baseline, interleaved_latency
+from effigy.evaluate.measure import Progress, machine_facts, no_progress
 from effigy.evaluate.suites import BenchSuite, SamplingSettings, load_suite
 
 DEFAULT_PEERS = (("pab", 2), ("pab", 3), ("pab", 5), ("fastercache", 2), ("fastercache", 3),
@@ -35,16 +34,6 @@ class FastAttnBenchSettings(SamplingSettings):
     compose_threshold: float = 0.1
 
 
-@dataclass
-class Variant:
-    name: str
-    family: str
-    setting: object
-    install: Callable[[nn.Module], Callable[[], dict]]  # returns a reader of the FLOP tally
-    remove: Callable[[nn.Module], None]
-    model: nn.Module | None = None  # its own model (a quantized copy); None: the world's FP model
-
-
 def fp_variant() -> Variant:
     handles = {}
 
@@ -52,7 +41,7 @@ def fp_variant() -> Variant:
         tally, handles["undo"] = count_attention(model)
         return lambda: _tally_totals(tally)
 
-    return Variant("fp", "fp", None, install, lambda model: handles.pop("undo")())
+    return Variant("fp", family="fp", install=install, remove=lambda model: handles.pop("undo")())
 
 
 def ditfastattn_variant(plan: AttentionPlan, prefix: str = "", model: nn.Module | None = None) -> Variant:
@@ -61,7 +50,8 @@ def ditfastattn_variant(plan: AttentionPlan, prefix: str = "", model: nn.Module 
         return lambda: {**_tally_totals(state.flops), "by_technique": dict(state.flops.module)}
 
     family = f"{prefix}ditfastattn"
-    return Variant(f"{family} t={plan.threshold:g}", family, plan.threshold, install, remove_ditfastattn, model)
+    return Variant(f"{family} t={plan.threshold:g}", model, family=family, setting=plan.threshold, install=install,
+                   remove=remove_ditfastattn)
 
 
 def composed_variant(world: BenchSuite, settings: FastAttnBenchSettings) -> Variant:
@@ -90,7 +80,7 @@ def peer_variant(method: str, setting: float, steps: int, mag_ratios: list[float
         handles.pop("undo")()
         cache.remove(model)
 
-    return Variant(f"{cache.name} {setting:g}", cache.name, setting, install, remove)
+    return Variant(f"{cache.name} {setting:g}", family=cache.name, setting=setting, install=install, remove=remove)
 
 
 def _tally_totals(tally) -> dict:
@@ -114,24 +104,26 @@ def run_fastattn_bench(settings: FastAttnBenchSettings, progress: Progress = no_
     rows, images = [], {}
     advance = progress("sampling variants", len(variants))
     for variant in variants:
-        target = variant.model or model
-        read_flops = variant.install(target)
-        images[variant.name] = world.sample_eval(target)
-        flops = read_flops()
-        variant.remove(target)
+        with variant.active(model) as (target, read_flops):
+            images[variant.name] = world.sample_eval(target)
+            flops = read_flops()
         reference = images["fp"] if variant.family != "fp" else None
         rows.append({"variant": variant.name, "family": variant.family, "setting": variant.setting, **flops,
                      **world.quality(images[variant.name], reference)})
         advance()
-    _add_ratios(rows)
-    _measure_latency(model, world, variants, rows, settings, progress)
-    return {"benchmark": "fastattn", "model": settings.model, "fid_features": world.fid_features,
+    advance = progress("timing", settings.latency_repeats + 1)
+    seconds = interleaved_latency(variants, model, world.sample_latency, settings.latency_repeats, advance)
+    for row, variant in zip(rows, variants):
+        row["latency_s"] = seconds[variant.name]
+    _add_flop_fractions(rows)
+    add_changes_vs_baseline(rows)
+    return {"benchmark": "fastattn", "schema": RESULT_SCHEMA, "model": settings.model, "fid_features": world.fid_features,
             "settings": settings.to_dict(), "machine": machine_facts(), "rows": rows,
             "plans": {p.threshold: p.to_dict() for p in plans}, "magcache_ratios": ratios, "images": images,
             "grid_columns": world.grid_index}
 
 
-def _add_ratios(rows: list[dict]) -> None:
+def _add_flop_fractions(rows: list[dict]) -> None:
     fp = rows[0]
     for row in rows:
         row["attention_flops_fraction"] = row["module_flops"] / fp["module_flops"]
@@ -139,30 +131,6 @@ def _add_ratios(rows: list[dict]) -> None:
         by = row.pop("by_technique", None)
         if by is not None:
             row["flops_by_technique"] = {t: v / fp["module_flops"] for t, v in by.items()}
-        for key in ("class_accuracy", "adherence"):
-            if key in row:
-                row[f"{key}_change_points"] = 100 * (row[key] - fp[key])
-        row["fid_increase_vs_fp"] = row["fid_features"] - fp["fid_features"]
-
-
-def _measure_latency(model, world: BenchSuite, variants: list[Variant], rows: list[dict],
-                     settings: FastAttnBenchSettings, progress: Progress) -> None:
-    """Variants interleaved over repeats so that machine noise hits them alike; FP is the ratio's base."""
-    times: dict[str, list[float]] = {v.name: [] for v in variants}
-    advance = progress("timing", len(variants) * (settings.latency_repeats + 1))
-    for round_ in range(settings.latency_repeats + 1):  # round 0 warms up
-        for variant in variants:
-            target = variant.model or model
-            variant.install(target)
-            seconds = median_seconds(lambda: world.sample_latency(target), repeats=1)
-            variant.remove(target)
-            if round_:
-                times[variant.name].append(seconds)
-            advance()
-    fp = statistics.median(times["fp"])
-    for row, variant in zip(rows, variants):
-        row["latency_s"] = statistics.median(times[variant.name])
-        row["latency_ratio_vs_fp"] = row["latency_s"] / fp
 
 
 def accelerate(settings: FastAttnBenchSettings, threshold: float, plan_path: Path | None, out: Path,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from effigy.bench.variants import RESULT_SCHEMA
 from effigy.core import kernels
 from effigy.core.quant import QuantSpec, compute_qparams, quantize
 from effigy.errors import BenchError
@@ -45,7 +46,7 @@ def run_kernel_bench(tokens: int = 2 * 20 * 64, repeats: int = 20, seed: int = 0
         })
         rows[-1]["fbgemm_speedup_vs_fp32"] = rows[-1]["fp32_ms"] / rows[-1]["fbgemm_ms"]
         rows[-1]["int_mm_speedup_vs_fp32"] = rows[-1]["fp32_ms"] / rows[-1]["int_mm_ms"]
-    return {"benchmark": "kernels", "seed": seed, "machine": machine_facts(), "rows": rows}
+    return {"benchmark": "kernels", "schema": RESULT_SCHEMA, "seed": seed, "machine": machine_facts(), "rows": rows}
 
 
 KERNEL_COLUMNS = [

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from effigy.bench.variants import RESULT_SCHEMA
 from effigy.errors import BenchError, KVBudgetError
 from effigy.evaluate.measure import Progress, machine_facts, no_progress
 from effigy.evaluate.report import SettingsRecord, markdown_table
@@ -141,7 +142,7 @@ def run_kv_bench(model, tokenizer, settings: KVBenchSettings, progress: Progress
         rows.append(evaluate_method(runner, tokenizer, name, budget_bits, make, traces, prompts, fp_log, solved,
                                     settings, fp_seconds))
         advance()
-    return {"benchmark": "kvquant", "model": "SmolLM2-135M-Instruct (GGUF Q4_1, dequantized to float32)",
+    return {"benchmark": "kvquant", "schema": RESULT_SCHEMA, "model": "SmolLM2-135M-Instruct (GGUF Q4_1, dequantized to float32)",
             "settings": settings.to_dict(), "machine": machine_facts(), "target_length": target,
             "retrieval_solved_by_fp": f"{len(solved)}/{len(problems)}", "rows": rows,
             "calibration": f"FP greedy answers to {settings.calibration_sequences} calibration prompts, "

@@ -78,9 +78,9 @@ def render_comparisons(comparisons: list[dict]) -> str:
                                                             ("verdict", "verdict")]))
 
 
-def _trust_region_text(allocation: dict, settings_regions) -> str:
+def _trust_region_text(allocation: dict) -> str:
     """How far the ILP could move from uniform W4: one fixed trust region, or the one the validation run picked."""
-    moved = allocation.get("max_moved", settings_regions)  # results before validation stored one region
+    moved = allocation["max_moved"]
     bound = "no trust region" if moved is None else f"trust region: sum(size x |bits - 4|) <= {moved} x all weights"
     if allocation.get("validation"):
         if moved == 0:
@@ -100,17 +100,14 @@ def render_validation(allocation: dict, settings: dict) -> str:
     rows = [{**row, "max_moved": "none" if row["max_moved"] is None else row["max_moved"]}
             for row in allocation["validation"]]
     columns = [c for c in VALIDATION_COLUMNS if c[0] in rows[0]]
-    per_class = min(settings.get("validation_per_class", 10), settings["samples_per_class"])
+    per_class = min(settings["validation_per_class"], settings["samples_per_class"])
     return (f"\n\n## Mixed precision: trust region picked on a validation run\n\nEach trust region's ILP allocation "
             f"sampled at seed {settings['seed'] + 1} ({per_class} per class, other noise than the evaluation); "
             f"kept: {_pick_rule_text(allocation)}.\n\n" + markdown_table(rows, columns))
 
 
 def _pick_rule_text(allocation: dict) -> str:
-    points = 100 * allocation.get("task_tolerance", 0.01)
-    if "psnr_tolerance" not in allocation:  # results of the first validation rule: PSNR alone
-        return (f"the highest PSNR vs FP among those whose task score is at most {points:g} point(s) below uniform "
-                "W4's (trust region 0, which may win itself)")
+    points = 100 * allocation["task_tolerance"]
     return (f"the best mean rank over the quality scores (1 = best on all) among those at most {points:g} point(s) "
             f"below uniform W4's task score and {allocation['psnr_tolerance']:g} dB below its PSNR vs FP (trust "
             "region 0, which may win itself, and wins ties)")
@@ -135,12 +132,12 @@ def render_markdown(result: dict, command: str) -> str:
         counts: dict[int, int] = {}
         for bits in allocation["assignment"]["bits"].values():
             counts[bits] = counts.get(bits, 0) + 1
-        unit = {"layer": "linear layers", "block": "layer groups (block x kind)"}[s.get("mp_granularity", "block")]
+        unit = {"layer": "linear layers", "block": "layer groups (block x kind)"}[s["mp_granularity"]]
         spread = ", ".join(f"{n} at {b} bits" for b, n in sorted(counts.items()))
-        metrics = SENSITIVITY_METRICS[s.get("sensitivity_metric", "samples")]
+        metrics = SENSITIVITY_METRICS[s["sensitivity_metric"]]
         around = {"float": "one quantized at a time with the rest in FP",
-                  "base": "one changed at a time from uniform W4A8"}[s.get("mp_around", "base")]
-        region = _trust_region_text(allocation, s.get("mp_max_moved"))
+                  "base": "one changed at a time from uniform W4A8"}[s["mp_around"]]
+        region = _trust_region_text(allocation)
         header += [f"Mixed precision: metric-decoupled sensitivity of {len(allocation['table']['scores'])} {unit} "
                    f"({metrics}) at {s['mp_candidate_bits']} bits, {around}, {s['sensitivity_steps']}-step runs; "
                    f"ILP at {allocation['average_bits']} average weight bits{region} -> "

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from effigy.bench.peers.quantizers import Bf16Call, quantize_dynamic_int8, torchao_w8a8
+from effigy.bench.variants import RESULT_SCHEMA
 from effigy.errors import BenchError, EffigyError
 from effigy.evaluate.measure import (
     Progress,
@@ -237,7 +238,7 @@ def run_scale_bench(settings: ScaleBenchSettings, progress: Progress = no_progre
 
     rows = [row for tokens in settings.tokens for row in run_model_section(settings, tokens, progress)]
     skipped = {v: SLOW_WITHOUT_VNNI for v in VARIANTS if v not in settings.variants and uses_int_mm(v)}
-    result = {"benchmark": "scale", "architecture": settings.architecture, "weights": "random (seeded)",
+    result = {"benchmark": "scale", "schema": RESULT_SCHEMA, "architecture": settings.architecture, "weights": "random (seeded)",
               "skipped": skipped,
               "settings": settings.to_dict(), "machine": machine_facts(), "rows": rows,
               "layers": run_layer_section(layer_tokens, settings.repeats + 2, settings.seed, progress) if layer_tokens

@@ -63,7 +63,8 @@ def bench_quant(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """FP, naive W8A8, ViDiT-Q W8A8 (+ its fbgemm run), RTN W4A8, ViDiT-Q W4A8 and W4A8-MP on a shipped model."""
-    from effigy.bench.quant import SENSITIVITY_METRIC_NAMES, QuantBenchSettings
+    from effigy.bench.mixed_precision import SENSITIVITY_METRIC_NAMES
+    from effigy.bench.quant import QuantBenchSettings
     from effigy.recipes.mixed_precision import AROUND, GRANULARITIES
 
     settings = QuantBenchSettings(

@@ -72,10 +72,12 @@ def select_widths(
     from effigy.checkpoint.multiwidth import load_multiwidth, multiwidth_info
     from effigy.checkpoint.quantized import model_from_config
     from effigy.nn.quantize import weight_nbytes
+    from effigy.recipes import VIDIT_Q_GROUPS
     from effigy.recipes.mixed_precision import config_from_group_bits, read_group_bits
 
     base, _ = multiwidth_info(checkpoint)
-    chosen = config_from_group_bits(model_from_config(checkpoint), base, read_group_bits(allocation))
+    chosen = config_from_group_bits(model_from_config(checkpoint), base, VIDIT_Q_GROUPS,
+                                    read_group_bits(allocation))
     model = load_multiwidth(checkpoint, chosen.layer_bits)
     save(model, out)
     console.print(f"selected widths from {checkpoint} by {allocation}: {weight_nbytes(model):,} weight bytes; "

@@ -22,10 +22,8 @@ quantization error moves: from outlier channels of the activation into the weigh
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from effigy.core import kernels
 from effigy.core.hadamard import balance_input
 from effigy.core.hadamard import rotate as hadamard_rotate
 from effigy.core.packing import pack, packed_nbytes, unpack
@@ -33,15 +31,11 @@ from effigy.core.quant import (
     QuantizationError,
     QuantSpec,
     compute_qparams,
-    dequantize,
-    fake_quantize,
     quantize,
     symmetric_token_scale,
 )
 from effigy.nn.backend_choice import choose_backend
-
-BACKENDS = ("reference", "int", "fbgemm", "int4", "auto")
-KERNEL_FORMS = ("fbgemm", "int4")  # backends whose held weights replace the bit-packed buffer
+from effigy.nn.backends import BACKENDS, KERNEL_BACKENDS
 
 
 class QuantLinear(nn.Module):
@@ -124,8 +118,6 @@ class QuantLinear(nn.Module):
 
     @backend.setter
     def backend(self, value: str) -> None:
-        if value not in BACKENDS:
-            raise QuantizationError(f"backend={value!r} is unknown: choose one of {', '.join(BACKENDS)}.")
         if value == "auto":
             value = choose_backend(self)
         self.check_backend(value)
@@ -133,69 +125,45 @@ class QuantLinear(nn.Module):
         self._backend = value
         self._hold(grid)
 
+    @property
+    def kernel_weight(self) -> object:
+        """The kernel's held weights (fbgemm prepack, or (int4 packed, scales_and_zeros)); None otherwise."""
+        return self._kernel_weight
+
     def check_backend(self, backend: str) -> None:
         """Raise a :class:`QuantizationError` naming the remedy if ``backend`` cannot run this layer."""
-        if backend in ("int", "fbgemm"):
-            self._check_integer_path(backend)
-        elif backend == "int4":
-            self._check_int4_path()
+        if backend not in BACKENDS:
+            raise QuantizationError(f"backend={backend!r} is unknown: choose one of {', '.join(BACKENDS)}.")
+        KERNEL_BACKENDS.get(backend).check(self)
 
-    def _check_integer_path(self, backend: str) -> None:
-        act = self.act_spec
-        if act is None or not act.symmetric or act.granularity not in ("tensor", "token"):
-            raise QuantizationError(
-                f"backend={backend!r} needs symmetric per-tensor or per-token activation quantization; "
-                "use backend='reference' for this configuration."
-            )
-        if self.weight_spec.granularity == "group":
-            raise QuantizationError(f"backend={backend!r} needs per-channel or per-tensor weight scales, not groups.")
-        if backend == "fbgemm":
-            kernels.check_fbgemm_activation_bits(act.bits)
-
-    def _check_int4_path(self) -> None:
-        if self.weight_spec.bits > 4 or self.weight_spec.granularity == "tensor":
-            raise QuantizationError("backend='int4' needs weights of at most 4 bits with channel or group scales.")
-        if self.act_spec is not None and not self.act_spec.dynamic:
-            raise QuantizationError("backend='int4' takes dynamic (or no) activation quantization.")
-        kernels.check_int4_shape(self.out_features, self.in_features, self._int4_group_size())
-
-    def _int4_group_size(self) -> int:
+    def int4_group_size(self) -> int:
         return self.weight_spec.group_size if self.weight_spec.granularity == "group" else self.in_features
 
     def weight_grid(self) -> torch.Tensor:
         """The integer weight grid [out, in] as int8, unpacked from the held form (transient)."""
-        if self._backend == "fbgemm":
-            return kernels.fbgemm_unpack(self._kernel_weight)
-        if self._backend == "int4":
-            return kernels.int4_unpack(self._kernel_weight[0], self.in_features, self.out_features,
-                                       self._int4_group_size())
-        shape = (self.out_features, self.in_features)
-        return unpack(self.weight_packed, self.weight_spec.bits, self.weight_spec.qmin, shape).to(torch.int8)
+        return KERNEL_BACKENDS.get(self._backend).grid(self)
 
     def _hold(self, grid: torch.Tensor) -> None:
         """Keep the weights in the current backend's form only (no second copy)."""
         self._kernel_weight = None
-        if self._backend == "fbgemm":
-            self._kernel_weight = kernels.fbgemm_prepack(grid, self.weight_scale.flatten())
-        elif self._backend == "int4":
-            self._kernel_weight = kernels.int4_prepack(grid, self.weight_scale)
-        if self._backend in KERNEL_FORMS:
-            self._buffers["weight_packed"] = None
-        else:
-            self._buffers["weight_packed"] = pack(grid, self.weight_spec.bits, self.weight_spec.qmin)
+        self._kernel_weight = KERNEL_BACKENDS.get(self._backend).hold(self, grid)
+
+    def _holds_kernel_form(self) -> bool:
+        return KERNEL_BACKENDS.get(self._backend).kernel_form
 
     def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)
-        if self._backend in KERNEL_FORMS:
+        if self._holds_kernel_form():
             destination[prefix + "weight_packed"] = pack(self.weight_grid(), self.weight_spec.bits,
                                                          self.weight_spec.qmin)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:
-        packed = state_dict.pop(prefix + "weight_packed", None) if self._backend in KERNEL_FORMS else None
+        kernel_form = self._holds_kernel_form()
+        packed = state_dict.pop(prefix + "weight_packed", None) if kernel_form else None
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
-        if self._backend in KERNEL_FORMS:
+        if kernel_form:
             if packed is None:
                 missing_keys.append(prefix + "weight_packed")
                 return
@@ -205,68 +173,26 @@ class QuantLinear(nn.Module):
     def weight_nbytes(self) -> int:
         """Bytes held for this layer's weights: the backend's packed form, scales, bias and divisors."""
         extras = [t for t in (self.weight_scale, self.bias, self.input_divisor) if t is not None]
-        return self._held_weight_nbytes() + sum(t.numel() * t.element_size() for t in extras)
-
-    def _held_weight_nbytes(self) -> int:
-        if self._backend == "fbgemm":  # int8 matrix + float64 scales and int64 zero points per channel
-            return self.out_features * (self.in_features + 16)
-        if self._backend == "int4":
-            return sum(t.numel() * t.element_size() for t in self._kernel_weight)
-        return self.weight_packed.numel()
+        return KERNEL_BACKENDS.get(self._backend).held_nbytes(self) + sum(t.numel() * t.element_size() for t in extras)
 
     # -- forward ------------------------------------------------------------------------------
-    def _act_qparams(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def act_qparams(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Activation (scale, zero point): per call for dynamic specs, the calibrated ones for static."""
         if self.act_spec.dynamic:
             return compute_qparams(x, self.act_spec)
         return self.act_scale, self.act_zero_point
 
+    def integer_act_scale(self, x: torch.Tensor) -> torch.Tensor:
+        """Symmetric activation scales, one per row of ``x``, for the integer paths."""
+        if self.act_spec.dynamic and self.act_spec.granularity == "token":
+            return symmetric_token_scale(x, self.act_spec.qmax)
+        return self.act_qparams(x)[0].expand(x.shape[0], 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x = balance_input(x.reshape(-1, self.in_features).float(), self.input_divisor, self.rotated)
-        if self._backend == "int4":
-            y = self._int4_forward(x)
-        elif self._backend == "fbgemm":
-            y = self._fbgemm_forward(x)
-        elif self._backend == "int":
-            y = self._int_forward(x)
-        else:
-            y = self._reference_forward(x)
+        y = KERNEL_BACKENDS.get(self._backend).forward(self, x)
         return y.reshape(*shape[:-1], self.out_features)
-
-    def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = dequantize(self.weight_grid(), self.weight_spec, self.weight_scale, torch.zeros_like(self.weight_scale))
-        if self.act_spec is not None:
-            scale, zero_point = self._act_qparams(x)
-            x = dequantize(quantize(x, self.act_spec, scale, zero_point), self.act_spec, scale, zero_point)
-        return F.linear(x, weight, self.bias)
-
-    def _integer_act_scale(self, x: torch.Tensor) -> torch.Tensor:
-        if self.act_spec.dynamic and self.act_spec.granularity == "token":
-            return symmetric_token_scale(x, self.act_spec.qmax)
-        return self._act_qparams(x)[0].expand(x.shape[0], 1)
-
-    def _int_forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self._integer_act_scale(x)
-        acc = kernels.int_matmul(quantize(x, self.act_spec, scale, torch.zeros_like(scale)), self.weight_grid())
-        y = acc.float() * scale * self.weight_scale.reshape(1, -1)
-        return y if self.bias is None else y + self.bias
-
-    def _fbgemm_forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self._integer_act_scale(x)
-        # rounded on the grid here: the kernel would round after its zero-point shift, in fp32. Per-token
-        # scales put every row within the grid already; static scales clip.
-        x_grid = (x / scale).round_()
-        if not self.act_spec.dynamic:
-            x_grid.clamp_(self.act_spec.qmin, self.act_spec.qmax)
-        y = kernels.fbgemm_linear(x_grid, self._kernel_weight, self.act_spec.bits)
-        return y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale)
-
-    def _int4_forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.act_spec is not None:  # simulated: the kernel takes bf16 activations
-            x = fake_quantize(x, self.act_spec)
-        packed, scales_and_zeros = self._kernel_weight
-        y = kernels.int4_linear(x, packed, self._int4_group_size(), scales_and_zeros)
-        return y if self.bias is None else y.add_(self.bias)
 
     def extra_repr(self) -> str:
         act = "none" if self.act_spec is None else f"{self.act_spec.bits}b {self.act_spec.granularity}"

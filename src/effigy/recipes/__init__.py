@@ -1,9 +1,12 @@
 """Published methods as named, serializable configurations of effigy's components.
 
-Each method's module registers its configs in :data:`RECIPES` on import; look them up with
-:func:`get_recipe`.
+Each method's module registers its configs in :data:`RECIPES` (and its mixed-precision methods in
+:data:`MIXED_PRECISION_RECIPES`) on import; look them up with :func:`get_recipe`.
 """
 from effigy.recipes.base import RECIPES, get_recipe, register_recipe
+from effigy.recipes.mixed_precision import MIXED_PRECISION_RECIPES
 from effigy.recipes.vidit_q import fast_cpu_variant
+from effigy.recipes.vidit_q_mp import VIDIT_Q_GROUPS, VIDIT_Q_MP
 
-__all__ = ["RECIPES", "fast_cpu_variant", "get_recipe", "register_recipe"]
+__all__ = ["MIXED_PRECISION_RECIPES", "RECIPES", "VIDIT_Q_GROUPS", "VIDIT_Q_MP", "fast_cpu_variant", "get_recipe",
+           "register_recipe"]

@@ -19,7 +19,7 @@ vidit-q-w4a16  the same after ViDiT-Q's channel balancing (alpha 0.5).
 rtn-w4a8     round-to-nearest 4-bit per-channel weights, per-token 8-bit activations: the uniform
              baseline.
 vidit-q-w4a8-mp  the same, with 4/6/8-bit weights chosen per layer group by the metric-decoupled
-             sensitivity and the integer program of :mod:`effigy.recipes.mixed_precision`
+             sensitivity and the integer program of :mod:`effigy.recipes.vidit_q_mp`
              (an allocation, not a fixed config: see ``mixed_precision_config``).
 """
 from __future__ import annotations

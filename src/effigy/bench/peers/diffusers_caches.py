@@ -24,6 +24,7 @@ from torch import nn
 from effigy.attention.plan import self_attention_layers
 from effigy.attention.processor import FlopTally, core_flops, projection_flops, timestep_of
 from effigy.errors import BenchError, UnknownNameError
+from effigy.registry import Registry
 
 SELF_ATTENTION_PATTERN = r"transformer_blocks\.\d+\.attn1"  # diffusers' defaults also catch cross-attention
 CFG_BATCH_KWARGS = ("hidden_states", "encoder_hidden_states", "timestep", "encoder_attention_mask", "class_labels")
@@ -99,14 +100,73 @@ def count_attention(transformer: nn.Module) -> tuple[FlopTally, Callable[[], Non
     return tally, undo
 
 
-METHODS = ("pab", "fastercache", "fbc", "taylorseer", "magcache")  # diffusers' caching hooks
+def _pab(cache: "DiffusersCache"):  # recompute self-attention every `setting` steps, over the whole schedule
+    from diffusers.hooks import PyramidAttentionBroadcastConfig
+
+    return PyramidAttentionBroadcastConfig(spatial_attention_block_skip_range=int(cache.setting),
+                                           spatial_attention_timestep_skip_range=(-1, 1001),
+                                           current_timestep_callback=lambda: cache.timestep)
+
+
+def _fastercache(cache: "DiffusersCache"):
+    """Attention every `setting` steps (extrapolated between), and the unconditional branch every 5th step
+    (rebuilt from the conditional one's frequencies in between), over diffusers' default timestep ranges."""
+    from diffusers.hooks import FasterCacheConfig
+
+    return FasterCacheConfig(spatial_attention_block_skip_range=int(cache.setting),
+                             spatial_attention_block_identifiers=(SELF_ATTENTION_PATTERN,),
+                             current_timestep_callback=lambda: cache.timestep, tensor_format="BCHW",
+                             attention_weight_callback=lambda _: 0.5,
+                             _unconditional_conditional_input_kwargs_identifiers=CFG_BATCH_KWARGS)
+
+
+def _magcache(cache: "DiffusersCache"):  # skip all blocks while the accumulated residual-magnitude error < setting
+    from diffusers.hooks import MagCacheConfig
+
+    if cache.mag_ratios is None:
+        return MagCacheConfig(calibrate=True, num_inference_steps=cache.num_steps)
+    return MagCacheConfig(threshold=float(cache.setting), num_inference_steps=cache.num_steps,
+                          mag_ratios=list(cache.mag_ratios))
+
+
+def _fbc(cache: "DiffusersCache"):  # skip the remaining blocks while the first block's residual barely moves
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    return FirstBlockCacheConfig(threshold=float(cache.setting))
+
+
+def _taylorseer(cache: "DiffusersCache"):
+    """Full compute every `setting` steps, Taylor-extrapolated in between; diffusers' default patterns
+    ("^transformer_blocks.*attn", full match) miss DiT/PixArt's "attn1"."""
+    from diffusers.hooks import TaylorSeerCacheConfig
+
+    return TaylorSeerCacheConfig(cache_interval=int(cache.setting), disable_cache_before_step=2,
+                                 taylor_factors_dtype=torch.float32, cache_identifiers=[SELF_ATTENTION_PATTERN])
+
+
+@dataclass(frozen=True)
+class CacheMethod:
+    """A diffusers caching hook: how to build its config for a setting, and the ``diffusers.hooks`` function
+    that applies it; ``cfg_order_swapped``: it reads a CFG batch as [uncond; cond]."""
+
+    build_config: Callable[["DiffusersCache"], object]
+    apply: str
+    cfg_order_swapped: bool = False
+
+
+METHODS: Registry[CacheMethod] = Registry("diffusers cache method", UnknownNameError)
+METHODS.register("pab", CacheMethod(_pab, "apply_pyramid_attention_broadcast"))
+METHODS.register("fastercache", CacheMethod(_fastercache, "apply_faster_cache", cfg_order_swapped=True))
+METHODS.register("fbc", CacheMethod(_fbc, "apply_first_block_cache"))
+METHODS.register("taylorseer", CacheMethod(_taylorseer, "apply_taylorseer_cache"))
+METHODS.register("magcache", CacheMethod(_magcache, "apply_mag_cache"))
 
 
 @dataclass
 class DiffusersCache:
     """One diffusers caching method at one setting: ``install`` / ``remove`` on a transformer."""
 
-    method: str  # one of METHODS
+    method: str  # a name in METHODS
     setting: float
     num_steps: int
     mag_ratios: list[float] | None = None  # MagCache only: from magcache_ratios; None calibrates
@@ -119,58 +179,18 @@ class DiffusersCache:
         return f"diffusers-{self.method}"
 
     def config(self):
-        from diffusers.hooks import (
-            FasterCacheConfig,
-            FirstBlockCacheConfig,
-            MagCacheConfig,
-            PyramidAttentionBroadcastConfig,
-            TaylorSeerCacheConfig,
-        )
-
-        if self.method == "pab":  # recompute self-attention every `setting` steps, over the whole schedule
-            return PyramidAttentionBroadcastConfig(spatial_attention_block_skip_range=int(self.setting),
-                                                   spatial_attention_timestep_skip_range=(-1, 1001),
-                                                   current_timestep_callback=lambda: self.timestep)
-        if self.method == "fastercache":  # attention every `setting` steps (extrapolated between), and the
-            # unconditional branch every 5th step (rebuilt from the conditional one's frequencies in between),
-            # over the timestep ranges of diffusers' defaults
-            return FasterCacheConfig(spatial_attention_block_skip_range=int(self.setting),
-                                     spatial_attention_block_identifiers=(SELF_ATTENTION_PATTERN,),
-                                     current_timestep_callback=lambda: self.timestep, tensor_format="BCHW",
-                                     attention_weight_callback=lambda _: 0.5,
-                                     _unconditional_conditional_input_kwargs_identifiers=CFG_BATCH_KWARGS)
-        if self.method == "magcache":  # skip all blocks while the accumulated residual-magnitude error < setting
-            if self.mag_ratios is None:
-                return MagCacheConfig(calibrate=True, num_inference_steps=self.num_steps)
-            return MagCacheConfig(threshold=float(self.setting), num_inference_steps=self.num_steps,
-                                  mag_ratios=list(self.mag_ratios))
-        if self.method == "fbc":  # skip the remaining blocks while the first block's residual barely moves
-            return FirstBlockCacheConfig(threshold=float(self.setting))
-        if self.method == "taylorseer":  # full compute every `setting` steps, Taylor-extrapolated in between
-            # diffusers' default patterns ("^transformer_blocks.*attn", full match) miss DiT/PixArt's "attn1"
-            return TaylorSeerCacheConfig(cache_interval=int(self.setting), disable_cache_before_step=2,
-                                         taylor_factors_dtype=torch.float32,
-                                         cache_identifiers=[SELF_ATTENTION_PATTERN])
-        raise UnknownNameError(f"unknown diffusers cache method {self.method!r}: choose one of {', '.join(METHODS)}.")
+        return METHODS.get(self.method).build_config(self)
 
     def install(self, transformer: nn.Module) -> None:
-        from diffusers.hooks import (
-            HookRegistry,
-            apply_faster_cache,
-            apply_first_block_cache,
-            apply_mag_cache,
-            apply_pyramid_attention_broadcast,
-            apply_taylorseer_cache,
-        )
+        import diffusers.hooks
+        from diffusers.hooks import HookRegistry
 
-        apply = {"pab": apply_pyramid_attention_broadcast, "fastercache": apply_faster_cache,
-                 "fbc": apply_first_block_cache, "taylorseer": apply_taylorseer_cache,
-                 "magcache": apply_mag_cache}[self.method]
-        apply(transformer, self.config())
+        method = METHODS.get(self.method)
+        getattr(diffusers.hooks, method.apply)(transformer, self.config())
         HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
         self.step, self.timestep = -1, 1000.0
         self._handles = [transformer.register_forward_pre_hook(self._before_call, with_kwargs=True)]
-        if self.method == "fastercache":
+        if method.cfg_order_swapped:
             self._handles += [transformer.register_forward_pre_hook(_swap_cfg_inputs, with_kwargs=True),
                               transformer.register_forward_hook(_swap_cfg_output)]
 
