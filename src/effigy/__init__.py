@@ -3,6 +3,7 @@ from effigy.attention import AttentionPlan, apply_ditfastattn, calibrate_plan, r
 from effigy.checkpoint import load, save
 from effigy.core.quant import QuantSpec
 from effigy.errors import CheckpointError, EffigyError, QuantizationError
+from effigy.models import register_model_class  # noqa: F401  (registers effigy's own model classes for load)
 from effigy.nn import QuantConfig, QuantLinear
 from effigy.nn.quantize import quantize, set_backend, weight_nbytes
 

@@ -3,6 +3,7 @@
 Peers (other libraries' methods run on the same model and inputs) live in :mod:`effigy.bench.peers`.
 """
 import logging
+import os
 
 # Import-time messages of optional libraries that say nothing about the run: torchao's CUDA-only
 # extension files, diffusers' torchao checkpoint types, torch's pytree deprecation notes.
@@ -14,6 +15,9 @@ def quiet_third_party_imports() -> None:
     (they import this package first); real errors still show."""
     for name in NOISY_IMPORT_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    # transformers' and diffusers' "Loading weights" bars on every local load (read when they are imported);
+    # effigy reports its own progress
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 quiet_third_party_imports()

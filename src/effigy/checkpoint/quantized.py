@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -17,19 +18,35 @@ from effigy.checkpoint.files import read_json, read_safetensors, require_safeten
 from effigy.errors import CheckpointError
 from effigy.nn.config import QuantConfig
 from effigy.nn.quantize import CONFIG_ATTR, quantized_skeleton
+from effigy.registry import Registry
 
 WEIGHTS_NAME = "model.safetensors"
 MODEL_CONFIG_NAME = "config.json"
 QUANT_CONFIG_NAME = "quantization_config.json"
 
 
+# effigy's own diffusers model subclasses, by class name: each entry imports its class only when a checkpoint
+# names it, so ``import effigy`` stays light. Only these and real diffusers models are ever built from a file.
+MODEL_CLASSES: Registry[Callable[[], type]] = Registry("model class", CheckpointError)
+
+
+def register_model_class(name: str, load_class: Callable[[], type]) -> None:
+    """Let checkpoints whose config names ``name`` be rebuilt with the class ``load_class()`` returns."""
+    MODEL_CLASSES.register(name, load_class)
+
+
 def diffusers_model_class(name: str) -> type:
-    """The diffusers model class named in a config's ``_class_name`` (only real diffusers models)."""
+    """The model class named in a config's ``_class_name``: a diffusers model, or one of effigy's registered
+    subclasses of one (see :data:`MODEL_CLASSES`); any other name is refused."""
     import diffusers
 
-    cls = getattr(diffusers, name, None) if isinstance(name, str) and name.isidentifier() else None
+    if isinstance(name, str) and name in MODEL_CLASSES:
+        cls = MODEL_CLASSES.get(name)()
+    else:
+        cls = getattr(diffusers, name, None) if isinstance(name, str) and name.isidentifier() else None
     if not (isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin)):
-        raise CheckpointError(f"model class {name!r} is not a diffusers model; effigy loads diffusers models.")
+        raise CheckpointError(f"model class {name!r} is not a diffusers model; effigy loads diffusers models "
+                              f"and its own ({', '.join(MODEL_CLASSES)}).")
     return cls
 
 

@@ -39,20 +39,24 @@ def demo(
 def quantize_cmd(
     recipe: str = typer.Option(..., help="Recipe name, e.g. vidit-q-w8a8, vidit-q-w4a8 or vidit-q-w4a8-mp."),
     out: Path = typer.Option(..., help="Folder to write model.safetensors + JSON configs into."),
-    model: str = typer.Option("dit-digits", help="A zoo model name or a local diffusers model folder."),
+    model: str = typer.Option("dit-digits", help="A zoo model name, a diffusers pipeline folder (its transformer is "
+                              "quantized) or a diffusers transformer folder."),
     backend: Optional[str] = typer.Option(None, help="Matmul path: reference | int | fbgemm | int4 | auto "
                                           "(the fastest exact path, timed here)."),
     allocation: Optional[Path] = typer.Option(None, help="Bit allocation JSON for a mixed-precision recipe "
                                               "(written by `effigy bench quant` as *_allocation.json)."),
     widths: Optional[str] = typer.Option(None, help="Store every layer at each of these weight widths (e.g. "
                                          "4,6,8) in one multi-width checkpoint; pick later with select-widths."),
+    prompts: Optional[Path] = typer.Option(None, help="Calibration prompts for a pipeline folder, one per line "
+                                           "(default: 16 built-in everyday captions)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Quantize a model with a recipe and save it as safetensors + JSON."""
-    from effigy.evaluate.calibration import quantize_to_folder
+    from effigy.evaluate.calibration import quantize_to_folder, read_prompts
 
     candidates = None if widths is None else parse_bits(widths, "--widths")
-    summary = quantize_to_folder(model, recipe, out, backend, allocation, candidates)
+    texts = None if prompts is None else read_prompts(prompts)
+    summary = quantize_to_folder(model, recipe, out, backend, allocation, candidates, texts)
     if as_json:
         echo_json(summary)
     elif candidates is not None:

@@ -1,1 +1,12 @@
 """Model zoo: builders for the project's own small models, training commands, and loaders for shipped weights."""
+
+from effigy.checkpoint.quantized import register_model_class
+
+
+def _pooled_pixart() -> type:
+    from effigy.models.t2i_shapes import PixArtWithPooledText
+
+    return PixArtWithPooledText
+
+
+register_model_class("PixArtWithPooledText", _pooled_pixart)

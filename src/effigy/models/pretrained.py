@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
-from effigy.checkpoint.files import require_safetensors
+from effigy.checkpoint.files import PICKLE_SUFFIXES, require_safetensors
 from effigy.checkpoint.quantized import diffusers_model_class
 from effigy.errors import CheckpointError
 
@@ -35,3 +35,43 @@ def load_pretrained(path_or_id: str, subfolder: str | None = None) -> nn.Module:
     except OSError as exc:
         raise CheckpointError(f"could not load {path_or_id!r} from the hub ({exc}); without network access, "
                               "download it elsewhere and pass the local folder.") from None
+
+
+PIPELINE_INDEX = "model_index.json"
+
+
+def is_pipeline_folder(path: str | Path) -> bool:
+    """A diffusers pipeline folder (``model_index.json`` beside one subfolder per component)."""
+    return (Path(path) / PIPELINE_INDEX).is_file()
+
+
+def load_pipeline(folder: str | Path):
+    """A local diffusers pipeline, every weight file safetensors (pickled components are refused).
+
+    Args:
+        folder: a folder written by ``pipeline.save_pretrained``.
+    Returns:
+        The pipeline, on CPU, its transformer in eval mode.
+    """
+    from diffusers import DiffusionPipeline
+
+    folder = Path(folder)
+    index = json.loads((folder / PIPELINE_INDEX).read_text())
+    for component, spec in index.items():
+        weights = folder / component
+        if isinstance(spec, list) and weights.is_dir() and any(p.suffix in (*PICKLE_SUFFIXES, ".safetensors")
+                                                              for p in weights.iterdir()):
+            require_safetensors(weights)
+    if "transformer" not in index:
+        raise CheckpointError(f"{folder} is a pipeline without a transformer; effigy quantizes diffusion transformers.")
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()  # "Loading pipeline components" / "Loading weights": effigy reports
+    transformers_logging.disable_progress_bar()  # progress itself
+    try:
+        pipe = DiffusionPipeline.from_pretrained(str(folder), use_safetensors=True, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"could not load the pipeline in {folder} ({str(exc).splitlines()[0]}).") from None
+    pipe.transformer.eval()
+    return pipe

@@ -6,6 +6,7 @@ the unconditional branch is the embedding of the empty caption.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -99,6 +100,10 @@ class PixArtWithPooledText(PixArtTransformer2DModel):
                                    encoder_attention_mask=encoder_attention_mask, **kwargs)
         finally:
             self._pending_pooled = None
+
+
+# diffusers' from_config reads the accepted config keys from __init__'s signature: give it the parent's
+PixArtWithPooledText.__init__.__signature__ = inspect.signature(PixArtTransformer2DModel.__init__)
 
 
 def build_transformer(config: T2IShapesConfig) -> PixArtTransformer2DModel:

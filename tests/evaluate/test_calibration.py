@@ -1,0 +1,149 @@
+"""``effigy quantize --model DIR`` on local diffusers folders written here: whole pipelines (their
+transformer quantized, calibrated by running the pipeline) and bare transformer folders."""
+import json
+import sys
+
+import pytest
+import torch
+
+import effigy
+from effigy import cli
+from effigy.evaluate.calibration import EVERYDAY_CAPTIONS, quantization_source
+from effigy.nn import QuantLinear
+
+WORDS = ["<pad>", "</s>", "<unk>", *"a red circle blue square on the left right of green triangle".split()]
+
+
+def _vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",),
+                         up_block_types=("UpDecoderBlock2D",), block_out_channels=(8,), latent_channels=4,
+                         norm_num_groups=4, layers_per_block=1, sample_size=8)
+
+
+def _scheduler():
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+
+
+@pytest.fixture
+def dit_pipeline_folder(tmp_path):
+    """A tiny class-conditional DiTPipeline (ImageNet-style: 1000 labels, the null label 1000)."""
+    from diffusers import DiTPipeline, DiTTransformer2DModel
+
+    transformer = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
+                                        num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=1000,
+                                        norm_num_groups=1)
+    DiTPipeline(transformer=transformer, vae=_vae(), scheduler=_scheduler(),
+                id2label={i: f"class{i}" for i in range(1000)}).save_pretrained(tmp_path / "dit")
+    return tmp_path / "dit"
+
+
+@pytest.fixture
+def pixart_pipeline_folder(tmp_path):
+    """A tiny PixArt-alpha pipeline: T5 encoder and a tiny unigram tokenizer (no sentencepiece needed)."""
+    from diffusers import PixArtAlphaPipeline, PixArtTransformer2DModel
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import T5Config, T5EncoderModel, T5TokenizerFast
+
+    words = Tokenizer(models.Unigram([(w, 0.0) for w in WORDS], unk_id=2))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = T5TokenizerFast(tokenizer_object=words, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                extra_ids=0)
+    encoder = T5EncoderModel(T5Config(vocab_size=len(WORDS), d_model=16, d_kv=8, num_heads=2, num_layers=1, d_ff=32))
+    transformer = PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
+                                           num_layers=2, cross_attention_dim=16, sample_size=8, patch_size=2,
+                                           caption_channels=16, norm_num_groups=1, use_additional_conditions=False)
+    PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=encoder, vae=_vae(), transformer=transformer,
+                        scheduler=_scheduler()).save_pretrained(tmp_path / "pixart")
+    return tmp_path / "pixart"
+
+
+def _quantize_cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["effigy", "quantize", *args, "--json"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    captured = capsys.readouterr()
+    return exit_info.value.code or 0, captured.out, captured.err
+
+
+def _balanced(model) -> bool:
+    layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    return bool(layers) and all(m.input_divisor is not None and not torch.equal(m.input_divisor, torch.ones_like(
+        m.input_divisor)) for m in layers)
+
+
+@pytest.mark.parametrize("folder", ["dit_pipeline_folder", "pixart_pipeline_folder"])
+def test_quantize_a_pipeline_folder_calibrates_by_running_the_pipeline(request, folder, monkeypatch, capsys, tmp_path):
+    path = request.getfixturevalue(folder)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n\nblue square on the left\n" if "pixart" in folder else "3\n7\n")
+    code, out, err = _quantize_cli(monkeypatch, capsys, "--model", str(path), "--recipe", "vidit-q-w4a8",
+                                   "--prompts", str(prompts), "--out", str(tmp_path / "q"))
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["held_bytes"] < summary["fp32_held_bytes"]
+    loaded = effigy.load(tmp_path / "q")
+    assert type(loaded).__name__ == json.loads((path / "transformer" / "config.json").read_text())["_class_name"]
+    assert _balanced(loaded)  # channel-balancing divisors came from the pipeline's calibration runs
+
+
+def test_pipeline_calibration_runs_the_given_prompts_and_puts_the_transformer_back(pixart_pipeline_folder):
+    source = quantization_source(str(pixart_pipeline_folder), ["a red circle", "blue square", "green triangle"], steps=2)
+    seen = []
+    original = source.pipeline.transformer
+    stand_in = type(original).from_config(original.config).eval()
+    stand_in.register_forward_pre_hook(lambda module, args, kwargs: seen.append(args[0].shape[0]),
+                                       with_kwargs=True)
+    source.calibrate(stand_in)
+    assert seen == [6, 6]  # one run (3 prompts, batches of 4) of 2 steps; classifier-free guidance doubles the batch
+    assert source.pipeline.transformer is original
+    default = quantization_source(str(pixart_pipeline_folder), None, steps=2)
+    seen.clear()
+    default.calibrate(stand_in)
+    assert sum(seen) == 2 * 2 * len(EVERYDAY_CAPTIONS)  # every built-in caption, 2 steps, CFG
+
+
+def test_a_bare_text_transformer_folder_names_the_remedy(pixart_pipeline_folder, monkeypatch, capsys, tmp_path):
+    args = ("--model", str(pixart_pipeline_folder / "transformer"), "--out", str(tmp_path / "q"))
+    code, _, err = _quantize_cli(monkeypatch, capsys, *args, "--recipe", "vidit-q-w4a8")
+    assert code == 2 and "pass the pipeline folder" in err and "Traceback" not in err
+    code, out, _ = _quantize_cli(monkeypatch, capsys, *args, "--recipe", "vidit-q-w8a8")  # needs no calibration
+    assert code == 0 and json.loads(out)["recipe"] == "vidit-q-w8a8"
+
+
+def test_pickled_pipeline_components_and_empty_prompt_files_are_refused(pixart_pipeline_folder, monkeypatch, capsys,
+                                                                        tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n")
+    code, _, err = _quantize_cli(monkeypatch, capsys, "--model", str(pixart_pipeline_folder), "--recipe",
+                                 "vidit-q-w8a8", "--prompts", str(empty), "--out", str(tmp_path / "q"))
+    assert code == 2 and "holds no prompts" in err
+    vae = pixart_pipeline_folder / "vae"
+    for weights in vae.glob("*.safetensors"):
+        weights.unlink()
+    (vae / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04not really")
+    code, _, err = _quantize_cli(monkeypatch, capsys, "--model", str(pixart_pipeline_folder), "--recipe",
+                                 "vidit-q-w8a8", "--out", str(tmp_path / "q"))
+    assert code == 2 and "refuses pickles" in err
+
+
+@torch.no_grad()
+def test_the_shipped_text_to_image_model_quantizes_calibrated_and_loads_back_exactly(monkeypatch, capsys, tmp_path):
+    from effigy.evaluate.calibration import calibration_loop
+    from effigy.recipes import get_recipe
+
+    code, out, err = _quantize_cli(monkeypatch, capsys, "--model", "t2i-shapes", "--recipe", "vidit-q-w8a8", "--out",
+                                   str(tmp_path / "q"))
+    assert code == 0, err
+    loaded = effigy.load(tmp_path / "q")  # PixArtWithPooledText: effigy's own registered model class
+    source = quantization_source("t2i-shapes")
+    quantized = effigy.quantize(source.model, get_recipe("vidit-q-w8a8"))
+    g = torch.Generator().manual_seed(0)
+    call = dict(hidden_states=torch.randn(2, 3, 16, 16, generator=g), encoder_hidden_states=torch.randn(2, 5, 384,
+                generator=g), timestep=torch.tensor([10, 700]), added_cond_kwargs={"resolution": None,
+                                                                                    "aspect_ratio": None})
+    assert torch.equal(loaded(**call).sample, quantized(**call).sample)
+    assert calibration_loop(source, get_recipe("vidit-q-w4a8")) is source.calibrate  # its suite's own prompts
