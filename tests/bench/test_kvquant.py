@@ -7,6 +7,8 @@ from effigy.bench.kvquant import KVBenchSettings, fixed_width_for, run_kv_bench
 class _Tokenizer:
     """Enough of a tokenizer for the bench: digits-and-letters text <-> ids below 97."""
 
+    chat_template = "first 60 characters"
+
     def apply_chat_template(self, messages, add_generation_prompt=True, return_tensors="pt"):
         text = messages[0]["content"][:60]
         return torch.tensor([[ord(c) % 97 for c in text]])
@@ -36,3 +38,19 @@ def test_kv_bench_runs_every_method_and_ablation_on_a_tiny_llama():
     assert rows["pm-kvq @8b"]["kv_bytes_held"] < rows["fp16"]["kv_bytes_held"]
     assert len(result["allocations"]["alloc 8 bits (PI)"]) == 2
     assert fixed_width_for(5.0, 32) == 4 and fixed_width_for(3.0, 32) == 2
+
+
+def test_a_budget_that_cannot_hold_the_model_says_what_would():
+    import pytest
+    from transformers import Qwen2Config
+
+    from effigy.bench.kvquant import equal_memory_budget_mb
+    from effigy.errors import KVBudgetError
+
+    qwen_like = Qwen2Config(num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, hidden_size=896)
+    with pytest.raises(KVBudgetError, match="at least 845 tokens of context") as refusal:
+        equal_memory_budget_mb(qwen_like, 4.0, 839, sink=1, window=32, group_size=32)  # 2.99 bits per element left
+    assert "2.99 bits per element" in str(refusal.value)
+    assert equal_memory_budget_mb(qwen_like, 4.0, 845, sink=1, window=32, group_size=32) > 0
+    with pytest.raises(KVBudgetError, match="more average bits"):
+        equal_memory_budget_mb(qwen_like, 3.0, 4096, sink=1, window=32, group_size=32)  # never enough at 3 bits

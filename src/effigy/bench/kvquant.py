@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -57,6 +59,7 @@ FILLER = ("The history of the river valley is long. Farmers planted wheat and ba
 
 @dataclass
 class KVBenchSettings(SettingsRecord):
+    model: str = "smollm2"  # see effigy.models.llm.load_causal_lm
     trace_tokens: int = 2048
     prompts: int = 2
     average_bits: tuple[float, ...] = (4.0, 6.0)  # budgets: average stored bits per KV element, all included
@@ -72,7 +75,16 @@ class KVBenchSettings(SettingsRecord):
     seed: int = 0
 
 
+def result_name(model: str) -> str:
+    """``kvquant_<model>``: the shipped model's name, or a file or folder's stem."""
+    stem = Path(model).stem if model.endswith(".gguf") or "/" in model else model
+    return "kvquant_" + re.sub(r"[^a-z0-9]+", "_", stem.lower()).strip("_")
+
+
 def chat_ids(tokenizer, text: str) -> torch.Tensor:
+    """The user message through the model's chat template; plain text for a base model without one."""
+    if not getattr(tokenizer, "chat_template", None):
+        return tokenizer(text, return_tensors="pt")["input_ids"]
     ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
                                         return_tensors="pt")
     return ids if torch.is_tensor(ids) else ids["input_ids"]
@@ -116,9 +128,22 @@ def retrieval_prompts(tokenizer, count: int, filler: int, seed: int) -> list[tup
     return problems
 
 
-def run_kv_bench(model, tokenizer, settings: KVBenchSettings, progress: Progress = no_progress) -> dict:
+def run_kv_bench(model, tokenizer, settings: KVBenchSettings, progress: Progress = no_progress,
+                 description: str = "SmolLM2-135M-Instruct (GGUF Q4_1, dequantized to float32)") -> dict:
+    """Every cache of :func:`method_caches` judged on the FP model's own traces (see the module docstring).
+
+    Args:
+        model, tokenizer: a transformers causal LM (see :func:`effigy.models.llm.load_causal_lm`).
+        settings: trace length, budgets, window, calibration.
+        description: the model as the results name it.
+    Returns:
+        The result: one row per cache and budget, the allocations, settings and machine.
+    """
     layers, kv_heads, head_dim = kv_geometry(model.config)
     prompts = [chat_ids(tokenizer, p) for p in COT_PROMPTS[: settings.prompts]]
+    for bits in settings.average_bits:  # before minutes of FP traces: can every budget hold this model?
+        equal_memory_budget_mb(model.config, bits, max(p.shape[1] for p in prompts) + settings.trace_tokens,
+                               settings.sink, settings.window, settings.group_size)
     advance = progress("FP traces", len(prompts))
     traces, fp_seconds = [], 0.0
     for ids in prompts:
@@ -142,7 +167,7 @@ def run_kv_bench(model, tokenizer, settings: KVBenchSettings, progress: Progress
         rows.append(evaluate_method(runner, tokenizer, name, budget_bits, make, traces, prompts, fp_log, solved,
                                     settings, fp_seconds))
         advance()
-    return {"benchmark": "kvquant", "schema": RESULT_SCHEMA, "model": "SmolLM2-135M-Instruct (GGUF Q4_1, dequantized to float32)",
+    return {"benchmark": "kvquant", "schema": RESULT_SCHEMA, "model": description,
             "settings": settings.to_dict(), "machine": machine_facts(), "target_length": target,
             "retrieval_solved_by_fp": f"{len(solved)}/{len(problems)}", "rows": rows,
             "calibration": f"FP greedy answers to {settings.calibration_sequences} calibration prompts, "
@@ -214,10 +239,17 @@ def equal_memory_budget_mb(config, bits: float, target: int, sink: int, window: 
     fp16 sink and window (up to window + chunk tokens) come out of it before the main cache gets the rest."""
     layers, kv_heads, head_dim = kv_geometry(config)
     fp16_mb = lambda tokens: layers * main_cache_bytes(16, tokens, 1, kv_heads, head_dim, group_size) / 2**20
-    budget_mb = fp16_mb(target) * bits / 16 - fp16_mb(sink + 2 * window)
-    if budget_mb <= 0:
-        raise KVBudgetError(f"{bits} average bits at {target} tokens do not even hold the fp16 sink and window "
-                            f"of {window} tokens; raise the bits or shrink the window")
+    fp16_tokens = sink + 2 * window
+    budget_mb = fp16_mb(target) * bits / 16 - fp16_mb(fp16_tokens)
+    narrowest = 2 + 32 / group_size  # 2-bit keys and values with an fp16 scale and zero point per group
+    main_bits = 16 * budget_mb / fp16_mb(target - fp16_tokens) if target > fp16_tokens else 0.0
+    if main_bits < narrowest:
+        needed = (fp16_tokens * (16 - narrowest) / (bits - narrowest)) if bits > narrowest else None
+        longer = f"at least {math.ceil(needed)} tokens of context (prompt + trace), " if needed else ""
+        raise KVBudgetError(f"{bits:g} average bits cannot hold this model's KV cache at {target} tokens: after the "
+                            f"fp16 sink and window ({fp16_tokens} tokens) the main cache gets {main_bits:.2f} bits "
+                            f"per element, below the {narrowest:g} that 2-bit keys and values with their scales need; "
+                            f"use {longer}more average bits or a smaller window.")
     return budget_mb
 
 

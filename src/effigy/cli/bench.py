@@ -171,19 +171,21 @@ def bench_kvquant(
                                      "window and sink included)."),
     agreement_tokens: int = typer.Option(128, min=8),
     seed: int = typer.Option(0),
+    model: str = typer.Option("smollm2", help="Causal LM: smollm2 (shipped), a .gguf file or a local transformers "
+                              "folder."),
     out: Path = typer.Option(RESULTS),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """PM-KVQ vs FP16, RTN, KIVI-style and its ablations at equal KV memory on SmolLM2-135M."""
-    from effigy.bench.kvquant import COLUMNS, KVBenchSettings, render, run_kv_bench
-    from effigy.models.llm import load_smollm2
+    """PM-KVQ vs FP16, RTN, KIVI-style and its ablations at equal KV memory on a causal LM (SmolLM2-135M)."""
+    from effigy.bench.kvquant import COLUMNS, KVBenchSettings, render, result_name, run_kv_bench
+    from effigy.models.llm import load_causal_lm
 
-    settings = KVBenchSettings(trace_tokens=trace_tokens, prompts=prompts, seed=seed,
+    settings = KVBenchSettings(trace_tokens=trace_tokens, prompts=prompts, seed=seed, model=model,
                                average_bits=parse_floats(average_bits, "--average-bits"),
                                agreement_tokens=agreement_tokens)
-    model, tokenizer = load_smollm2()
+    lm, tokenizer, description = load_causal_lm(model)
     with progress(not as_json) as reporter:
-        result = run_kv_bench(model, tokenizer, settings, reporter)
+        result = run_kv_bench(lm, tokenizer, settings, reporter, description)
     result["command"] = command_line()
-    write_and_show(result, render(result), COLUMNS, out / "kvquant_smollm2", "PM-KVQ at equal KV memory", as_json)
+    write_and_show(result, render(result), COLUMNS, out / result_name(model), "PM-KVQ at equal KV memory", as_json)
 

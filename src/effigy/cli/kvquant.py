@@ -9,8 +9,9 @@ import typer
 from effigy.cli import bench
 from effigy.cli._common import command_line, console, echo_json, progress
 
-app = typer.Typer(help="PM-KVQ: progressive mixed-precision KV cache for long generation (SmolLM2-135M).",
-                  no_args_is_help=True)
+app = typer.Typer(help="PM-KVQ: progressive mixed-precision KV cache for long generation (any causal LM; "
+                  "SmolLM2-135M ships).", no_args_is_help=True)
+MODEL_HELP = "Causal LM: smollm2 (shipped), a .gguf file or a local transformers folder."
 app.command("bench")(bench.bench_kvquant)
 
 
@@ -23,6 +24,7 @@ def kv_calibrate(
     length: int = typer.Option(256, min=16, help="Tokens per calibration sequence."),
     interpolate: bool = typer.Option(True, help="Stretch calibration positions to the target length."),
     group_size: int = typer.Option(32),
+    model_name: str = typer.Option("smollm2", "--model", help=MODEL_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Per-layer KV sensitivity (gradient-weighted) and the block-wise width allocation for a budget."""
@@ -30,9 +32,9 @@ def kv_calibrate(
     from effigy.kvcache.allocation import save_allocation
     from effigy.kvcache.calibrate import allocate_kv_bits, kv_sensitivity
     from effigy.kvcache.progressive import kv_geometry
-    from effigy.models.llm import load_smollm2
+    from effigy.models.llm import load_causal_lm
 
-    model, tokenizer = load_smollm2()
+    model, tokenizer, _ = load_causal_lm(model_name)
     _, kv_heads, head_dim = kv_geometry(model.config)
     data = calibration_text(model, tokenizer, sequences, length)
     stretch = max(1.0, target_length / length) if interpolate else 1.0
@@ -49,11 +51,12 @@ def kv_calibrate(
 
 @app.command("generate")
 def kv_generate(
-    prompt: str = typer.Option(..., help="User message for SmolLM2-135M-Instruct."),
+    prompt: str = typer.Option(..., help="User message (through the model's chat template, where it has one)."),
     budget_mb: float = typer.Option(4.0, help="Main KV-cache memory for all layers (MiB)."),
     allocation: Optional[Path] = typer.Option(None, help="kv_allocation.json from `effigy kvquant calibrate`."),
     max_new_tokens: int = typer.Option(256, min=1),
     window: int = typer.Option(128, min=0),
+    model_name: str = typer.Option("smollm2", "--model", help=MODEL_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Greedy generation with the progressive mixed-precision cache; prints text, bytes and widths."""
@@ -61,10 +64,10 @@ def kv_generate(
     from effigy.kvcache.allocation import read_allocation
     from effigy.kvcache.progressive import PMKVQCache
     from effigy.memory import held_bytes
-    from effigy.models.llm import load_smollm2
+    from effigy.models.llm import load_causal_lm
 
     kwargs = {} if allocation is None else read_allocation(allocation)
-    model, tokenizer = load_smollm2()
+    model, tokenizer, _ = load_causal_lm(model_name)
     cache = PMKVQCache(model, budget_mb, window=window, **kwargs)
     new, seconds = greedy(model, chat_ids(tokenizer, prompt), max_new_tokens, cache)
     text = tokenizer.decode(new[0], skip_special_tokens=True)
