@@ -55,12 +55,12 @@ def test_bench_quant_writes_json_markdown_and_grid(monkeypatch, capsys, tmp_path
                            "--sensitivity-steps", "1", "--mp-candidates", "4,8",
                            "--no-memory", "--bootstrap-resamples", "100", "--out", str(tmp_path), "--json")
     assert code == 0
-    result = json.loads((tmp_path / "quant_dit_digits.json").read_text())
+    result = json.loads((tmp_path / "quant/dit-digits/quant_dit_digits.json").read_text())
     names = [row["variant"] for row in result["rows"]]
     assert names[:3] == ["fp32", "naive-w8a8", "vidit-q-w8a8"] and names[3].endswith("-fbgemm")
     fast_w4 = fast_cpu_variant(get_recipe("vidit-q-w4a8")).name  # a7 without VNNI, a8 with it
     assert names[4:] == ["rtn-w4a8", "vidit-q-w4a8", fast_w4, "vidit-q-w4a8-ts", "vidit-q-w4a8-mp"]
-    allocation = json.loads((tmp_path / "quant_dit_digits_allocation.json").read_text())
+    allocation = json.loads((tmp_path / "quant/dit-digits/quant_dit_digits_allocation.json").read_text())
     assert sum(allocation["table"]["sizes"].values()) * 4 >= allocation["assignment"]["total_bits"]
     assert len(allocation["assignment"]["bits"]) == 42  # one width per linear layer (the default granularity)
     assert result["rows"][-1]["average_weight_bits"] <= 4.0 + 1e-9
@@ -77,9 +77,10 @@ def test_bench_quant_writes_json_markdown_and_grid(monkeypatch, capsys, tmp_path
     moved = sum(allocation["table"]["sizes"][g] * abs(b - 4) for g, b in allocation["assignment"]["bits"].items())
     if picked["max_moved"] is not None:  # the picked trust region holds
         assert moved <= picked["max_moved"] * sum(allocation["table"]["sizes"].values()) + 1
-    assert "## Mixed precision: trust region picked on a validation run" in (tmp_path / "quant_dit_digits.md").read_text()
-    assert "| variant |" in (tmp_path / "quant_dit_digits.md").read_text()
-    assert "rest in FP" in (tmp_path / "quant_dit_digits.md").read_text()
+    report = (tmp_path / "quant/dit-digits/quant_dit_digits.md").read_text()
+    assert "## Mixed precision: trust region picked on a validation run" in report
+    assert "| variant |" in report
+    assert "rest in FP" in report
     pairs = {(c["variant"], c["baseline"]): c["differences"] for c in result["comparisons"]}
     assert all(c["resamples"] == 100 and c["items"] == 20 for c in result["comparisons"])
     assert set(pairs) == {("vidit-q-w4a8-mp", "vidit-q-w4a8"), ("vidit-q-w8a8", "fp32"), ("vidit-q-w4a8", "fp32")}
@@ -89,8 +90,8 @@ def test_bench_quant_writes_json_markdown_and_grid(monkeypatch, capsys, tmp_path
     assert mp["psnr_vs_fp"]["difference"] == pytest.approx(rows["vidit-q-w4a8-mp"]["psnr_vs_fp"]
                                                            - rows["vidit-q-w4a8"]["psnr_vs_fp"], abs=1e-4)
     assert mp["fid_features"]["low"] <= mp["fid_features"]["difference"] <= mp["fid_features"]["high"]
-    assert "## Paired differences" in (tmp_path / "quant_dit_digits.md").read_text()
-    assert (tmp_path / "quant_dit_digits_grid.png").stat().st_size > 0
+    assert "## Paired differences" in (tmp_path / "quant/dit-digits/quant_dit_digits.md").read_text()
+    assert (tmp_path / "quant/dit-digits/quant_dit_digits_grid.png").stat().st_size > 0
 
 
 def test_demo_writes_grid_and_report(monkeypatch, capsys, tmp_path):
@@ -139,8 +140,8 @@ def test_bench_fastattn_writes_tables_and_pictures(monkeypatch, capsys, tmp_path
     assert [r["family"] for r in rows] == ["fp", "ditfastattn", "ditfastattn", "vidit-q-w8a8 + ditfastattn"]
     assert rows[2]["attention_flops_fraction"] <= rows[1]["attention_flops_fraction"] < 1
     for suffix in (".json", ".md", "_grid.png", "_plans.png"):
-        assert (tmp_path / f"fastattn_dit_digits{suffix}").exists()
-    assert "equal quality" in (tmp_path / "fastattn_dit_digits.md").read_text()
+        assert (tmp_path / f"fastattn/dit-digits/fastattn_dit_digits{suffix}").exists()
+    assert "equal quality" in (tmp_path / "fastattn/dit-digits/fastattn_dit_digits.md").read_text()
 
 
 def _mixed_allocation(tmp_path):
@@ -148,7 +149,8 @@ def _mixed_allocation(tmp_path):
     uniform W4: the bench keeps uniform when no allocation beats it on the validation run)."""
     from pathlib import Path
 
-    shipped = json.loads((Path(__file__).parents[1] / "benchmarks/results/quant_dit_digits_allocation.json").read_text())
+    results = Path(__file__).parents[1] / "benchmarks/results/quant/dit-digits"
+    shipped = json.loads((results / "quant_dit_digits_allocation.json").read_text())
     layers = sorted(shipped["assignment"]["bits"])
     shipped["assignment"]["bits"] = {name: (3, 4, 6, 8)[i % 4] for i, name in enumerate(layers)}
     path = tmp_path / "allocation.json"
@@ -215,12 +217,12 @@ def test_bench_quant_and_fastattn_on_the_text_to_image_model(monkeypatch, capsys
                          "--mp-max-moved", "inf", "--bootstrap-resamples", "100", "--out", str(tmp_path),
                          "--json")
     assert code == 0
-    result = json.loads((tmp_path / "quant_t2i_shapes.json").read_text())
+    result = json.loads((tmp_path / "quant/t2i-shapes/quant_t2i_shapes.json").read_text())
     assert result["settings"]["mp_max_moved"] == [None] and result["settings"]["sensitivity_metric"] == "propagated"
     assert result["allocation"]["validation"] is None  # one trust region: nothing to pick
     assert result["task_metric"] == "adherence" and all("clip_score" in row for row in result["rows"])
     assert {"adherence", "clip_score", "fid_features"} <= set(result["comparisons"][0]["differences"])
-    groups = json.loads((tmp_path / "quant_t2i_shapes_allocation.json").read_text())["table"]["metric"]
+    groups = json.loads((tmp_path / "quant/t2i-shapes/quant_t2i_shapes_allocation.json").read_text())["table"]["metric"]
     assert {"visual", "alignment"} == set(groups.values())  # cross-attention is scored by text alignment
     assert len(groups) == 18 and all(g.endswith(("attn1", "attn2", "ff")) for g in groups)  # 6 blocks x 3 kinds
     code, _, err = run_cli(monkeypatch, capsys, "bench", "quant", "--mp-granularity", "head", "--out", str(tmp_path))

@@ -18,7 +18,7 @@ from effigy.nn.quantize import quantize
 from effigy.recipes import fast_cpu_variant, get_recipe
 
 REPEATS = 5
-out = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/vnni")
+out = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/quant/dit-digits/vnni")
 settings = QuantBenchSettings(model="dit-digits", seed=0, measure_memory=False)
 world = load_suite(settings.model, settings)
 configs = [get_recipe(name) for name in ("vidit-q-w8a8", "vidit-q-w4a8")]

@@ -16,7 +16,7 @@ from effigy.nn.quantize import quantize
 from effigy.recipes import VIDIT_Q_GROUPS, get_recipe
 from effigy.recipes.mixed_precision import config_from_group_bits, read_group_bits
 
-OUT = Path("benchmarks/results/t2i_200_prompts")
+OUT = Path("benchmarks/results/quant/t2i-shapes/200-prompts")
 SEEDS, PER_CLASS = (2, 3), 10
 
 settings = QuantBenchSettings(model="t2i-shapes", seed=0, samples_per_class=20)

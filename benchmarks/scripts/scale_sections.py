@@ -1,7 +1,7 @@
 """The single-layer and KV sections of `effigy bench scale` on their own (without the DiT-XL/2 model
 section, whose variants at full size need more memory and time than one 2-core, 24 GB session gave).
 
-    python benchmarks/scripts/scale_sections.py    (writes benchmarks/results/scale/sections.{json,md})
+    python benchmarks/scripts/scale_sections.py    (writes benchmarks/results/scale/dit-xl-2/sections.{json,md})
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from effigy.bench.scale_report import KV_COLUMNS, KV_MEMORY_COLUMNS, LAYER_COLUM
 from effigy.evaluate.measure import machine_facts
 from effigy.evaluate.report import machine_line, markdown_table
 
-OUT = Path("benchmarks/results/scale")
+OUT = Path("benchmarks/results/scale/dit-xl-2")
 
 
 def main() -> None:

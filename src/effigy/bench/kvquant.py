@@ -75,10 +75,10 @@ class KVBenchSettings(SettingsRecord):
     seed: int = 0
 
 
-def result_name(model: str) -> str:
-    """``kvquant_<model>``: the shipped model's name, or a file or folder's stem."""
+def model_slug(model: str) -> str:
+    """The model's name in results paths: the shipped model's name, or a file or folder's stem."""
     stem = Path(model).stem if model.endswith(".gguf") or "/" in model else model
-    return "kvquant_" + re.sub(r"[^a-z0-9]+", "_", stem.lower()).strip("_")
+    return re.sub(r"[^a-z0-9.]+", "-", stem.lower()).strip("-")
 
 
 def chat_ids(tokenizer, text: str) -> torch.Tensor:

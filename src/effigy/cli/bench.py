@@ -1,4 +1,4 @@
-"""``effigy bench ...``: every benchmark writes JSON + Markdown under benchmarks/results/."""
+"""``effigy bench ...``: every benchmark writes JSON + Markdown under benchmarks/results/<bench>/<model>/."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,9 +19,16 @@ from effigy.cli._common import (
 
 app = typer.Typer(help="Benchmarks that write JSON + Markdown under benchmarks/results/.", no_args_is_help=True)
 RESULTS = Path("benchmarks/results")
+OUT_HELP = "Results root: files go to <root>/<bench>/<model>/."
 
 
-def run_quant(settings, out: Path, stem: str, as_json: bool, renames: dict[str, str] | None = None) -> dict:
+def results_stem(out: Path, bench: str, model: str, name: str | None = None) -> Path:
+    """``<out>/<bench>/<model>/<name>``: where one bench run on one model writes its files."""
+    slug = model.replace("-", "_")
+    return out / bench / model / (name or f"{bench}_{slug}")
+
+
+def run_quant(settings, stem: Path, as_json: bool, renames: dict[str, str] | None = None) -> dict:
     """The quantization bench (``bench quant`` and ``demo``): run, write its files (renamed per ``renames``,
     e.g. {"json": "results.json"}), print."""
     from effigy.bench.quant import run_quant_bench
@@ -29,9 +36,9 @@ def run_quant(settings, out: Path, stem: str, as_json: bool, renames: dict[str, 
 
     with progress(not as_json) as reporter:
         result = run_quant_bench(settings, reporter)
-    paths = write_quant_report(result, out, stem, command_line())
+    paths = write_quant_report(result, stem.parent, stem.name, command_line())
     for kind, name in (renames or {}).items():
-        paths[kind] = paths[kind].replace(out / name)
+        paths[kind] = paths[kind].replace(stem.parent / name)
     show({"rows": result["rows"]}, KEY_COLUMNS, f"{result['model']}: FP vs quantized (seed {settings.seed})", paths,
          as_json)
     return paths
@@ -59,7 +66,7 @@ def bench_quant(
                                        "group (attn1 / attn2 / ff / norm1)."),
     bootstrap_resamples: int = typer.Option(1000, min=100, help="Resamples of the paired bootstrap intervals "
                                             "(MP vs uniform W4A8, W8A8 / W4A8 vs FP)."),
-    out: Path = typer.Option(RESULTS),
+    out: Path = typer.Option(RESULTS, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """FP, naive W8A8, ViDiT-Q W8A8 (+ its fbgemm run), RTN W4A8, ViDiT-Q W4A8 and W4A8-MP on a shipped model."""
@@ -74,17 +81,18 @@ def bench_quant(
         mp_granularity=check_choice(mp_granularity, GRANULARITIES, "--mp-granularity"),
         mp_around=check_choice(mp_around, AROUND, "--mp-around"), mp_max_moved=parse_trust_regions(mp_max_moved),
         bootstrap_resamples=bootstrap_resamples)
-    run_quant(settings, out, f"quant_{model.replace('-', '_')}", as_json)
+    run_quant(settings, results_stem(out, "quant", model), as_json)
 
 
 @app.command("kernels")
-def bench_kernels(seed: int = typer.Option(0), out: Path = typer.Option(RESULTS),
+def bench_kernels(seed: int = typer.Option(0), out: Path = typer.Option(RESULTS, help=OUT_HELP),
                   as_json: bool = typer.Option(False, "--json")) -> None:
     """fp32 vs torch._int_mm vs fbgemm int8 GEMM on the digits DiT's layer shapes (exactness checked)."""
     from effigy.bench.kernels import KERNEL_COLUMNS, render, run_kernel_bench
 
     result = {**run_kernel_bench(seed=seed), "command": command_line()}
-    write_and_show(result, render(result), KERNEL_COLUMNS, out / "kernels", "integer matmul paths", as_json)
+    stem = results_stem(out, "kernels", "layer-shapes", "kernels")
+    write_and_show(result, render(result), KERNEL_COLUMNS, stem, "integer matmul paths", as_json)
 
 
 @app.command("scale")
@@ -97,7 +105,7 @@ def bench_scale(
     repeats: int = typer.Option(3, min=1, max=50),
     memory: bool = typer.Option(True, help="Peak RSS in a fresh process per variant."),
     seed: int = typer.Option(0, min=0, max=2**31 - 1),
-    out: Path = typer.Option(RESULTS),
+    out: Path = typer.Option(RESULTS, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The recipes at DiT-XL/2 size (random weights): speed, bytes held and peak RSS; KV caches at 2k-32k."""
@@ -112,7 +120,7 @@ def bench_scale(
     with progress(not as_json) as reporter:
         result = run_scale_bench(settings, reporter, parse_counts(layer_tokens, "--layer-tokens"), kv)
     result["command"] = command_line()
-    write_and_show(result, render_scale(result, result["command"]), MODEL_COLUMNS, out / "scale",
+    write_and_show(result, render_scale(result, result["command"]), MODEL_COLUMNS, results_stem(out, "scale", "dit-xl-2", "scale"),
                    "recipes at DiT-XL/2 size (random weights)", as_json)
 
 
@@ -122,7 +130,7 @@ def bench_t2i_scorers(
     steps: int = typer.Option(20, min=1, max=50),
     guidance: float = typer.Option(4.0, min=0.0),
     seed: int = typer.Option(0),
-    out: Path = typer.Option(RESULTS),
+    out: Path = typer.Option(RESULTS, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Do the attribute checker and the CLIP-score stand-in rank degraded variants alike (Kendall tau)?"""
@@ -133,7 +141,8 @@ def bench_t2i_scorers(
     with progress(not as_json) as reporter:
         result = run_scorer_agreement(suite, prompts, steps, guidance, seed, reporter)
     result.update(command=command_line(), seed=seed, prompts=prompts)
-    write_and_show(result, render_scorer_agreement(result), SCORER_COLUMNS, out / "t2i_scorer_agreement",
+    write_and_show(result, render_scorer_agreement(result), SCORER_COLUMNS,
+                   results_stem(out, "t2i-scorers", "t2i-shapes", "t2i_scorer_agreement"),
                    f"Kendall tau = {result['kendall_tau']:.3f}", as_json)
 
 
@@ -147,7 +156,7 @@ def bench_fastattn(
     seed: int = typer.Option(0),
     peers: bool = typer.Option(True, help="Also run diffusers' PAB, FasterCache, FirstBlockCache, TaylorSeer and "
                                "MagCache hooks."),
-    out: Path = typer.Option(RESULTS),
+    out: Path = typer.Option(RESULTS, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """DiTFastAttn threshold sweep vs diffusers cache hooks: attention FLOPs, latency, quality vs FP."""
@@ -159,7 +168,8 @@ def bench_fastattn(
                                      seed=seed, peers=FastAttnBenchSettings.peers if peers else ())
     with progress(not as_json) as reporter:
         result = run_fastattn_bench(settings, reporter)
-    paths = write_fastattn_report(result, out, f"fastattn_{model.replace('-', '_')}", command_line())
+    stem = results_stem(out, "fastattn", model)
+    paths = write_fastattn_report(result, stem.parent, stem.name, command_line())
     show({"rows": result["rows"]}, COLUMNS, f"{model}: DiTFastAttn and diffusers hooks (seed {seed})", paths, as_json)
 
 
@@ -173,11 +183,11 @@ def bench_kvquant(
     seed: int = typer.Option(0),
     model: str = typer.Option("smollm2", help="Causal LM: smollm2 (shipped), a .gguf file or a local transformers "
                               "folder."),
-    out: Path = typer.Option(RESULTS),
+    out: Path = typer.Option(RESULTS, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """PM-KVQ vs FP16, RTN, KIVI-style and its ablations at equal KV memory on a causal LM (SmolLM2-135M)."""
-    from effigy.bench.kvquant import COLUMNS, KVBenchSettings, render, result_name, run_kv_bench
+    from effigy.bench.kvquant import COLUMNS, KVBenchSettings, model_slug, render, run_kv_bench
     from effigy.models.llm import load_causal_lm
 
     settings = KVBenchSettings(trace_tokens=trace_tokens, prompts=prompts, seed=seed, model=model,
@@ -187,5 +197,6 @@ def bench_kvquant(
     with progress(not as_json) as reporter:
         result = run_kv_bench(lm, tokenizer, settings, reporter, description)
     result["command"] = command_line()
-    write_and_show(result, render(result), COLUMNS, out / result_name(model), "PM-KVQ at equal KV memory", as_json)
+    stem = results_stem(out, "kvquant", model_slug(model))
+    write_and_show(result, render(result), COLUMNS, stem, "PM-KVQ at equal KV memory", as_json)
 

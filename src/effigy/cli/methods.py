@@ -33,7 +33,7 @@ def demo(
 
     settings = QuantBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,
                                   recipes=("naive-w8a8", "vidit-q-w8a8", "rtn-w4a8", "vidit-q-w4a8"), peer=False)
-    run_quant(settings, out, "report", as_json, renames={"grid": "grid.png", "json": "results.json"})
+    run_quant(settings, out / "report", as_json, renames={"grid": "grid.png", "json": "results.json"})
 
 
 def quantize_cmd(
@@ -124,7 +124,7 @@ def evaluate_t2i(
     split: str = typer.Option("heldout", help="Prompt split: heldout (unseen colour-shape pairs) or train."),
     seed: int = typer.Option(0),
     grid: bool = typer.Option(False, "--grid", help="Also write a PNG of prompts and images."),
-    out: Path = typer.Option(Path("benchmarks/results")),
+    out: Path = typer.Option(Path("benchmarks/results"), help="Results root: files go to <root>/evaluate-t2i/<model>/."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Per-prompt adherence (attribute checker) and CLIP-score stand-in, plus FID on checker features."""
@@ -137,7 +137,7 @@ def evaluate_t2i(
     with progress(not as_json) as reporter:
         result = run_t2i_eval(suite, prompts, steps, guidance, seed, split, reporter)
     settings = {"model": model, "prompts": prompts, "steps": steps, "guidance": guidance, "split": split, "seed": seed}
-    paths = write_t2i_report(result, settings, out, command_line(), grid)
+    paths = write_t2i_report(result, settings, out / "evaluate-t2i" / model, command_line(), grid)
     if as_json:
         echo_json({"summary": result["summary"], "rows": result["rows"]})
         return

@@ -186,5 +186,5 @@ def _config_for(float_model: nn.Module, recipe: str, allocation: Path | None) ->
 
     if recipe in MIXED_PRECISION_RECIPES and allocation is None:
         raise QuantizationError(f"{recipe} needs --allocation FILE: the per-group widths chosen by `effigy bench "
-                                "quant` (e.g. benchmarks/results/quant_dit_digits_allocation.json).")
+                                "quant` (e.g. benchmarks/results/quant/dit-digits/quant_dit_digits_allocation.json).")
     return get_recipe(recipe) if allocation is None else config_from_allocation_file(float_model, recipe, allocation)
