@@ -15,6 +15,13 @@ def run(model, seed=0):
     return model(x, timestep=torch.tensor([10, 500, 10, 500]), class_labels=torch.tensor([1, 2, 10, 10])).sample
 
 
+def _redigest(folder):
+    """Re-record the digest after a test edits a checkpoint on purpose, to reach the checks behind it."""
+    from effigy.checkpoint.integrity import write_digest
+
+    write_digest(folder, [p.name for p in folder.iterdir() if p.name != "checkpoint_digest.json"])
+
+
 def calib(model):
     for seed in range(2):
         run(model, seed)
@@ -66,6 +73,11 @@ def test_corrupt_safetensors_gets_a_clear_error(tiny_dit, tmp_path):
     effigy.save(effigy.quantize(tiny_dit, get_recipe("vidit-q-w8a8")), tmp_path)
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="does not match the checkpoint's digest"):
+        effigy.load(tmp_path)
+    from effigy.checkpoint.integrity import write_digest
+
+    write_digest(tmp_path, ["config.json", "model.safetensors", "quantization_config.json"])  # past the digest
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         effigy.load(tmp_path)
 
@@ -75,6 +87,9 @@ def test_checkpoint_from_another_recipe_is_a_mismatch(tiny_dit, tmp_path):
     config = QuantConfig.from_dict(json.loads((tmp_path / "quantization_config.json").read_text()))
     config = dataclasses.replace(config, weight=effigy.QuantSpec(bits=4, granularity="channel"))
     (tmp_path / "quantization_config.json").write_text(json.dumps(config.to_dict()))
+    with pytest.raises(CheckpointError, match="does not match the checkpoint's digest"):
+        effigy.load(tmp_path)
+    _redigest(tmp_path)  # as if written so: the weights' header still disagrees with the 4-bit config
     with pytest.raises(CheckpointError, match="do not match the model"):
         effigy.load(tmp_path)
 
@@ -84,6 +99,7 @@ def test_unknown_model_class_is_refused(tmp_path, tiny_dit):
     config = json.loads((tmp_path / "config.json").read_text())
     config["_class_name"] = "os.system"
     (tmp_path / "config.json").write_text(json.dumps(config))
+    _redigest(tmp_path)
     with pytest.raises(CheckpointError, match="not a diffusers model"):
         effigy.load(tmp_path)
 

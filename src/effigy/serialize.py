@@ -81,3 +81,33 @@ def _typed(hint: Any, value: Any, error: type[EffigyError]) -> Any:
 
 def _is_union(hint: Any) -> bool:
     return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def read_json_file(path: Any, what: str, error: type[EffigyError] = EffigyError) -> Any:
+    """The JSON data of ``path``, or one short line naming the file and what it should have been: a missing
+    file, a folder, binary or non-JSON content all end here (never a decoder traceback or a quoted blob).
+
+    Args:
+        path: the file.
+        what: what the file should be ("an allocation from `effigy kvquant calibrate`").
+        error: the :class:`EffigyError` subclass to raise.
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise error(f"no file at {path}: pass {what}.")
+    if not path.is_file():
+        raise error(f"{path} is not a file: pass {what}.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as problem:
+        reason = problem.strerror if isinstance(problem, OSError) else type(problem).__name__
+        raise error(f"{path} is not {what} (unreadable as JSON: {reason}).") from None
+
+
+def require(condition: bool, path: Any, rule: str, error: type[EffigyError] = EffigyError) -> None:
+    """One schema rule of a file: ``rule`` names the field and what it must be."""
+    if not condition:
+        raise error(f"{path}: {rule}.")

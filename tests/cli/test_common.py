@@ -60,3 +60,18 @@ def test_zoo_train_writes_outside_the_package_by_default(monkeypatch, capsys, tm
         cli.main()
     assert (exit_info.value.code or 0) == 0
     assert (tmp_path / "zoo_weights" / "digits-classifier.safetensors").exists() and read_manifest() == before
+
+
+def test_results_default_to_a_fresh_run_folder_never_the_committed_results(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from effigy.cli._common import fresh_run_folder
+    from effigy.cli.bench import results_stem
+
+    monkeypatch.chdir(tmp_path)
+    first = results_stem(None, "quant", "dit-digits")
+    assert first.parts[0] == "runs" and first.parts[-3:] == ("quant", "dit-digits", "quant_dit_digits")
+    first.parent.mkdir(parents=True)
+    assert fresh_run_folder() != first.parents[2]  # an existing run folder is never reused
+    committed = results_stem(Path("benchmarks/results"), "fastattn", "t2i-shapes")
+    assert committed == Path("benchmarks/results/fastattn/t2i-shapes/fastattn_t2i_shapes")

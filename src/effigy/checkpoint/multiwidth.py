@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from effigy.checkpoint.files import read_json, read_safetensors, require_safetensors
-from effigy.checkpoint.quantized import load_state_strictly, model_from_config
+from effigy.checkpoint.integrity import verify_digest, write_digest
+from effigy.checkpoint.quantized import MODEL_CONFIG_NAME, load_state_strictly, model_from_config
 from effigy.errors import CheckpointError, QuantizationError
 from effigy.nn import QuantConfig, find_targets
 from effigy.nn.quantize import balance_divisors, quantize, quantized_skeleton
@@ -50,6 +51,7 @@ def save_multiwidth(model: nn.Module, config: QuantConfig, directory: str | Path
     model.save_config(directory)
     (directory / MULTIWIDTH_CONFIG).write_text(json.dumps({"widths": sorted(widths), "base": config.to_dict()}, indent=2))
     save_file(tensors, str(directory / MULTIWIDTH_WEIGHTS), metadata={"format": "effigy-multiwidth"})
+    write_digest(directory, [MODEL_CONFIG_NAME, MULTIWIDTH_CONFIG, MULTIWIDTH_WEIGHTS])
     return directory
 
 
@@ -59,6 +61,7 @@ def multiwidth_info(directory: str | Path) -> tuple[QuantConfig, list[int]]:
     if not path.exists():
         raise CheckpointError(f"{directory} is not a multi-width checkpoint (no {MULTIWIDTH_CONFIG}); "
                               "write one with save_multiwidth or `effigy quantize --widths 4,6,8`.")
+    verify_digest(Path(directory), [MODEL_CONFIG_NAME, MULTIWIDTH_CONFIG, MULTIWIDTH_WEIGHTS])
     data = read_json(path)
     return QuantConfig.from_dict(data["base"]), list(data["widths"])
 

@@ -15,6 +15,14 @@ import torch
 from torch import nn
 
 from effigy.checkpoint.files import read_json, read_safetensors, require_safetensors
+from effigy.checkpoint.integrity import (
+    check_finite,
+    check_layout,
+    meta_state,
+    stored_layout,
+    verify_digest,
+    write_digest,
+)
 from effigy.errors import CheckpointError
 from effigy.nn.config import QuantConfig
 from effigy.nn.quantize import CONFIG_ATTR, quantized_skeleton
@@ -69,19 +77,38 @@ def save(model: nn.Module, directory: str | Path) -> Path:
         quant_file.unlink()
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "effigy"})
+    write_digest(directory, [MODEL_CONFIG_NAME, WEIGHTS_NAME] + ([QUANT_CONFIG_NAME] if config is not None else []))
     return directory
 
 
 def load(directory: str | Path) -> nn.Module:
-    """Rebuild a model saved by :func:`save`: float or quantized, exactly as it was saved."""
+    """Rebuild a model saved by :func:`save`: float or quantized, exactly as it was saved.
+
+    Before anything is built, every file is checked against the checkpoint's digest and the weights' header
+    against the model the configs describe (see :mod:`effigy.checkpoint.integrity`).
+
+    Args:
+        directory: the folder :func:`save` wrote.
+    Returns:
+        The model in eval mode.
+    """
     directory = Path(directory)
     weights = _checked_weights_file(directory)
-    model = model_from_config(directory)
     quant_file = directory / QUANT_CONFIG_NAME
-    if quant_file.exists():
-        quantized_skeleton(model, QuantConfig.from_dict(read_json(quant_file)))
-    load_state_strictly(model, read_safetensors(weights))
+    verify_digest(directory, [MODEL_CONFIG_NAME, WEIGHTS_NAME] + ([QUANT_CONFIG_NAME] if quant_file.exists() else []))
+    config = QuantConfig.from_dict(read_json(quant_file)) if quant_file.exists() else None
+    build = lambda: _skeleton(directory, config)
+    check_layout(meta_state(build), stored_layout(weights))
+    state = read_safetensors(weights)
+    check_finite(state)
+    model = build()
+    load_state_strictly(model, state)
     return model.eval()
+
+
+def _skeleton(directory: Path, config: QuantConfig | None) -> nn.Module:
+    model = model_from_config(directory)
+    return model if config is None else quantized_skeleton(model, config)
 
 
 def _checked_weights_file(directory: Path) -> Path:
@@ -114,4 +141,8 @@ def load_state_strictly(model: nn.Module, state: dict[str, torch.Tensor]) -> Non
             "the weights do not match the model described by the checkpoint's configs (" + "; ".join(parts) + "). "
             "Was the file saved from a different model or recipe?"
         )
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    wrong_dtype = [k for k in expected if state[k].dtype != expected[k].dtype]
+    if wrong_dtype:
+        raise CheckpointError(f"tensor {wrong_dtype[0]} is stored as {state[wrong_dtype[0]].dtype}, the model holds "
+                              f"{expected[wrong_dtype[0]].dtype}; the checkpoint is damaged (no silent conversion).")
+    model.load_state_dict(state)

@@ -14,6 +14,8 @@ from effigy.cli import bench, kvquant, methods, zoo
 from effigy.cli._common import console
 from effigy.errors import EffigyError
 
+# the click that typer runs on (its own copy): usage errors become effigy's one-line errors below
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 app = typer.Typer(help="effigy: compress generative models, evaluate them cheaply, detect what they produce.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 methods.register(app)
@@ -30,9 +32,25 @@ def _options(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log th
 
 
 def main() -> None:
+    """Run the app; a bad option or input is one line on stderr and exit code 2, Ctrl-C exit code 130."""
     quiet_third_party_imports()
     try:
-        app()
+        code = app(standalone_mode=False)
     except EffigyError as error:
-        console.print(f"[red]error:[/red] {error}", soft_wrap=True, markup=True)
-        raise SystemExit(2) from None
+        _fail(str(error))
+    except ClickException as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # the help was shown: not an error
+            raise SystemExit(0) from None
+        ctx = getattr(error, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        _fail(f"{error.format_message()}{where}")
+    except (typer.Abort, KeyboardInterrupt):
+        raise SystemExit(130) from None
+    except typer.Exit as done:
+        raise SystemExit(done.exit_code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {' '.join(message.split())}", soft_wrap=True, markup=True)
+    raise SystemExit(2) from None

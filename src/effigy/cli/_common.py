@@ -123,9 +123,10 @@ def parse_bits(text: str, option: str = "--mp-candidates") -> tuple[int, ...]:
     return tuple(sorted(set(bits)))
 
 
-def parse_floats(text: str, option: str) -> tuple[float, ...]:
-    return tuple(parse_list(text, option, float, lambda v: v >= 0, "0.05,0.1,0.2",  # NaN fails v >= 0 too
-                            "give one or more non-negative numbers"))
+def parse_floats(text: str, option: str, allow_inf: bool = False) -> tuple[float, ...]:
+    """Non-negative numbers (NaN fails ``v >= 0``); ``inf`` only where it means "no limit"."""
+    return tuple(parse_list(text, option, float, lambda v: v >= 0 and (allow_inf or math.isfinite(v)),
+                            "0.05,0.1,0.2", "give one or more non-negative finite numbers"))
 
 
 def parse_counts(text: str, option: str, allow_empty: bool = True) -> tuple[int, ...]:
@@ -136,7 +137,7 @@ def parse_counts(text: str, option: str, allow_empty: bool = True) -> tuple[int,
 
 
 def parse_trust_regions(text: str) -> tuple[float | None, ...]:
-    regions = parse_floats(text, "--mp-max-moved")
+    regions = parse_floats(text, "--mp-max-moved", allow_inf=True)
     return tuple(None if math.isinf(r) else r for r in regions)
 
 
@@ -144,3 +145,52 @@ def check_choice(value: str, choices, option: str) -> str:
     if value not in choices:
         raise EffigyError(f"{option} {value!r}: choose one of {', '.join(choices)}.")
     return value
+
+
+RUNS = Path("runs")
+
+
+def fresh_run_folder() -> Path:
+    """``runs/<date>-<time>[-n]``, not yet existing: the default output of benches and evaluations."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder, n = RUNS / stamp, 1
+    while folder.exists():
+        folder, n = RUNS / f"{stamp}-{n}", n + 1
+    return folder
+
+
+def finite(value: float | None) -> float | None:
+    """Option callback: nan and inf are not numbers a user means (a nan budget would silently mean none)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter("give a finite number (not nan or inf)")
+    return value
+
+
+def positive(value: float | None) -> float | None:
+    """Option callback: a finite number above zero (a budget, a size)."""
+    if finite(value) is not None and value <= 0:
+        raise typer.BadParameter("give a number above 0")
+    return value
+
+
+def writable_folder(path: Path, option: str = "--out") -> Path:
+    """``path`` as an output folder, checked before any work: creatable, a folder, and writable."""
+    if path.exists() and not path.is_dir():
+        raise EffigyError(f"{option} {path} is a file, not a folder; pass a folder to write into.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".effigy-write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise EffigyError(f"{option} {path} cannot be written ({error.strerror or error}); pass a writable folder.") \
+            from None
+    return path
+
+
+def writable_file(path: Path, option: str = "--out") -> Path:
+    """``path`` as an output file, checked before any work: not a folder, in a writable folder."""
+    if path.is_dir():
+        raise EffigyError(f"{option} {path} is a folder; pass a file name to write.")
+    writable_folder(path.parent if str(path.parent) else Path("."), option)
+    return path

@@ -2,30 +2,36 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from effigy.cli._common import (
     check_choice,
     command_line,
+    finite,
+    fresh_run_folder,
     parse_bits,
     parse_counts,
     parse_floats,
     parse_trust_regions,
     progress,
     show,
+    writable_folder,
     write_and_show,
 )
 
 app = typer.Typer(help="Benchmarks that write JSON + Markdown under benchmarks/results/.", no_args_is_help=True)
-RESULTS = Path("benchmarks/results")
-OUT_HELP = "Results root: files go to <root>/<bench>/<model>/."
+OUT_HELP = ("Results root: files go to <root>/<bench>/<model>/. Default: a fresh folder under runs/; the committed "
+            "results are written with --out benchmarks/results.")
 
 
-def results_stem(out: Path, bench: str, model: str, name: str | None = None) -> Path:
-    """``<out>/<bench>/<model>/<name>``: where one bench run on one model writes its files."""
+def results_stem(out: Path | None, bench: str, model: str, name: str | None = None) -> Path:
+    """``<out>/<bench>/<model>/<name>``: where one bench run on one model writes its files (``out`` None: a fresh
+    run folder, so a quick check never overwrites committed results)."""
     slug = model.replace("-", "_")
-    return out / bench / model / (name or f"{bench}_{slug}")
+    folder = writable_folder((out or fresh_run_folder()) / bench / model)  # checked before the work, not after
+    return folder / (name or f"{bench}_{slug}")
 
 
 def run_quant(settings, stem: Path, as_json: bool, renames: dict[str, str] | None = None) -> dict:
@@ -47,11 +53,11 @@ def run_quant(settings, stem: Path, as_json: bool, renames: dict[str, str] | Non
 @app.command("quant")
 def bench_quant(
     model: str = typer.Option("dit-digits", help="Shipped model: dit-digits or t2i-shapes."),
-    samples_per_class: int = typer.Option(50, min=2),
+    samples_per_class: int = typer.Option(50, min=2, max=1000),
     steps: int = typer.Option(20, min=1, max=200),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1),
     memory: bool = typer.Option(True, help="Measure peak memory in a fresh process per variant (~10 s each)."),
-    mp_bits: float = typer.Option(4.0, help="Average weight bits the mixed-precision allocation may spend."),
+    mp_bits: float = typer.Option(4.0, help="Average weight bits the mixed-precision allocation may spend.", callback=finite),
     sensitivity_steps: int = typer.Option(10, min=1, max=50, help="Sampling steps of each sensitivity run."),
     mp_candidates: str = typer.Option("3,4,6,8", help="Candidate weight bit-widths of the mixed-precision search."),
     sensitivity_metric: str = typer.Option("denoiser", help="denoiser: errors of the replayed FP denoiser calls; "
@@ -66,7 +72,7 @@ def bench_quant(
                                        "group (attn1 / attn2 / ff / norm1)."),
     bootstrap_resamples: int = typer.Option(1000, min=100, help="Resamples of the paired bootstrap intervals "
                                             "(MP vs uniform W4A8, W8A8 / W4A8 vs FP)."),
-    out: Path = typer.Option(RESULTS, help=OUT_HELP),
+    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """FP, naive W8A8, ViDiT-Q W8A8 (+ its fbgemm run), RTN W4A8, ViDiT-Q W4A8 and W4A8-MP on a shipped model."""
@@ -85,13 +91,14 @@ def bench_quant(
 
 
 @app.command("kernels")
-def bench_kernels(seed: int = typer.Option(0), out: Path = typer.Option(RESULTS, help=OUT_HELP),
+def bench_kernels(seed: int = typer.Option(0, min=0, max=2**31 - 1),
+                  out: Optional[Path] = typer.Option(None, help=OUT_HELP),
                   as_json: bool = typer.Option(False, "--json")) -> None:
     """fp32 vs torch._int_mm vs fbgemm int8 GEMM on the digits DiT's layer shapes (exactness checked)."""
     from effigy.bench.kernels import KERNEL_COLUMNS, render, run_kernel_bench
 
-    result = {**run_kernel_bench(seed=seed), "command": command_line()}
     stem = results_stem(out, "kernels", "layer-shapes", "kernels")
+    result = {**run_kernel_bench(seed=seed), "command": command_line()}
     write_and_show(result, render(result), KERNEL_COLUMNS, stem, "integer matmul paths", as_json)
 
 
@@ -105,7 +112,7 @@ def bench_scale(
     repeats: int = typer.Option(3, min=1, max=50),
     memory: bool = typer.Option(True, help="Peak RSS in a fresh process per variant."),
     seed: int = typer.Option(0, min=0, max=2**31 - 1),
-    out: Path = typer.Option(RESULTS, help=OUT_HELP),
+    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The recipes at DiT-XL/2 size (random weights): speed, bytes held and peak RSS; KV caches at 2k-32k."""
@@ -117,46 +124,48 @@ def bench_scale(
                                   measure_memory=memory, seed=seed, variants=chosen_variants(variants))
     lengths = parse_counts(kv_lengths, "--kv-lengths")
     kv = KVScaleSettings(lengths=lengths, seed=seed) if lengths else None
+    layers = parse_counts(layer_tokens, "--layer-tokens")
+    stem = results_stem(out, "scale", "dit-xl-2", "scale")
     with progress(not as_json) as reporter:
-        result = run_scale_bench(settings, reporter, parse_counts(layer_tokens, "--layer-tokens"), kv)
+        result = run_scale_bench(settings, reporter, layers, kv)
     result["command"] = command_line()
-    write_and_show(result, render_scale(result, result["command"]), MODEL_COLUMNS, results_stem(out, "scale", "dit-xl-2", "scale"),
+    write_and_show(result, render_scale(result, result["command"]), MODEL_COLUMNS, stem,
                    "recipes at DiT-XL/2 size (random weights)", as_json)
 
 
 @app.command("t2i-scorers")
 def bench_t2i_scorers(
-    prompts: int = typer.Option(60, min=6),
+    prompts: int = typer.Option(60, min=6, max=10000),
     steps: int = typer.Option(20, min=1, max=50),
-    guidance: float = typer.Option(4.0, min=0.0),
-    seed: int = typer.Option(0),
-    out: Path = typer.Option(RESULTS, help=OUT_HELP),
+    guidance: float = typer.Option(4.0, min=0.0, callback=finite),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Do the attribute checker and the CLIP-score stand-in rank degraded variants alike (Kendall tau)?"""
     from effigy.evaluate.t2i import T2ISuite, run_scorer_agreement
     from effigy.evaluate.t2i_report import SCORER_COLUMNS, render_scorer_agreement
 
+    stem = results_stem(out, "t2i-scorers", "t2i-shapes", "t2i_scorer_agreement")
     suite = T2ISuite.load()
     with progress(not as_json) as reporter:
         result = run_scorer_agreement(suite, prompts, steps, guidance, seed, reporter)
     result.update(command=command_line(), seed=seed, prompts=prompts)
-    write_and_show(result, render_scorer_agreement(result), SCORER_COLUMNS,
-                   results_stem(out, "t2i-scorers", "t2i-shapes", "t2i_scorer_agreement"),
-                   f"Kendall tau = {result['kendall_tau']:.3f}", as_json)
+    title = f"Kendall tau = {result['kendall_tau']:.3f}"
+    write_and_show(result, render_scorer_agreement(result), SCORER_COLUMNS, stem, title, as_json)
 
 
 @app.command("fastattn")
 def bench_fastattn(
     model: str = typer.Option("dit-digits", help="Shipped model: dit-digits or t2i-shapes."),
     thresholds: str = typer.Option("0.025,0.05,0.1,0.2,0.4", help="DiTFastAttn search thresholds to sweep."),
-    window: float = typer.Option(0.125, help="Window as a fraction of the token count."),
-    samples_per_class: int = typer.Option(10, min=1),
+    window: float = typer.Option(0.125, help="Window as a fraction of the token count.", callback=finite),
+    samples_per_class: int = typer.Option(10, min=1, max=1000),
     steps: int = typer.Option(20, min=2, max=50),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1),
     peers: bool = typer.Option(True, help="Also run diffusers' PAB, FasterCache, FirstBlockCache, TaylorSeer and "
                                "MagCache hooks."),
-    out: Path = typer.Option(RESULTS, help=OUT_HELP),
+    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """DiTFastAttn threshold sweep vs diffusers cache hooks: attention FLOPs, latency, quality vs FP."""
@@ -166,24 +175,24 @@ def bench_fastattn(
     settings = FastAttnBenchSettings(model=model, thresholds=parse_floats(thresholds, "--thresholds"),
                                      window_fraction=window, samples_per_class=samples_per_class, steps=steps,
                                      seed=seed, peers=FastAttnBenchSettings.peers if peers else ())
+    stem = results_stem(out, "fastattn", model)
     with progress(not as_json) as reporter:
         result = run_fastattn_bench(settings, reporter)
-    stem = results_stem(out, "fastattn", model)
     paths = write_fastattn_report(result, stem.parent, stem.name, command_line())
     show({"rows": result["rows"]}, COLUMNS, f"{model}: DiTFastAttn and diffusers hooks (seed {seed})", paths, as_json)
 
 
 @app.command("kvquant")
 def bench_kvquant(
-    trace_tokens: int = typer.Option(2048, min=32, help="Length of each FP chain-of-thought trace."),
+    trace_tokens: int = typer.Option(2048, min=32, max=131072, help="Length of each FP chain-of-thought trace."),
     prompts: int = typer.Option(2, min=1, max=4),
     average_bits: str = typer.Option("4,6", help="Budgets as average stored bits per KV element (scales, fp16 "
                                      "window and sink included)."),
-    agreement_tokens: int = typer.Option(128, min=8),
-    seed: int = typer.Option(0),
+    agreement_tokens: int = typer.Option(128, min=8, max=131072),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1),
     model: str = typer.Option("smollm2", help="Causal LM: smollm2 (shipped), a .gguf file or a local transformers "
                               "folder."),
-    out: Path = typer.Option(RESULTS, help=OUT_HELP),
+    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """PM-KVQ vs FP16, RTN, KIVI-style and its ablations at equal KV memory on a causal LM (SmolLM2-135M)."""
@@ -193,10 +202,10 @@ def bench_kvquant(
     settings = KVBenchSettings(trace_tokens=trace_tokens, prompts=prompts, seed=seed, model=model,
                                average_bits=parse_floats(average_bits, "--average-bits"),
                                agreement_tokens=agreement_tokens)
+    stem = results_stem(out, "kvquant", model_slug(model))
     lm, tokenizer, description = load_causal_lm(model)
     with progress(not as_json) as reporter:
         result = run_kv_bench(lm, tokenizer, settings, reporter, description)
     result["command"] = command_line()
-    stem = results_stem(out, "kvquant", model_slug(model))
     write_and_show(result, render(result), COLUMNS, stem, "PM-KVQ at equal KV memory", as_json)
 

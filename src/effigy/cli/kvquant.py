@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from effigy.cli import bench
-from effigy.cli._common import command_line, console, echo_json, progress
+from effigy.cli._common import command_line, console, echo_json, positive, progress, writable_file
 
 app = typer.Typer(help="PM-KVQ: progressive mixed-precision KV cache for long generation (any causal LM; "
                   "SmolLM2-135M ships).", no_args_is_help=True)
@@ -17,13 +17,14 @@ app.command("bench")(bench.bench_kvquant)
 
 @app.command("calibrate")
 def kv_calibrate(
-    budget_mb: float = typer.Option(..., help="Main KV-cache memory for all layers at the target length (MiB)."),
-    target_length: int = typer.Option(2048, min=16, help="Sequence length the budget is planned for."),
+    budget_mb: float = typer.Option(..., callback=positive,
+                                    help="Main KV-cache memory for all layers at the target length (MiB)."),
+    target_length: int = typer.Option(2048, min=16, max=1048576, help="Sequence length the budget is planned for."),
     out: Path = typer.Option(Path("kv_allocation.json")),
     sequences: int = typer.Option(4, min=1, max=6, help="Calibration sequences (FP answers to calibration prompts)."),
-    length: int = typer.Option(256, min=16, help="Tokens per calibration sequence."),
+    length: int = typer.Option(256, min=16, max=131072, help="Tokens per calibration sequence."),
     interpolate: bool = typer.Option(True, help="Stretch calibration positions to the target length."),
-    group_size: int = typer.Option(32),
+    group_size: int = typer.Option(32, min=2, max=1024, help="KV elements per scale (a divisor of head_dim)."),
     model_name: str = typer.Option("smollm2", "--model", help=MODEL_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -34,6 +35,7 @@ def kv_calibrate(
     from effigy.kvcache.progressive import kv_geometry
     from effigy.models.llm import load_causal_lm
 
+    writable_file(out)
     model, tokenizer, _ = load_causal_lm(model_name)
     _, kv_heads, head_dim = kv_geometry(model.config)
     data = calibration_text(model, tokenizer, sequences, length)
@@ -52,10 +54,11 @@ def kv_calibrate(
 @app.command("generate")
 def kv_generate(
     prompt: str = typer.Option(..., help="User message (through the model's chat template, where it has one)."),
-    budget_mb: float = typer.Option(4.0, help="Main KV-cache memory for all layers (MiB)."),
+    budget_mb: float = typer.Option(4.0, callback=positive,
+                                    help="Main KV-cache memory for all layers (MiB)."),
     allocation: Optional[Path] = typer.Option(None, help="kv_allocation.json from `effigy kvquant calibrate`."),
-    max_new_tokens: int = typer.Option(256, min=1),
-    window: int = typer.Option(128, min=0),
+    max_new_tokens: int = typer.Option(256, min=1, max=131072),
+    window: int = typer.Option(128, min=0, max=131072),
     model_name: str = typer.Option("smollm2", "--model", help=MODEL_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:

@@ -6,7 +6,18 @@ from typing import Optional
 
 import typer
 
-from effigy.cli._common import command_line, console, echo_json, parse_bits, progress, show
+from effigy.cli._common import (
+    command_line,
+    console,
+    echo_json,
+    finite,
+    fresh_run_folder,
+    parse_bits,
+    progress,
+    show,
+    writable_file,
+    writable_folder,
+)
 
 evaluate_app = typer.Typer(help="Score a model's outputs per prompt.", no_args_is_help=True)
 
@@ -20,9 +31,9 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     out: Path = typer.Option(Path("demo_out"), help="Folder for grid.png, report.md and results.json."),
-    samples_per_class: int = typer.Option(20, min=2, help="Samples per digit class for the quality metrics."),
+    samples_per_class: int = typer.Option(20, min=2, max=1000, help="Samples per digit class for the quality metrics."),
     steps: int = typer.Option(20, min=1, max=200, help="DPM-Solver sampling steps."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1),
     memory: bool = typer.Option(True, help="Measure peak memory in a fresh process per variant (~10 s each)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable results instead of a table."),
 ) -> None:
@@ -33,7 +44,7 @@ def demo(
 
     settings = QuantBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,
                                   recipes=("naive-w8a8", "vidit-q-w8a8", "rtn-w4a8", "vidit-q-w4a8"), peer=False)
-    run_quant(settings, out / "report", as_json, renames={"grid": "grid.png", "json": "results.json"})
+    run_quant(settings, writable_folder(out) / "report", as_json, renames={"grid": "grid.png", "json": "results.json"})
 
 
 def quantize_cmd(
@@ -53,9 +64,15 @@ def quantize_cmd(
 ) -> None:
     """Quantize a model with a recipe and save it as safetensors + JSON."""
     from effigy.evaluate.calibration import quantize_to_folder, read_prompts
+    from effigy.recipes import check_recipe_name
+    from effigy.recipes.mixed_precision import read_group_bits
 
+    check_recipe_name(recipe)
+    if allocation is not None:
+        read_group_bits(allocation)  # a bad file fails here, before the model loads
     candidates = None if widths is None else parse_bits(widths, "--widths")
     texts = None if prompts is None else read_prompts(prompts)
+    writable_folder(out)
     summary = quantize_to_folder(model, recipe, out, backend, allocation, candidates, texts)
     if as_json:
         echo_json(summary)
@@ -79,6 +96,8 @@ def select_widths(
     from effigy.recipes import VIDIT_Q_GROUPS
     from effigy.recipes.mixed_precision import config_from_group_bits, read_group_bits
 
+    writable_folder(out)
+
     base, _ = multiwidth_info(checkpoint)
     chosen = config_from_group_bits(model_from_config(checkpoint), base, VIDIT_Q_GROUPS,
                                     read_group_bits(allocation))
@@ -90,14 +109,14 @@ def select_widths(
 
 def accelerate_cmd(
     model: str = typer.Option("dit-digits", help="Shipped model: dit-digits or t2i-shapes."),
-    threshold: float = typer.Option(0.1, min=0.0, help="Search threshold on the relative output error."),
+    threshold: float = typer.Option(0.1, min=0.0, help="Search threshold on the relative output error.", callback=finite),
     plan: Optional[Path] = typer.Option(None, help="Apply this saved plan instead of calibrating a new one."),
     out: Path = typer.Option(Path("ditfastattn_plan.json"), help="Where to save the calibrated plan."),
     recipe: Optional[str] = typer.Option(None, help="Quantize with this recipe first (e.g. vidit-q-w8a8)."),
-    window: float = typer.Option(0.125, help="Window as a fraction of the token count."),
+    window: float = typer.Option(0.125, help="Window as a fraction of the token count.", callback=finite),
     steps: int = typer.Option(20, min=2, max=50),
-    samples_per_class: int = typer.Option(2, min=1, help="Images per class to check the plan on."),
-    seed: int = typer.Option(0),
+    samples_per_class: int = typer.Option(2, min=1, max=1000, help="Images per class to check the plan on."),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """DiTFastAttn: calibrate (or load) a plan, apply it, and report attention FLOPs and quality vs no plan."""
@@ -105,6 +124,7 @@ def accelerate_cmd(
 
     settings = FastAttnBenchSettings(model=model, window_fraction=window, steps=steps,
                                      samples_per_class=samples_per_class, seed=seed)
+    writable_file(out)
     with progress(not as_json) as reporter:
         summary = accelerate(settings, threshold, plan, out, recipe, reporter)
     if as_json:
@@ -118,13 +138,14 @@ def accelerate_cmd(
 @evaluate_app.command("t2i")
 def evaluate_t2i(
     model: str = typer.Option("t2i-shapes", help="Text-to-image model (the shipped shapes model)."),
-    prompts: int = typer.Option(60, min=3, help="Number of prompts (cycling single / relation / count)."),
+    prompts: int = typer.Option(60, min=3, max=10000, help="Number of prompts (cycling single / relation / count)."),
     steps: int = typer.Option(20, min=1, max=50),
-    guidance: float = typer.Option(4.0, min=0.0),
+    guidance: float = typer.Option(4.0, min=0.0, callback=finite),
     split: str = typer.Option("heldout", help="Prompt split: heldout (unseen colour-shape pairs) or train."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1),
     grid: bool = typer.Option(False, "--grid", help="Also write a PNG of prompts and images."),
-    out: Path = typer.Option(Path("benchmarks/results"), help="Results root: files go to <root>/evaluate-t2i/<model>/."),
+    out: Optional[Path] = typer.Option(None, help="Results root: files go to <root>/evaluate-t2i/<model>/ (default: "
+                                       "a fresh folder under runs/)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Per-prompt adherence (attribute checker) and CLIP-score stand-in, plus FID on checker features."""
@@ -137,7 +158,8 @@ def evaluate_t2i(
     with progress(not as_json) as reporter:
         result = run_t2i_eval(suite, prompts, steps, guidance, seed, split, reporter)
     settings = {"model": model, "prompts": prompts, "steps": steps, "guidance": guidance, "split": split, "seed": seed}
-    paths = write_t2i_report(result, settings, out / "evaluate-t2i" / model, command_line(), grid)
+    paths = write_t2i_report(result, settings, (out or fresh_run_folder()) / "evaluate-t2i" / model, command_line(),
+                             grid)
     if as_json:
         echo_json({"summary": result["summary"], "rows": result["rows"]})
         return

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from effigy.cli._common import console, echo_json, print_rows, progress
+from effigy.cli._common import console, echo_json, print_rows, progress, writable_folder
 from effigy.errors import CheckpointError
 
 app = typer.Typer(help="Shipped models and the commands that trained them.", no_args_is_help=True)
@@ -42,6 +42,7 @@ def zoo_train(
     if out.resolve() == WEIGHTS_DIR.resolve():
         raise CheckpointError(f"--out {out} is the package's shipped weights folder; train into another folder "
                               "and follow docs/models.md to update a shipped model.")
+    writable_folder(out)
     overrides = {} if steps is None else {"train_steps": steps}
     total = steps or zoo_entry(name).config_cls().train_steps
     with progress() as reporter:

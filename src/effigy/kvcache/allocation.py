@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 from effigy.errors import KVBudgetError
+from effigy.kvcache.quantizer import KV_BITS
 from effigy.mixedprec import SensitivityTable
+from effigy.serialize import read_json_file, require
 
 ALLOCATION_FORMAT = "effigy-kv-allocation/1"
 CACHE_ARGUMENTS = ("allocation", "target_length", "group_size")  # what PMKVQCache takes from the file
@@ -24,8 +26,13 @@ def save_allocation(path: Path, widths: list[int], budget_mb: float, target_leng
 def read_allocation(path: Path) -> dict:
     """The :class:`~effigy.kvcache.progressive.PMKVQCache` arguments stored in an allocation file
     (``allocation``, ``target_length``, ``group_size``), or one clear error."""
-    try:
-        data = json.loads(Path(path).read_text())
-        return {key: data[key] for key in CACHE_ARGUMENTS}
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-        raise KVBudgetError(f"{path} is not an allocation from `effigy kvquant calibrate` ({error!r}).") from None
+    data = read_json_file(path, "an allocation from `effigy kvquant calibrate`", KVBudgetError)
+    check = lambda ok, rule: require(ok, path, rule, KVBudgetError)
+    check(isinstance(data, dict) and data.get("format") == ALLOCATION_FORMAT,
+          f"format must be {ALLOCATION_FORMAT!r} (write the file with `effigy kvquant calibrate`)")
+    widths = data.get("allocation")
+    check(isinstance(widths, list) and widths and all(type(b) is int and b in KV_BITS for b in widths),
+          f"allocation must list one width per layer, each one of {KV_BITS}")
+    for key in ("target_length", "group_size"):
+        check(type(data.get(key)) is int and data[key] > 0, f"{key} must be a positive integer")
+    return {key: data[key] for key in CACHE_ARGUMENTS}

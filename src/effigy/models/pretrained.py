@@ -7,6 +7,7 @@ from pathlib import Path
 from torch import nn
 
 from effigy.checkpoint.files import PICKLE_SUFFIXES, require_safetensors
+from effigy.checkpoint.integrity import DIGEST_NAME
 from effigy.checkpoint.quantized import diffusers_model_class
 from effigy.errors import CheckpointError
 
@@ -17,6 +18,10 @@ def load_pretrained(path_or_id: str, subfolder: str | None = None) -> nn.Module:
     Only safetensors weights are accepted (``use_safetensors=True``): pickles are never opened.
     """
     folder = Path(path_or_id) / (subfolder or "")
+    if (folder / DIGEST_NAME).is_file():  # effigy's own checkpoint (effigy.save), float or quantized
+        from effigy.checkpoint.quantized import load
+
+        return load(folder)
     if folder.is_dir():
         config_file = folder / "config.json"
         if not config_file.exists():

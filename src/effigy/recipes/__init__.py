@@ -8,5 +8,16 @@ from effigy.recipes.mixed_precision import MIXED_PRECISION_RECIPES
 from effigy.recipes.vidit_q import fast_cpu_variant
 from effigy.recipes.vidit_q_mp import VIDIT_Q_GROUPS, VIDIT_Q_MP
 
-__all__ = ["MIXED_PRECISION_RECIPES", "RECIPES", "VIDIT_Q_GROUPS", "VIDIT_Q_MP", "fast_cpu_variant", "get_recipe",
+
+def check_recipe_name(name: str) -> str:
+    """``name`` if it is a registered recipe or mixed-precision recipe, else one error listing both kinds."""
+    if name not in RECIPES and name not in MIXED_PRECISION_RECIPES:
+        from effigy.errors import QuantizationError
+
+        raise QuantizationError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)} or a mixed-precision "
+                                f"recipe ({', '.join(MIXED_PRECISION_RECIPES)}, with --allocation).")
+    return name
+
+
+__all__ = ["MIXED_PRECISION_RECIPES", "RECIPES", "VIDIT_Q_GROUPS", "VIDIT_Q_MP", "check_recipe_name", "fast_cpu_variant", "get_recipe",
            "register_recipe"]

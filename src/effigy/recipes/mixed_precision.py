@@ -12,7 +12,6 @@ with the others' rounding (see docs/notes/vidit-q.md for what the other choices 
 from __future__ import annotations
 
 import copy
-import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from effigy.mixedprec.sensitivity import Evaluator, normalise_by_metric
 from effigy.nn import QuantConfig, find_targets
 from effigy.nn.quantize import balance_divisors, quantize
 from effigy.registry import Registry
+from effigy.serialize import read_json_file, require
 
 GRANULARITIES = ("layer", "block")
 AROUND = ("float", "base")  # what the other groups are while one is scored: see measure_sensitivity
@@ -164,9 +164,11 @@ def config_from_allocation_file(model: nn.Module, recipe: str, path: str | Path)
 
 def read_group_bits(path: str | Path) -> dict[str, int]:
     """The per-group widths of an allocation file written by ``effigy bench quant``."""
-    try:
-        return {g: int(b) for g, b in json.loads(Path(path).read_text())["assignment"]["bits"].items()}
-    except FileNotFoundError:
-        raise QuantizationError(f"no allocation file at {path}: run `effigy bench quant` to write one.") from None
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as error:
-        raise QuantizationError(f"{path} is not an allocation written by effigy bench quant ({error!r}).") from None
+    data = read_json_file(path, "an allocation written by `effigy bench quant` (*_allocation.json)", QuantizationError)
+    bits = data.get("assignment", {}).get("bits") if isinstance(data, dict) and isinstance(
+        data.get("assignment"), dict) else None
+    require(isinstance(bits, dict) and bits, path, "assignment.bits must map each layer group to its width",
+            QuantizationError)
+    require(all(type(b) is int and 2 <= b <= 8 for b in bits.values()), path,
+            "every width in assignment.bits must be a whole number of bits in 2..8", QuantizationError)
+    return dict(bits)
