@@ -59,24 +59,50 @@ def config_from_dict(cls: type[T], data: dict, error: type[EffigyError] = Effigy
     if unknown:
         raise error(f"unknown {cls.__name__} fields {unknown}; is this file from another effigy version?")
     hints = typing.get_type_hints(cls)
-    values = {name: _typed(hints[name], value, error) for name, value in data.items() if name in known}
+    values = {name: _typed(hints[name], value, error, f"{cls.__name__}.{name}") for name, value in data.items()
+              if name in known}
     try:
         return cls(**values)
     except TypeError as problem:
         raise error(f"malformed {cls.__name__}: {problem}") from None
 
 
-def _typed(hint: Any, value: Any, error: type[EffigyError]) -> Any:
-    """``value`` as the type ``hint`` names: a nested config dataclass, a tuple, or as it is."""
-    if value is None:
-        return None
+def _typed(hint: Any, value: Any, error: type[EffigyError], field: str) -> Any:
+    """``value`` as the type ``hint`` names (a nested config dataclass, a tuple, a scalar), or one error
+    naming the field: ``"no"`` is not a bool, ``"abc"`` is not a tuple of names, ``4.7`` is not an int."""
     options = typing.get_args(hint) if _is_union(hint) else (hint,)
     for option in options:
-        if dataclasses.is_dataclass(option) and isinstance(value, dict):
-            return config_from_dict(option, value, error, untagged_ok=True)
-        if (typing.get_origin(option) or option) is tuple and isinstance(value, list):
-            return tuple(value)
-    return value
+        matched, typed = _match(option, value, error, field)
+        if matched:
+            return typed
+    names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise error(f"{field} must be {names}, got {value!r:.60}.")
+
+
+def _match(option: Any, value: Any, error: type[EffigyError], field: str) -> tuple[bool, Any]:
+    origin = typing.get_origin(option) or option
+    if option is type(None) or option is None:
+        return value is None, None
+    if dataclasses.is_dataclass(option):
+        return (True, config_from_dict(option, value, error, untagged_ok=True)) if isinstance(value, dict) else \
+            (False, None)
+    if origin is tuple:
+        if not isinstance(value, list):
+            return False, None
+        args = [a for a in typing.get_args(option) if a is not Ellipsis]
+        return True, tuple(_typed(args[0], v, error, field) for v in value) if args else tuple(value)
+    if origin is dict:
+        return isinstance(value, dict), value
+    if option is bool:
+        return isinstance(value, bool), value
+    if option is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if option is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool), float(value) if isinstance(
+            value, (int, float)) else value
+    if option is Any:
+        return True, value
+    return isinstance(value, origin) if isinstance(origin, type) else True, value
 
 
 def _is_union(hint: Any) -> bool:

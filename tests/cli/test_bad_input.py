@@ -39,6 +39,7 @@ def _cases(tmp):
         (["kvquant", "calibrate", "--budget-mb", "2", "--group-size", "0"], "--group-size"),
         (["quantize", "--recipe", "w3a3-magic", "--out", str(tmp / "q")], "unknown recipe"),
         (["quantize", "--recipe", "vidit-q-w8a8", "--widths", "4,9", "--out", str(tmp / "q")], "2..8"),
+        (["quantize", "--recipe", "vidit-q-w8a8", "--widths", "8,8", "--out", str(tmp / "q")], "each bit-width once"),
         (["quantize", "--recipe", "vidit-q-w8a8", "--prompts", str(tmp / "none.txt"), "--out", str(tmp / "q")],
          "cannot read prompts"),
         (["nosuch"], "No such command"),

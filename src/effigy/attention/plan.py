@@ -105,10 +105,6 @@ class AttentionPlan:
 
     @classmethod
     def load(cls, path: str | Path) -> "AttentionPlan":
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise PlanError(f"no plan file at {path}") from None
-        except json.JSONDecodeError as error:
-            raise PlanError(f"plan file {path} is not valid JSON ({error})") from None
-        return cls.from_dict(data)
+        from effigy.serialize import read_json_file
+
+        return cls.from_dict(read_json_file(path, "a plan written by calibrate_plan / effigy accelerate", PlanError))

@@ -235,6 +235,12 @@ def apply_ditfastattn(pipe_or_transformer: nn.Module, plan: AttentionPlan) -> Fa
     """Apply a calibrated plan to a transformer (or a pipeline's ``.transformer``); returns the run state
     (its ``flops`` tally says what was computed). ``remove_ditfastattn`` restores the original processors."""
     transformer = getattr(pipe_or_transformer, "transformer", pipe_or_transformer)
+    if not isinstance(plan, AttentionPlan):
+        raise PlanError(f"apply_ditfastattn needs an AttentionPlan (calibrate_plan or AttentionPlan.load); got "
+                        f"{type(plan).__name__}.")
+    if not isinstance(transformer, nn.Module) or not self_attention_layers(transformer):
+        raise PlanError(f"apply_ditfastattn needs a diffusers transformer with self-attention layers (or a pipeline "
+                        f"holding one); got {type(transformer).__name__}.")
     plan.check_model(transformer)
     state = FastAttnState(len(self_attention_layers(transformer)), plan.window_fraction, plan, plan.cfg)
     attach(transformer, state)

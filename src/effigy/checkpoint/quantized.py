@@ -62,12 +62,12 @@ def save(model: nn.Module, directory: str | Path) -> Path:
     """Write ``model`` (float or quantized) as safetensors + JSON into ``directory``."""
     from safetensors.torch import save_file
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     if not hasattr(model, "save_config"):
         raise CheckpointError(
             f"save() needs a diffusers model (with save_config); got {type(model).__name__}."
         )
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     model.save_config(directory)
     config = getattr(model, CONFIG_ATTR, None)
     quant_file = directory / QUANT_CONFIG_NAME

@@ -120,7 +120,9 @@ def parse_list(text: str, option: str, convert: Callable = float, valid: Callabl
 
 def parse_bits(text: str, option: str = "--mp-candidates") -> tuple[int, ...]:
     bits = parse_list(text, option, int, lambda b: 2 <= b <= 8, "3,4,6,8", "every bit-width must lie in 2..8")
-    return tuple(sorted(set(bits)))
+    if len(set(bits)) != len(bits):
+        raise EffigyError(f"{option} {text!r}: list each bit-width once, e.g. 4,6,8.")
+    return tuple(sorted(bits))
 
 
 def parse_floats(text: str, option: str, allow_inf: bool = False) -> tuple[float, ...]:

@@ -165,7 +165,11 @@ class PMKVQCache(Cache):
     def __init__(self, model_or_config, budget_mb: float | None, allocation: list[int] | None = None,
                  target_length: int | None = None, sink: int = 1, window: int = 128, chunk: int | None = None,
                  group_size: int = 32, batch_size: int = 1, start_bits: int | None = 16, min_bits: int = 2) -> None:
-        config = getattr(model_or_config, "config", model_or_config).get_text_config(decoder=True)
+        config = getattr(model_or_config, "config", model_or_config)
+        if not hasattr(config, "get_text_config"):
+            raise KVBudgetError(f"PMKVQCache needs a transformers causal LM (or its config); got "
+                                f"{type(model_or_config).__name__}.")
+        config = config.get_text_config(decoder=True)
         layers, kv_heads, head_dim = kv_geometry(config)
         if head_dim % group_size:
             raise KVBudgetError(f"group_size={group_size} does not divide head_dim={head_dim}; pick a divisor.")

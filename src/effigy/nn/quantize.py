@@ -38,6 +38,9 @@ def quantize(
     divisors depend on neither bit-widths nor which layers are quantized, so a search over many
     configurations computes them once.
     """
+    if not isinstance(model, nn.Module) or not isinstance(config, QuantConfig):
+        raise QuantizationError(f"quantize(model, config) takes a torch module and a QuantConfig (e.g. "
+                                f"get_recipe('vidit-q-w8a8')); got {type(model).__name__} and {type(config).__name__}.")
     if getattr(model, CONFIG_ATTR, None) is not None:
         raise QuantizationError("this model is already quantized; start again from the float model.")
     targets = find_targets(model, config.include, config.ignore)
