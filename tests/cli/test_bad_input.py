@@ -42,6 +42,9 @@ def _cases(tmp):
         (["quantize", "--recipe", "vidit-q-w8a8", "--widths", "8,8", "--out", str(tmp / "q")], "each bit-width once"),
         (["quantize", "--recipe", "vidit-q-w8a8", "--prompts", str(tmp / "none.txt"), "--out", str(tmp / "q")],
          "cannot read prompts"),
+        (["evaluate", "t2i", "--split", "bogus"], "choose 'train' or 'heldout'"),
+        (["zoo", "train", "dit-digits", "--steps", "0", "--out", str(tmp / "z")], "--steps"),
+        (["zoo", "train", "nosuch", "--out", str(tmp / "z")], "unknown zoo model"),
         (["nosuch"], "No such command"),
         (["bench", "quant", "--bogus"], "No such option"),
         # unwritable or wrong-kind outputs
@@ -127,6 +130,15 @@ def test_damage_behind_a_matching_digest_is_still_refused(tiny_dit, tmp_path):
     _rewrite_weights(folder, lambda t: t.update({packed: t[packed].float() * 300}))
     with pytest.raises(CheckpointError, match="wrong dtype"):
         effigy.load(folder)
+
+
+def test_a_binary_or_non_object_checkpoint_json_is_called_damaged(tiny_dit, tmp_path):
+    folder = _saved(tiny_dit, tmp_path / "ckpt")
+    for content, message in ((bytes(range(256)), "unreadable as JSON"), (b"[1, 2]", "not an object")):
+        (folder / "quantization_config.json").write_bytes(content)
+        _redigest(folder)
+        with pytest.raises(CheckpointError, match=message):
+            effigy.load(folder)
 
 
 def test_a_config_asking_for_a_huge_model_is_refused_before_it_is_built(tiny_dit, tmp_path):

@@ -3,12 +3,12 @@ code), JSON with a clear error when damaged, sha256 digests for shipped weights.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import torch
 
 from effigy.errors import CheckpointError
+from effigy.serialize import read_json_file
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
@@ -41,10 +41,11 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc}); the checkpoint is damaged.") from None
+    """A checkpoint's JSON file as a mapping, or one line saying the checkpoint is damaged."""
+    data = read_json_file(path, "a JSON file of an effigy checkpoint (the checkpoint is damaged)", CheckpointError)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}, not an object; the checkpoint is damaged.")
+    return data
 
 
 def sha256_of(path: Path) -> str:

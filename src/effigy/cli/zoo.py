@@ -31,7 +31,7 @@ def zoo_train(
     name: str = typer.Argument(..., help="Zoo model to train, e.g. dit-digits."),
     out: Path = typer.Option(Path("zoo_weights"), help="Folder for the weights and their manifest (never the "
                              "package's shipped weights)."),
-    steps: Optional[int] = typer.Option(None, help="Override the number of training steps (for quick checks)."),
+    steps: Optional[int] = typer.Option(None, min=1, max=10_000_000, help="Override the number of training steps (for quick checks)."),
 ) -> None:
     """Re-run the seeded training command that produced a shipped model, into ``--out``.
 
@@ -42,9 +42,9 @@ def zoo_train(
     if out.resolve() == WEIGHTS_DIR.resolve():
         raise CheckpointError(f"--out {out} is the package's shipped weights folder; train into another folder "
                               "and follow docs/models.md to update a shipped model.")
+    total = steps or zoo_entry(name).config_cls().train_steps  # an unknown name fails here, before --out is made
     writable_folder(out)
     overrides = {} if steps is None else {"train_steps": steps}
-    total = steps or zoo_entry(name).config_cls().train_steps
     with progress() as reporter:
         advance = reporter(f"training {name}", total)
         path = train_zoo_model(name, out, progress=lambda _s, _l: advance(), **overrides)

@@ -54,7 +54,10 @@ class SensitivityTable:
 
     @classmethod
     def load(cls, path: str | Path) -> "SensitivityTable":
+        from effigy.serialize import read_json_file
+
+        data = read_json_file(path, "a sensitivity table (re-run the sensitivity analysis)", QuantizationError)
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+            return cls.from_dict(data)
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
             raise QuantizationError(f"{path} is not a sensitivity table ({err}); re-run the sensitivity analysis.") from None

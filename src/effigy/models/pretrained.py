@@ -1,12 +1,11 @@
 """Loading diffusers models from a local folder or the hub, safetensors only."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from torch import nn
 
-from effigy.checkpoint.files import PICKLE_SUFFIXES, require_safetensors
+from effigy.checkpoint.files import PICKLE_SUFFIXES, read_json, require_safetensors
 from effigy.checkpoint.integrity import DIGEST_NAME
 from effigy.checkpoint.quantized import diffusers_model_class
 from effigy.errors import CheckpointError
@@ -26,7 +25,7 @@ def load_pretrained(path_or_id: str, subfolder: str | None = None) -> nn.Module:
         config_file = folder / "config.json"
         if not config_file.exists():
             raise CheckpointError(f"{folder} has no config.json; point at a diffusers model folder.")
-        cls = diffusers_model_class(json.loads(config_file.read_text()).get("_class_name"))
+        cls = diffusers_model_class(read_json(config_file).get("_class_name"))
         require_safetensors(folder)
         return cls.from_pretrained(str(folder), use_safetensors=True).eval()
     looks_like_path = path_or_id.startswith(("/", ".", "~")) or path_or_id.count("/") != 1
@@ -61,7 +60,7 @@ def load_pipeline(folder: str | Path):
     from diffusers import DiffusionPipeline
 
     folder = Path(folder)
-    index = json.loads((folder / PIPELINE_INDEX).read_text())
+    index = read_json(folder / PIPELINE_INDEX)
     for component, spec in index.items():
         weights = folder / component
         if isinstance(spec, list) and weights.is_dir() and any(p.suffix in (*PICKLE_SUFFIXES, ".safetensors")

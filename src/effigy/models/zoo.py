@@ -18,6 +18,7 @@ from effigy.checkpoint.files import sha256_of
 from effigy.errors import CheckpointError
 from effigy.models import clip_standin, digit_classifier, dit_digits, shapes_checker, t2i_shapes
 from effigy.registry import Registry
+from effigy.serialize import read_json_file
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 MANIFEST = WEIGHTS_DIR / "MANIFEST.json"
@@ -86,7 +87,13 @@ def zoo_entry(name: str) -> ZooEntry:
 
 
 def read_manifest(path: Path = MANIFEST) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+    """The weights manifest (file -> sha256 and training record); a damaged one is one clear error."""
+    if not path.exists():
+        return {}
+    data = read_json_file(path, "a zoo MANIFEST.json (reinstall effigy, or re-run `effigy zoo train`)", CheckpointError)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}, not the manifest's object; reinstall effigy.")
+    return data
 
 
 def load_zoo_model(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[nn.Module, object]:
