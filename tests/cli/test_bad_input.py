@@ -45,6 +45,8 @@ def _cases(tmp):
         (["evaluate", "t2i", "--split", "bogus"], "choose 'train' or 'heldout'"),
         (["zoo", "train", "dit-digits", "--steps", "0", "--out", str(tmp / "z")], "--steps"),
         (["zoo", "train", "nosuch", "--out", str(tmp / "z")], "unknown zoo model"),
+        (["bench", "quant", "--mp-bits", "1.5"], "outside the candidate widths"),
+        (["quantize", "--recipe", "vidit-q-w8a8", "--backend", "gpu", "--out", str(tmp / "q")], "--backend"),
         (["nosuch"], "No such command"),
         (["bench", "quant", "--bogus"], "No such option"),
         # unwritable or wrong-kind outputs

@@ -20,6 +20,7 @@ from effigy.cli._common import (
     writable_folder,
     write_and_show,
 )
+from effigy.errors import EffigyError
 
 app = typer.Typer(help="Benchmarks that write JSON + Markdown under benchmarks/results/.", no_args_is_help=True)
 OUT_HELP = ("Results root: files go to <root>/<bench>/<model>/. Default: a fresh folder under runs/; the committed "
@@ -80,9 +81,13 @@ def bench_quant(
     from effigy.bench.quant import QuantBenchSettings
     from effigy.recipes.mixed_precision import AROUND, GRANULARITIES
 
+    candidates = parse_bits(mp_candidates)
+    if not min(candidates) <= mp_bits <= max(candidates):  # the ILP could not meet it: say so before the analysis
+        raise EffigyError(f"--mp-bits {mp_bits:g} lies outside the candidate widths {candidates}; pick a budget "
+                          "between the narrowest and the widest.")
     settings = QuantBenchSettings(
         model=model, samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,
-        mp_average_bits=mp_bits, sensitivity_steps=sensitivity_steps, mp_candidate_bits=parse_bits(mp_candidates),
+        mp_average_bits=mp_bits, sensitivity_steps=sensitivity_steps, mp_candidate_bits=candidates,
         sensitivity_metric=check_choice(sensitivity_metric, SENSITIVITY_METRIC_NAMES, "--sensitivity-metric"),
         mp_granularity=check_choice(mp_granularity, GRANULARITIES, "--mp-granularity"),
         mp_around=check_choice(mp_around, AROUND, "--mp-around"), mp_max_moved=parse_trust_regions(mp_max_moved),

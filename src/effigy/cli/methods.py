@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from effigy.cli._common import (
+    check_choice,
     command_line,
     console,
     echo_json,
@@ -64,10 +65,13 @@ def quantize_cmd(
 ) -> None:
     """Quantize a model with a recipe and save it as safetensors + JSON."""
     from effigy.evaluate.calibration import quantize_to_folder, read_prompts
+    from effigy.nn import BACKENDS
     from effigy.recipes import check_recipe_name
     from effigy.recipes.mixed_precision import read_group_bits
 
     check_recipe_name(recipe)
+    if backend is not None:
+        check_choice(backend, BACKENDS, "--backend")
     if allocation is not None:
         read_group_bits(allocation)  # a bad file fails here, before the model loads
     candidates = None if widths is None else parse_bits(widths, "--widths")
