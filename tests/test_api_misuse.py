@@ -57,3 +57,21 @@ def test_wrong_objects_passed_to_the_entry_points(tmp_path):
     with pytest.raises(EffigyError, match="needs a diffusers model"):
         effigy.save(torch.nn.Linear(2, 2), tmp_path / "lin")
     assert not (tmp_path / "lin").exists()  # a refused save leaves no empty folder
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"group_size": 0}, "does not divide head_dim"),
+    ({"budget_mb": float("nan")}, "positive finite"),
+    ({"budget_mb": 0.0}, "positive finite"),
+    ({"window": -1}, "window >= 0"),
+    ({"allocation": [4]}, "1 widths for a model with 2 layers"),
+    ({"allocation": [4, 5], "target_length": 64}, "must be among"),
+])
+def test_bad_cache_arguments_are_one_error(kwargs, message):
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    arguments = {"budget_mb": 1.0, "group_size": 16, **kwargs}
+    with pytest.raises(EffigyError, match=message):
+        effigy.PMKVQCache(config, **arguments)

@@ -15,6 +15,8 @@ keys and values it returns: a transient that lives for that layer's attention ca
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
@@ -171,10 +173,10 @@ class PMKVQCache(Cache):
                                 f"{type(model_or_config).__name__}.")
         config = config.get_text_config(decoder=True)
         layers, kv_heads, head_dim = kv_geometry(config)
-        if head_dim % group_size:
-            raise KVBudgetError(f"group_size={group_size} does not divide head_dim={head_dim}; pick a divisor.")
-        if budget_mb is not None and budget_mb <= 0:
-            raise KVBudgetError(f"budget_mb must be positive (or None for no budget), got {budget_mb}")
+        if type(group_size) is not int or group_size < 1 or head_dim % group_size:
+            raise KVBudgetError(f"group_size={group_size!r} does not divide head_dim={head_dim}; pick a divisor.")
+        if budget_mb is not None and not (math.isfinite(budget_mb) and budget_mb > 0):
+            raise KVBudgetError(f"budget_mb must be a positive finite number (or None for no budget), got {budget_mb}")
         budget = float("inf") if budget_mb is None else budget_mb * 2**20
         if allocation is None:
             budgets, floors = [budget / layers] * layers, [min_bits] * layers
