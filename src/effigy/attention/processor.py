@@ -232,8 +232,15 @@ def detach(transformer: nn.Module) -> None:
 
 
 def apply_ditfastattn(pipe_or_transformer: nn.Module, plan: AttentionPlan) -> FastAttnState:
-    """Apply a calibrated plan to a transformer (or a pipeline's ``.transformer``); returns the run state
-    (its ``flops`` tally says what was computed). ``remove_ditfastattn`` restores the original processors."""
+    """Apply a calibrated DiTFastAttn plan (https://arxiv.org/abs/2406.08552) as diffusers attention processors.
+
+    Args:
+        pipe_or_transformer: a diffusers transformer, or a pipeline holding one as ``.transformer``.
+        plan: from :func:`effigy.calibrate_plan` or ``AttentionPlan.load``; checked against the model.
+    Returns:
+        The run state; its ``flops`` tally says what each technique computed. ``remove_ditfastattn``
+        restores the original processors.
+    """
     transformer = getattr(pipe_or_transformer, "transformer", pipe_or_transformer)
     if not isinstance(plan, AttentionPlan):
         raise PlanError(f"apply_ditfastattn needs an AttentionPlan (calibrate_plan or AttentionPlan.load); got "

@@ -134,8 +134,23 @@ def calibrate_plan(
     cfg: bool = True,
     progress: Callable[[], None] | None = None,
 ) -> AttentionPlan:
-    """Search a plan during one sampling run: ``run_sampling()`` must sample with ``transformer`` once
-    (calling it once per step, with the ``[cond; uncond]`` batch when ``cfg``)."""
+    """DiTFastAttn's calibration (https://arxiv.org/abs/2406.08552): search a plan during one sampling run.
+
+    Args:
+        transformer: a diffusers DiT / PixArt transformer.
+        run_sampling: samples once with ``transformer`` (one call per step, the ``[cond; uncond]`` batch
+            when ``cfg``), e.g. on calibration prompts.
+        threshold: the bound on each step's relative output error (scaled by block depth).
+        window_fraction: window attention's band as a fraction of the token count.
+        metric: ``rel_l1``, ``rel_l2`` or ``cosine``.
+        cfg: try CFG sharing (the conditional half's attention reused for the unconditional half).
+        progress: called once per step.
+    Returns:
+        The plan (JSON-serialisable; ``plan.save(path)``, ``AttentionPlan.load(path)``).
+
+    >>> plan = calibrate_plan(pipe.transformer, lambda: pipe(prompts), threshold=0.1)  # doctest: +SKIP
+    >>> apply_ditfastattn(pipe, plan)  # doctest: +SKIP
+    """
     if threshold < 0:
         raise PlanError(f"threshold must be >= 0, got {threshold}")
     signature = model_signature(transformer)

@@ -152,7 +152,15 @@ def main_cache_bytes(bits: int, tokens: int, batch: int, kv_heads: int, head_dim
 
 
 class PMKVQCache(Cache):
-    """Progressive mixed-precision KV cache (PM-KVQ): ``model.generate(past_key_values=PMKVQCache(model, ...))``.
+    """Progressive mixed-precision KV cache (PM-KVQ, https://arxiv.org/abs/2505.18610), a ``transformers.Cache``:
+    ``model.generate(past_key_values=PMKVQCache(model, budget_mb=4.0))``.
+
+    Args:
+        model_or_config: the causal LM (or its config): layers, KV heads and head size come from it.
+        budget_mb: main-cache memory for all layers together (MiB); None for no budget.
+        allocation: one final width per layer (``effigy kvquant calibrate``), with ``target_length``.
+        sink / window: tokens kept in fp16 at the start and at the end.
+        group_size: KV elements per fp16 scale and zero point (a divisor of head_dim).
 
     ``budget_mb`` is the main-cache memory for all layers together. With ``allocation`` (one final
     width per layer, e.g. from :func:`effigy.kvcache.allocate.allocate_kv_bits`) and ``target_length``,

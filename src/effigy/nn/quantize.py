@@ -30,13 +30,22 @@ def quantize(
     model: nn.Module, config: QuantConfig, calib_loop: Callable[[nn.Module], None] | None = None,
     input_divisors: dict[str, torch.Tensor] | None = None,
 ) -> nn.Module:
-    """Replace the matching linear layers of ``model`` in place by :class:`QuantLinear` and return it.
+    """Replace the matching linear layers of ``model`` in place by :class:`QuantLinear` and return it
+    (ViDiT-Q, https://arxiv.org/abs/2406.02540, and its baselines, as recipes).
 
-    ``calib_loop(model)`` runs representative inputs through the float model; it is needed when
-    activations use static scales or channel balancing, and ignored otherwise. ``input_divisors``
-    (from :func:`balance_divisors` on the same float model) skips the balancing calibration: the
-    divisors depend on neither bit-widths nor which layers are quantized, so a search over many
-    configurations computes them once.
+    Args:
+        model: a float torch module (a diffusers transformer, or any module with ``nn.Linear`` layers).
+        config: the recipe, e.g. ``effigy.recipes.get_recipe("vidit-q-w8a8")``.
+        calib_loop: ``calib_loop(model)`` runs representative inputs through the float model; needed when
+            activations use static scales or channel balancing, ignored otherwise.
+        input_divisors: from :func:`balance_divisors` on the same float model; skips the balancing
+            calibration (the divisors depend on neither bit-widths nor which layers are quantized, so a
+            search over many configurations computes them once).
+    Returns:
+        The same module, its targets quantized (they hold only their packed form between calls).
+
+    >>> model = effigy.quantize(transformer, get_recipe("vidit-q-w4a8"), calib_loop)  # doctest: +SKIP
+    >>> effigy.save(model, "q")  # doctest: +SKIP
     """
     if not isinstance(model, nn.Module) or not isinstance(config, QuantConfig):
         raise QuantizationError(f"quantize(model, config) takes a torch module and a QuantConfig (e.g. "
