@@ -3,6 +3,7 @@ stderr, no traceback and nothing written, before any model is loaded. A new comm
 import copy
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from effigy import cli
 from effigy.errors import CheckpointError
 
 NAN_INF = ("nan", "inf", "-inf")
+PACKAGE = Path(effigy.__file__).resolve().parent
 
 
 def _cases(tmp):
@@ -56,6 +58,8 @@ def _cases(tmp):
         (["accelerate", "--out", str(tmp)], "is a folder"),
         (["kvquant", "calibrate", "--budget-mb", "2", "--out", str(tmp)], "is a folder"),
         (["demo", "--out", str(a_file)], "is a file"),
+        (["quantize", "--recipe", "vidit-q-w8a8", "--out", str(PACKAGE / "models" / "weights")], "inside the installed"),
+        (["bench", "kernels", "--out", str(PACKAGE)], "inside the installed"),
         # malformed input files
         (["quantize", "--recipe", "vidit-q-w4a8-mp", "--allocation", str(binary), "--out", str(tmp / "q")],
          "not an allocation"),

@@ -161,6 +161,14 @@ def fresh_run_folder() -> Path:
     return folder
 
 
+def inside_package(path: Path) -> bool:
+    """Whether ``path`` lies in effigy's own installed files (shipped weights, manifest, code)."""
+    import effigy
+
+    package = Path(effigy.__file__).resolve().parent
+    return path.resolve() == package or package in path.resolve().parents
+
+
 def finite(value: float | None) -> float | None:
     """Option callback: nan and inf are not numbers a user means (a nan budget would silently mean none)."""
     if value is not None and not math.isfinite(value):
@@ -176,7 +184,10 @@ def positive(value: float | None) -> float | None:
 
 
 def writable_folder(path: Path, option: str = "--out") -> Path:
-    """``path`` as an output folder, checked before any work: creatable, a folder, and writable."""
+    """``path`` as an output folder, checked before any work: outside the installed package, creatable, a
+    folder, and writable."""
+    if inside_package(path):
+        raise EffigyError(f"{option} {path} is inside the installed effigy package; write somewhere else.")
     if path.exists() and not path.is_dir():
         raise EffigyError(f"{option} {path} is a file, not a folder; pass a folder to write into.")
     try:
