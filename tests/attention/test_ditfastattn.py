@@ -147,7 +147,7 @@ def test_plan_json_round_trip_and_errors(tmp_path, tiny_dit, tiny_pixart):
     with pytest.raises(PlanError, match="unknown technique"):
         _plan(tiny_dit, [[FULL, "magic"]], [900])
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(PlanError, match="not valid JSON"):
+    with pytest.raises(PlanError, match="unreadable as JSON"):
         AttentionPlan.load(tmp_path / "bad.json")
 
 

@@ -44,7 +44,7 @@ def _cases(tmp):
         (["quantize", "--recipe", "vidit-q-w8a8", "--widths", "8,8", "--out", str(tmp / "q")], "each bit-width once"),
         (["quantize", "--recipe", "vidit-q-w8a8", "--prompts", str(tmp / "none.txt"), "--out", str(tmp / "q")],
          "cannot read prompts"),
-        (["evaluate", "t2i", "--split", "bogus"], "choose 'train' or 'heldout'"),
+        (["evaluate", "t2i", "--split", "bogus"], "--split"),
         (["zoo", "train", "dit-digits", "--steps", "0", "--out", str(tmp / "z")], "--steps"),
         (["zoo", "train", "nosuch", "--out", str(tmp / "z")], "unknown zoo model"),
         (["bench", "quant", "--mp-bits", "1.5"], "outside the candidate widths"),

@@ -27,7 +27,9 @@ def test_printed_table_fits_100_columns_and_drops_empty_ones(capsys):
 
 
 def test_one_comma_list_parser_names_the_option():
-    assert _common.parse_bits("8,4,4") == (4, 8)
+    assert _common.parse_bits("8,4,6") == (4, 6, 8)
+    with pytest.raises(EffigyError, match="--mp-candidates '8,4,4': list each bit-width once"):
+        _common.parse_bits("8,4,4")  # never de-duplicated silently
     assert _common.parse_counts("", "--tokens") == ()
     with pytest.raises(EffigyError, match="--tokens"):
         _common.parse_counts("", "--tokens", allow_empty=False)
@@ -71,7 +73,7 @@ def test_results_default_to_a_fresh_run_folder_never_the_committed_results(tmp_p
     monkeypatch.chdir(tmp_path)
     first = results_stem(None, "quant", "dit-digits")
     assert first.parts[0] == "runs" and first.parts[-3:] == ("quant", "dit-digits", "quant_dit_digits")
-    first.parent.mkdir(parents=True)
+    assert first.parent.is_dir()  # made (and checked writable) when the stem is taken, before any work
     assert fresh_run_folder() != first.parents[2]  # an existing run folder is never reused
     committed = results_stem(Path("benchmarks/results"), "fastattn", "t2i-shapes")
     assert committed == Path("benchmarks/results/fastattn/t2i-shapes/fastattn_t2i_shapes")

@@ -4,6 +4,7 @@ Peers (other libraries' methods run on the same model and inputs) live in :mod:`
 """
 import logging
 import os
+import sys
 
 # Import-time messages of optional libraries that say nothing about the run: torchao's CUDA-only
 # extension files, diffusers' torchao checkpoint types, torch's pytree deprecation notes.
@@ -18,6 +19,12 @@ def quiet_third_party_imports() -> None:
     # transformers' and diffusers' "Loading weights" bars on every local load (read when they are imported);
     # effigy reports its own progress
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # ... and where they were imported already, through their own switches
+    for module, switch in (("huggingface_hub.utils", "disable_progress_bars"),
+                           ("transformers.utils.logging", "disable_progress_bar"),
+                           ("diffusers.utils.logging", "disable_progress_bar")):
+        if module in sys.modules:
+            getattr(sys.modules[module], switch)()
 
 
 quiet_third_party_imports()

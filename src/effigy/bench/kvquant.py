@@ -53,6 +53,7 @@ CALIBRATION_PROMPTS = (
     "Explain step by step how to convert 3.5 hours into minutes and seconds.",
 )
 ANSWER_START = "The passcode is"
+RETRIEVAL_ANSWER_TOKENS = 8
 FILLER = ("The history of the river valley is long. Farmers planted wheat and barley in the spring, "
           "and traders brought salt and cloth from the coast. ")
 
@@ -141,8 +142,13 @@ def run_kv_bench(model, tokenizer, settings: KVBenchSettings, progress: Progress
     """
     layers, kv_heads, head_dim = kv_geometry(model.config)
     prompts = [chat_ids(tokenizer, p) for p in COT_PROMPTS[: settings.prompts]]
-    for bits in settings.average_bits:  # before minutes of FP traces: can every budget hold this model?
-        equal_memory_budget_mb(model.config, bits, max(p.shape[1] for p in prompts) + settings.trace_tokens,
+    problems = retrieval_prompts(tokenizer, settings.retrieval_problems, settings.retrieval_filler, settings.seed)
+    # the budgets are planned for the longest sequence any cache will hold: a trace, or a retrieval problem
+    # and its answer; checked before minutes of FP traces, on the lengths known by then
+    longest_problem = max((ids.shape[1] + RETRIEVAL_ANSWER_TOKENS for ids, _ in problems), default=0)
+    for bits in settings.average_bits:
+        equal_memory_budget_mb(model.config, bits, max(max(p.shape[1] for p in prompts) + settings.trace_tokens,
+                                                       longest_problem),
                                settings.sink, settings.window, settings.group_size)
     advance = progress("FP traces", len(prompts))
     traces, fp_seconds = [], 0.0
@@ -151,8 +157,7 @@ def run_kv_bench(model, tokenizer, settings: KVBenchSettings, progress: Progress
         traces.append(torch.cat([ids, new], 1))
         fp_seconds += greedy(model, ids, settings.agreement_tokens, DynamicCache(config=model.config))[1]
         advance()
-    target = max(t.shape[1] for t in traces)
-    problems = retrieval_prompts(tokenizer, settings.retrieval_problems, settings.retrieval_filler, settings.seed)
+    target = max(max(t.shape[1] for t in traces), longest_problem)
     solved = [p for p in problems if _answers(model, tokenizer, p, DynamicCache(config=model.config))]
     tables = calibrate(model, calibration_text(model, tokenizer, settings.calibration_sequences,
                                                      settings.calibration_length), settings, target, progress)
@@ -261,7 +266,7 @@ def fixed_width_for(average_bits: float, group_size: int) -> int:
 
 def _answers(model, tokenizer, problem, cache) -> bool:
     ids, code = problem
-    new, _ = greedy(model, ids, 8, cache)
+    new, _ = greedy(model, ids, RETRIEVAL_ANSWER_TOKENS, cache)
     return code in tokenizer.decode(new[0])
 
 
@@ -300,8 +305,9 @@ def render(result: dict) -> str:
     """The results file's Markdown: how each number was measured, then one row per cache and budget."""
     s = result["settings"]
     return (f"# PM-KVQ on {result['model']}\n\nCommand: `{result['command']}` (seed {s['seed']})  \n"
-            f"{s['prompts']} chain-of-thought prompts, FP greedy traces of {s['trace_tokens']} tokens (length "
-            f"{result['target_length']} with the prompt); KL(FP || method) and perplexity teacher-forced on "
+            f"{s['prompts']} chain-of-thought prompts, FP greedy traces of {s['trace_tokens']} tokens; budgets "
+            f"planned for {result['target_length']} tokens (the longest trace with its prompt, or retrieval "
+            "problem); KL(FP || method) and perplexity teacher-forced on "
             "those traces; KV bytes held: distinct tensor storages reachable from the cache after the trace "
             "(effigy.memory.held_bytes), beside the bytes the cache counts; agreement: greedy tokens equal to the "
             f"FP trace before the first difference (of {s['agreement_tokens']}); retrieval: passcode problems the FP "

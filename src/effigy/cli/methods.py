@@ -153,11 +153,11 @@ def evaluate_t2i(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Per-prompt adherence (attribute checker) and CLIP-score stand-in, plus FID on checker features."""
-    from effigy.cli._common import check_choice
     from effigy.evaluate.t2i import T2ISuite, run_t2i_eval
     from effigy.evaluate.t2i_report import write_t2i_report
 
     check_choice(model, ("t2i-shapes",), "--model")
+    check_choice(split, ("heldout", "train"), "--split")
     suite = T2ISuite.load()
     with progress(not as_json) as reporter:
         result = run_t2i_eval(suite, prompts, steps, guidance, seed, split, reporter)
