@@ -25,7 +25,7 @@ from transformers import DynamicCache
 from effigy.bench.variants import RESULT_SCHEMA
 from effigy.errors import BenchError, KVBudgetError
 from effigy.evaluate.measure import Progress, machine_facts, no_progress
-from effigy.evaluate.report import SettingsRecord, markdown_table
+from effigy.evaluate.report import SettingsRecord
 from effigy.kvcache.baselines import fp16_cache, kivi_cache, rtn_cache, transformers_fp8_cache
 from effigy.kvcache.calibrate import allocate_kv_bits, kv_sensitivity
 from effigy.kvcache.progressive import PMKVQCache, kv_geometry, main_cache_bytes
@@ -293,23 +293,3 @@ def evaluate_method(model, tokenizer, name, budget_bits, make, traces, prompts, 
             "agreement_tokens": sum(agreement) / len(agreement),
             "retrieval": f"{retrieved}/{len(solved)}", "kv_bytes_counted": counted, "kv_bytes_held": held,
             "tokens_per_s_ratio_vs_fp": fp_seconds / seconds}
-
-
-COLUMNS = [("method", "method"), ("budget_average_bits", "budget (avg bits)"), ("kv_bytes_held", "KV bytes held"),
-           ("kv_bytes_counted", "KV bytes counted"), ("kl", "teacher-forced KL"), ("perplexity", "perplexity"),
-           ("agreement_tokens", "tokens before divergence"), ("retrieval", "retrieval"),
-           ("tokens_per_s_ratio_vs_fp", "tokens/s vs FP cache")]
-
-
-def render(result: dict) -> str:
-    """The results file's Markdown: how each number was measured, then one row per cache and budget."""
-    s = result["settings"]
-    return (f"# PM-KVQ on {result['model']}\n\nCommand: `{result['command']}` (seed {s['seed']})  \n"
-            f"{s['prompts']} chain-of-thought prompts, FP greedy traces of {s['trace_tokens']} tokens; budgets "
-            f"planned for {result['target_length']} tokens (the longest trace with its prompt, or retrieval "
-            "problem); KL(FP || method) and perplexity teacher-forced on "
-            "those traces; KV bytes held: distinct tensor storages reachable from the cache after the trace "
-            "(effigy.memory.held_bytes), beside the bytes the cache counts; agreement: greedy tokens equal to the "
-            f"FP trace before the first difference (of {s['agreement_tokens']}); retrieval: passcode problems the FP "
-            f"model solves ({result['retrieval_solved_by_fp']}). Calibration: {result['calibration']}. Allocations "
-            "(bits per layer): see the JSON.\n\n" + markdown_table(result["rows"], COLUMNS))

@@ -201,7 +201,8 @@ def bench_kvquant(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """PM-KVQ vs FP16, RTN, KIVI-style and its ablations at equal KV memory on a causal LM (SmolLM2-135M)."""
-    from effigy.bench.kvquant import COLUMNS, KVBenchSettings, model_slug, render, run_kv_bench
+    from effigy.bench.kvquant import KVBenchSettings, model_slug, run_kv_bench
+    from effigy.bench.kvquant_report import COLUMNS, render
     from effigy.models.llm import load_causal_lm
 
     settings = KVBenchSettings(trace_tokens=trace_tokens, prompts=prompts, seed=seed, model=model,
