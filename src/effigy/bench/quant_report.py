@@ -143,7 +143,7 @@ def render_markdown(result: dict, command: str) -> str:
                    f"ILP at {allocation['average_bits']} average weight bits{region} -> "
                    f"{spread}. Allocation: `*_allocation.json`.", ""]
     columns = [c for c in COLUMNS if any(c[0] in row for row in result["rows"])]
-    text = "\n".join(header) + markdown_table(result["rows"], columns)
+    text = "\n".join(header) + "\n" + markdown_table(result["rows"], columns)
     if allocation is not None and allocation.get("validation"):
         text += render_validation(allocation, s)
     if result.get("comparisons"):
