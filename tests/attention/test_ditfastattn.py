@@ -3,7 +3,7 @@ import torch
 
 from effigy.attention import AttentionPlan, PlanError, apply_ditfastattn, calibrate_plan, remove_ditfastattn
 from effigy.attention.plan import FULL, FULL_CFG, SHARE_STEP, WINDOW_RESIDUAL, WINDOW_RESIDUAL_CFG, model_signature
-from effigy.models.diffusion import sample_with_guidance, sampling_scheduler
+from effigy.models.generators.diffusion import sample_with_guidance, sampling_scheduler
 
 
 def _plan(model, rows, timesteps, cfg=True, window_fraction=0.25):

@@ -8,7 +8,7 @@ from effigy.bench.peers.diffusers_caches import (
     count_attention,
     magcache_ratios,
 )
-from effigy.models.diffusion import sample_with_guidance, sampling_scheduler
+from effigy.models.generators.diffusion import sample_with_guidance, sampling_scheduler
 
 STEPS = 8
 

@@ -18,7 +18,7 @@ def test_memory_probe_reports_a_plausible_peak_in_a_fresh_process():
 
 def _tiny_world(model):
     from effigy.evaluate.suites import BenchSuite
-    from effigy.models.diffusion import sample_with_guidance, sampling_scheduler
+    from effigy.models.generators.diffusion import sample_with_guidance, sampling_scheduler
 
     labels = torch.tensor([1, 2, 3, 4])
     run = lambda m: sample_with_guidance(m, sampling_scheduler(1000, "squaredcos_cap_v2"), (4, 1, 8, 8),

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from effigy.evaluate import t2i
-from effigy.models import clip_standin, shapes_checker, t2i_shapes
-from effigy.models.text_encoder import MiniLMTextEncoder
+from effigy.models.encoders.text_encoder import MiniLMTextEncoder
+from effigy.models.generators import t2i_shapes
+from effigy.models.judges import clip_standin, shapes_checker
 from effigy.models.zoo import load_zoo_model
 
 

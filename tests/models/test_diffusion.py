@@ -6,7 +6,12 @@ import torch
 from torch import nn
 
 from effigy.errors import ModelError
-from effigy.models.diffusion import sample_with_guidance, sampling_scheduler, train_scheduler, training_target
+from effigy.models.generators.diffusion import (
+    sample_with_guidance,
+    sampling_scheduler,
+    train_scheduler,
+    training_target,
+)
 
 SCHEDULE = (1000, "squaredcos_cap_v2")
 
@@ -56,7 +61,7 @@ def test_unknown_prediction_type_is_refused_with_the_choices():
 
 
 def test_t2i_records_without_a_prediction_type_are_read_as_the_epsilon_models_they_hold():
-    from effigy.models.t2i_shapes import T2IShapesConfig
+    from effigy.models.generators.t2i_shapes import T2IShapesConfig
 
     assert T2IShapesConfig.from_dict({"train_steps": 10}).prediction_type == "epsilon"
     assert T2IShapesConfig.from_dict(T2IShapesConfig().to_dict()).prediction_type == "v_prediction"

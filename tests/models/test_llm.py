@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from effigy.errors import CheckpointError
-from effigy.models import llm
+from effigy.models.encoders import llm
 
 
 def test_missing_package_is_a_clear_error(monkeypatch):

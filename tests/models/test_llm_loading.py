@@ -8,7 +8,7 @@ import torch
 
 from effigy import cli
 from effigy.errors import CheckpointError
-from effigy.models.llm import load_causal_lm
+from effigy.models.encoders.llm import load_causal_lm
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ from diffusers import PixArtTransformer2DModel
 
 import effigy
 from effigy.errors import CheckpointError, ModelError
-from effigy.models import clip_standin, shapes_checker, t2i_shapes, text_encoder
+from effigy.models.encoders import text_encoder
+from effigy.models.generators import t2i_shapes
+from effigy.models.judges import clip_standin, shapes_checker
 from effigy.recipes import get_recipe
 from effigy.worlds.shapes import ShapesWorld
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from effigy.errors import CheckpointError
-from effigy.models import digit_classifier, dit_digits
+from effigy.models.generators import dit_digits
+from effigy.models.judges import digit_classifier
 from effigy.models.zoo import WEIGHTS_DIR, load_zoo_model, read_manifest, sha256_of, train_zoo_model
 
 

@@ -8,7 +8,7 @@ import torch
 
 import effigy
 from effigy.attention import apply_ditfastattn, calibrate_plan, remove_ditfastattn
-from effigy.models.diffusion import sample_with_guidance, sampling_scheduler
+from effigy.models.generators.diffusion import sample_with_guidance, sampling_scheduler
 from effigy.nn import QuantConfig, QuantLinear
 from effigy.recipes import MIXED_PRECISION_RECIPES, RECIPES, fast_cpu_variant, get_recipe
 from effigy.recipes.mixed_precision import config_from_group_bits

@@ -60,7 +60,7 @@ FILLER = ("The history of the river valley is long. Farmers planted wheat and ba
 
 @dataclass
 class KVBenchSettings(SettingsRecord):
-    model: str = "smollm2"  # see effigy.models.llm.load_causal_lm
+    model: str = "smollm2"  # see effigy.models.encoders.llm.load_causal_lm
     trace_tokens: int = 2048
     prompts: int = 2
     average_bits: tuple[float, ...] = (4.0, 6.0)  # budgets: average stored bits per KV element, all included
@@ -134,7 +134,7 @@ def run_kv_bench(model, tokenizer, settings: KVBenchSettings, progress: Progress
     """Every cache of :func:`method_caches` judged on the FP model's own traces (see the module docstring).
 
     Args:
-        model, tokenizer: a transformers causal LM (see :func:`effigy.models.llm.load_causal_lm`).
+        model, tokenizer: a transformers causal LM (see :func:`effigy.models.encoders.llm.load_causal_lm`).
         settings: trace length, budgets, window, calibration.
         description: the model as the results name it.
     Returns:

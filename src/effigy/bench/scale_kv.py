@@ -124,7 +124,7 @@ def _filled_cache_memory(name: str, length: int, s: KVScaleSettings) -> dict:
 
 
 def run_kv_section(s: KVScaleSettings, progress: Progress = no_progress) -> dict:
-    from effigy.models.llm import load_smollm2
+    from effigy.models.encoders.llm import load_smollm2
 
     model, _ = load_smollm2()
     rows = [row for length in s.lengths for row in run_length(model, length, s, progress)]

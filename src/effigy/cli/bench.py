@@ -203,7 +203,7 @@ def bench_kvquant(
     """PM-KVQ vs FP16, RTN, KIVI-style and its ablations at equal KV memory on a causal LM (SmolLM2-135M)."""
     from effigy.bench.kvquant import KVBenchSettings, model_slug, run_kv_bench
     from effigy.bench.kvquant_report import COLUMNS, render
-    from effigy.models.llm import load_causal_lm
+    from effigy.models.encoders.llm import load_causal_lm
 
     settings = KVBenchSettings(trace_tokens=trace_tokens, prompts=prompts, seed=seed, model=model,
                                average_bits=parse_floats(average_bits, "--average-bits"),

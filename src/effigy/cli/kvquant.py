@@ -33,7 +33,7 @@ def kv_calibrate(
     from effigy.kvcache.allocation import save_allocation
     from effigy.kvcache.calibrate import allocate_kv_bits, kv_sensitivity
     from effigy.kvcache.progressive import kv_geometry
-    from effigy.models.llm import load_causal_lm
+    from effigy.models.encoders.llm import load_causal_lm
 
     writable_file(out)
     model, tokenizer, _ = load_causal_lm(model_name)
@@ -67,7 +67,7 @@ def kv_generate(
     from effigy.kvcache.allocation import read_allocation
     from effigy.kvcache.progressive import PMKVQCache
     from effigy.memory import held_bytes
-    from effigy.models.llm import load_causal_lm
+    from effigy.models.encoders.llm import load_causal_lm
 
     kwargs = {} if allocation is None else read_allocation(allocation)
     model, tokenizer, _ = load_causal_lm(model_name)

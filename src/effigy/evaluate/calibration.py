@@ -72,7 +72,7 @@ def quantization_source(name_or_path: str, prompts: list[str] | None = None, ste
 
 def class_label_calibration_loop(model: nn.Module, steps: int, per_class: int = 2) -> CalibrationLoop:
     """Sampling runs of a class-conditional DiT on its first ten classes (``per_class`` images each)."""
-    from effigy.models import dit_digits
+    from effigy.models.generators import dit_digits
 
     classes = min(model.config.num_embeds_ada_norm, 10)
     labels = torch.arange(classes).repeat_interleave(per_class)

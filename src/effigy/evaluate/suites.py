@@ -90,7 +90,7 @@ def image_quality(images: torch.Tensor, reference: torch.Tensor | None) -> dict[
 
 
 def digits_suite(settings: SamplingSettings) -> BenchSuite:
-    from effigy.models import dit_digits
+    from effigy.models.generators import dit_digits
     from effigy.models.zoo import load_zoo_model
     from effigy.worlds.digits import NUM_CLASSES, load_digits_images
 

@@ -17,8 +17,9 @@ from effigy.evaluate.measure import Progress, no_progress
 from effigy.metrics import fid_from_features
 from effigy.metrics.adherence import adherence
 from effigy.metrics.stats import paired_mean_difference
-from effigy.models import clip_standin, shapes_checker, t2i_shapes
-from effigy.models.text_encoder import MiniLMTextEncoder
+from effigy.models.encoders.text_encoder import MiniLMTextEncoder
+from effigy.models.generators import t2i_shapes
+from effigy.models.judges import clip_standin, shapes_checker
 from effigy.models.zoo import load_zoo_model
 from effigy.nn.config import DEFAULT_IGNORE
 from effigy.nn.replace import find_targets

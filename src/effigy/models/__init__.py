@@ -4,7 +4,7 @@ from effigy.checkpoint.quantized import register_model_class
 
 
 def _pooled_pixart() -> type:
-    from effigy.models.t2i_shapes import PixArtWithPooledText
+    from effigy.models.generators.t2i_shapes import PixArtWithPooledText
 
     return PixArtWithPooledText
 

@@ -16,7 +16,8 @@ from torch import nn
 
 from effigy.checkpoint.files import sha256_of
 from effigy.errors import CheckpointError
-from effigy.models import clip_standin, digit_classifier, dit_digits, shapes_checker, t2i_shapes
+from effigy.models.generators import dit_digits, t2i_shapes
+from effigy.models.judges import clip_standin, digit_classifier, shapes_checker
 from effigy.registry import Registry
 from effigy.serialize import read_json_file
 

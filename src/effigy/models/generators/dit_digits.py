@@ -13,7 +13,12 @@ import torch
 from diffusers import DiTTransformer2DModel
 
 from effigy.models.config import TrainConfig
-from effigy.models.diffusion import DiffusionTraining, sample_with_guidance, sampling_scheduler, train_eps_model
+from effigy.models.generators.diffusion import (
+    DiffusionTraining,
+    sample_with_guidance,
+    sampling_scheduler,
+    train_eps_model,
+)
 from effigy.worlds.digits import NUM_CLASSES, augment, load_digits_images, split_indices
 
 

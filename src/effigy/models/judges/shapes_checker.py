@@ -96,7 +96,7 @@ def checker_loss(pred: torch.Tensor, targets: tuple[torch.Tensor, ...]) -> torch
 
 
 def render_batch(scenes: list[Scene], size: int) -> torch.Tensor:
-    from effigy.models.t2i_shapes import images_to_tensor
+    from effigy.models.generators.t2i_shapes import images_to_tensor
 
     return images_to_tensor([render(s, size) for s in scenes])
 

@@ -18,8 +18,13 @@ from diffusers.models.embeddings import PixArtAlphaTextProjection
 
 from effigy.errors import ModelError
 from effigy.models.config import TrainConfig
-from effigy.models.diffusion import DiffusionTraining, sample_with_guidance, sampling_scheduler, train_eps_model
-from effigy.models.text_encoder import EMBED_DIM
+from effigy.models.encoders.text_encoder import EMBED_DIM
+from effigy.models.generators.diffusion import (
+    DiffusionTraining,
+    sample_with_guidance,
+    sampling_scheduler,
+    train_eps_model,
+)
 from effigy.worlds.shapes import ShapesWorld, render
 
 
@@ -160,7 +165,7 @@ class CaptionBank:
 def train(config: T2IShapesConfig, progress: Callable[[int, float], None] | None = None,
           encoder=None) -> PixArtTransformer2DModel:
     """Seeded training on ``train_scenes`` rendered training-split scenes (held-out pairs never seen)."""
-    from effigy.models.text_encoder import MiniLMTextEncoder
+    from effigy.models.encoders.text_encoder import MiniLMTextEncoder
 
     bank = CaptionBank(encoder or MiniLMTextEncoder())
     scenes = ShapesWorld(size=config.world_size, seed=config.seed).sample(config.train_scenes)

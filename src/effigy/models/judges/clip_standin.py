@@ -118,8 +118,8 @@ def train_head(
 def train(config: AlignConfig, progress: Callable[[int, float], None] | None = None) -> AlignmentHead:
     """Seeded: render world scenes of both splits (some degraded), embed them with the two frozen
     encoders, and fit the projections."""
-    from effigy.models.shapes_checker import degrade, render_batch
-    from effigy.models.text_encoder import MiniLMTextEncoder
+    from effigy.models.encoders.text_encoder import MiniLMTextEncoder
+    from effigy.models.judges.shapes_checker import degrade, render_batch
     from effigy.worlds.shapes import ShapesWorld
 
     generator = torch.Generator().manual_seed(config.seed)
