@@ -34,8 +34,8 @@ def verify_digest(directory: Path, required: list[str]) -> None:
     if not path.exists():
         raise CheckpointError(f"{directory} has no {DIGEST_NAME}: it was written by an older effigy or damaged; "
                               "save it again with effigy.save (or effigy quantize).")
-    digest = read_json(path)
-    files = digest.get("files") if isinstance(digest, dict) else None
+    digest = read_json(path)  # a mapping, or a CheckpointError
+    files = digest.get("files")
     if digest.get("format") != DIGEST_FORMAT or not isinstance(files, dict):
         raise CheckpointError(f"{path} is not an effigy checkpoint digest ({DIGEST_FORMAT}).")
     unlisted = sorted(set(required) - set(files))

@@ -128,21 +128,6 @@ def model_from_config(directory: Path) -> nn.Module:
 
 
 def load_state_strictly(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong_shape:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
-            if keys:
-                parts.append(f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}")
-        raise CheckpointError(
-            "the weights do not match the model described by the checkpoint's configs (" + "; ".join(parts) + "). "
-            "Was the file saved from a different model or recipe?"
-        )
-    wrong_dtype = [k for k in expected if state[k].dtype != expected[k].dtype]
-    if wrong_dtype:
-        raise CheckpointError(f"tensor {wrong_dtype[0]} is stored as {state[wrong_dtype[0]].dtype}, the model holds "
-                              f"{expected[wrong_dtype[0]].dtype}; the checkpoint is damaged (no silent conversion).")
+    """Load ``state`` into ``model`` only if names, shapes and dtypes are exactly the model's (no conversion)."""
+    check_layout(model.state_dict(), {k: (tuple(v.shape), v.dtype) for k, v in state.items()})
     model.load_state_dict(state)

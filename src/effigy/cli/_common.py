@@ -205,5 +205,5 @@ def writable_file(path: Path, option: str = "--out") -> Path:
     """``path`` as an output file, checked before any work: not a folder, in a writable folder."""
     if path.is_dir():
         raise EffigyError(f"{option} {path} is a folder; pass a file name to write.")
-    writable_folder(path.parent if str(path.parent) else Path("."), option)
+    writable_folder(path.parent, option)
     return path
