@@ -147,3 +147,12 @@ def test_the_shipped_text_to_image_model_quantizes_calibrated_and_loads_back_exa
                                                                                     "aspect_ratio": None})
     assert torch.equal(loaded(**call).sample, quantized(**call).sample)
     assert calibration_loop(source, get_recipe("vidit-q-w4a8")) is source.calibrate  # its suite's own prompts
+
+
+def test_a_pipeline_whose_component_cannot_load_is_one_clear_error(pixart_pipeline_folder, monkeypatch, capsys,
+                                                                     tmp_path):
+    (pixart_pipeline_folder / "tokenizer" / "tokenizer.json").write_text('{"model": {"type": "Unigram", "vocab": 3}}')
+    code, _, err = _quantize_cli(monkeypatch, capsys, "--model", str(pixart_pipeline_folder), "--recipe",
+                                 "vidit-q-w8a8", "--out", str(tmp_path / "q"))
+    assert code == 2 and "could not load the pipeline" in err and "Traceback" not in err
+    assert "Loading pipeline components" not in err  # no third-party progress bar in the output

@@ -69,13 +69,17 @@ def load_pipeline(folder: str | Path):
     if "transformer" not in index:
         raise CheckpointError(f"{folder} is a pipeline without a transformer; effigy quantizes diffusion transformers.")
     from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
 
-    diffusers_logging.disable_progress_bar()  # "Loading pipeline components" / "Loading weights": effigy reports
-    transformers_logging.disable_progress_bar()  # progress itself
+    # diffusers' "Loading pipeline components" bar ignores HF_HUB_DISABLE_PROGRESS_BARS: off for this load only
+    shown = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
     try:
         pipe = DiffusionPipeline.from_pretrained(str(folder), use_safetensors=True, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"could not load the pipeline in {folder} ({str(exc).splitlines()[0]}).") from None
+    except Exception as exc:  # a third-party folder can fail in any component's loader (tokenizer, config, ...)
+        raise CheckpointError(f"could not load the pipeline in {folder} ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200]}).") from None
+    finally:
+        if shown:
+            diffusers_logging.enable_progress_bar()
     pipe.transformer.eval()
     return pipe
