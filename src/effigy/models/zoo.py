@@ -16,7 +16,7 @@ from torch import nn
 
 from effigy.checkpoint.files import sha256_of
 from effigy.errors import CheckpointError
-from effigy.models.generators import dit_digits, t2i_shapes
+from effigy.models.generators import dit_digits, t2i_shapes, t2i_shapes_lcm
 from effigy.models.judges import clip_standin, digit_classifier, shapes_checker
 from effigy.registry import Registry
 from effigy.serialize import read_json_file
@@ -33,6 +33,7 @@ class ZooEntry:
     build: Callable[[object], nn.Module]
     train: Callable[..., nn.Module]
     dtype: torch.dtype
+    resumable: bool = False  # train takes checkpoint_dir and resumes from it
 
 
 _ENTRIES = (
@@ -60,6 +61,16 @@ _ENTRIES = (
         t2i_shapes.build_transformer,
         t2i_shapes.train,
         torch.float16,
+    ),
+    ZooEntry(
+        "t2i-shapes-lcm",
+        "few-step (1-4) student of t2i-shapes by latent-consistency distillation, guidance baked in; "
+        "diffusers LCMScheduler",
+        t2i_shapes_lcm.T2IShapesLCMConfig,
+        t2i_shapes_lcm.build_transformer,
+        t2i_shapes_lcm.train,
+        torch.float16,
+        resumable=True,
     ),
     ZooEntry(
         "shapes-checker",
@@ -97,11 +108,12 @@ def read_manifest(path: Path = MANIFEST) -> dict:
     return data
 
 
-def load_zoo_model(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[nn.Module, object]:
+def load_zoo_model(name: str, weights_dir: str | Path = WEIGHTS_DIR) -> tuple[nn.Module, object]:
     """Build the named model, verify its shipped weights against the manifest's sha256, load them."""
     from effigy.checkpoint.files import read_safetensors
 
     entry = zoo_entry(name)
+    weights_dir = Path(weights_dir)
     record = read_manifest(weights_dir / "MANIFEST.json").get(name)
     if record is None:
         raise CheckpointError(f"no shipped weights for {name!r}; train them with `effigy zoo train {name}`.")
@@ -128,14 +140,20 @@ def train_zoo_model(
     """Run the seeded training command for ``name`` and write its weights and manifest record.
 
     The output folder is created (and checked writable) before training starts, so a long run never
-    ends without its weights."""
+    ends without its weights. Resumable models keep their training state in ``<out>/<name>.training/``
+    and continue from it when the command is run again with the same settings."""
     entry = zoo_entry(name)
     config = entry.config_cls(**overrides)
     weights_dir = Path(weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
     if not os.access(weights_dir, os.W_OK):
         raise CheckpointError(f"cannot write to {weights_dir}; choose another --out folder before training.")
-    return write_zoo_weights(name, entry.train(config, progress), config, weights_dir)
+    extra = {"checkpoint_dir": training_state_dir(name, weights_dir)} if entry.resumable else {}
+    return write_zoo_weights(name, entry.train(config, progress, **extra), config, weights_dir)
+
+
+def training_state_dir(name: str, weights_dir: Path) -> Path:
+    return weights_dir / f"{name}.training"
 
 
 def write_zoo_weights(name: str, model: nn.Module, config: object, weights_dir: str | Path = WEIGHTS_DIR) -> Path:
