@@ -48,6 +48,10 @@ def _cases(tmp):
         (["zoo", "train", "dit-digits", "--steps", "0", "--out", str(tmp / "z")], "--steps"),
         (["zoo", "train", "nosuch", "--out", str(tmp / "z")], "unknown zoo model"),
         (["bench", "quant", "--mp-bits", "1.5"], "outside the candidate widths"),
+        (["bench", "mixdq", "--bits", "1.5"], "outside what the candidate widths reach"),
+        (["bench", "mixdq", "--bits", "9"], "outside what the candidate widths reach"),
+        (["bench", "mixdq", "--steps", "9"], "--steps"),
+        (["bench", "lcm", "--prompts", "1"], "--prompts"),
         (["quantize", "--recipe", "vidit-q-w8a8", "--backend", "gpu", "--out", str(tmp / "q")], "--backend"),
         (["nosuch"], "No such command"),
         (["bench", "quant", "--bogus"], "No such option"),
@@ -67,6 +71,7 @@ def _cases(tmp):
     ]
     for bad in NAN_INF:
         cases += [(["bench", "quant", f"--mp-bits={bad}"], "finite"),
+                  (["bench", "mixdq", f"--bits={bad}"], "finite"),
                   (["bench", "t2i-scorers", f"--guidance={bad}"], "--guidance"),
                   (["accelerate", f"--threshold={bad}", "--out", str(tmp / "p.json")], "--threshold"),
                   (["kvquant", "generate", "--prompt", "hi", f"--budget-mb={bad}"], "--budget-mb")]

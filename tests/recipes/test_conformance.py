@@ -10,6 +10,7 @@ import effigy
 from effigy.attention import apply_ditfastattn, calibrate_plan, remove_ditfastattn
 from effigy.models.generators.diffusion import sample_with_guidance, sampling_scheduler
 from effigy.nn import QuantConfig, QuantLinear
+from effigy.nn.first_token import FirstTokenSplitLinear
 from effigy.recipes import MIXED_PRECISION_RECIPES, RECIPES, fast_cpu_variant, get_recipe
 from effigy.recipes.mixed_precision import config_from_group_bits
 
@@ -84,11 +85,17 @@ def test_every_mixed_precision_recipe_builds_per_layer_widths_that_load_exactly(
     method = MIXED_PRECISION_RECIPES.get(recipe)
     base = get_recipe(method.base)
     layers = method.groups.of(fp, base, "layer")
-    widths = {name: (3, 4, 6, 8)[i % 4] for i, name in enumerate(layers)}
+    widths = {}
+    for i, name in enumerate(layers):
+        candidates = method.groups.candidates(name, (3, 4, 6, 8))
+        widths[name] = candidates[i % len(candidates)]
     config = config_from_group_bits(fp, base, method.groups, widths, recipe)
     model = effigy.quantize(copy.deepcopy(fp), config, run)
-    held_bits = {name: m.weight_spec.bits for name, m in model.named_modules() if isinstance(m, QuantLinear)}
+    held_bits = {name.removesuffix(".quantized"): m.weight_spec.bits for name, m in model.named_modules()
+                 if isinstance(m, QuantLinear)}  # a first-token split holds its quantized layer as .quantized
     assert held_bits == widths
+    split = {name for name, m in model.named_modules() if isinstance(m, FirstTokenSplitLinear)}
+    assert split == {name for name in layers if config.splits_first_token(name)}
     effigy.save(model, tmp_path / "ckpt")
     assert torch.equal(run(effigy.load(tmp_path / "ckpt")), run(model))
     assert QuantConfig.from_dict(config.to_dict()) == config

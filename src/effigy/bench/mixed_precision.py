@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from dataclasses import replace
 
-from effigy.errors import UnknownNameError
+from effigy.errors import QuantizationError, UnknownNameError
 from effigy.evaluate.measure import Progress
 from effigy.evaluate.suites import LOWER_IS_BETTER, BenchSuite, load_suite
 from effigy.metrics import ssim
@@ -25,6 +25,7 @@ from effigy.nn import QuantConfig
 from effigy.nn.quantize import quantize
 from effigy.recipes import MIXED_PRECISION_RECIPES, get_recipe
 from effigy.recipes.mixed_precision import measure_sensitivity, mixed_precision_config
+from effigy.registry import Registry
 
 SENSITIVITY_METRIC_NAMES = ("denoiser", "propagated", "samples")
 
@@ -48,6 +49,10 @@ def sensitivity_evaluator(world: BenchSuite, metric: str = "denoiser", guidance_
     run = world.sample_sensitivity
     if metric == "samples":
         return sample_level_evaluator(world.fp_model, run, ssim, world.alignment)
+    if not world.guidance_batch:
+        raise QuantizationError(f"{world.name} runs without a classifier-free-guidance batch, so the {metric!r} "
+                                "sensitivity (guided prediction and guidance direction) does not apply; use "
+                                "--sensitivity-metric samples.")
     calls = record_denoiser_calls(world.fp_model, run)
     if metric == "denoiser":
         return replay_evaluator(calls, guidance_scale, [1.0 / len(calls)] * len(calls), relative=True)
@@ -57,6 +62,12 @@ def sensitivity_evaluator(world: BenchSuite, metric: str = "denoiser", guidance_
 
 def mixed_precision_variant(world: BenchSuite, settings, progress: Progress,
                             recipe: str = "vidit-q-w4a8-mp") -> tuple[QuantConfig, dict]:
+    """The registered mixed-precision ``recipe`` searched on ``world`` by its own search (``SEARCHES``)."""
+    return SEARCHES.get(MIXED_PRECISION_RECIPES.get(recipe).search)(world, settings, progress, recipe)
+
+
+def trust_region_variant(world: BenchSuite, settings, progress: Progress,
+                         recipe: str = "vidit-q-w4a8-mp") -> tuple[QuantConfig, dict]:
     """Sensitivity table + ILP allocation at ``settings.mp_average_bits``, both returned for the results.
 
     One allocation per trust region in ``settings.mp_max_moved``; with several, each (and the uniform
@@ -111,3 +122,14 @@ def validation_world(settings) -> BenchSuite:
     prompts than the evaluation), ``validation_per_class`` per class at most."""
     per_class = min(settings.validation_per_class, settings.samples_per_class)
     return load_suite(settings.model, replace(settings, seed=settings.seed + 1, samples_per_class=per_class))
+
+
+def _mixdq_variant(world: BenchSuite, settings, progress: Progress, recipe: str) -> tuple[QuantConfig, dict]:
+    from effigy.bench.mixdq_search import mixdq_variant
+
+    return mixdq_variant(world, settings, progress, recipe)
+
+
+SEARCHES: Registry = Registry("mixed-precision search", QuantizationError)
+SEARCHES.register("trust-region", trust_region_variant)
+SEARCHES.register("mixdq", _mixdq_variant)

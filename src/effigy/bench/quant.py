@@ -21,7 +21,7 @@ from effigy.evaluate.suites import BenchSuite, SamplingSettings, load_suite
 from effigy.memory import held_bytes
 from effigy.nn import QuantConfig
 from effigy.nn.quantize import quantize, weight_nbytes
-from effigy.recipes import fast_cpu_variant, get_recipe
+from effigy.recipes import MIXED_PRECISION_RECIPES, fast_cpu_variant, get_recipe
 
 MIXED_PRECISION = "vidit-q-w4a8-mp"
 # also run on the fbgemm integer GEMM: W8 and the int4-weight path (4-bit grid fed to the int8 kernel)
@@ -54,50 +54,35 @@ class QuantBenchSettings(SamplingSettings):
     bootstrap_resamples: int = 1000  # intervals of the paired differences (COMPARISONS)
 
 
-def build_variants(world: BenchSuite, settings: QuantBenchSettings,
-                   progress: Progress = no_progress) -> tuple[list[Variant], dict | None]:
-    """FP plus each recipe (the fbgemm run of vidit-q-w8a8 if asked; the MP recipe allocated here)."""
-    configs, allocation = [], None
+def recipe_configs(world: BenchSuite, settings: QuantBenchSettings, progress: Progress = no_progress,
+                   fast_path_recipes: tuple[str, ...] = FAST_PATH_RECIPES) -> tuple[list[QuantConfig], dict[str, dict]]:
+    """Each recipe's config (mixed-precision recipes searched here, their records returned by name), and the
+    fbgemm run of those in ``fast_path_recipes`` if asked."""
+    configs, allocations = [], {}
     for name in settings.recipes:
-        if name == MIXED_PRECISION:
-            config, allocation = mixed_precision_variant(world, settings, progress)
-            configs.append(config)
+        if name in MIXED_PRECISION_RECIPES:
+            config, allocations[name] = mixed_precision_variant(world, settings, progress, name)
         else:
-            configs.append(get_recipe(name))
-        if settings.fast_path and name in FAST_PATH_RECIPES:
-            configs.append(fast_cpu_variant(configs[-1]))
+            config = get_recipe(name)
+        configs.append(config)
+        if settings.fast_path and name in fast_path_recipes:
+            configs.append(fast_cpu_variant(config))
+    return configs, allocations
+
+
+def quantized_variants(world: BenchSuite, configs: list[QuantConfig]) -> list[Variant]:
+    """FP first, then a quantized copy per config, calibrated on the suite's calibration run."""
     fp_model = world.fp_model
-    variants = [Variant("fp32", fp_model)]
-    for config in configs:
-        variants.append(Variant(config.name, quantize(copy.deepcopy(fp_model), config, world.sample_calibration), config))
-    return variants, allocation
+    return [Variant("fp32", fp_model)] + [
+        Variant(c.name, quantize(copy.deepcopy(fp_model), c, world.sample_calibration), c) for c in configs]
 
 
 @torch.no_grad()
 def run_quant_bench(settings: QuantBenchSettings, progress: Progress = no_progress) -> dict:
     world = load_suite(settings.model, settings)
-    fp_model = world.fp_model
-    variants, allocation = build_variants(world, settings, progress)
-    fp_weight_bytes = weight_nbytes(fp_model)
-
-    for variant in variants:
-        advance = progress(f"sampling {variant.name}", 1)
-        variant.images = world.sample_eval(variant.model)
-        advance()
-        reference = variants[0].images if variant.config else None
-        variant.row = {
-            "variant": variant.name,
-            "backend": "float" if variant.config is None else variant.config.backend,
-            **world.quality(variant.images, reference),
-            "weight_bytes": weight_nbytes(variant.model),
-            "held_bytes": held_bytes(variant.model),
-            "weight_bytes_ratio": weight_nbytes(variant.model) / fp_weight_bytes,
-            "average_weight_bits": average_weight_bits(variant.model),
-        }
-        if variant.config is not None:
-            quantized_bytes = weight_nbytes(variant.model, only_quantized_targets=True)
-            variant.row["quantized_linear_bytes_ratio"] = quantized_bytes / _fp_bytes_of_targets(fp_model, variant.model)
-
+    configs, allocations = recipe_configs(world, settings, progress)
+    variants = quantized_variants(world, configs)
+    score_variants(world, variants, progress)
     comparisons = paired_comparisons(world, variants, settings.seed, settings.bootstrap_resamples)
     measure_speed_and_memory(variants, world, settings, progress)
     peer = peer_comparison(world, variants, settings) if settings.peer else None
@@ -113,7 +98,7 @@ def run_quant_bench(settings: QuantBenchSettings, progress: Progress = no_progre
         "machine": machine_facts(),
         "recipes": {v.name: v.config.to_dict() for v in variants if v.config is not None},
         "rows": [v.row for v in variants],
-        "allocation": allocation,
+        "allocation": allocations.get(MIXED_PRECISION),
         "comparisons": comparisons,
         "peer": peer,
         "images": {v.name: v.images for v in variants},
@@ -121,15 +106,39 @@ def run_quant_bench(settings: QuantBenchSettings, progress: Progress = no_progre
     }
 
 
-def paired_comparisons(world: BenchSuite, variants: list[Variant], seed: int, resamples: int = 1000) -> list[dict]:
-    """Bootstrap intervals of the differences named in COMPARISONS, for the pairs this run has (against
-    FP, the scores measured against FP itself are left out)."""
+def score_variants(world: BenchSuite, variants: list[Variant], progress: Progress = no_progress) -> None:
+    """Sample the evaluation run with each variant (FP first) and fill its row: quality, bytes, bits."""
+    fp_model = world.fp_model
+    fp_weight_bytes = weight_nbytes(fp_model)
+    for variant in variants:
+        advance = progress(f"sampling {variant.name}", 1)
+        variant.images = world.sample_eval(variant.model)
+        advance()
+        reference = variants[0].images if variant is not variants[0] else None
+        variant.row = {
+            "variant": variant.name,
+            "backend": "float" if variant.config is None else variant.config.backend,
+            **world.quality(variant.images, reference),
+            "weight_bytes": weight_nbytes(variant.model),
+            "held_bytes": held_bytes(variant.model),
+            "weight_bytes_ratio": weight_nbytes(variant.model) / fp_weight_bytes,
+            "average_weight_bits": average_weight_bits(variant.model),
+        }
+        if variant.config is not None:  # an effigy recipe (a peer's layers are not QuantLinear)
+            quantized_bytes = weight_nbytes(variant.model, only_quantized_targets=True)
+            variant.row["quantized_linear_bytes_ratio"] = quantized_bytes / _fp_bytes_of_targets(fp_model, variant.model)
+
+
+def paired_comparisons(world: BenchSuite, variants: list[Variant], seed: int, resamples: int = 1000,
+                       pairs: tuple[tuple[str, str], ...] = COMPARISONS) -> list[dict]:
+    """Bootstrap intervals of the differences of ``pairs`` (variant, baseline) this run has (against FP, the
+    scores measured against FP itself are left out)."""
     images = {v.name: v.images for v in variants}
     fp_images = variants[0].images
     return [{"variant": name, "baseline": baseline, "items": len(fp_images), "resamples": resamples,
              "differences": world.compare(images[name], images[baseline], None if baseline == "fp32" else fp_images,
                                           seed=seed, resamples=resamples)}
-            for name, baseline in COMPARISONS if name in images and baseline in images]
+            for name, baseline in pairs if name in images and baseline in images]
 
 
 def peer_comparison(world: BenchSuite, variants: list[Variant], settings: QuantBenchSettings) -> dict:
@@ -184,23 +193,35 @@ def measure_speed_and_memory(variants: list[Variant], world: BenchSuite, setting
                              progress: Progress) -> None:
     """Latency: variants interleaved over repeats so that machine noise hits them alike.
     Memory: each variant in a fresh process (load, quantize, sample the latency batch)."""
+    measure_latency(variants, world, settings, progress)
+    if settings.measure_memory:
+        measure_peak_memory(variants, settings, progress)
+
+
+def measure_latency(variants: list[Variant], world: BenchSuite, settings: QuantBenchSettings, progress: Progress,
+                    key: str = "latency_ms_per_image") -> None:
+    """Milliseconds per image of the suite's latency run, variants interleaved, into each row's ``key``."""
     images = len(world.sample_latency(variants[0].model))
     advance = progress("timing", settings.latency_repeats + 1)
     seconds = interleaved_latency(variants, world.fp_model, world.sample_latency, settings.latency_repeats, advance)
     for variant in variants:
-        variant.row["latency_ms_per_image"] = 1000 * seconds[variant.name] / images
-    if settings.measure_memory:
-        advance = progress("peak memory (a fresh process each)", len(variants))
-        for variant in variants:
-            config = None if variant.config is None else variant.config.to_dict()
-            variant.row["peak_rss_mib"] = run_in_fresh_process(memory_probe, config, settings.to_dict())["peak_rss_mib"]
-            advance()
+        variant.row[key] = 1000 * seconds[variant.name] / images
+
+
+def measure_peak_memory(variants: list[Variant], settings: QuantBenchSettings, progress: Progress) -> None:
+    """Peak RSS of each variant built and run in a fresh process (variants without a config: the FP model)."""
+    advance = progress("peak memory (a fresh process each)", len(variants))
+    for variant in variants:
+        config = None if variant.config is None else variant.config.to_dict()
+        variant.row["peak_rss_mib"] = run_in_fresh_process(memory_probe, config, settings.to_dict())["peak_rss_mib"]
+        advance()
 
 
 def memory_probe(config: dict | None, settings: dict) -> dict:
     """In a fresh process: load the shipped model, quantize it as ``config`` says, sample the latency
     batch once, and report the process's peak resident memory."""
-    bench = QuantBenchSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+    known = SamplingSettings.__dataclass_fields__
+    bench = SamplingSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items() if k in known})
     world = load_suite(bench.model, bench)
     model = world.fp_model
     if config is not None:

@@ -95,6 +95,62 @@ def bench_quant(
     run_quant(settings, results_stem(out, "quant", model), as_json)
 
 
+@app.command("lcm")
+def bench_lcm(
+    prompts: int = typer.Option(240, min=6, max=10000, help="Held-out prompts of all kinds."),
+    single_prompts: int = typer.Option(200, min=2, max=10000, help="Held-out single-object prompts (acceptance)."),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    weights: Optional[Path] = typer.Option(None, help="A student trained by `effigy zoo train t2i-shapes-lcm --out "
+                                           "DIR` instead of the shipped one."),
+    name: Optional[str] = typer.Option(None, help="Results file name (default lcm_t2i_shapes_lcm)."),
+    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The few-step student t2i-shapes-lcm at 1, 2 and 4 steps against its teacher at 20 steps."""
+    from effigy.bench.lcm import KEY_COLUMNS, LCMBenchSettings, run_lcm_bench, write_lcm_report
+
+    if weights is not None and not (weights / "MANIFEST.json").is_file():
+        raise EffigyError(f"--weights {weights} holds no MANIFEST.json; pass the --out folder of `effigy zoo train`.")
+    settings = LCMBenchSettings(prompts=prompts, single_prompts=single_prompts, seed=seed,
+                                student_weights=None if weights is None else str(weights))
+    stem = results_stem(out, "lcm", "t2i-shapes-lcm", name)
+    with progress(not as_json) as reporter:
+        result = run_lcm_bench(settings, reporter)
+    paths = write_lcm_report(result, stem.parent, stem.name, command_line())
+    show({"rows": result["rows"]}, KEY_COLUMNS, "few-step student vs teacher", paths, as_json)
+
+
+@app.command("mixdq")
+def bench_mixdq(
+    samples_per_class: int = typer.Option(20, min=2, max=1000, help="Held-out prompts = 10 x this."),
+    steps: int = typer.Option(4, min=1, max=8, help="LCM steps of the few-step student."),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    bits: Optional[float] = typer.Option(None, help="Average weight bits for mixdq-w4a8 instead of the three "
+                                         "recipes' own targets (8, 4, 3.66).", callback=finite),
+    ablations: bool = typer.Option(True, help="Also run MixDQ W4A8 without BOS handling and with one metric."),
+    memory: bool = typer.Option(True, help="Peak RSS in a fresh process per variant (~10 s each)."),
+    bootstrap_resamples: int = typer.Option(1000, min=100),
+    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """MixDQ on the few-step student t2i-shapes-lcm against uniform, ViDiT-Q and a peer, with ablations."""
+    from effigy.bench.mixdq import MixDQBenchSettings, run_mixdq_bench
+    from effigy.bench.mixdq_report import KEY_COLUMNS, write_mixdq_report
+    from effigy.bench.mixdq_search import check_mixdq_target
+
+    settings = MixDQBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed, ablations=ablations,
+                                  measure_memory=memory, bootstrap_resamples=bootstrap_resamples, mixdq_bits=bits)
+    if bits is not None:
+        check_mixdq_target("mixdq-w4a8", bits)  # before the analysis, not after it
+        settings = MixDQBenchSettings(**{**settings.__dict__, "recipes": tuple(
+            r for r in settings.recipes if r not in ("mixdq-w8a8", "mixdq-w3.66a16"))})
+    stem = results_stem(out, "mixdq", settings.model)
+    with progress(not as_json) as reporter:
+        result = run_mixdq_bench(settings, reporter)
+    paths = write_mixdq_report(result, stem.parent, stem.name, command_line())
+    show({"rows": result["rows"]}, KEY_COLUMNS, f"{settings.model}: MixDQ (seed {seed})", paths, as_json)
+
+
 @app.command("kernels")
 def bench_kernels(seed: int = typer.Option(0, min=0, max=2**31 - 1),
                   out: Optional[Path] = typer.Option(None, help=OUT_HELP),

@@ -73,7 +73,7 @@ def quantize_cmd(
     if backend is not None:
         check_choice(backend, BACKENDS, "--backend")
     if allocation is not None:
-        read_group_bits(allocation)  # a bad file fails here, before the model loads
+        read_group_bits(allocation, recipe)  # a bad file fails here, before the model loads
     candidates = None if widths is None else parse_bits(widths, "--widths")
     texts = None if prompts is None else read_prompts(prompts)
     writable_folder(out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -175,6 +176,8 @@ def quantize_to_folder(model: str, recipe: str, out: Path, backend: str | None =
     fp_bytes = held_bytes(source.model)
     quantized = quantize(source.model, config, calibration_loop(source, config))
     save(quantized, out)
+    if allocation is not None:  # the search's record beside the weights (the config alone rebuilds the model)
+        shutil.copyfile(allocation, Path(out) / "allocation.json")
     held = held_bytes(quantized)
     return {"model": model, "recipe": config.name, "out": str(out), "fp32_held_bytes": fp_bytes, "held_bytes": held,
             "counted_weight_bytes": weight_nbytes(quantized), "ratio": held / fp_bytes}

@@ -7,17 +7,25 @@ import numpy as np
 import torch
 
 
-def labelled_grid(rows: dict[str, torch.Tensor], path: Path, scale: int = 4, label_width: int = 170) -> Path:
-    """Save a PNG with one labelled row per entry; images are [N, C, H, W] in [-1, 1]."""
+def labelled_grid(rows: dict[str, torch.Tensor], path: Path, scale: int = 4, label_width: int = 170,
+                  column_labels: list[str] | None = None) -> Path:
+    """Save a PNG with one labelled row per entry; images are [N, C, H, W] in [-1, 1]. ``column_labels`` (the
+    prompts of a text-to-image grid) are written above the columns, wrapped to the cell width."""
+    import textwrap
+
     from PIL import Image, ImageDraw
 
     first = next(iter(rows.values()))
     n, _, h, w = first.shape
     cell_h, cell_w, pad = h * scale, w * scale, 2
-    canvas = Image.new("RGB", (label_width + n * (cell_w + pad), len(rows) * (cell_h + pad) + pad), "white")
+    wrapped = [textwrap.wrap(label, max(4, cell_w // 6)) for label in column_labels or []]
+    header = 11 * max((len(lines) for lines in wrapped), default=0) + (pad if wrapped else 0)
+    canvas = Image.new("RGB", (label_width + n * (cell_w + pad), header + len(rows) * (cell_h + pad) + pad), "white")
     draw = ImageDraw.Draw(canvas)
+    for c, lines in enumerate(wrapped[:n]):
+        draw.multiline_text((label_width + c * (cell_w + pad), pad), "\n".join(lines), fill="black", spacing=1)
     for r, (label, images) in enumerate(rows.items()):
-        top = pad + r * (cell_h + pad)
+        top = header + pad + r * (cell_h + pad)
         draw.text((4, top + cell_h // 2 - 6), label, fill="black")
         for c, image in enumerate(images[:n]):
             array = ((image.float().clamp(-1, 1) + 1) * 127.5).round().byte().numpy()

@@ -58,6 +58,8 @@ class BenchSuite:
     task_metric: str  # the row key of the task score: class_accuracy or adherence
     fid_features: str
     grid_index: torch.Tensor  # which evaluation images a picture shows
+    guidance_batch: bool = True  # each denoiser call holds a [cond; uncond] batch (False: guidance distilled in)
+    grid_labels: list[str] | None = None  # what a picture writes above its columns (text-to-image: the prompts)
 
     def quality(self, images: torch.Tensor, reference: torch.Tensor | None) -> dict:
         """Means of the per-image scores, and FID on the world's features (no PSNR / SSIM without FP images:
@@ -139,12 +141,13 @@ def class_labels(per_class: int) -> torch.Tensor:
     return torch.arange(NUM_CLASSES).repeat_interleave(per_class)
 
 
-def t2i_suite(settings: SamplingSettings) -> BenchSuite:
+def t2i_suite(settings: SamplingSettings, generator: str = "t2i-shapes") -> BenchSuite:
     """Held-out prompts (10 x samples_per_class), cycling single / relation / count; adherence by the
-    attribute checker, CLIP-score stand-in, FID on the checker's pooled features."""
+    attribute checker, CLIP-score stand-in, FID on the checker's pooled features. ``generator``: the shipped
+    teacher or its few-step student (``t2i-shapes-lcm``), judged alike."""
     from effigy.evaluate import t2i
 
-    suite = t2i.T2ISuite.load()
+    suite = t2i.T2ISuite.load(generator)
     scenes = t2i.prompt_set(10 * settings.samples_per_class, "heldout", settings.seed)
     sensitivity = t2i.prompt_set(10 * getattr(settings, "sensitivity_per_class", 2), "train", settings.seed + 20_000)
     real = t2i.checker_features(suite.checker, t2i.reference_images(scenes))
@@ -164,7 +167,7 @@ def t2i_suite(settings: SamplingSettings) -> BenchSuite:
         return torch.tensor([r["clip_score"] for r in t2i.score_images(suite, sensitivity, images)])
 
     return BenchSuite(
-        name="t2i-shapes", fp_model=suite.transformer,
+        name=generator, fp_model=suite.transformer, guidance_batch=not suite.few_step,
         sample_eval=sample(scenes, settings.seed),
         sample_calibration=sample(t2i.prompt_set(10 * settings.calibration_per_class, "train", settings.seed + 10_000),
                                   settings.seed + 10_000),
@@ -176,12 +179,14 @@ def t2i_suite(settings: SamplingSettings) -> BenchSuite:
         denoiser_call=lambda n: {**_noisy_call(suite.transformer, n, settings.seed),
                                  **suite.bank.encode([s.caption for s in scenes[:n]])},
         fid_features="shapes-checker pooled features", grid_index=torch.arange(min(10, len(scenes))),
+        grid_labels=[s.caption for s in scenes[:10]],
     )
 
 
 SUITES: Registry[Callable[[SamplingSettings], BenchSuite]] = Registry("benchmark suite")
 SUITES.register("dit-digits", digits_suite)
 SUITES.register("t2i-shapes", t2i_suite)
+SUITES.register("t2i-shapes-lcm", lambda settings: t2i_suite(settings, "t2i-shapes-lcm"))
 
 
 def load_suite(name: str, settings: SamplingSettings) -> BenchSuite:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -18,7 +19,7 @@ from effigy.metrics import fid_from_features
 from effigy.metrics.adherence import adherence
 from effigy.metrics.stats import paired_mean_difference
 from effigy.models.encoders.text_encoder import MiniLMTextEncoder
-from effigy.models.generators import t2i_shapes
+from effigy.models.generators import t2i_shapes, t2i_shapes_lcm
 from effigy.models.judges import clip_standin, shapes_checker
 from effigy.models.zoo import load_zoo_model
 from effigy.nn.config import DEFAULT_IGNORE
@@ -40,16 +41,37 @@ class T2ISuite:
     text_cache: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
-    def load(cls) -> "T2ISuite":
-        transformer, config = load_zoo_model("t2i-shapes")
+    def load(cls, generator: str = "t2i-shapes") -> "T2ISuite":
+        """The judges around a shipped shapes generator: ``t2i-shapes`` or its few-step ``t2i-shapes-lcm``."""
+        transformer, config = load_zoo_model(generator)
         checker, _ = load_zoo_model("shapes-checker")
         head, clip_config = load_zoo_model("shapes-clip")
         return cls(transformer, config, t2i_shapes.CaptionBank(MiniLMTextEncoder()), checker, head, clip_config,
                    clip_standin.load_efficientnet_lite0())
 
+    def with_generator(self, name: str, weights_dir: Path | None = None) -> "T2ISuite":
+        """The same judges and caption cache around another zoo generator (the teacher's student), shipped or
+        trained into ``weights_dir`` by ``effigy zoo train``."""
+        transformer, config = load_zoo_model(name) if weights_dir is None else load_zoo_model(name, weights_dir)
+        return replace(self, transformer=transformer, config=config)
+
     def with_transformer(self, transformer: torch.nn.Module) -> "T2ISuite":
         """The same suite (judges, caption cache) around another variant of the generator."""
         return replace(self, transformer=transformer)
+
+    @property
+    def few_step(self) -> bool:
+        """A consistency-distilled student: LCM sampling, guidance in the weights (one branch per call)."""
+        return isinstance(self.config, t2i_shapes_lcm.T2IShapesLCMConfig)
+
+    def sample(self, captions: list[str], steps: int, guidance: float, seed: int,
+               step_callback: Callable[[int], None] | None = None) -> torch.Tensor:
+        """The generator's own sampler: DPM-Solver with CFG for the teacher, LCMScheduler for the student
+        (``guidance`` is then the distilled one and ignored)."""
+        if self.few_step:
+            return t2i_shapes_lcm.sample(self.transformer, self.config, self.bank, captions, steps, seed, step_callback)
+        return t2i_shapes.sample(self.transformer, self.config, self.bank, captions, steps, guidance, seed,
+                                 step_callback=step_callback)
 
     def sentence_features(self, captions: list[str]) -> torch.Tensor:
         encoded = self.bank.encode(captions)
@@ -90,8 +112,7 @@ def generate(suite: T2ISuite, scenes: list[Scene], steps: int, guidance: float, 
     chunks = []
     for i, start in enumerate(range(0, len(scenes), batch_size)):
         captions = [s.caption for s in scenes[start : start + batch_size]]
-        chunks.append(t2i_shapes.sample(suite.transformer, suite.config, suite.bank, captions, steps, guidance,
-                                        seed + i, step_callback=lambda _s: advance()))
+        chunks.append(suite.sample(captions, steps, guidance, seed + i, step_callback=lambda _s: advance()))
     return torch.cat(chunks)
 
 

@@ -36,8 +36,9 @@ def average_bits_budget(table: SensitivityTable, average_bits: float) -> int:
 
 def allocate(table: SensitivityTable, budget_bits: int,
              cost: Callable[[str, int], float] | None = None,
-             trust_region: tuple[int, float] | None = None) -> Assignment:
-    """The assignment of least total sensitivity whose storage fits ``budget_bits``.
+             trust_region: tuple[int, float] | None = None, min_bits: int | None = None) -> Assignment:
+    """The assignment of least total sensitivity whose storage fits ``budget_bits`` (and, with ``min_bits``,
+    spends at least that much: MixDQ's band around a target average).
 
     Storage of group g at b bits is ``cost(g, b)``, by default ``size * b``; pass another cost where
     a width carries overhead (e.g. per-group scales of a KV cache). Raises QuantizationError naming
@@ -59,7 +60,8 @@ def allocate(table: SensitivityTable, budget_bits: int,
             "allow lower bit-widths."
         )
     one_per_group = np.array([[1.0 if cg == g else 0.0 for cg, _ in choices] for g in groups])
-    constraints = [LinearConstraint(one_per_group, 1, 1), LinearConstraint(costs[None], -np.inf, budget_bits)]
+    lower = -np.inf if min_bits is None else min_bits
+    constraints = [LinearConstraint(one_per_group, 1, 1), LinearConstraint(costs[None], lower, budget_bits)]
     if trust_region is not None:
         base_bits, max_moved = trust_region
         moved = np.array([table.sizes[g] * abs(b - base_bits) for g, b in choices], dtype=float)

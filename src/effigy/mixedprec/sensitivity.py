@@ -95,6 +95,20 @@ def sample_level_evaluator(fp_model: nn.Module, run: Run, ssim: Callable, alignm
     return evaluate
 
 
+def decoupled_evaluator(fp_model: nn.Module, run: Run, calls: list[tuple], ssim: Callable) -> Evaluator:
+    """MixDQ's two metrics, for a denoiser sampled without a classifier-free-guidance batch (guidance baked
+    in): content = 1 - SSIM of the final samples against FP; quality = the output's noise-to-signal ratio
+    (10^(-SQNR / 10)) on the FP run's replayed calls, averaged: a power, so that groups' errors add up."""
+    reference = run(fp_model)
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        quality = sum(squared_relative_error(model(*args, **kwargs).sample, fp_out)
+                      for args, kwargs, fp_out in calls) / len(calls)
+        return {"content": 1 - ssim(run(model), reference), "quality": quality}
+
+    return evaluate
+
+
 def propagation_gains(fp_model: nn.Module, run: Run, calls: list[tuple], guidance_scale: float, size: float = 0.05,
                       seed: int = 0) -> list[float]:
     """For each denoiser call of the FP run: |change of the final samples|^2 / |kick|^2 when only that
@@ -133,12 +147,11 @@ def kicked_call(model: nn.Module, index: int, kick: torch.Tensor):
         handle.remove()
 
 
-def normalise_by_metric(raw: dict[str, dict[int, float]], metric: dict[str, str],
-                        low: int) -> dict[str, dict[int, float]]:
-    """Each metric's scores divided by that metric's mean absolute score at the lowest width ``low``, so a
+def normalise_by_metric(raw: dict[str, dict[int, float]], metric: dict[str, str]) -> dict[str, dict[int, float]]:
+    """Each metric's scores divided by that metric's mean absolute score at each group's lowest width, so a
     visual loss and an alignment loss weigh alike in one objective."""
     scale = {}
     for name in set(metric.values()):
-        lows = [abs(raw[g][low]) for g in raw if metric[g] == name]
+        lows = [abs(raw[g][min(raw[g])]) for g in raw if metric[g] == name]
         scale[name] = (sum(lows) / len(lows)) or 1.0
     return {g: {b: v / scale[metric[g]] for b, v in row.items()} for g, row in raw.items()}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from fnmatch import fnmatch
 from typing import ClassVar
 
 from effigy.core.hadamard import is_power_of_two
@@ -12,6 +13,7 @@ from effigy.serialize import config_from_dict, config_to_dict
 # default, as in ViDiT-Q: they are small, run once per sample, and their errors propagate everywhere.
 # Every linear layer inside the transformer blocks, adaLN modulation included, is quantized.
 DEFAULT_IGNORE = ("pos_embed*", "*emb*", "proj_out*", "*norm_out*", "adaln_single*", "caption_projection*")
+FLOAT_ACTIVATION_BITS = 16  # in layer_activation_bits: that layer's activations stay in floating point
 
 
 @dataclass(frozen=True)
@@ -22,8 +24,10 @@ class QuantConfig:
     the weights); ``timestep_ranges`` > 1 calibrates one divisor per range of diffusion timesteps
     (each with its own weight copy); ``rotate`` adds a Hadamard rotation after it on layers whose
     input size is a power of two; ``layer_bits`` gives single layers another weight bit-width
-    (mixed precision). Frozen: a recipe looked up by name is shared, so derive a new one with
-    ``dataclasses.replace``.
+    (mixed precision); ``layer_activation_bits`` another activation width (16: floating point).
+    ``fp_first_token`` names layers (fnmatch patterns) whose first input token takes a half-precision
+    copy of the weights (MixDQ's BOS-aware text quantization; see :mod:`effigy.nn.first_token`).
+    Frozen: a recipe looked up by name is shared, so derive a new one with ``dataclasses.replace``.
     """
 
     FORMAT: ClassVar[str] = "effigy-quant-config/1"
@@ -41,6 +45,8 @@ class QuantConfig:
     layer_bits: dict[str, int] = field(default_factory=dict)
     timestep_ranges: int = 1  # >1: a balancing divisor (and weight copy) per range of timesteps
     num_train_timesteps: int = 1000
+    layer_activation_bits: dict[str, int] = field(default_factory=dict)
+    fp_first_token: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "include", tuple(self.include))
@@ -48,6 +54,10 @@ class QuantConfig:
         object.__setattr__(self, "layer_bits", {name: int(bits) for name, bits in self.layer_bits.items()})
         for bits in set(self.layer_bits.values()):
             replace(self.weight, bits=bits)  # validates the bit-width with QuantSpec's own message
+        object.__setattr__(self, "layer_activation_bits",
+                           {name: int(bits) for name, bits in self.layer_activation_bits.items()})
+        object.__setattr__(self, "fp_first_token", tuple(self.fp_first_token))
+        self._check_activation_widths()
         if self.weight.granularity in ("token",) or not self.weight.symmetric:
             raise QuantizationError(
                 "weights must be symmetric with tensor, channel or group granularity "
@@ -60,6 +70,22 @@ class QuantConfig:
                                     "set smooth_alpha too (e.g. 0.5).")
         if self.timestep_ranges > 1 and self.activation is not None and not self.activation.dynamic:
             raise QuantizationError("timestep_ranges > 1 works with dynamic activation scales only.")
+
+    def _check_activation_widths(self) -> None:
+        if self.layer_activation_bits and self.activation is None:
+            raise QuantizationError("layer_activation_bits needs quantized activations; this recipe is weight-only.")
+        for bits in set(self.layer_activation_bits.values()) - {FLOAT_ACTIVATION_BITS}:
+            replace(self.activation, bits=bits)
+
+    def activation_spec_for(self, layer: str) -> QuantSpec | None:
+        """The layer's activation spec: the recipe's, at the layer's own width, or None (floating point)."""
+        bits = self.layer_activation_bits.get(layer)
+        if bits is None:
+            return self.activation
+        return None if bits == FLOAT_ACTIVATION_BITS else replace(self.activation, bits=bits)
+
+    def splits_first_token(self, layer: str) -> bool:
+        return any(fnmatch(layer, pattern) for pattern in self.fp_first_token)
 
     def weight_spec_for(self, layer: str) -> QuantSpec:
         bits = self.layer_bits.get(layer)

@@ -17,6 +17,7 @@ from effigy.core.quant import MinMaxObserver, QuantSpec, channel_balance_divisor
 from effigy.errors import QuantizationError
 from effigy.memory import trim_freed_memory
 from effigy.nn.config import QuantConfig
+from effigy.nn.first_token import FirstTokenSplitLinear
 from effigy.nn.quant_linear import QuantLinear
 from effigy.nn.replace import find_targets, replace_modules
 from effigy.nn.timestep_ranges import TimestepBalancedLinear, TimestepRanges
@@ -53,10 +54,7 @@ def quantize(
     if getattr(model, CONFIG_ATTR, None) is not None:
         raise QuantizationError("this model is already quantized; start again from the float model.")
     targets = find_targets(model, config.include, config.ignore)
-    unknown = sorted(set(config.layer_bits) - set(targets))
-    if unknown:
-        raise QuantizationError(f"layer_bits names layers that are not quantized here: {unknown[:3]}; "
-                                "use names from the recipe's targets.")
+    _check_layer_names(config, targets)
     _log_targets(model, targets, config)
     divisors = _balance_divisors(model, targets, config, calib_loop) if input_divisors is None else \
         _pick_divisors(input_divisors, targets, config)
@@ -68,13 +66,41 @@ def quantize(
             config.rotates(linear.in_features)))
         ranges.attach(model)
     else:
-        replace_modules(model, targets, lambda name, linear: QuantLinear.from_linear(
-            linear, config.weight_spec_for(name), config.activation, act_qparams.get(name), backend=config.backend,
-            input_divisor=divisors.get(name), rotated=config.rotates(linear.in_features)))
+        def quantized(name: str, linear: nn.Linear) -> nn.Module:
+            layer = QuantLinear.from_linear(
+                linear, config.weight_spec_for(name), config.activation_spec_for(name), act_qparams.get(name),
+                backend=backend_for(config, name), input_divisor=divisors.get(name),
+                rotated=config.rotates(linear.in_features))
+            return FirstTokenSplitLinear.from_linear(linear, layer) if config.splits_first_token(name) else layer
+
+        replace_modules(model, targets, quantized)
     setattr(model, CONFIG_ATTR, config)
     targets.clear()  # the last references to the replaced float layers
     trim_freed_memory()  # their weights are free now: let the process's RSS show it
     return model
+
+
+def _check_layer_names(config: QuantConfig, targets: dict[str, nn.Module]) -> None:
+    for field_name in ("layer_bits", "layer_activation_bits"):
+        unknown = sorted(set(getattr(config, field_name)) - set(targets))
+        if unknown:
+            raise QuantizationError(f"{field_name} names layers that are not quantized here: {unknown[:3]}; "
+                                    "use names from the recipe's targets.")
+    if config.fp_first_token and config.timestep_ranges > 1:
+        raise QuantizationError("fp_first_token does not combine with timestep_ranges > 1; choose one.")
+
+
+INTEGER_ACTIVATION_BACKENDS = ("int", "fbgemm")
+
+
+def backend_for(config: QuantConfig, layer: str) -> str:
+    """The recipe's backend, or ``reference`` for a layer whose activations stay in floating point (the
+    integer GEMMs need integer activations; the layer is logged)."""
+    if config.backend in INTEGER_ACTIVATION_BACKENDS and config.activation_spec_for(layer) is None:
+        logger.info("%s: %s keeps float activations, so it runs on the reference path, not %s", config.name, layer,
+                    config.backend)
+        return "reference"
+    return config.backend
 
 
 def _log_targets(model: nn.Module, targets: dict[str, nn.Module], config: QuantConfig) -> None:
@@ -99,8 +125,9 @@ def _require_calib_loop(config: QuantConfig, calib_loop, why: str) -> None:
 
 
 def _observe_inputs(model, targets, calib_loop, make_observer, transform=lambda _n, x: x) -> dict:
-    """Run ``calib_loop`` once with an observer on each target's input (after ``transform``)."""
-    observers = {name: make_observer() for name in targets}
+    """Run ``calib_loop`` once with an observer (``make_observer(name)``) on each target's input (after
+    ``transform``)."""
+    observers = {name: make_observer(name) for name in targets}
     _run_calibration(model, calib_loop, [
         module.register_forward_pre_hook(lambda _m, args, n=name: observers[n].update(transform(n, args[0])))
         for name, module in targets.items()
@@ -143,7 +170,7 @@ def _balance_divisors(model, targets, config, calib_loop) -> dict[str, torch.Ten
     per_channel = QuantSpec(granularity="channel", channel_axis=-1)
     if config.timestep_ranges > 1:
         return _balance_divisors_by_range(model, targets, config, calib_loop, per_channel)
-    observers = _observe_inputs(model, targets, calib_loop, lambda: MinMaxObserver(per_channel))
+    observers = _observe_inputs(model, targets, calib_loop, lambda _name: MinMaxObserver(per_channel))
     return {name: _divisor(obs, targets[name], config, name) for name, obs in observers.items()}
 
 
@@ -185,7 +212,9 @@ def _calibrate_static_scales(model, targets, config, calib_loop, divisors) -> di
     def balanced(name: str, x: torch.Tensor) -> torch.Tensor:
         return balance_input(x, divisors.get(name), config.rotates(x.shape[-1]))
 
-    observers = _observe_inputs(model, targets, calib_loop, lambda: MinMaxObserver(config.activation), balanced)
+    static = {name: m for name, m in targets.items() if config.activation_spec_for(name) is not None}
+    observers = _observe_inputs(model, static, calib_loop, lambda n: MinMaxObserver(config.activation_spec_for(n)),
+                                balanced)
     return {name: obs.qparams() for name, obs in observers.items()}
 
 
@@ -203,6 +232,8 @@ def weight_nbytes(model: nn.Module, only_quantized_targets: bool = False) -> int
     for module in model.modules():
         if isinstance(module, QuantLinear):
             total += module.weight_nbytes()
+        elif isinstance(module, FirstTokenSplitLinear):
+            total += module.own_nbytes()
         elif not only_quantized_targets:
             total += sum(p.numel() * p.element_size() for p in module.parameters(recurse=False))
     return total
@@ -214,9 +245,13 @@ def quantized_skeleton(model: nn.Module, config: QuantConfig) -> nn.Module:
     targets = find_targets(model, config.include, config.ignore)
 
     def empty(name: str, lin: nn.Linear) -> QuantLinear:
-        return QuantLinear(lin.in_features, lin.out_features, config.weight_spec_for(name), config.activation,
-                           lin.bias is not None, config.backend, balanced=config.smooth_alpha is not None,
-                           rotated=config.rotates(lin.in_features))
+        return QuantLinear(lin.in_features, lin.out_features, config.weight_spec_for(name),
+                           config.activation_spec_for(name), lin.bias is not None, backend_for(config, name),
+                           balanced=config.smooth_alpha is not None, rotated=config.rotates(lin.in_features))
+
+    def empty_or_split(name: str, lin: nn.Linear) -> nn.Module:
+        layer = empty(name, lin)
+        return FirstTokenSplitLinear(layer, lin.bias is not None) if config.splits_first_token(name) else layer
 
     if config.timestep_ranges > 1:
         ranges = TimestepRanges(config.timestep_ranges, config.num_train_timesteps)
@@ -224,6 +259,6 @@ def quantized_skeleton(model: nn.Module, config: QuantConfig) -> nn.Module:
             [empty(name, lin) for _ in range(ranges.count)], ranges))
         ranges.attach(model)
     else:
-        replace_modules(model, targets, empty)
+        replace_modules(model, targets, empty_or_split)
     setattr(model, CONFIG_ATTR, config)
     return model

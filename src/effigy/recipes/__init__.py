@@ -4,6 +4,7 @@ Each method's module registers its configs in :data:`RECIPES` (and its mixed-pre
 :data:`MIXED_PRECISION_RECIPES`) on import; look them up with :func:`get_recipe`.
 """
 from effigy.recipes.base import RECIPES, get_recipe, register_recipe
+from effigy.recipes.mixdq import MIXDQ_GROUPS  # registers MixDQ's recipes
 from effigy.recipes.mixed_precision import MIXED_PRECISION_RECIPES
 from effigy.recipes.vidit_q import fast_cpu_variant
 from effigy.recipes.vidit_q_mp import VIDIT_Q_GROUPS, VIDIT_Q_MP
@@ -19,5 +20,5 @@ def check_recipe_name(name: str) -> str:
     return name
 
 
-__all__ = ["MIXED_PRECISION_RECIPES", "RECIPES", "VIDIT_Q_GROUPS", "VIDIT_Q_MP", "check_recipe_name", "fast_cpu_variant", "get_recipe",
-           "register_recipe"]
+__all__ = ["MIXDQ_GROUPS", "MIXED_PRECISION_RECIPES", "RECIPES", "VIDIT_Q_GROUPS", "VIDIT_Q_MP", "check_recipe_name",
+           "fast_cpu_variant", "get_recipe", "register_recipe"]

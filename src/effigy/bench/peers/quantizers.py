@@ -32,6 +32,23 @@ def torchao_w8a8(model: nn.Module, include, ignore, in_place: bool = False) -> n
     return copied
 
 
+def torchao_weight_only(model: nn.Module, include=("*",), ignore=None) -> tuple[nn.Module | None, str]:
+    """A copy of ``model`` with torchao's ``Int8WeightOnlyConfig`` on the layers effigy quantizes (None when
+    torchao is absent), and the library's name and version."""
+    import importlib.metadata
+
+    from effigy.nn.config import DEFAULT_IGNORE
+
+    if importlib.util.find_spec("torchao") is None:
+        return None, ""
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    copied = copy.deepcopy(model)
+    targets = set(find_targets(copied, include, DEFAULT_IGNORE if ignore is None else ignore))
+    quantize_(copied, Int8WeightOnlyConfig(), filter_fn=lambda _m, name: name in targets)
+    return copied, f"torchao {importlib.metadata.version('torchao')} Int8WeightOnlyConfig"
+
+
 def quantize_dynamic_int8(model: nn.Module, names) -> nn.Module:
     """PyTorch's own ``quantize_dynamic`` (fbgemm int8 weights, per-tensor dynamic activations, fused) on the
     named linear layers, in place: what a CPU user tries first."""
