@@ -119,7 +119,7 @@ def test_bos_handling_changes_only_the_first_tokens_kv_path(tiny_pixart):
             torch.testing.assert_close(ours[name][:, 1:], theirs[name][:, 1:], rtol=0, atol=0)
             torch.testing.assert_close(ours[name][:, 0], fp[name][:, 0], atol=2e-2, rtol=1e-2)  # fp16 weights
             assert (theirs[name][:, 0] - fp[name][:, 0]).abs().max() > (ours[name][:, 0] - fp[name][:, 0]).abs().max()
-        else:  # self-attention reads image tokens: untouched by the text-token split
+        elif name.startswith("transformer_blocks.0."):  # self-attention before any cross-attention: untouched
             torch.testing.assert_close(ours[name], theirs[name], rtol=0, atol=0)
     assert effigy.nn.quantize.weight_nbytes(aware) > effigy.nn.quantize.weight_nbytes(plain)  # the fp16 path is held
     assert without_bos_handling(aware.effigy_quant_config).fp_first_token == ()
@@ -161,3 +161,16 @@ def test_with_one_part_the_sweep_is_one_program_per_average():
     single = {"quality": parts["content"] + parts["quality"]}
     points = decoupled.sweep(table, single, "content", "quality", 5.0, band=0.2)
     assert points and all(p.ratio == 1.0 and set(p.part_targets) == {"quality"} for p in points)
+
+
+def test_the_first_token_outlier_ratio_sees_an_outlier_and_a_token_like_the_others():
+    from effigy.nn.first_token import first_token_outlier_ratio
+
+    model = nn.Sequential(nn.Linear(8, 8))
+    text = torch.randn(4, 6, 8, generator=torch.Generator().manual_seed(0))
+    outlier = text.clone()
+    outlier[:, 0] *= 10
+    assert first_token_outlier_ratio(model, ["0"], lambda m: m(outlier)) > 5
+    assert first_token_outlier_ratio(model, ["0"], lambda m: m(text)) < 2
+    with pytest.raises(QuantizationError, match="never reached"):
+        first_token_outlier_ratio(model, ["0"], lambda m: m(text[:, 0]))

@@ -23,13 +23,14 @@ from effigy.bench.variants import RESULT_SCHEMA, Variant, add_changes_vs_baselin
 from effigy.evaluate.measure import Progress, machine_facts, no_progress
 from effigy.evaluate.suites import load_suite
 from effigy.mixedprec.decoupled import LEVELS, RATIOS
-from effigy.recipes.mixdq import without_bos_handling
+from effigy.recipes.mixdq import CROSS_ATTENTION_KV, without_bos_handling
 
 MIXDQ_RECIPES = ("mixdq-w8a8", "mixdq-w4a8", "mixdq-w3.66a16")
 ABLATED = "mixdq-w4a8"
 PAIRS = (("mixdq-w8a8", "fp32"), ("vidit-q-w8a8", "fp32"), ("mixdq-w4a8", "rtn-w4a8"), ("mixdq-w4a8", "vidit-q-w4a8"),
          ("mixdq-w4a8", "vidit-q-w4a8-mp"), ("mixdq-w3.66a16", "rtn-w4a16"), ("mixdq-w4a8", "mixdq-w4a8-no-bos"),
-         ("mixdq-w4a8", "mixdq-w4a8-single-metric"), ("torchao-int8-weight-only", "fp32"))
+         ("mixdq-w4a8-bos", "mixdq-w4a8"), ("mixdq-w4a8", "mixdq-w4a8-single-metric"),
+         ("torchao-int8-weight-only", "fp32"))
 
 
 @dataclass
@@ -61,7 +62,7 @@ def run_mixdq_bench(settings: MixDQBenchSettings, progress: Progress = no_progre
     configs, allocations = recipe_configs(world, settings, progress, settings.fast_path_recipes)
     if settings.ablations and ABLATED in allocations:
         chosen = next(c for c in configs if c.name == allocations[ABLATED]["name"])
-        configs.append(without_bos_handling(chosen))
+        configs.append(flipped_bos_handling(chosen))
         single, allocations[f"{ABLATED}-single-metric"] = mixdq_variant(world, settings, progress, ABLATED,
                                                                       single_metric=True)
         configs.append(single)
@@ -70,6 +71,9 @@ def run_mixdq_bench(settings: MixDQBenchSettings, progress: Progress = no_progre
     if isinstance(peer, Variant):
         variants.append(peer)
     score_variants(world, variants, progress)
+    for variant in variants:
+        variant.row.update(world.breakdown(variant.images))
+    chance = world.chance(variants[0].images)
     renamed = {r: allocations[r]["name"] for r in MIXDQ_RECIPES if r in allocations}
     pairs = tuple(tuple(_renamed(n, renamed) for n in pair) for pair in PAIRS)
     comparisons = paired_comparisons(world, variants, settings.seed, settings.bootstrap_resamples, pairs)
@@ -78,6 +82,9 @@ def run_mixdq_bench(settings: MixDQBenchSettings, progress: Progress = no_progre
                         f"latency_ms_per_image_{steps}_steps")
     if settings.measure_memory:
         measure_peak_memory([v for v in variants if v.config is not None or v.name == "fp32"], settings, progress)
+    if isinstance(peer, Variant):  # its parameters are torchao tensor subclasses: only the held bytes are measured
+        for key in ("weight_bytes", "weight_bytes_ratio"):
+            peer.row.pop(key, None)
     rows = [v.row for v in variants]
     add_changes_vs_baseline(rows, (world.task_metric,))
     for row in rows:
@@ -88,11 +95,18 @@ def run_mixdq_bench(settings: MixDQBenchSettings, progress: Progress = no_progre
         "benchmark": "mixdq", "schema": RESULT_SCHEMA, "model": settings.model, "fid_features": world.fid_features,
         "task_metric": world.task_metric, "settings": settings.to_dict(), "machine": machine_facts(),
         "recipes": {v.name: v.config.to_dict() for v in variants if v.config is not None},
-        "rows": rows, "allocations": allocations, "comparisons": comparisons,
+        "rows": rows, "chance": chance, "allocations": allocations, "comparisons": comparisons,
         "peer": peer if isinstance(peer, dict) else {"library": peer.setting, "rows": [peer.name]},
         "images": {v.name: v.images for v in variants}, "grid_index": world.grid_index,
         "grid_labels": world.grid_labels,
     }
+
+
+def flipped_bos_handling(config):
+    """The BOS ablation: the same widths with the first-token split the search did not choose."""
+    if config.fp_first_token:
+        return without_bos_handling(config)
+    return replace(config, fp_first_token=CROSS_ATTENTION_KV, name=f"{config.name}-bos")
 
 
 def _renamed(name: str, renamed: dict[str, str]) -> str:

@@ -11,17 +11,16 @@ from effigy.evaluate.report import machine_line, markdown_table, write_results
 
 COLUMNS = [
     ("variant", "variant"), ("backend", "matmul"), ("adherence", "adherence"),
-    ("adherence_change_points", "adherence change (pts)"), ("clip_score", "CLIP score"),
+    ("adherence_change_points", "adherence change (pts)"), ("adherence_single", "single"),
+    ("adherence_relation", "relation"), ("adherence_count", "count"), ("clip_score", "CLIP score"),
     ("fid_features", "FID (features)"), ("psnr_vs_fp", "PSNR vs FP (dB)"), ("ssim_vs_fp", "SSIM vs FP"),
     ("average_weight_bits", "avg weight bits"), ("held_bytes", "bytes held"),
-    ("quantized_linear_bytes_ratio", "quantized linears / fp32"), ("peak_rss_mib", "peak RSS (MiB)"),
+    ("quantized_linear_bytes_ratio_fp16", "quantized linears / fp16"), ("peak_rss_mib", "peak RSS (MiB)"),
     ("latency_ratio_vs_fp_1_steps", "latency vs FP, 1 step"), ("latency_ratio_vs_fp_4_steps", "latency vs FP, 4 steps"),
 ]
 KEY_COLUMNS = [("variant", "variant"), ("adherence", "adherence"), ("ssim_vs_fp", "SSIM vs FP"),
                ("fid_features", "FID (features)"), ("held_bytes", "bytes held"),
                ("latency_ratio_vs_fp_4_steps", "latency vs FP, 4 steps")]
-CHANCE_KEYS = ("adherence_single (shuffled captions)", "adherence_relation (shuffled captions)",
-               "adherence_count (shuffled captions)")
 
 
 def allocation_summary(name: str, record: dict) -> dict:
@@ -51,9 +50,11 @@ def render_markdown(result: dict, command: str) -> str:
         f"prompts. Latency: {s['latency_samples']} images at {' and '.join(map(str, s['latency_steps']))} step(s), "
         f"median of {s['latency_repeats']} interleaved runs. Peak RSS: a fresh process per variant.  ",
         machine_line(result["machine"]), "",
-        "Chance level of adherence (each image scored against the next prompt of its kind): "
-        + ", ".join(f"{k.split(' ')[0].removeprefix('adherence_')} {rows[0][k]:.3f}" for k in CHANCE_KEYS if k in rows[0])
-        + " (FP row).", "",
+        "Chance level of adherence (FP images scored against the next prompt of their kind): "
+        + ", ".join(f"{k.split(' ')[0].removeprefix('adherence_')} {v:.3f}" for k, v in result["chance"].items()
+                    if "shuffled" in k) + ". Bytes held: every tensor storage the model reaches (unquantized "
+        "embedders and projections in fp32 included); quantized linears / fp16: the quantized layers' held bytes "
+        "(packed weights, scales, any first-token fp16 path) over the same layers in fp16.", "",
     ]
     columns = [c for c in COLUMNS if any(c[0] in row for row in rows)]
     text = "\n".join(lines) + "\n" + markdown_table(rows, columns)

@@ -22,11 +22,12 @@ from effigy.evaluate.suites import BenchSuite
 from effigy.metrics import ssim
 from effigy.mixedprec import decoupled
 from effigy.mixedprec.sensitivity import decoupled_evaluator, record_denoiser_calls
-from effigy.nn import QuantConfig
+from effigy.nn import QuantConfig, find_targets
 from effigy.nn.config import FLOAT_ACTIVATION_BITS
+from effigy.nn.first_token import first_token_outlier_ratio
 from effigy.nn.quantize import quantize
 from effigy.recipes import MIXED_PRECISION_RECIPES, get_recipe
-from effigy.recipes.mixdq import ACTIVATION_BITS, CONTENT, QUALITY
+from effigy.recipes.mixdq import ACTIVATION_BITS, CONTENT, QUALITY, without_bos_handling
 from effigy.recipes.mixed_precision import (
     LayerGroups,
     config_from_group_bits,
@@ -35,6 +36,7 @@ from effigy.recipes.mixed_precision import (
 )
 
 log = logging.getLogger(__name__)
+BOS_OUTLIER_RATIO = 2.0  # first token's input peak over the median token's, above which its K / V keep fp16
 
 
 def recipe_variant_name(recipe: str, target: float) -> str:
@@ -96,10 +98,25 @@ def mixdq_variant(world: BenchSuite, settings, progress: Progress, recipe: str,
               "sweep": [p.to_dict() | v for p, v in zip(points, validation)], "chosen": best,
               "assignment": {"bits": points[best].bits},
               "achieved_average_bits": _average(points[best].bits, table.sizes)}
+    config, record["bos"] = _decide_bos_handling(world, config)
     if base.activation is not None and method.activation_bits is not None:
         config, record["activations"] = _allocate_activations(world, settings, config, groups, evaluate,
                                                                method.activation_bits, progress, name)
     return config, record
+
+
+def _decide_bos_handling(world: BenchSuite, config: QuantConfig) -> tuple[QuantConfig, dict]:
+    """Keep the first token's half-precision K / V path only where the first token is an outlier at those
+    layers' inputs (MixDQ's reason for it); elsewhere it would hold fp16 weights for nothing."""
+    layers = [n for n in find_targets(world.fp_model, config.include, config.ignore) if config.splits_first_token(n)]
+    if not layers:
+        return config, {"kept": False, "reason": "the recipe splits no layer"}
+    ratio = first_token_outlier_ratio(world.fp_model, layers, world.sample_calibration)
+    kept = ratio >= BOS_OUTLIER_RATIO
+    log.info("first-token / other-token peak at the cross-attention K/V inputs: %.2f -> BOS split %s", ratio,
+             "kept" if kept else "dropped")
+    decided = config if kept else replace(without_bos_handling(config), name=config.name)
+    return decided, {"kept": kept, "outlier_ratio": ratio, "threshold": BOS_OUTLIER_RATIO, "layers": layers}
 
 
 # model -> {(base, metric map): table}: the recipes on one base (mixdq-w8a8, mixdq-w4a8) share one analysis

@@ -127,6 +127,7 @@ def score_variants(world: BenchSuite, variants: list[Variant], progress: Progres
         if variant.config is not None:  # an effigy recipe (a peer's layers are not QuantLinear)
             quantized_bytes = weight_nbytes(variant.model, only_quantized_targets=True)
             variant.row["quantized_linear_bytes_ratio"] = quantized_bytes / _fp_bytes_of_targets(fp_model, variant.model)
+            variant.row["quantized_linear_bytes_ratio_fp16"] = 2 * variant.row["quantized_linear_bytes_ratio"]
 
 
 def paired_comparisons(world: BenchSuite, variants: list[Variant], seed: int, resamples: int = 1000,

@@ -60,6 +60,8 @@ class BenchSuite:
     grid_index: torch.Tensor  # which evaluation images a picture shows
     guidance_batch: bool = True  # each denoiser call holds a [cond; uncond] batch (False: guidance distilled in)
     grid_labels: list[str] | None = None  # what a picture writes above its columns (text-to-image: the prompts)
+    breakdown: Callable[[torch.Tensor], dict] | None = None  # evaluation images -> task score per prompt kind
+    chance: Callable[[torch.Tensor], dict] | None = None  # evaluation images -> the task score's chance level
 
     def quality(self, images: torch.Tensor, reference: torch.Tensor | None) -> dict:
         """Means of the per-image scores, and FID on the world's features (no PSNR / SSIM without FP images:
@@ -180,6 +182,9 @@ def t2i_suite(settings: SamplingSettings, generator: str = "t2i-shapes") -> Benc
                                  **suite.bank.encode([s.caption for s in scenes[:n]])},
         fid_features="shapes-checker pooled features", grid_index=torch.arange(min(10, len(scenes))),
         grid_labels=[s.caption for s in scenes[:10]],
+        breakdown=lambda images: {k: v for k, v in t2i.summarize(t2i.score_images(suite, scenes, images)).items()
+                                  if k.startswith("adherence_")},
+        chance=lambda images: t2i.chance_adherence(suite, scenes, images, t2i.score_images(suite, scenes, images)),
     )
 
 

@@ -21,7 +21,9 @@ from effigy.mixedprec.table import SensitivityTable
 
 log = logging.getLogger(__name__)
 BAND = 0.02  # MixDQ: a part's mean width within +/- this of its target
-RATIOS = tuple(np.linspace(0.46, 1.36, 10).round(3))  # content mean / quality mean, as published for weights
+# content mean / quality mean: the published grid for weights, plus 1.0 so that a target every part can meet
+# alike (8 bits: all layers at 8) is always a sweep point
+RATIOS = tuple(sorted({*np.linspace(0.46, 1.36, 10).round(3).tolist(), 1.0}))
 LEVELS = 10  # overall averages swept over [target - 0.3, target]
 SWEEP_DEPTH = 0.3
 

@@ -47,3 +47,29 @@ class FirstTokenSplitLinear(nn.Module):
         """Bytes of the first token's half-precision path (the quantized layer counts its own)."""
         return sum(t.numel() * t.element_size() for t in (self.first_token_weight, self.first_token_bias)
                    if t is not None)
+
+
+@torch.no_grad()
+def first_token_outlier_ratio(model: nn.Module, layers: list[str], calib_loop) -> float:
+    """How far the first token stands out at the input of ``layers``: its max-abs over channels divided by the
+    median of the other tokens' max-abs, averaged over layers and calls of one calibration run. Above
+    ~2 a shared range is set by that token (MixDQ's case for a split); near or below 1 it is a token like
+    the others."""
+    ratios: list[float] = []
+
+    def record(_module, args):
+        x = args[0]
+        if x.dim() == 3 and x.shape[1] > 1:
+            peaks = x.abs().amax(dim=-1)  # [batch, tokens]
+            ratios.append((peaks[:, 0] / peaks[:, 1:].median(dim=1).values.clamp_min(1e-12)).mean().item())
+
+    handles = [model.get_submodule(name).register_forward_pre_hook(record) for name in layers]
+    try:
+        calib_loop(model)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not ratios:
+        raise QuantizationError("the calibration run never reached the first-token layers with [batch, tokens, "
+                                "features] inputs; check the recipe's fp_first_token patterns.")
+    return sum(ratios) / len(ratios)

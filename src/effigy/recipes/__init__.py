@@ -3,11 +3,12 @@
 Each method's module registers its configs in :data:`RECIPES` (and its mixed-precision methods in
 :data:`MIXED_PRECISION_RECIPES`) on import; look them up with :func:`get_recipe`.
 """
-from effigy.recipes.base import RECIPES, get_recipe, register_recipe
-from effigy.recipes.mixdq import MIXDQ_GROUPS  # registers MixDQ's recipes
+# ViDiT-Q's recipes register first, MixDQ's after: the registries list (and errors name) them in that order
+from effigy.recipes.base import RECIPES, get_recipe, register_recipe  # noqa: I001
 from effigy.recipes.mixed_precision import MIXED_PRECISION_RECIPES
 from effigy.recipes.vidit_q import fast_cpu_variant
 from effigy.recipes.vidit_q_mp import VIDIT_Q_GROUPS, VIDIT_Q_MP
+from effigy.recipes.mixdq import MIXDQ_GROUPS
 
 
 def check_recipe_name(name: str) -> str:
