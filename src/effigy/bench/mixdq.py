@@ -22,7 +22,7 @@ from effigy.bench.quant import (
 from effigy.bench.variants import RESULT_SCHEMA, Variant, add_changes_vs_baseline
 from effigy.evaluate.measure import Progress, machine_facts, no_progress
 from effigy.evaluate.suites import load_suite
-from effigy.mixedprec.decoupled import LEVELS, RATIOS
+from effigy.mixedprec.decoupled import RATIOS
 from effigy.recipes.mixdq import CROSS_ATTENTION_KV, without_bos_handling
 
 MIXDQ_RECIPES = ("mixdq-w8a8", "mixdq-w4a8", "mixdq-w3.66a16")
@@ -47,7 +47,6 @@ class MixDQBenchSettings(QuantBenchSettings):
     sensitivity_steps: int = 4
     mp_max_moved: tuple[float | None, ...] = (0.05, 0.1, 0.2, None)
     mixdq_bits: float | None = None  # overrides the MixDQ recipes' own weight targets (one recipe then)
-    mp_levels: int = LEVELS
     mp_ratios: tuple[float, ...] = RATIOS
     activation_fp_fraction: float = 0.01
     ablations: bool = True

@@ -74,7 +74,7 @@ def mixdq_variant(world: BenchSuite, settings, progress: Progress, recipe: str,
     Args:
         world: the suite (FP model, sensitivity and calibration runs).
         settings: the bench settings (``mp_average_bits`` overrides the recipe's target when set;
-            ``mp_levels``, ``mp_ratios``, ``validation_per_class``, ``activation_fp_fraction``).
+            ``mp_ratios``, ``validation_per_class``, ``activation_fp_fraction``).
         recipe: a registered MixDQ recipe.
         single_metric: the decoupling ablation (every layer scored by SQNR, one program).
     Returns:
@@ -90,7 +90,7 @@ def mixdq_variant(world: BenchSuite, settings, progress: Progress, recipe: str,
                                    record_denoiser_calls(fp_model, world.sample_sensitivity), ssim)
     table = _weight_table(world, base, groups, evaluate, progress, name)
     parts = parts_of(groups, table.groups)
-    points = decoupled.sweep(table, parts, CONTENT, QUALITY, target, tuple(settings.mp_ratios), settings.mp_levels)
+    points = decoupled.sweep(table, parts, CONTENT, QUALITY, target, tuple(settings.mp_ratios))
     validation = validate_points(world, settings, base, groups, points, progress, name)
     best = min(range(len(points)), key=lambda i: (validation[i]["mse_vs_fp"], i))
     config = config_from_group_bits(fp_model, base, groups, points[best].bits, name)
@@ -106,17 +106,27 @@ def mixdq_variant(world: BenchSuite, settings, progress: Progress, recipe: str,
 
 
 def _decide_bos_handling(world: BenchSuite, config: QuantConfig) -> tuple[QuantConfig, dict]:
-    """Keep the first token's half-precision K / V path only where the first token is an outlier at those
-    layers' inputs (MixDQ's reason for it); elsewhere it would hold fp16 weights for nothing."""
+    """Keep the first token's half-precision K / V path only where the first token can skew the other tokens'
+    quantization: its input peak stands out (MixDQ's measurement) *and* the layers quantize their input with a
+    range shared across tokens. Per-token dynamic ranges, or weight-only quantization, give every token its
+    own range, so an outlier first token costs the others nothing and the split would hold fp16 weights for
+    nothing."""
     layers = [n for n in find_targets(world.fp_model, config.include, config.ignore) if config.splits_first_token(n)]
     if not layers:
         return config, {"kept": False, "reason": "the recipe splits no layer"}
     ratio = first_token_outlier_ratio(world.fp_model, layers, world.sample_calibration)
-    kept = ratio >= BOS_OUTLIER_RATIO
-    log.info("first-token / other-token peak at the cross-attention K/V inputs: %.2f -> BOS split %s", ratio,
-             "kept" if kept else "dropped")
+    shared = shares_range_across_tokens(config)
+    kept = shared and ratio >= BOS_OUTLIER_RATIO
+    log.info("first-token / median real-token peak at the cross-attention K/V inputs: %.2f; range shared across "
+             "tokens: %s -> BOS split %s", ratio, shared, "kept" if kept else "dropped")
     decided = config if kept else replace(without_bos_handling(config), name=config.name)
-    return decided, {"kept": kept, "outlier_ratio": ratio, "threshold": BOS_OUTLIER_RATIO, "layers": layers}
+    return decided, {"kept": kept, "outlier_ratio": ratio, "threshold": BOS_OUTLIER_RATIO,
+                     "range_shared_across_tokens": shared, "layers": layers}
+
+
+def shares_range_across_tokens(config: QuantConfig) -> bool:
+    """Whether the text tokens at a layer's input share one activation range (static or per-tensor)."""
+    return config.activation is not None and config.activation.granularity != "token"
 
 
 # model -> {(base, metric map): table}: the recipes on one base (mixdq-w8a8, mixdq-w4a8) share one analysis

@@ -1,8 +1,9 @@
 """MixDQ's bit allocation (https://arxiv.org/abs/2405.17873): the layers split into parts scored by their own
 metric ("content" layers by SSIM of the image, "quality" layers by SQNR of the output), one integer program
-per part whose size-weighted mean width must lie within a band (+/- 0.02 bits) of that part's target, and an
-outer sweep over the overall average and the ratio of the two parts' means. Every feasible sweep point is a
-candidate allocation; the caller samples each and keeps the one closest to FP (image MSE on validation).
+per part, and an outer sweep over the ratio of the two parts' means at the target overall average. One part
+is solved as close to its share as its layer sizes allow; the other takes the rest, so that the overall
+size-weighted mean lands within +/- 0.02 bits of the target. Every feasible sweep point is a candidate
+allocation; the caller samples each and keeps the one closest to FP (image MSE on validation).
 
 Activations follow the same program once the weights are fixed, after the most sensitive ``fp_fraction`` of
 each part's activation layers are set aside to stay in floating point.
@@ -20,12 +21,12 @@ from effigy.mixedprec.allocate import Assignment, allocate
 from effigy.mixedprec.table import SensitivityTable
 
 log = logging.getLogger(__name__)
-BAND = 0.02  # MixDQ: a part's mean width within +/- this of its target
+BAND = 0.02  # MixDQ: the overall mean width within +/- this of the target
 # content mean / quality mean: the published grid for weights, plus 1.0 so that a target every part can meet
 # alike (8 bits: all layers at 8) is always a sweep point
 RATIOS = tuple(sorted({*np.linspace(0.46, 1.36, 10).round(3).tolist(), 1.0}))
-LEVELS = 10  # overall averages swept over [target - 0.3, target]
-SWEEP_DEPTH = 0.3
+# how far the part solved first may stray from its share: a part of few large layers cannot meet +/- BAND
+SHARE_BANDS = (BAND, 0.05, 0.1, 0.2, 0.4)
 
 
 @dataclass(frozen=True)
@@ -81,51 +82,66 @@ def check_target(table: SensitivityTable, average: float, what: str = "weight") 
 
 
 def sweep(table: SensitivityTable, parts: dict[str, list[str]], content: str, quality: str, target: float,
-          ratios: tuple[float, ...] = RATIOS, levels: int = LEVELS, band: float = BAND) -> list[SweepPoint]:
-    """Every feasible (average, ratio) point of the outer sweep, distinct allocations only.
+          ratios: tuple[float, ...] = RATIOS, band: float = BAND) -> list[SweepPoint]:
+    """Every feasible ratio of the outer sweep at ``target`` bits, distinct allocations only.
 
     Args:
         table: sensitivities (raw losses per metric: each part is solved on its own).
         parts: part name -> its groups (the table's groups, each in one part).
         content, quality: the two part names (the ratio is content mean / quality mean).
-        target: the overall size-weighted mean width; the sweep covers [target - 0.3, target].
+        target: the overall size-weighted mean width; every point's lies within +/- ``band`` of it.
     Returns:
         The candidates, in sweep order; a target the widths cannot reach is one QuantizationError.
     """
     check_target(table, target)
     tables = {name: sub_table(table, groups) for name, groups in parts.items()}
     sizes = {name: sum(t.sizes.values()) for name, t in tables.items()}
-    low, _ = reachable_range(table)
-    averages = np.linspace(max(low, target - SWEEP_DEPTH), target, levels)
     single = len(tables) == 1  # one metric for every layer (the decoupling ablation): no ratio to sweep
     points, seen = [], set()
-    for average in averages:
-        for ratio in (1.0,) if single else ratios:
-            targets = {next(iter(tables)): float(average)} if single else \
-                part_targets(float(average), float(ratio), sizes, content, quality)
-            bits = _solve_parts(tables, targets, band)
-            if bits is None or tuple(sorted(bits.items())) in seen:
-                continue
-            seen.add(tuple(sorted(bits.items())))
-            points.append(SweepPoint(round(float(average), 4), float(ratio), targets, bits))
+    for ratio in (1.0,) if single else ratios:
+        targets = {next(iter(tables)): target} if single else part_targets(target, float(ratio), sizes, content, quality)
+        bits = _solve_parts(tables, targets, band)
+        if bits is None or tuple(sorted(bits.items())) in seen:
+            continue
+        seen.add(tuple(sorted(bits.items())))
+        points.append(SweepPoint(round(target, 4), float(ratio), targets, bits))
     if not points:
-        raise QuantizationError(f"no sweep point around {target:g} bits has an allocation within +/-{band} bits of "
-                                "both parts' targets; widen the band or choose another target.")
+        raise QuantizationError(f"no ratio of the sweep has an allocation within +/-{band} bits of {target:g}; "
+                                "widen the band or choose another target.")
     log.info("MixDQ sweep at %.2f bits: %d distinct feasible allocations", target, len(points))
     return points
 
 
 def _solve_parts(tables: dict[str, SensitivityTable], targets: dict[str, float], band: float) -> dict[str, int] | None:
-    bits: dict[str, int] = {}
-    for name, part in tables.items():
-        low, high = reachable_range(part)
-        if not low - band <= targets[name] <= high + band:
-            return None
-        try:
-            bits |= allocate_in_band(part, targets[name], band).bits
-        except QuantizationError:
-            return None
-    return bits
+    """Solve one part near its share, the other for the rest of the overall budget (within ``band``); the
+    other order when the first finds nothing."""
+    names = list(tables)
+    if len(names) == 1:
+        return _solve_in_band(tables[names[0]], targets[names[0]], band)
+    total = sum(sum(t.sizes.values()) for t in tables.values())
+    overall = sum(targets[n] * sum(tables[n].sizes.values()) for n in names) / total
+    for first, second in (names, names[::-1]):
+        first_bits = next((b for share in SHARE_BANDS if share >= band
+                           if (b := _solve_in_band(tables[first], targets[first], share)) is not None), None)
+        if first_bits is None:
+            continue
+        second_size = sum(tables[second].sizes.values())
+        spent = sum(tables[first].sizes[g] * b for g, b in first_bits.items())
+        rest = (overall * total - spent) / second_size
+        second_bits = _solve_in_band(tables[second], rest, band * total / second_size)
+        if second_bits is not None:
+            return first_bits | second_bits
+    return None
+
+
+def _solve_in_band(table: SensitivityTable, average: float, band: float) -> dict[str, int] | None:
+    low, high = reachable_range(table)
+    if not low - band <= average <= high + band:
+        return None
+    try:
+        return allocate_in_band(table, average, band).bits
+    except QuantizationError:
+        return None
 
 
 def kept_in_float(table: SensitivityTable, parts: dict[str, list[str]], fraction: float) -> list[str]:

@@ -52,18 +52,34 @@ class FirstTokenSplitLinear(nn.Module):
 @torch.no_grad()
 def first_token_outlier_ratio(model: nn.Module, layers: list[str], calib_loop) -> float:
     """How far the first token stands out at the input of ``layers``: its max-abs over channels divided by the
-    median of the other tokens' max-abs, averaged over layers and calls of one calibration run. Above
-    ~2 a shared range is set by that token (MixDQ's case for a split); near or below 1 it is a token like
-    the others."""
+    median of the prompt's other real tokens' max-abs, averaged over layers and calls of one calibration run.
+
+    Padding positions (``encoder_attention_mask == 0`` in the model's call) are left out of the median: they
+    are masked out of attention, and counting them would call the first token an outlier against padding.
+    Above ~2 a range shared across tokens is set by that token (MixDQ's case for a split); near or below 1
+    it is a token like the others.
+    """
     ratios: list[float] = []
+    masks: list[torch.Tensor | None] = [None]
+
+    def remember_mask(_module, _args, kwargs):
+        masks[0] = kwargs.get("encoder_attention_mask")
 
     def record(_module, args):
         x = args[0]
         if x.dim() == 3 and x.shape[1] > 1:
-            peaks = x.abs().amax(dim=-1)  # [batch, tokens]
-            ratios.append((peaks[:, 0] / peaks[:, 1:].median(dim=1).values.clamp_min(1e-12)).mean().item())
+            peaks = x.abs().amax(dim=-1).float()  # [batch, tokens]
+            others = peaks[:, 1:]
+            mask = masks[0]
+            if mask is not None and tuple(mask.shape) == tuple(peaks.shape):
+                others = others.masked_fill(mask[:, 1:] <= 0, float("nan"))
+            median = others.nanmedian(dim=1).values
+            real = ~median.isnan()  # a prompt of one real token has nothing to compare against
+            if real.any():
+                ratios.append((peaks[real, 0] / median[real].clamp_min(1e-12)).mean().item())
 
-    handles = [model.get_submodule(name).register_forward_pre_hook(record) for name in layers]
+    handles = [model.register_forward_pre_hook(remember_mask, with_kwargs=True)]
+    handles += [model.get_submodule(name).register_forward_pre_hook(record) for name in layers]
     try:
         calib_loop(model)
     finally:
