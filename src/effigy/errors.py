@@ -43,3 +43,7 @@ class MetricError(EffigyError):
 
 class BenchError(EffigyError):
     """A benchmark asked for settings it cannot honour, or a kernel that disagrees with exact arithmetic."""
+
+
+class ScoreMatrixError(EffigyError):
+    """A FlashEval score matrix or prompt subset that is malformed, too small, or made for other prompts."""

@@ -68,6 +68,19 @@ def _cases(tmp):
         (["quantize", "--recipe", "vidit-q-w4a8-mp", "--allocation", str(binary), "--out", str(tmp / "q")],
          "not an allocation"),
         (["kvquant", "generate", "--prompt", "hi", "--allocation", str(binary)], "allocation"),
+        # FlashEval
+        (["flasheval", "build", "--executor", "dask", "--out", str(tmp / "m.json")], "--executor"),
+        (["flasheval", "build", "--prompts", "1", "--out", str(tmp / "m.json")], "--prompts"),
+        (["flasheval", "build", "--variants", str(binary), "--out", str(tmp / "m.json")], "variant definitions"),
+        (["flasheval", "search", "--scores", str(tmp / "none.csv")], "no score file"),
+        (["flasheval", "search", "--scores", str(binary)], "score matrix"),
+        (["flasheval", "search", "--scores", str(a_file)], "unknown score file type"),
+        (["flasheval", "apply", "--subset", str(binary)], "subset"),
+        (["flasheval", "apply", "--subset", str(tmp / "none.json")], "no file"),
+        (["bench", "quant", "--model", "t2i-shapes", "--prompts", "all"], "subset:FILE"),
+        (["bench", "fastattn", "--model", "t2i-shapes", "--prompts", f"subset:{binary}"], "subset"),
+        (["bench", "flasheval", "--matrix", str(tmp / "none.json")], "no file"),
+        (["bench", "flasheval", "--sizes", "0"], "--sizes"),
     ]
     for bad in NAN_INF:
         cases += [(["bench", "quant", f"--mp-bits={bad}"], "finite"),

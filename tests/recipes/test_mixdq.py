@@ -207,3 +207,17 @@ def test_the_first_token_outlier_ratio_leaves_padding_out():
     unmasked = first_token_outlier_ratio(model, ["to_k"], lambda m: m(text))
     masked = first_token_outlier_ratio(model, ["to_k"], lambda m: m(text, encoder_attention_mask=mask))
     assert unmasked > 5 and masked < 2  # an "outlier" only against the padding
+
+
+def test_the_fbgemm_run_of_a_mixed_activation_recipe_narrows_every_quantized_width(monkeypatch):
+    from dataclasses import replace
+
+    from effigy.core import kernels
+    from effigy.nn.config import FLOAT_ACTIVATION_BITS
+    from effigy.recipes import fast_cpu_variant, get_recipe
+
+    monkeypatch.setattr(kernels, "fbgemm_max_activation_bits", lambda: 7)  # a CPU without VNNI
+    config = replace(get_recipe("mixdq-base-a8"), layer_activation_bits={"a": 8, "b": 4, "c": FLOAT_ACTIVATION_BITS})
+    fast = fast_cpu_variant(config)
+    assert fast.layer_activation_bits == {"a": 7, "b": 4, "c": FLOAT_ACTIVATION_BITS}
+    assert fast.activation.bits == 7 and fast.name.endswith("a7-fbgemm")

@@ -41,7 +41,8 @@ def render_markdown(result: dict, command: str) -> str:
     text = (f"# DiTFastAttn vs diffusers cache hooks on `{result['model']}`\n\n"
             f"Command: `{command}`\n\n"
             f"{s['steps']} DPM-Solver steps, CFG {s['guidance_scale']} (conditional and unconditional in one batch), "
-            f"seed {s['seed']}; window = {s['window_fraction']:g} of the tokens; search error `{s['metric']}` on the "
+            f"seed {s['seed']}" + (f", prompts of FlashEval subset `{s['prompts']}`" if s.get("prompts") else "") +
+            f"; window = {s['window_fraction']:g} of the tokens; search error `{s['metric']}` on the "
             f"transformer output, calibrated on other seeds than the evaluation. FID on {result['fid_features']}. "
             f"Attention FLOPs count what each variant's self-attention processors really computed (module: q/k/v/out "
             f"projections + QK^T + AV; core: QK^T + AV only). FirstBlockCache and TaylorSeer also skip MLPs, so their "

@@ -119,8 +119,8 @@ def render_markdown(result: dict, command: str) -> str:
         f"# Quantization benchmark: {result['model']}",
         "",
         f"Command: `{command}`  ",
-        f"Seed {s['seed']}, {s['samples_per_class']} samples per class (text-to-image: 10 x that many held-out "
-        f"prompts), {s['steps']} DPM-Solver steps, CFG {s['guidance_scale']}. FID on {result['fid_features']} "
+        f"Seed {s['seed']}, {_prompts_line(s)}, {s['steps']} DPM-Solver steps, CFG {s['guidance_scale']}. "
+        f"FID on {result['fid_features']} "
         "against real images of the world (digits: all 1,797; shapes: renders of the prompts). "
         f"Latency: {s['latency_samples']} images, median of {s['latency_repeats']} interleaved runs. "
         "Peak RSS: a fresh process that loads, quantizes and samples those images (Python and torch included).  ",
@@ -178,3 +178,9 @@ def write_quant_report(result: dict, directory: Path, stem: str, command: str) -
         paths["allocation"].write_text(json.dumps(result["allocation"], indent=2))
     paths["grid"] = sample_grid(result, directory / f"{stem}_grid.png")
     return paths
+
+
+def _prompts_line(s: dict) -> str:
+    if s.get("prompts"):
+        return f"the prompts of FlashEval subset `{s['prompts']}`"
+    return f"{s['samples_per_class']} samples per class (text-to-image: 10 x that many held-out prompts)"

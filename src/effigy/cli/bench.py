@@ -27,6 +27,19 @@ OUT_HELP = ("Results root: files go to <root>/<bench>/<model>/. Default: a fresh
             "results are written with --out benchmarks/results.")
 
 
+PROMPTS_HELP = "t2i models: subset:FILE evaluates on a FlashEval subset (`effigy flasheval search`) instead."
+
+
+def checked_prompts(prompts: str | None) -> str | None:
+    """``--prompts subset:FILE``, its file read and checked before any model loads."""
+    if prompts is None:
+        return None
+    from effigy.evaluate.suites import SamplingSettings, evaluation_scenes
+
+    evaluation_scenes(SamplingSettings(prompts=prompts))
+    return prompts
+
+
 def results_stem(out: Path | None, bench: str, model: str, name: str | None = None) -> Path:
     """``<out>/<bench>/<model>/<name>``: where one bench run on one model writes its files (``out`` None: a fresh
     run folder, so a quick check never overwrites committed results)."""
@@ -73,6 +86,7 @@ def bench_quant(
                                        "group (attn1 / attn2 / ff / norm1)."),
     bootstrap_resamples: int = typer.Option(1000, min=100, help="Resamples of the paired bootstrap intervals "
                                             "(MP vs uniform W4A8, W8A8 / W4A8 vs FP)."),
+    prompts: Optional[str] = typer.Option(None, help=PROMPTS_HELP),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -91,7 +105,7 @@ def bench_quant(
         sensitivity_metric=check_choice(sensitivity_metric, SENSITIVITY_METRIC_NAMES, "--sensitivity-metric"),
         mp_granularity=check_choice(mp_granularity, GRANULARITIES, "--mp-granularity"),
         mp_around=check_choice(mp_around, AROUND, "--mp-around"), mp_max_moved=parse_trust_regions(mp_max_moved),
-        bootstrap_resamples=bootstrap_resamples)
+        bootstrap_resamples=bootstrap_resamples, prompts=checked_prompts(prompts))
     run_quant(settings, results_stem(out, "quant", model), as_json)
 
 
@@ -226,6 +240,7 @@ def bench_fastattn(
     seed: int = typer.Option(0, min=0, max=2**31 - 1),
     peers: bool = typer.Option(True, help="Also run diffusers' PAB, FasterCache, FirstBlockCache, TaylorSeer and "
                                "MagCache hooks."),
+    prompts: Optional[str] = typer.Option(None, help=PROMPTS_HELP),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -235,7 +250,8 @@ def bench_fastattn(
 
     settings = FastAttnBenchSettings(model=model, thresholds=parse_floats(thresholds, "--thresholds"),
                                      window_fraction=window, samples_per_class=samples_per_class, steps=steps,
-                                     seed=seed, peers=FastAttnBenchSettings.peers if peers else ())
+                                     seed=seed, peers=FastAttnBenchSettings.peers if peers else (),
+                                     prompts=checked_prompts(prompts))
     stem = results_stem(out, "fastattn", model)
     with progress(not as_json) as reporter:
         result = run_fastattn_bench(settings, reporter)
@@ -271,3 +287,31 @@ def bench_kvquant(
     result["command"] = command_line()
     write_and_show(result, render(result), COLUMNS, stem, "PM-KVQ at equal KV memory", as_json)
 
+
+
+@app.command("flasheval")
+def bench_flasheval(
+    matrix: Path = typer.Option(Path("benchmarks/results/flasheval/t2i-shapes/score_matrix.json"),
+                                help="A score matrix from `effigy flasheval build`."),
+    sizes: str = typer.Option("10,20,50,100,200,500", help="Subset sizes to compare the methods at."),
+    search_seeds: int = typer.Option(3, min=1, max=20),
+    random_draws: int = typer.Option(200, min=10),
+    split_seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """FlashEval vs random, stratified and Anchor Points subsets: held-out tau vs size, and the paper's claim."""
+    from effigy.bench.flasheval import FlashEvalBenchSettings, run_flasheval_bench
+    from effigy.bench.flasheval_report import COLUMNS, table_rows, write_flasheval_report
+    from effigy.evaluate.flasheval import ScoreMatrix
+
+    size_list = parse_counts(sizes, "--sizes", allow_empty=False)
+    ScoreMatrix.load(matrix)  # a bad matrix fails before the work
+    settings = FlashEvalBenchSettings(matrix=str(matrix), sizes=size_list, search_seeds=search_seeds,
+                                      random_draws=random_draws, split_seed=split_seed,
+                                      claim_size=50 if 50 in size_list else size_list[0])
+    stem = results_stem(out, "flasheval", "t2i-shapes")
+    with progress(not as_json) as reporter:
+        result = run_flasheval_bench(settings, reporter)
+    paths = write_flasheval_report(result, stem.parent, stem.name, command_line())
+    show({"rows": table_rows(result)}, COLUMNS, "held-out Kendall tau by subset size", paths, as_json)

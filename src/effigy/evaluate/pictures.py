@@ -66,3 +66,60 @@ def category_maps(maps: dict[str, list[list[str]]], colours: dict[str, tuple[int
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return path
+
+
+def line_chart(panels: dict[str, dict[str, list[tuple[float, float, float, float]]]], path: Path,
+               x_label: str, y_label: str, size: tuple[int, int] = (360, 260)) -> Path:
+    """Side-by-side panels of lines with spread bands, x on a log scale.
+
+    Args:
+        panels: title -> line name -> points (x, mean, low, high); the band spans low..high.
+        path: the PNG to write.
+    """
+    from PIL import Image, ImageDraw
+
+    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
+    names = list(dict.fromkeys(n for lines in panels.values() for n in lines))
+    width, height = size
+    margin_left, margin_bottom, top = 44, 34, 22
+    canvas = Image.new("RGB", (width * len(panels), height + 16 * len(names) + 8), "white")
+    draw = ImageDraw.Draw(canvas)
+    for p, (title, lines) in enumerate(panels.items()):
+        points = [pt for line in lines.values() for pt in line]
+        xs = np.log10([pt[0] for pt in points])
+        y_low, y_high = min(pt[2] for pt in points), max(pt[3] for pt in points)
+        y_low, y_high = (y_low - 0.05, y_high + 0.05) if y_high > y_low else (y_low - 1, y_high + 1)
+        left, plot_w, plot_h = p * width + margin_left, width - margin_left - 12, height - margin_bottom - top
+
+        def at(x: float, y: float) -> tuple[float, float]:
+            fx = (np.log10(x) - xs.min()) / max(xs.max() - xs.min(), 1e-9)
+            return left + fx * plot_w, top + (1 - (y - y_low) / (y_high - y_low)) * plot_h
+
+        draw.text((left, 4), f"{title}: {y_label}", fill="black")
+        draw.rectangle((left, top, left + plot_w, top + plot_h), outline=(160, 160, 160))
+        for x in sorted({pt[0] for pt in points}):
+            gx, _ = at(x, y_low)
+            draw.text((gx - 8, top + plot_h + 4), f"{x:g}", fill="black")
+        for k in range(5):
+            y = y_low + k * (y_high - y_low) / 4
+            _, gy = at(10 ** xs.min(), y)
+            draw.text((p * width + 4, gy - 6), f"{y:.2f}", fill="black")
+        for n, name in enumerate(names):
+            line = sorted(lines.get(name, []))
+            if not line:
+                continue
+            colour = colours[n % len(colours)]
+            band = [at(x, hi) for x, _, _, hi in line] + [at(x, lo) for x, _, lo, _ in reversed(line)]
+            overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
+            ImageDraw.Draw(overlay).polygon(band, fill=(*colour, 45))
+            canvas.paste(Image.alpha_composite(canvas.convert("RGBA"), overlay).convert("RGB"))
+            draw = ImageDraw.Draw(canvas)
+            draw.line([at(x, m) for x, m, _, _ in line], fill=colour, width=2)
+        draw.text((left + plot_w // 2 - 20, height - 14), x_label, fill="black")
+    for n, name in enumerate(names):
+        y = height + 4 + 16 * n
+        draw.rectangle((8, y, 18, y + 10), fill=colours[n % len(colours)])
+        draw.text((24, y - 1), name, fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path

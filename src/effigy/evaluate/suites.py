@@ -40,6 +40,7 @@ class SamplingSettings(SettingsRecord):
     batch_size: int = 100
     latency_samples: int = 20
     latency_repeats: int = 3
+    prompts: str | None = None  # t2i: "subset:FILE" evaluates on a FlashEval subset instead of 10 x samples_per_class
 
 
 @dataclass
@@ -94,6 +95,11 @@ def image_quality(images: torch.Tensor, reference: torch.Tensor | None) -> dict[
 
 
 def digits_suite(settings: SamplingSettings) -> BenchSuite:
+    if settings.prompts is not None:
+        from effigy.errors import ScoreMatrixError
+
+        raise ScoreMatrixError("dit-digits is class-conditional: --prompts subset:FILE applies to the text-to-image "
+                               "models (t2i-shapes, t2i-shapes-lcm).")
     from effigy.models.generators import dit_digits
     from effigy.models.zoo import load_zoo_model
     from effigy.worlds.digits import NUM_CLASSES, load_digits_images
@@ -150,7 +156,7 @@ def t2i_suite(settings: SamplingSettings, generator: str = "t2i-shapes") -> Benc
     from effigy.evaluate import t2i
 
     suite = t2i.T2ISuite.load(generator)
-    scenes = t2i.prompt_set(10 * settings.samples_per_class, "heldout", settings.seed)
+    scenes = evaluation_scenes(settings)
     sensitivity = t2i.prompt_set(10 * getattr(settings, "sensitivity_per_class", 2), "train", settings.seed + 20_000)
     real = t2i.checker_features(suite.checker, t2i.reference_images(scenes))
 
@@ -186,6 +192,23 @@ def t2i_suite(settings: SamplingSettings, generator: str = "t2i-shapes") -> Benc
                                   if k.startswith("adherence_")},
         chance=lambda images: t2i.chance_adherence(suite, scenes, images, t2i.score_images(suite, scenes, images)),
     )
+
+
+def evaluation_scenes(settings: SamplingSettings) -> list:
+    """The held-out prompts a t2i bench evaluates on: 10 x samples_per_class from the seeded world, or the
+    prompts of a FlashEval subset (``settings.prompts = "subset:FILE"``)."""
+    from effigy.errors import ScoreMatrixError
+    from effigy.evaluate import t2i
+
+    if settings.prompts is None:
+        return t2i.prompt_set(10 * settings.samples_per_class, "heldout", settings.seed)
+    kind, _, path = settings.prompts.partition(":")
+    if kind != "subset" or not path:
+        raise ScoreMatrixError(f"--prompts {settings.prompts!r}: give subset:FILE, a subset JSON from "
+                               "`effigy flasheval search`.")
+    from effigy.evaluate.flasheval.apply import read_subset, subset_scenes
+
+    return subset_scenes(read_subset(path))
 
 
 SUITES: Registry[Callable[[SamplingSettings], BenchSuite]] = Registry("benchmark suite")

@@ -65,13 +65,13 @@ class T2ISuite:
         return isinstance(self.config, t2i_shapes_lcm.T2IShapesLCMConfig)
 
     def sample(self, captions: list[str], steps: int, guidance: float, seed: int,
-               step_callback: Callable[[int], None] | None = None) -> torch.Tensor:
-        """The generator's own sampler: DPM-Solver with CFG for the teacher, LCMScheduler for the student
-        (``guidance`` is then the distilled one and ignored)."""
+               step_callback: Callable[[int], None] | None = None, sampler: str = "dpm-solver++") -> torch.Tensor:
+        """The generator's own sampler: ``sampler`` (DPM-Solver++ by default) with CFG for the teacher,
+        LCMScheduler for the student (``guidance`` and ``sampler`` are then ignored: distilled in)."""
         if self.few_step:
             return t2i_shapes_lcm.sample(self.transformer, self.config, self.bank, captions, steps, seed, step_callback)
         return t2i_shapes.sample(self.transformer, self.config, self.bank, captions, steps, guidance, seed,
-                                 step_callback=step_callback)
+                                 step_callback=step_callback, sampler=sampler)
 
     def sentence_features(self, captions: list[str]) -> torch.Tensor:
         encoded = self.bank.encode(captions)
@@ -108,11 +108,13 @@ def checker_features(checker: shapes_checker.ShapesChecker, images: torch.Tensor
 
 
 def generate(suite: T2ISuite, scenes: list[Scene], steps: int, guidance: float, seed: int,
-             batch_size: int = 50, advance: Callable[[], None] = lambda: None) -> torch.Tensor:
+             batch_size: int = 50, advance: Callable[[], None] = lambda: None, sampler: str = "dpm-solver++"
+             ) -> torch.Tensor:
     chunks = []
     for i, start in enumerate(range(0, len(scenes), batch_size)):
         captions = [s.caption for s in scenes[start : start + batch_size]]
-        chunks.append(suite.sample(captions, steps, guidance, seed + i, step_callback=lambda _s: advance()))
+        chunks.append(suite.sample(captions, steps, guidance, seed + i, step_callback=lambda _s: advance(),
+                                   sampler=sampler))
     return torch.cat(chunks)
 
 

@@ -29,7 +29,7 @@ from dataclasses import replace
 from effigy.core import kernels
 from effigy.core.quant import QuantSpec
 from effigy.errors import QuantizationError
-from effigy.nn.config import QuantConfig
+from effigy.nn.config import FLOAT_ACTIVATION_BITS, QuantConfig
 from effigy.recipes.base import register_recipe
 
 register_recipe(QuantConfig(
@@ -83,4 +83,6 @@ def fast_cpu_variant(config: QuantConfig) -> QuantConfig:
     act_bits = min(config.activation.bits, kernels.fbgemm_max_activation_bits())
     activation = replace(config.activation, bits=act_bits)
     name = config.name.replace(f"a{config.activation.bits}", f"a{act_bits}") + "-fbgemm"
-    return replace(config, activation=activation, backend="fbgemm", name=name)
+    per_layer = {layer: bits if bits == FLOAT_ACTIVATION_BITS else min(bits, act_bits)
+                 for layer, bits in (config.layer_activation_bits or {}).items()}  # mixed precision's widths too
+    return replace(config, activation=activation, backend="fbgemm", name=name, layer_activation_bits=per_layer)

@@ -12,7 +12,13 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
 from torch import nn
 
 from effigy.errors import ModelError
@@ -48,15 +54,27 @@ def train_scheduler(num_train_timesteps: int, beta_schedule: str, prediction_typ
                          prediction_type=prediction_type)
 
 
-def sampling_scheduler(num_train_timesteps: int, beta_schedule: str,
-                       prediction_type: str = "epsilon") -> DPMSolverMultistepScheduler:
-    """DPM-Solver++ with dynamic thresholding, the usual choice for pixel-space models: with the cosine
-    schedule the first step sees alpha_bar ~ 0, and an epsilon model's x0 estimate there explodes
+# the samplers a shipped generator can run: diffusers schedulers over the training schedule; the x0-predicting
+# multistep ones with dynamic thresholding (see sampling_scheduler), Euler on its sigma ladder without
+SAMPLERS = {
+    "dpm-solver++": lambda **kw: DPMSolverMultistepScheduler(**kw, thresholding=True, sample_max_value=1.0),
+    "ddim": lambda **kw: DDIMScheduler(**kw, thresholding=True, sample_max_value=1.0),
+    "unipc": lambda **kw: UniPCMultistepScheduler(**kw, thresholding=True, sample_max_value=1.0),
+    "euler": lambda **kw: EulerDiscreteScheduler(**kw),
+}
+
+
+def sampling_scheduler(num_train_timesteps: int, beta_schedule: str, prediction_type: str = "epsilon",
+                       sampler: str = "dpm-solver++"):
+    """DPM-Solver++ with dynamic thresholding by default, the usual choice for pixel-space models: with the
+    cosine schedule the first step sees alpha_bar ~ 0, and an epsilon model's x0 estimate there explodes
     without thresholding (a v-prediction model predicts x0 itself at that step, which is why it is
-    the better target for this schedule)."""
+    the better target for this schedule). ``sampler`` picks another of :data:`SAMPLERS`."""
     _check_prediction_type(prediction_type)
-    return DPMSolverMultistepScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
-                                       prediction_type=prediction_type, thresholding=True, sample_max_value=1.0)
+    if sampler not in SAMPLERS:
+        raise ModelError(f"sampler={sampler!r} is unknown: choose one of {', '.join(SAMPLERS)}.")
+    return SAMPLERS[sampler](num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
+                             prediction_type=prediction_type)
 
 
 def _check_prediction_type(prediction_type: str) -> None:

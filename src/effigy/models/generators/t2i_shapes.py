@@ -192,13 +192,15 @@ def sample(
     guidance_scale: float = 4.0,
     seed: int = 0,
     step_callback: Callable[[int], None] | None = None,
+    sampler: str = "dpm-solver++",
 ) -> torch.Tensor:
-    """Images in [-1, 1] at the world's size for ``captions`` (1..50 steps), CFG against the empty caption."""
+    """Images in [-1, 1] at the world's size for ``captions`` (1..50 steps), CFG against the empty caption;
+    ``sampler``: one of ``diffusion.SAMPLERS``."""
     if not 1 <= num_steps <= 50:
         raise ModelError(f"num_steps={num_steps}: the shapes model samples with 1 to 50 steps.")
     arch = transformer.config
     shape = (len(captions), arch.in_channels, arch.sample_size, arch.sample_size)
-    scheduler = sampling_scheduler(config.num_train_timesteps, config.beta_schedule, config.prediction_type)
+    scheduler = sampling_scheduler(config.num_train_timesteps, config.beta_schedule, config.prediction_type, sampler)
     images = sample_with_guidance(transformer, scheduler, shape, bank.encode(captions),
                                   bank.encode([""] * len(captions)), num_steps, guidance_scale, seed, step_callback)
     return resize(images, config.world_size).clamp(-1, 1)

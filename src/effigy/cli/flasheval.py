@@ -1,0 +1,104 @@
+"""``effigy flasheval ...``: build a score matrix, search a prompt subset, rank a new variant on it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from effigy.cli._common import check_choice, command_line, console, finite, progress, writable_folder
+
+app = typer.Typer(help="FlashEval: a small prompt subset that ranks text-to-image variants like the full set.",
+                  no_args_is_help=True)
+MATRIX = Path("benchmarks/results/flasheval/t2i-shapes/score_matrix.json")
+
+
+@app.command("build")
+def build(
+    prompts: int = typer.Option(1000, min=2, max=100_000, help="Held-out prompts, cycling single / relation / count."),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    variants: Optional[Path] = typer.Option(None, help="JSON list of variant definitions (default: effigy's 43)."),
+    shard_size: int = typer.Option(100, min=1, help="Prompts per job (the unit of parallelism and of the cache)."),
+    executor: str = typer.Option("local", help="local (process pool) or ray (RAY_ADDRESS, else a local cluster)."),
+    workers: int = typer.Option(2, min=0, help="Worker processes (0: in this process)."),
+    cache: Optional[Path] = typer.Option(None, help="Finished jobs (default: <out>.cache/); a rerun resumes."),
+    out: Path = typer.Option(MATRIX, help="The matrix: <out> (.json) and its .safetensors."),
+) -> None:
+    """Score every variant on every prompt (adherence, CLIP-score stand-in); resumable from the cache."""
+    from effigy.evaluate.flasheval.build import EXECUTORS, MatrixPlan, build_matrix, variants_from_file
+    from effigy.evaluate.flasheval.variants import default_variants
+
+    check_choice(executor, EXECUTORS, "--executor")
+    writable_folder(out.parent)
+    specs = variants_from_file(variants) if variants is not None else default_variants()
+    plan = MatrixPlan(tuple(specs), prompts=prompts, seed=seed, shard_size=shard_size)
+    with progress() as reporter:
+        matrix = build_matrix(plan, cache or out.with_suffix(".cache"), executor, workers, reporter)
+    matrix.provenance["command"] = command_line()
+    path = matrix.save(out)
+    console.print(f"score matrix: {len(matrix.variants)} variants x {len(matrix.prompts)} prompts, metrics "
+                  f"{', '.join(matrix.metrics)} -> {path}")
+
+
+@app.command("search")
+def search_subset(
+    scores: Path = typer.Option(MATRIX, help="A matrix: effigy's .json, a CSV / NPZ [models x prompts], or a folder "
+                                "of FlashEval per-model JSON files."),
+    metric: Optional[str] = typer.Option(None, help="The metric to rank by (default: each of the matrix's)."),
+    size: int = typer.Option(50, min=1, help="Prompts in the subset."),
+    rounds: int = typer.Option(8, min=1, max=100),
+    subsets: int = typer.Option(2000, min=10, help="Random subsets drawn per round."),
+    margin: Optional[float] = typer.Option(None, min=0.0, callback=finite,
+                                           help="Tie margin (default: the median paired standard error)."),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    out: Optional[Path] = typer.Option(None, help="The subset JSON (default: beside the matrix, "
+                                       "subset_<metric>_<size>.json)."),
+) -> None:
+    """FlashEval's iterative search on the training half of the variants; tau reported on the held-out half."""
+    from effigy.evaluate.flasheval import read_scores
+    from effigy.evaluate.flasheval.search import SearchSettings, search_and_record
+
+    matrix = read_scores(scores)
+    for name in matrix.provenance.get("left_out", []):
+        console.print(f"left out {name!r}: scored on fewer prompts than the other models")
+    metrics = [metric] if metric is not None else matrix.metrics
+    settings = SearchSettings(size=size, rounds=rounds, subsets=subsets, seed=seed)
+    with progress() as reporter:
+        for name in metrics:
+            record = search_and_record(matrix, name, settings, margin, reporter)
+            folder = scores if scores.is_dir() else scores.parent
+            path = out if out is not None and len(metrics) == 1 else \
+                writable_folder(folder) / f"subset_{name}_{size}.json"
+            path.write_text(json.dumps(record, indent=1) + "\n")
+            console.print(f"{name}: {size} prompts, training tau {record['train_tau']:.3f}, held-out tau "
+                          f"{record['heldout_tau']:.3f} (random {size}: {record['random_heldout_tau_mean']:.3f}) -> {path}")
+
+
+@app.command("apply")
+def apply_subset(
+    subset: Path = typer.Option(..., help="A subset JSON from `effigy flasheval search`."),
+    scores: Path = typer.Option(MATRIX, help="The matrix the subset was searched on (the known ranking)."),
+    name: str = typer.Option("new variant"),
+    generator: str = typer.Option("t2i-shapes", help="t2i-shapes or t2i-shapes-lcm."),
+    sampler: str = typer.Option("dpm-solver++"),
+    steps: int = typer.Option(20, min=1, max=50),
+    guidance: float = typer.Option(3.0, min=0.0, callback=finite),
+    recipe: Optional[str] = typer.Option(None, help="A quantization recipe."),
+    allocation: Optional[str] = typer.Option(None, help="The allocation JSON of a mixed-precision recipe."),
+    fastattn: Optional[float] = typer.Option(None, min=0.0, callback=finite, help="A DiTFastAttn threshold."),
+    weight_noise: Optional[float] = typer.Option(None, min=0.0, callback=finite),
+) -> None:
+    """Score one new variant on the subset's prompts and place it among the matrix's variants."""
+    from effigy.evaluate.flasheval import ScoreMatrix
+    from effigy.evaluate.flasheval.apply import place_variant, read_subset
+    from effigy.evaluate.flasheval.variants import VariantSpec
+
+    record = read_subset(subset)
+    matrix = ScoreMatrix.load(scores)
+    spec = VariantSpec(name, generator, sampler, steps, guidance, recipe, allocation, fastattn, weight_noise)
+    placed = place_variant(matrix, record, spec)
+    console.print(f"{name}: {record['metric']} {placed['score']:.4f} on {record['size']} prompts in "
+                  f"{placed['seconds']:.1f} s; rank {placed['rank']} of {placed['of']} "
+                  f"(between {placed['above']!r} and {placed['below']!r})")
+

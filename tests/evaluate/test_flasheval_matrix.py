@@ -1,0 +1,65 @@
+"""Score matrices: the effigy file round trip, and matrices a user already has (CSV, NPZ, FlashEval's layout)."""
+import json
+
+import numpy as np
+import pytest
+
+from effigy.errors import ScoreMatrixError
+from effigy.evaluate.flasheval import ScoreMatrix, read_scores
+
+
+def test_flasheval_per_model_json_layout_with_an_incomplete_model_left_out(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    prompts = [f"{i:05d}" for i in range(30)]
+    for model in ("sd-v1-5_dpm_20", "sd-v1-5_ddim_50", "vq-diffusion"):
+        (tmp_path / f"{model}.json").write_text(json.dumps({p: float(rng.random()) for p in prompts}))
+    (tmp_path / "partial.json").write_text(json.dumps({p: 0.5 for p in prompts[:20]}))
+    matrix = read_scores(tmp_path, "clip")
+    assert matrix.names == ["sd-v1-5_ddim_50", "sd-v1-5_dpm_20", "vq-diffusion"]
+    assert matrix.table("clip").shape == (3, 30) and matrix.provenance["left_out"] == ["partial"]
+    assert "partial" in caplog.text and "left out" in caplog.text
+    stored = json.loads((tmp_path / "vq-diffusion.json").read_text())
+    assert matrix.table("clip")[2, 7] == stored[matrix.prompts[7]["id"]]
+
+
+def test_csv_and_npz_matrices(tmp_path):
+    (tmp_path / "s.csv").write_text("model,p1,p2,p3\na,1,2,3\nb,3,2,1\nc,1,1,\n")
+    matrix = read_scores(tmp_path / "s.csv")
+    assert matrix.names == ["a", "b"] and matrix.provenance["left_out"] == ["c"]
+    assert matrix.table("score").tolist() == [[1, 2, 3], [3, 2, 1]]
+    np.savez(tmp_path / "s.npz", scores=np.arange(6.0).reshape(2, 3), models=np.array(["x", "y"]))
+    assert read_scores(tmp_path / "s.npz").table("score")[1].tolist() == [3, 4, 5]
+
+
+def test_the_effigy_matrix_round_trip(tmp_path):
+    matrix = ScoreMatrix({"adherence": np.eye(3)[:2], "clip_score": np.ones((2, 3))}, [{"name": "a"}, {"name": "b"}],
+                         [{"id": str(i)} for i in range(3)], {"seed": 0})
+    loaded = read_scores(matrix.save(tmp_path / "m"))
+    assert loaded.metrics == ["adherence", "clip_score"] and loaded.provenance == {"seed": 0}
+    assert np.array_equal(loaded.table("adherence"), matrix.table("adherence"))
+    with pytest.raises(ScoreMatrixError, match="not in this matrix"):
+        loaded.table("fid")
+
+
+def test_bad_score_files_are_one_clear_error(tmp_path):
+    with pytest.raises(ScoreMatrixError, match="no score file"):
+        read_scores(tmp_path / "missing.csv")
+    (tmp_path / "x.txt").write_text("1")
+    with pytest.raises(ScoreMatrixError, match="unknown score file type"):
+        read_scores(tmp_path / "x.txt")
+    (tmp_path / "bad.csv").write_text("model,p1,p2\na,1,oops\nb,1,2\n")
+    with pytest.raises(ScoreMatrixError, match="not a number"):
+        read_scores(tmp_path / "bad.csv")
+    (tmp_path / "pickle.npz").write_bytes(b"not a zip")
+    with pytest.raises(ScoreMatrixError, match="NPZ"):
+        read_scores(tmp_path / "pickle.npz")
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "a.json").write_text(json.dumps({"p": "high"}))
+    with pytest.raises(ScoreMatrixError, match="numeric score"):
+        read_scores(folder)
+    (tmp_path / "m.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ScoreMatrixError, match="not an effigy score matrix"):
+        read_scores(tmp_path / "m.json")
+    with pytest.raises(ScoreMatrixError, match="NaN"):
+        ScoreMatrix({"s": np.array([[np.nan, 1.0]])}, [{"name": "a"}], [{"id": "0"}, {"id": "1"}])
