@@ -66,7 +66,7 @@ class MatrixPlan:
         return self.seed + 1000 * shard
 
     def cache_key(self, variant: VariantSpec, shard: int) -> str:
-        what = {"variant": variant.to_dict(), "prompts": [self.prompts, self.split, self.seed, self.shards[shard].start,
+        what = {"variant": variant_record(variant), "prompts": [self.prompts, self.split, self.seed, self.shards[shard].start,
                                                            self.shards[shard].stop], "code": CODE_VERSION}
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -193,7 +193,17 @@ def _assemble(plan: MatrixPlan, cache: Path, executor: str) -> ScoreMatrix:
     provenance = {"prompt_set": {"count": plan.prompts, "split": plan.split, "seed": plan.seed},
                   "shard_size": plan.shard_size, "code_version": CODE_VERSION, "executor": executor,
                   "machine": machine_facts()}
-    return ScoreMatrix(tables, [v.to_dict() for v in plan.variants], prompts, provenance)
+    return ScoreMatrix(tables, [variant_record(v) for v in plan.variants], prompts, provenance)
+
+
+def variant_record(spec: VariantSpec) -> dict:
+    """The variant's definition, with the sha256 of its allocation file: the file may be rewritten later."""
+    from effigy.checkpoint.files import sha256_of
+
+    record = spec.to_dict()
+    if spec.allocation is not None and Path(spec.allocation).is_file():
+        record["allocation_sha256"] = sha256_of(Path(spec.allocation))
+    return record
 
 
 def variants_from_file(path: str | Path) -> list[VariantSpec]:
@@ -204,6 +214,6 @@ def variants_from_file(path: str | Path) -> list[VariantSpec]:
     items: Iterable = data.get("variants", []) if isinstance(data, dict) else data
     if not isinstance(items, list) or not items:
         raise ScoreMatrixError(f"{path}: expected a non-empty JSON list of variant definitions.")
-    return [VariantSpec.from_dict(item if "format" in item else {"format": VariantSpec.FORMAT, **item})
-            for item in items]
+    return [VariantSpec.from_dict({k: v for k, v in item.items() if k != "allocation_sha256"} if "format" in item
+                                  else {"format": VariantSpec.FORMAT, **item}) for item in items]
 
