@@ -18,7 +18,7 @@ MATRIX = Path("benchmarks/results/flasheval/t2i-shapes/score_matrix.json")
 def build(
     prompts: int = typer.Option(1000, min=2, max=100_000, help="Held-out prompts, cycling single / relation / count."),
     seed: int = typer.Option(0, min=0, max=2**31 - 1),
-    variants: Optional[Path] = typer.Option(None, help="JSON list of variant definitions (default: effigy's 43)."),
+    variants: Optional[Path] = typer.Option(None, help="JSON list of variant definitions (default: effigy's 41)."),
     shard_size: int = typer.Option(100, min=1, help="Prompts per job (the unit of parallelism and of the cache)."),
     executor: str = typer.Option("local", help="local (process pool) or ray (RAY_ADDRESS, else a local cluster)."),
     workers: int = typer.Option(2, min=0, help="Worker processes (0: in this process)."),
