@@ -10,6 +10,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -46,7 +47,7 @@ def resume_training_state(folder: Path | None, modules: dict[str, nn.Module], op
     if folder is None or not (folder / META_FILE).exists():
         return 0
     meta = read_json(folder / META_FILE)
-    if meta.get("config") != config:
+    if meta.get("config") != json.loads(json.dumps(config)):  # as JSON stores it: tuples are lists there
         raise CheckpointError(f"{folder} holds a training state of another config; delete it or use another "
                               "--checkpoint-dir to start this run afresh.")
     tensors = read_safetensors(folder / STATE_FILE)
@@ -78,3 +79,22 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.T
             state.setdefault(int(index), {})[slot] = value
     param_groups = [{**ref, **saved} for ref, saved in zip(reference["param_groups"], groups)]
     optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+
+
+def resumable_steps(checkpoint_dir: Path | None, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
+                    generator: torch.Generator, config: dict, total_steps: int, every: int) -> Iterator[int]:
+    """The step numbers still to run, resuming from ``checkpoint_dir``; the state is saved after every
+    ``every``-th step and after the last, once the loop body of that step has finished.
+
+    Args:
+        checkpoint_dir: where the state is kept; None runs from step 0 and keeps none.
+        modules, optimizer, generator, config: what :func:`save_training_state` stores.
+        total_steps: the run's length; every: steps between saves.
+    Returns:
+        An iterator over ``range(done, total_steps)``.
+    """
+    done = resume_training_state(checkpoint_dir, modules, optimizer, generator, config)
+    for step in range(done, total_steps):
+        yield step
+        if checkpoint_dir is not None and ((step + 1) % every == 0 or step + 1 == total_steps):
+            save_training_state(checkpoint_dir, step + 1, modules, optimizer, generator, config)

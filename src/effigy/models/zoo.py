@@ -18,6 +18,8 @@ from effigy.checkpoint.files import sha256_of
 from effigy.errors import CheckpointError
 from effigy.models.generators import dit_digits, t2i_shapes, t2i_shapes_lcm
 from effigy.models.judges import clip_standin, digit_classifier, shapes_checker
+from effigy.models.var import tokenizer as var_tokenizer
+from effigy.models.var import transformer as var_transformer
 from effigy.registry import Registry
 from effigy.serialize import read_json_file
 
@@ -69,6 +71,26 @@ _ENTRIES = (
         t2i_shapes_lcm.T2IShapesLCMConfig,
         t2i_shapes_lcm.build_transformer,
         t2i_shapes_lcm.train,
+        torch.float16,
+        resumable=True,
+    ),
+    ZooEntry(
+        "var-digits-vqvae",
+        "multi-scale residual VQ tokenizer (VAR) of the 16x16 digits: 8x8 latent, scales 1-8 (130 tokens), "
+        "one 256-code EMA codebook",
+        var_tokenizer.VQVAEConfig,
+        var_tokenizer.build_tokenizer,
+        var_tokenizer.train,
+        torch.float32,
+        resumable=True,
+    ),
+    ZooEntry(
+        "var-digits",
+        "class-conditional next-scale prediction transformer (VAR) over var-digits-vqvae tokens, AdaLN, "
+        "block-causal attention with a KV cache, scale-dependent CFG",
+        var_transformer.VARConfig,
+        var_transformer.build_transformer,
+        var_transformer.train,
         torch.float16,
         resumable=True,
     ),

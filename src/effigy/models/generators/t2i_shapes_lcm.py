@@ -21,7 +21,7 @@ from torch import nn
 from effigy.errors import ModelError
 from effigy.models.generators import lcm, t2i_shapes
 from effigy.models.generators.diffusion import train_scheduler
-from effigy.models.training_state import resume_training_state, save_training_state
+from effigy.models.training_state import resumable_steps
 from effigy.worlds.shapes import ShapesWorld, render
 
 log = logging.getLogger(__name__)
@@ -145,9 +145,9 @@ def train(config: T2IShapesLCMConfig, progress: Callable[[int, float], None] | N
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, weight_decay=0.0)
     generator = torch.Generator().manual_seed(config.seed)
     modules = {"student": student, "target": target_net}
-    done = resume_training_state(checkpoint_dir, modules, optimizer, generator, asdict(config))
     uncond = bank.encode([""] * config.batch_size)
-    for step in range(done, config.train_steps):
+    for step in resumable_steps(checkpoint_dir, modules, optimizer, generator, asdict(config), config.train_steps,
+                                config.checkpoint_every):
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * _lr_factor(step, config)
         pick = torch.randint(0, len(images), (config.batch_size,), generator=generator).tolist()
@@ -160,8 +160,6 @@ def train(config: T2IShapesLCMConfig, progress: Callable[[int, float], None] | N
         _update_target(target_net, student, config.ema_decay)
         if progress is not None:
             progress(step, loss.item())
-        if checkpoint_dir is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.train_steps):
-            save_training_state(checkpoint_dir, step + 1, modules, optimizer, generator, asdict(config))
     return target_net.eval()
 
 
