@@ -18,8 +18,8 @@ def tiny_tokenizer(**overrides) -> vq.MultiScaleVQVAE:
 
 def tiny_var(**overrides) -> var.VARTransformer:
     torch.manual_seed(0)
-    config = var.VARConfig(num_layers=2, num_attention_heads=2, attention_head_dim=8, latent_dim=8, codebook_size=32,
-                           **overrides)
+    config = var.VARConfig(**{"num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 8, "latent_dim": 8,
+                              "codebook_size": 32, **overrides})
     model = var.VARTransformer(config).eval()
     with torch.no_grad():  # leave the zero-initialised gates: every block then does something
         for p in model.parameters():
