@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effigy.attention.processor import _merge_heads, _project
 from effigy.errors import PlanError
 from effigy.serialize import config_from_dict, config_to_dict
 
@@ -139,8 +140,14 @@ class MDWAPlan:
         return cls.from_dict(read_json_file(Path(path), "an MDWA plan", PlanError))
 
 
-def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+def _cached_projection(attn: nn.Module, hidden_states: torch.Tensor, kv_cache, scale_index: int | None,
+                       refusal: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Query of the new tokens, and keys / values of everything cached so far (the new tokens appended)."""
+    if kv_cache is None or scale_index is None:
+        raise PlanError(refusal)
+    query, key, value = _project(attn, hidden_states)
+    key, value = kv_cache.extend(key, value)
+    return query, key, value
 
 
 def var_attention_layers(model: nn.Module) -> list[nn.Module]:
@@ -172,13 +179,11 @@ class AttentionMassRecorder:
     def __call__(self, attn: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask: torch.Tensor | None = None, kv_cache=None, scale_index: int | None = None
                  ) -> torch.Tensor:
-        if kv_cache is None or scale_index is None:
-            raise PlanError("MDWA calibration records cached generation (one scale at a time).")
-        query, key, value = (split_heads(p(hidden_states), attn.heads) for p in (attn.to_q, attn.to_k, attn.to_v))
-        key, value = kv_cache.extend(key, value)
+        query, key, value = _cached_projection(attn, hidden_states, kv_cache, scale_index,
+                                               "MDWA calibration records cached generation (one scale at a time).")
         probs = (query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])).softmax(-1)
         self._add(probs.detach().double(), scale_index)
-        return attn.to_out[0]((probs @ value).transpose(1, 2).flatten(2))
+        return attn.to_out[0](_merge_heads(probs @ value))
 
     def _add(self, probs: torch.Tensor, q: int) -> None:
         offsets = side_offsets(self.scales)
@@ -274,10 +279,9 @@ class MDWAProcessor:
     def __call__(self, attn: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask: torch.Tensor | None = None, kv_cache=None, scale_index: int | None = None
                  ) -> torch.Tensor:
-        if kv_cache is None or scale_index is None:
-            raise PlanError("MDWA runs in cached generation (one scale at a time); generate with use_cache=True.")
-        query, key, value = (split_heads(p(hidden_states), attn.heads) for p in (attn.to_q, attn.to_k, attn.to_v))
-        key, value = kv_cache.extend(key, value)
+        query, key, value = _cached_projection(
+            attn, hidden_states, kv_cache, scale_index,
+            "MDWA runs in cached generation (one scale at a time); generate with use_cache=True.")
         gather = self.gather_for(scale_index)
         self.pairs_full += query.shape[1] * query.shape[2] * key.shape[2]
         if gather is None:
@@ -286,7 +290,7 @@ class MDWAProcessor:
         else:
             self.pairs_computed += int(gather.valid.sum())
             out = gathered_attention(query, key, value, gather)
-        return attn.to_out[0](out.transpose(1, 2).flatten(2))
+        return attn.to_out[0](_merge_heads(out))
 
 
 def _pack(heads: list[list[list[int]] | None], plan: MDWAPlan, scale: int) -> _ScaleGather:

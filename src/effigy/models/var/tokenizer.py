@@ -13,6 +13,7 @@ scales, which see few vectors per image, collapse onto a handful of codes.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -298,8 +299,6 @@ def train(config: VQVAEConfig, progress: Callable[[int, float], None] | None = N
 
 def cosine_factor(step: int, total: int, warmup: int = 100) -> float:
     """Linear warm-up, then cosine decay to 5% of the peak learning rate."""
-    import math
-
     if step < warmup:
         return (step + 1) / warmup
     done = (step - warmup) / max(total - warmup, 1)
