@@ -1,5 +1,6 @@
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,6 +131,37 @@ def test_accelerate_composes_with_quantization(monkeypatch, capsys, tmp_path):
                            "--steps", "3", "--samples-per-class", "1", "--out", str(tmp_path / "p.json"), "--json")
     summary = json.loads(out)
     assert code == 0 and summary["recipe"] == "vidit-q-w8a8" and summary["module_fraction"] < 1
+
+
+def test_accelerate_var_designs_a_litevar_plan_quantizes_and_reloads(monkeypatch, capsys, tmp_path):
+    plan = tmp_path / "litevar.json"
+    args = ("accelerate", "--model", "var-digits", "--samples-per-class", "1", "--json")
+    code, out, _ = run_cli(monkeypatch, capsys, *args, "--coverage", "0.8", "--asc-threshold", "0.3",
+                           "--out", str(plan))
+    assert code == 0 and plan.exists()
+    first = json.loads(out)
+    assert first["core_fraction"] < 1 and first["kept_pairs"] < 1 and first["psnr_vs_fp"] > 5
+    code, out, _ = run_cli(monkeypatch, capsys, *args, "--plan", str(plan), "--recipe", "litevar-w8a8")
+    summary = json.loads(out)
+    assert code == 0 and summary["recipe"] == "litevar-w8a8"
+    assert summary["core_fraction"] == pytest.approx(first["core_fraction"])
+    assert summary["held_bytes"] < 0.5 * summary["held_bytes_fp"]
+
+
+def test_bench_litevar_writes_tables_masks_and_grid(monkeypatch, capsys, tmp_path):
+    code, out, _ = run_cli(monkeypatch, capsys, "bench", "litevar", "--coverages", "0.9", "--recipes", "litevar-w8a8",
+                           "--fastvar-keep", "0.5", "--samples-per-class", "2", "--no-memory", "--no-dit",
+                           "--out", str(tmp_path), "--json")
+    assert code == 0
+    result = json.loads(out)
+    families = [r["family"] for r in result["rows"]]
+    assert families == ["fp", "mdwa", "asc", "mdwa+asc", "quant", "combined", "fastvar"]
+    fp, mdwa = result["rows"][0], result["rows"][1]
+    assert fp["attention_core_flops_fraction"] == 1 and fp["psnr_vs_fp"] is None
+    assert mdwa["attention_core_flops_fraction"] < 1
+    files = {Path(p).name for p in result["files"].values()}
+    assert {"litevar_var_digits.md", "litevar_var_digits_grid.png", "litevar_var_digits_masks_c0.9.png"} <= files
+    assert "held-out digits" in (tmp_path / "litevar" / "var-digits" / "litevar_var_digits.md").read_text()
 
 
 def test_bench_fastattn_writes_tables_and_pictures(monkeypatch, capsys, tmp_path):

@@ -81,12 +81,20 @@ def _cases(tmp):
         (["bench", "fastattn", "--model", "t2i-shapes", "--prompts", f"subset:{binary}"], "subset"),
         (["bench", "flasheval", "--matrix", str(tmp / "none.json")], "no file"),
         (["bench", "flasheval", "--sizes", "0"], "--sizes"),
+        # LiteVAR
+        (["bench", "litevar", "--recipes", "vidit-q-w8a8"], "--recipes"),
+        (["bench", "litevar", "--coverages", "1.5"], "--coverages"),
+        (["bench", "litevar", "--fastvar-keep", "0"], "--fastvar-keep"),
+        (["accelerate", "--model", "var-digits", "--recipe", "vidit-q-w8a8", "--out", str(tmp / "p.json")], "--recipe"),
+        (["accelerate", "--model", "var-digits", "--plan", str(binary), "--out", str(tmp / "p.json")], "plan"),
+        (["accelerate", "--model", "var-digits", "--coverage", "0", "--out", str(tmp / "p.json")], "--coverage"),
     ]
     for bad in NAN_INF:
         cases += [(["bench", "quant", f"--mp-bits={bad}"], "finite"),
                   (["bench", "mixdq", f"--bits={bad}"], "finite"),
                   (["bench", "t2i-scorers", f"--guidance={bad}"], "--guidance"),
                   (["accelerate", f"--threshold={bad}", "--out", str(tmp / "p.json")], "--threshold"),
+                  (["bench", "litevar", f"--asc-threshold={bad}"], "--asc-threshold"),
                   (["kvquant", "generate", "--prompt", "hi", f"--budget-mb={bad}"], "--budget-mb")]
     return cases
 

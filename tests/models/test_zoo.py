@@ -70,3 +70,20 @@ def test_full_dit_training_reproduces_a_recognisable_model(tmp_path):
     labels = torch.arange(10).repeat_interleave(10)
     images = dit_digits.sample(dit, config, labels, seed=1)
     assert (classifier(images).argmax(1) == labels).float().mean() >= 0.9
+
+
+@torch.no_grad()
+def test_shipped_var_reconstructs_and_draws_recognisable_digits():
+    from effigy.evaluate.suites import VAR_TOP_K, class_labels
+    from effigy.models.var.tokenizer import codebook_usage
+    from effigy.worlds.digits import load_digits_images, split_indices
+
+    tokenizer, config = load_zoo_model("var-digits-vqvae")
+    images, _ = load_digits_images(config.image_size)
+    usage = codebook_usage(tokenizer, images[split_indices(len(images))[1]])
+    assert usage.psnr > 30 and usage.codes_used[-1] > 100
+    var, _ = load_zoo_model("var-digits")
+    classifier, _ = load_zoo_model("digits-classifier")
+    labels = class_labels(4)
+    samples = var.generate(tokenizer, labels, guidance_scale=3.0, top_k=VAR_TOP_K, seed=7)
+    assert (classifier(samples).argmax(1) == labels).float().mean() >= 0.8

@@ -1,18 +1,21 @@
-"""LiteVAR's multi-diagonal windowed attention (MDWA, https://arxiv.org/abs/2411.17178) for next-scale
-prediction transformers.
+"""LiteVAR plans (https://arxiv.org/abs/2411.17178) for next-scale prediction transformers: where to keep
+attention (multi-diagonal windowed attention, MDWA) and where to share it across the CFG halves (ASC),
+designed from calibrated generations.
 
 At a fine scale a query attends, within each coarser scale's keys, mostly to the keys at its own spatial
 position: each (query scale, key scale) block of the attention map is close to a 2-D diagonal. A mask plan
 keeps, per (layer, head, query scale, key scale), the band of the smallest half-width ``w`` that holds
 ``coverage`` of that block's calibrated attention mass (a key (ky, kx) of a key scale of side ``s_k`` is kept for
 the query (qy, qx) of a scale of side ``s_q`` when both ``|ky - cy|`` and ``|kx - cx|`` are at most ``w``, with
-``c = floor((q + 0.5) * s_k / s_q)``), and drops the blocks that hold less than ``drop_mass`` of the rows' mass.
+``c = floor((q + 0.5) * s_k / s_q)``; near a border the window shifts inward so that every query keeps
+``(2w + 1)^2`` keys), and drops the blocks that hold less than ``drop_mass`` of the rows' mass.
 The first ``full_scales`` scales attend fully (they are tiny).
 
-The plan is data (JSON) recording the model it was made for. Applying it gathers each query's kept keys
-from the KV cache (a fixed-width index per query, padded with -inf logits), so the attention cost really is
-the kept pairs', not a full attention matrix with entries masked out; a (layer, scale) whose heads all keep
-every key runs dense attention, bit for bit the unmasked result.
+ASC: at a (layer, scale) whose conditional and unconditional attention outputs differ by at most
+``asc_threshold`` (relative L1, measured on the same calibration generations), the unconditional half
+reuses the conditional half's output.
+
+The plan is data (JSON) recording the model it was made for; :mod:`effigy.attention.litevar` applies it.
 """
 from __future__ import annotations
 
@@ -23,16 +26,16 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from effigy.attention.cfg import halves_disagreement
 from effigy.attention.processor import _merge_heads, _project
 from effigy.errors import PlanError
 from effigy.serialize import config_from_dict, config_to_dict
 
 FULL = -1  # a block kept whole
 DROPPED = -2  # a block left out
-MDWA_FORMAT = "effigy-mdwa-plan/1"
+PLAN_FORMAT = "effigy-litevar-plan/1"
 
 
 def side_offsets(scales: tuple[int, ...]) -> list[int]:
@@ -45,14 +48,20 @@ def side_offsets(scales: tuple[int, ...]) -> list[int]:
 
 
 def band_keys(query_side: int, key_side: int, half_width: int) -> list[list[int]]:
-    """For each query of a ``query_side`` map, the keys of a ``key_side`` map within ``half_width`` of its
-    position (local indices, row-major)."""
+    """For each query of a ``query_side`` map, the keys of a ``key_side`` map in the (2w+1) x (2w+1) window
+    around its position (local indices, row-major). Near a border the window is shifted inward rather than
+    clipped, so every query keeps the same number of keys (no padding when they are gathered)."""
+    span = min(2 * half_width + 1, key_side)
+
+    def window(c: int) -> range:
+        low = min(max(c - half_width, 0), key_side - span)
+        return range(low, low + span)
+
     rows = []
     for qy in range(query_side):
         for qx in range(query_side):
             cy, cx = (int((c + 0.5) * key_side / query_side) for c in (qy, qx))
-            rows.append([ky * key_side + kx for ky in range(max(cy - half_width, 0), min(cy + half_width + 1, key_side))
-                         for kx in range(max(cx - half_width, 0), min(cx + half_width + 1, key_side))])
+            rows.append([ky * key_side + kx for ky in window(cy) for kx in window(cx)])
     return rows
 
 
@@ -64,10 +73,11 @@ def _band_matrix(query_side: int, key_side: int, half_width: int) -> torch.Tenso
 
 
 @dataclass
-class MDWAPlan:
-    """``windows[layer][head][query_scale][key_scale]``: a half-width, FULL or DROPPED."""
+class LiteVARPlan:
+    """``windows[layer][head][query_scale][key_scale]``: a half-width, FULL or DROPPED (MDWA);
+    ``cfg_shared[layer][scale]``: the unconditional half reuses the conditional half's output (ASC)."""
 
-    FORMAT: ClassVar[str] = MDWA_FORMAT
+    FORMAT: ClassVar[str] = PLAN_FORMAT
 
     windows: list[list[list[list[int]]]]
     scales: list[int]
@@ -75,21 +85,35 @@ class MDWAPlan:
     drop_mass: float
     full_scales: int
     model: dict = field(default_factory=dict)
+    cfg_shared: list[list[bool]] = field(default_factory=list)  # empty: no ASC
+    asc_threshold: float | None = None
+    cfg_disagreement: list[list[float]] = field(default_factory=list)  # the calibration's measurement
 
     @classmethod
-    def full(cls, model: nn.Module) -> MDWAPlan:
-        """The plan that keeps everything (MDWA must then equal full attention)."""
+    def full(cls, model: nn.Module) -> LiteVARPlan:
+        """The plan that keeps everything and shares nothing (it must then equal full attention)."""
         signature = mdwa_signature(model)
         n = len(signature["scales"])
         windows = [[[[FULL] * (q + 1) for q in range(n)] for _ in range(signature["heads"])]
                    for _ in range(signature["num_layers"])]
         return cls(windows, list(signature["scales"]), 1.0, 0.0, n, signature)
 
+    def shares_cfg(self, layer: int, scale: int) -> bool:
+        return bool(self.cfg_shared) and self.cfg_shared[layer][scale]
+
+    def shared_fraction(self) -> float:
+        """Share of (layer, scale) attention calls whose unconditional half is shared."""
+        flags = [f for row in self.cfg_shared for f in row]
+        return sum(flags) / len(flags) if flags else 0.0
+
     def check_model(self, model: nn.Module) -> None:
         signature = mdwa_signature(model)
         if signature != self.model:
-            raise PlanError(f"this MDWA plan was made for {self.model}, not for this model ({signature}); "
+            raise PlanError(f"this LiteVAR plan was made for {self.model}, not for this model ({signature}); "
                             "design a plan for it with `effigy accelerate --model ... --recipe litevar-...`.")
+        layers, n = signature["num_layers"], len(signature["scales"])
+        if self.cfg_shared and (len(self.cfg_shared) != layers or any(len(r) != n for r in self.cfg_shared)):
+            raise PlanError(f"the plan's cfg_shared table must be [{layers} layers][{n} scales]; the file is damaged.")
 
     def key_indices(self, layer: int, head: int, query_scale: int) -> list[list[int]] | None:
         """Each query's kept keys (global positions) at ``query_scale``; None when every key is kept."""
@@ -124,7 +148,7 @@ class MDWAPlan:
         return config_to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> MDWAPlan:
+    def from_dict(cls, data: dict) -> LiteVARPlan:
         return config_from_dict(cls, data, PlanError)
 
     def save(self, path: str | Path) -> Path:
@@ -134,18 +158,20 @@ class MDWAPlan:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> MDWAPlan:
+    def load(cls, path: str | Path) -> LiteVARPlan:
         from effigy.serialize import read_json_file
 
-        return cls.from_dict(read_json_file(Path(path), "an MDWA plan", PlanError))
+        return cls.from_dict(read_json_file(Path(path), "a LiteVAR plan", PlanError))
 
 
 def _cached_projection(attn: nn.Module, hidden_states: torch.Tensor, kv_cache, scale_index: int | None,
-                       refusal: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Query of the new tokens, and keys / values of everything cached so far (the new tokens appended)."""
+                       refusal: str, query_states: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Query of the new tokens (of ``query_states`` when given), and keys / values of everything cached so
+    far (the new tokens appended)."""
     if kv_cache is None or scale_index is None:
         raise PlanError(refusal)
-    query, key, value = _project(attn, hidden_states)
+    query, key, value = _project(attn, hidden_states, query_states)
     key, value = kv_cache.extend(key, value)
     return query, key, value
 
@@ -166,13 +192,18 @@ def mdwa_signature(model: nn.Module) -> dict:
 
 class AttentionMassRecorder:
     """A processor that runs full attention and adds each (head, query scale, key scale, half-width) band's
-    share of the attention mass, and each block's, into ``mass`` (summed over queries and samples)."""
+    share of the attention mass, and each block's, into ``mass`` (summed over queries and samples); on a
+    guided batch it also records how far the unconditional half's output is from the conditional half's
+    (relative L1, averaged over calls per scale), which ASC decides on."""
 
-    def __init__(self, scales: tuple[int, ...], heads: int) -> None:
+    def __init__(self, scales: tuple[int, ...], heads: int, guided: bool = False) -> None:
         self.scales, n = scales, len(scales)
         self.widths = max(scales) + 1  # half-widths 0..max side (the last covers any block)
         self.band_mass = torch.zeros(heads, n, n, self.widths, dtype=torch.float64)
         self.rows = torch.zeros(heads, n, dtype=torch.float64)  # queries seen, x samples
+        self.guided = guided
+        self.disagreement = torch.zeros(n, dtype=torch.float64)
+        self.calls = torch.zeros(n, dtype=torch.float64)
         self._bands = {(q, k): torch.stack([_band_matrix(scales[q], scales[k], w) for w in range(self.widths)])
                        for q in range(n) for k in range(q + 1)}  # [widths, nq, nk] 0/1
 
@@ -180,10 +211,14 @@ class AttentionMassRecorder:
                  attention_mask: torch.Tensor | None = None, kv_cache=None, scale_index: int | None = None
                  ) -> torch.Tensor:
         query, key, value = _cached_projection(attn, hidden_states, kv_cache, scale_index,
-                                               "MDWA calibration records cached generation (one scale at a time).")
+                                               "LiteVAR calibration records cached generation (one scale at a time).")
         probs = (query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])).softmax(-1)
         self._add(probs.detach().double(), scale_index)
-        return attn.to_out[0](_merge_heads(probs @ value))
+        out = attn.to_out[0](_merge_heads(probs @ value))
+        if self.guided:
+            self.disagreement[scale_index] += halves_disagreement(out)
+            self.calls[scale_index] += 1
+        return out
 
     def _add(self, probs: torch.Tensor, q: int) -> None:
         offsets = side_offsets(self.scales)
@@ -191,6 +226,9 @@ class AttentionMassRecorder:
         for k in range(q + 1):
             block = probs[..., offsets[k]: offsets[k] + self.scales[k] ** 2].sum(0)  # [H, nq, nk]
             self.band_mass[:, q, k] += torch.einsum("hqk,wqk->hw", block, self._bands[(q, k)])
+
+    def mean_disagreement(self) -> list[float]:
+        return (self.disagreement / self.calls.clamp_min(1)).tolist()
 
 
 def windows_from_mass(recorders: list[AttentionMassRecorder], coverage: float, drop_mass: float,
@@ -213,7 +251,7 @@ def windows_from_mass(recorders: list[AttentionMassRecorder], coverage: float, d
                     width = int(enough[0]) if len(enough) else rec.widths - 1
                     if q < full_scales or width >= rec.scales[k] - 1:
                         row.append(FULL)
-                    elif share < drop_mass:
+                    elif share < drop_mass and k != q:  # a query always keeps its own scale's band
                         row.append(DROPPED)
                     else:
                         row.append(width)
@@ -224,112 +262,39 @@ def windows_from_mass(recorders: list[AttentionMassRecorder], coverage: float, d
 
 
 @torch.no_grad()
-def design_mdwa_plan(model: nn.Module, tokenizer: nn.Module, class_labels: torch.Tensor, coverage: float = 0.95,
-                     drop_mass: float = 0.01, full_scales: int = 3, guidance_scale: float = 3.0,
-                     seed: int = 0) -> MDWAPlan:
-    """Design the masks from cached generations of ``class_labels`` (the calibration set).
+def design_litevar_plan(model: nn.Module, tokenizer: nn.Module, class_labels: torch.Tensor, coverage: float = 0.95,
+                        drop_mass: float = 0.01, full_scales: int = 3, asc_threshold: float | None = None,
+                        guidance_scale: float = 3.0, seed: int = 0, top_k: int = 0) -> LiteVARPlan:
+    """Design MDWA windows (and, with ``asc_threshold``, ASC) from cached generations of ``class_labels``.
 
     Args:
         model: a next-scale transformer (effigy's VAR).
         tokenizer: its tokenizer (generation needs the next-scale inputs).
         class_labels: one calibration sample per label.
-        coverage: the share of each block's attention mass its band must keep.
+        coverage: the share of each block's attention mass its band must keep (1.0 keeps every key).
         drop_mass: blocks holding less than this share of their rows' mass are dropped.
         full_scales: the first scales that always attend fully.
-        guidance_scale, seed: the calibration generation's settings.
+        asc_threshold: share the conditional half's attention output with the unconditional half at every
+            (layer, scale) where they differ by at most this (relative L1); None: no ASC.
+        guidance_scale, seed, top_k: the calibration generation's settings (ASC needs guidance_scale != 0).
     Returns:
         The plan.
     """
+    if asc_threshold is not None and guidance_scale == 0:
+        raise PlanError("ASC shares attention across the CFG halves: calibrate with guidance_scale != 0.")
     layers = var_attention_layers(model)
     scales = tuple(int(s) for s in model.scales)
-    recorders = [AttentionMassRecorder(scales, int(layer.heads)) for layer in layers]
+    recorders = [AttentionMassRecorder(scales, int(layer.heads), guidance_scale != 0) for layer in layers]
     previous = [layer.processor for layer in layers]
     try:
         for layer, recorder in zip(layers, recorders):
             layer.processor = recorder
-        model.generate(tokenizer, class_labels, guidance_scale, seed=seed)
+        model.generate(tokenizer, class_labels, guidance_scale, top_k=top_k, seed=seed)
     finally:
         for layer, processor in zip(layers, previous):
             layer.processor = processor
     windows = windows_from_mass(recorders, coverage, drop_mass, full_scales)
-    return MDWAPlan(windows, list(scales), coverage, drop_mass, full_scales, mdwa_signature(model))
-
-
-@dataclass
-class _ScaleGather:
-    index: torch.Tensor  # [H, nq, m] global key positions
-    valid: torch.Tensor  # [H, nq, m] False where padded
-
-
-class MDWAProcessor:
-    """Attention that computes only the plan's kept (query, key) pairs at each scale; counts them."""
-
-    def __init__(self, plan: MDWAPlan, layer: int, previous: object = None) -> None:
-        self.plan, self.layer, self.previous = plan, layer, previous  # previous: restored by remove_mdwa
-        self.gathers: dict[int, _ScaleGather | None] = {}
-        self.pairs_computed = 0
-        self.pairs_full = 0
-
-    def gather_for(self, scale: int) -> _ScaleGather | None:
-        if scale not in self.gathers:
-            heads = [self.plan.key_indices(self.layer, h, scale) for h in range(len(self.plan.windows[self.layer]))]
-            self.gathers[scale] = None if all(k is None for k in heads) else _pack(heads, self.plan, scale)
-        return self.gathers[scale]
-
-    def __call__(self, attn: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states=None,
-                 attention_mask: torch.Tensor | None = None, kv_cache=None, scale_index: int | None = None
-                 ) -> torch.Tensor:
-        query, key, value = _cached_projection(
-            attn, hidden_states, kv_cache, scale_index,
-            "MDWA runs in cached generation (one scale at a time); generate with use_cache=True.")
-        gather = self.gather_for(scale_index)
-        self.pairs_full += query.shape[1] * query.shape[2] * key.shape[2]
-        if gather is None:
-            self.pairs_computed += query.shape[1] * query.shape[2] * key.shape[2]
-            out = F.scaled_dot_product_attention(query, key, value)
-        else:
-            self.pairs_computed += int(gather.valid.sum())
-            out = gathered_attention(query, key, value, gather)
-        return attn.to_out[0](_merge_heads(out))
-
-
-def _pack(heads: list[list[list[int]] | None], plan: MDWAPlan, scale: int) -> _ScaleGather:
-    seen = side_offsets(tuple(plan.scales))[scale] + plan.scales[scale] ** 2
-    rows = [[list(range(seen))] * plan.scales[scale] ** 2 if keys is None else keys for keys in heads]
-    width = max(len(r) for keys in rows for r in keys)
-    index = torch.zeros(len(rows), len(rows[0]), width, dtype=torch.long)
-    valid = torch.zeros(index.shape, dtype=torch.bool)
-    for h, keys in enumerate(rows):
-        for q, r in enumerate(keys):
-            index[h, q, : len(r)] = torch.tensor(r, dtype=torch.long)
-            valid[h, q, : len(r)] = True
-    return _ScaleGather(index, valid)
-
-
-def gathered_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                       gather: _ScaleGather) -> torch.Tensor:
-    """Attention of ``query`` [B, H, nq, d] over each query's gathered keys only (padding at -inf)."""
-    b, h, nq, d = query.shape
-    flat = gather.index.reshape(1, h, -1, 1).expand(b, h, -1, d)
-    keys = key.gather(2, flat).view(b, h, nq, -1, d)
-    values = value.gather(2, flat).view(b, h, nq, -1, d)
-    logits = torch.einsum("bhqd,bhqmd->bhqm", query, keys) / math.sqrt(d)
-    logits = logits.masked_fill(~gather.valid, float("-inf"))
-    return torch.einsum("bhqm,bhqmd->bhqd", logits.softmax(-1), values)
-
-
-def apply_mdwa(model: nn.Module, plan: MDWAPlan) -> list[MDWAProcessor]:
-    """Install the plan's processors on every attention layer (after checking the plan fits the model)."""
-    plan.check_model(model)
-    layers = var_attention_layers(model)
-    processors = [MDWAProcessor(plan, k, layer.processor) for k, layer in enumerate(layers)]
-    for layer, processor in zip(layers, processors):
-        layer.set_processor(processor)
-    return processors
-
-
-def remove_mdwa(model: nn.Module) -> None:
-    """Put back the processors :func:`apply_mdwa` replaced."""
-    for layer in var_attention_layers(model):
-        if isinstance(layer.processor, MDWAProcessor):
-            layer.set_processor(layer.processor.previous)
+    disagreement = [r.mean_disagreement() for r in recorders] if guidance_scale != 0 else []
+    shared = [] if asc_threshold is None else [[d <= asc_threshold for d in row] for row in disagreement]
+    return LiteVARPlan(windows, list(scales), coverage, drop_mass, full_scales, mdwa_signature(model), shared,
+                       asc_threshold, disagreement)

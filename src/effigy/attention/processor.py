@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effigy.attention.cfg import conditional_half, to_both_halves
 from effigy.attention.plan import CFG_SHARED, FULL, SHARE_STEP, WINDOWED, AttentionPlan, self_attention_layers
 from effigy.attention.window import band_attention, band_pairs, half_window_for
 from effigy.errors import PlanError
@@ -140,9 +141,9 @@ class DiTFastAttnProcessor:
         state = self.state
         batch, tokens, _ = hidden_states.shape
         shared = technique in CFG_SHARED
-        if shared and (not state.cfg or batch % 2):
+        if shared and not state.cfg:
             raise PlanError(f"block {self.block}: CFG sharing needs a [conditional; unconditional] batch, got {batch}")
-        x = hidden_states[: batch // 2] if shared else hidden_states
+        x = conditional_half(hidden_states, f"block {self.block}") if shared else hidden_states
         q, k, v = _project(attn, x)
         half = half_window_for(tokens, state.window_fraction)
         pairs = tokens * tokens
@@ -160,7 +161,7 @@ class DiTFastAttnProcessor:
                 pairs += band_pairs(tokens, half)
         out = attn.to_out[1](attn.to_out[0](core))
         self._count(attn, technique, batch, tokens, computed_batch=x.shape[0], pairs=pairs)
-        return torch.cat([out, out]) if shared else out
+        return to_both_halves(out) if shared else out
 
     def _count(self, attn: nn.Module, technique: str, batch: int, tokens: int, computed_batch: int, pairs: int) -> None:
         projections, full_core = projection_flops(attn, tokens), core_flops(attn, tokens * tokens)
@@ -195,10 +196,13 @@ def _check_supported(attn: nn.Module, hidden_states: torch.Tensor, encoder_hidde
                         + ", ".join(problems))
 
 
-def _project(attn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Query, key and value as (batch, heads, tokens, head_dim), with the layer's q/k norms."""
+def _project(attn: nn.Module, x: torch.Tensor, query_x: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Query, key and value as (batch, heads, tokens, head_dim), with the layer's q/k norms; the queries of
+    ``query_x`` when given (a CFG-shared layer projects queries for the conditional half only)."""
     heads = attn.heads
-    q, k, v = (proj(x).unflatten(-1, (heads, -1)).transpose(1, 2) for proj in (attn.to_q, attn.to_k, attn.to_v))
+    q, k, v = (proj(x if query_x is None or proj is not attn.to_q else query_x).unflatten(-1, (heads, -1))
+               .transpose(1, 2) for proj in (attn.to_q, attn.to_k, attn.to_v))
     if attn.norm_q is not None:
         q = attn.norm_q(q)
     if attn.norm_k is not None:

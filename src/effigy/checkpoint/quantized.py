@@ -33,8 +33,9 @@ MODEL_CONFIG_NAME = "config.json"
 QUANT_CONFIG_NAME = "quantization_config.json"
 
 
-# effigy's own diffusers model subclasses, by class name: each entry imports its class only when a checkpoint
-# names it, so ``import effigy`` stays light. Only these and real diffusers models are ever built from a file.
+# effigy's own model classes (diffusers subclasses, and models with ``save_config`` / ``from_config`` such as the
+# VAR), by class name: each entry imports its class only when a checkpoint names it, so ``import effigy`` stays
+# light. Only these and real diffusers models are ever built from a file.
 MODEL_CLASSES: Registry[Callable[[], type]] = Registry("model class", CheckpointError)
 
 
@@ -49,9 +50,8 @@ def diffusers_model_class(name: str) -> type:
     import diffusers
 
     if isinstance(name, str) and name in MODEL_CLASSES:
-        cls = MODEL_CLASSES.get(name)()
-    else:
-        cls = getattr(diffusers, name, None) if isinstance(name, str) and name.isidentifier() else None
+        return MODEL_CLASSES.get(name)()  # allowlisted: diffusers subclasses, or effigy models with save/from_config
+    cls = getattr(diffusers, name, None) if isinstance(name, str) and name.isidentifier() else None
     if not (isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin)):
         raise CheckpointError(f"model class {name!r} is not a diffusers model; effigy loads diffusers models "
                               f"and its own ({', '.join(MODEL_CLASSES)}).")

@@ -259,6 +259,47 @@ def bench_fastattn(
     show({"rows": result["rows"]}, COLUMNS, f"{model}: DiTFastAttn and diffusers hooks (seed {seed})", paths, as_json)
 
 
+@app.command("litevar")
+def bench_litevar(
+    coverages: str = typer.Option("0.95,0.8", help="MDWA attention-mass coverages (the first is also run with ASC)."),
+    asc_threshold: float = typer.Option(0.4, min=0.0, callback=finite, help="ASC shares a (layer, scale) whose CFG "
+                                        "halves' attention outputs differ by at most this (relative L1)."),
+    recipes: str = typer.Option(",".join(("litevar-w8a8", "litevar-w6a6", "litevar-w4a8")),
+                                help="LiteVAR quantization recipes to compare."),
+    fastvar_keep: str = typer.Option("0.5,0.25", help="FastVAR peer: kept shares of the last scale's tokens."),
+    samples_per_class: int = typer.Option(50, min=2, max=1000),
+    guidance: float = typer.Option(3.0, min=0.0, max=20.0, callback=finite, help="CFG at the last scale."),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    memory: bool = typer.Option(True, help="Peak RSS of FP and each quantized model in a fresh process."),
+    dit: bool = typer.Option(True, help="Also put the digits DiT beside the VAR (same labels and judges)."),
+    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """LiteVAR on the digits VAR: MDWA, ASC, quantization, all combined, and FastVAR pruning, vs FP."""
+    from effigy.bench.litevar import LiteVARBenchSettings, run_litevar_bench
+    from effigy.bench.litevar_report import COLUMNS, write_litevar_report
+    from effigy.errors import BenchError
+    from effigy.recipes import LITEVAR_RECIPES
+
+    chosen = tuple(r.strip() for r in recipes.split(",") if r.strip())
+    for recipe in chosen:
+        check_choice(recipe, LITEVAR_RECIPES, "--recipes")
+    keep = parse_floats(fastvar_keep, "--fastvar-keep") if fastvar_keep.strip() else ()
+    if any(not 0 < k <= 1 for k in keep):
+        raise BenchError(f"--fastvar-keep takes shares in (0, 1], got {fastvar_keep}.")
+    cover = parse_floats(coverages, "--coverages")
+    if any(not 0 < c <= 1 for c in cover):
+        raise BenchError(f"--coverages takes attention-mass shares in (0, 1], got {coverages}.")
+    settings = LiteVARBenchSettings(coverages=cover, asc_threshold=asc_threshold, recipes=chosen, fastvar_keep=keep,
+                                    samples_per_class=samples_per_class, guidance_scale=guidance, seed=seed,
+                                    measure_memory=memory, compare_dit=dit)
+    stem = results_stem(out, "litevar", settings.model)
+    with progress(not as_json) as reporter:
+        result = run_litevar_bench(settings, reporter)
+    paths = write_litevar_report(result, stem.parent, command_line())
+    show({"rows": result["rows"]}, COLUMNS[:8], f"var-digits: LiteVAR (seed {seed})", paths, as_json)
+
+
 @app.command("kvquant")
 def bench_kvquant(
     trace_tokens: int = typer.Option(2048, min=32, max=131072, help="Length of each FP chain-of-thought trace."),

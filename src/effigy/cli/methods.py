@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 
@@ -112,31 +112,71 @@ def select_widths(
 
 
 def accelerate_cmd(
-    model: str = typer.Option("dit-digits", help="Shipped model: dit-digits or t2i-shapes."),
-    threshold: float = typer.Option(0.1, min=0.0, help="Search threshold on the relative output error.", callback=finite),
+    model: str = typer.Option("dit-digits", help="Shipped model: dit-digits or t2i-shapes (DiTFastAttn), var-digits "
+                              "(LiteVAR)."),
+    threshold: float = typer.Option(0.1, min=0.0, help="DiTFastAttn: search threshold on the relative output error.",
+                                    callback=finite),
     plan: Optional[Path] = typer.Option(None, help="Apply this saved plan instead of calibrating a new one."),
-    out: Path = typer.Option(Path("ditfastattn_plan.json"), help="Where to save the calibrated plan."),
-    recipe: Optional[str] = typer.Option(None, help="Quantize with this recipe first (e.g. vidit-q-w8a8)."),
-    window: float = typer.Option(0.125, help="Window as a fraction of the token count.", callback=finite),
+    out: Optional[Path] = typer.Option(None, help="Where to save the calibrated plan (default: ditfastattn_plan.json, "
+                                       "or litevar_plan.json for var-digits)."),
+    recipe: Optional[str] = typer.Option(None, help="Quantize with this recipe first (e.g. vidit-q-w8a8; litevar-w8a8, "
+                                         "litevar-w6a6 or litevar-w4a8 for var-digits)."),
+    window: float = typer.Option(0.125, help="DiTFastAttn: window as a fraction of the token count.", callback=finite),
+    coverage: float = typer.Option(0.95, min=0.01, max=1.0, callback=finite,
+                                   help="LiteVAR: share of each block's attention mass MDWA keeps."),
+    asc_threshold: float = typer.Option(0.4, min=0.0, callback=finite, help="LiteVAR: ASC shares a (layer, scale) "
+                                        "whose CFG halves differ by at most this (relative L1)."),
     steps: int = typer.Option(20, min=2, max=50),
     samples_per_class: int = typer.Option(2, min=1, max=1000, help="Images per class to check the plan on."),
     seed: int = typer.Option(0, min=0, max=2**31 - 1),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """DiTFastAttn: calibrate (or load) a plan, apply it, and report attention FLOPs and quality vs no plan."""
+    """DiTFastAttn (DiTs) or LiteVAR (the VAR): calibrate (or load) a plan, apply it, and report attention FLOPs
+    and quality vs no plan."""
     from effigy.bench.fastattn import FastAttnBenchSettings, accelerate
 
+    if model == "var-digits":
+        _accelerate_var(recipe, plan, out or Path("litevar_plan.json"), coverage, asc_threshold, samples_per_class,
+                        seed, as_json)
+        return
+    out = out or Path("ditfastattn_plan.json")
     settings = FastAttnBenchSettings(model=model, window_fraction=window, steps=steps,
                                      samples_per_class=samples_per_class, seed=seed)
     writable_file(out)
     with progress(not as_json) as reporter:
         summary = accelerate(settings, threshold, plan, out, recipe, reporter)
+    _print_summary(summary, as_json, lambda s: (
+        f"{model}{' + ' + recipe if recipe else ''}, plan {s['plan']}: attention FLOPs {s['module_fraction']:.1%} "
+        f"of full (QK/AV {s['core_fraction']:.1%}), PSNR vs no plan {s['psnr_vs_no_plan']:.1f} dB; techniques "
+        f"{s['technique_counts']}"))
+
+
+def _print_summary(summary: dict, as_json: bool, line: Callable[[dict], str]) -> None:
     if as_json:
         echo_json(summary)
-        return
-    console.print(f"{model}{' + ' + recipe if recipe else ''}, plan {summary['plan']}: attention FLOPs "
-                  f"{summary['module_fraction']:.1%} of full (QK/AV {summary['core_fraction']:.1%}), "
-                  f"PSNR vs no plan {summary['psnr_vs_no_plan']:.1f} dB; techniques {summary['technique_counts']}")
+    else:
+        console.print(line(summary))
+
+
+def _accelerate_var(recipe: str | None, plan: Path | None, out: Path, coverage: float, asc_threshold: float,
+                    samples_per_class: int, seed: int, as_json: bool) -> None:
+    from effigy.attention.multiscale import LiteVARPlan
+    from effigy.bench.litevar import LiteVARBenchSettings, accelerate_var
+    from effigy.recipes import LITEVAR_RECIPES
+
+    if recipe is not None:
+        check_choice(recipe, LITEVAR_RECIPES, "--recipe")
+    loaded = None if plan is None else LiteVARPlan.load(plan)  # a bad file fails here, before any model loads
+    writable_file(out)
+    settings = LiteVARBenchSettings(coverages=(coverage,), asc_threshold=asc_threshold,
+                                    samples_per_class=samples_per_class, seed=seed)
+    with progress(not as_json) as reporter:
+        summary = accelerate_var(settings, plan, out, recipe, reporter, loaded)
+    _print_summary(summary, as_json, lambda s: (
+        f"var-digits{' + ' + recipe if recipe else ''}, plan {s['plan']}: attention FLOPs (QK,AV) "
+        f"{s['core_fraction']:.1%} of full (module {s['module_fraction']:.1%}); class accuracy "
+        f"{s['class_accuracy']:.3f} (FP {s['class_accuracy_fp']:.3f}), PSNR vs FP {s['psnr_vs_fp']:.1f} dB; held "
+        f"bytes {s['held_bytes']:,} (FP {s['held_bytes_fp']:,})"))
 
 
 @evaluate_app.command("t2i")

@@ -102,13 +102,11 @@ def digits_suite(settings: SamplingSettings) -> BenchSuite:
                                "models (t2i-shapes, t2i-shapes-lcm).")
     from effigy.models.generators import dit_digits
     from effigy.models.zoo import load_zoo_model
-    from effigy.worlds.digits import NUM_CLASSES, load_digits_images
+    from effigy.worlds.digits import NUM_CLASSES
 
     model, config = load_zoo_model("dit-digits")
-    classifier, _ = load_zoo_model("digits-classifier")
-    real_images, _ = load_digits_images(config.sample_size)
-    real_stats = gaussian_stats(classifier.features(real_images))  # the real set stays whole: fit it once
-    labels = class_labels(settings.samples_per_class)
+    judge = DigitsJudge.load(config.sample_size, class_labels(settings.samples_per_class))
+    classifier, labels = judge.classifier, judge.labels
     sensitivity = class_labels(getattr(settings, "sensitivity_per_class", 2))
 
     def sample(which: torch.Tensor, seed: int, steps: int | None = None) -> Sampler:
@@ -119,19 +117,83 @@ def digits_suite(settings: SamplingSettings) -> BenchSuite:
             return torch.cat(chunks)
         return run
 
-    def scores(images: torch.Tensor, reference: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        return {"class_accuracy": (classifier(images).argmax(1) == labels).float(), **image_quality(images, reference)}
-
     return BenchSuite(
         name="dit-digits", fp_model=model,
         sample_eval=sample(labels, settings.seed),
         sample_calibration=sample(class_labels(settings.calibration_per_class), settings.seed + 10_000),
         sample_latency=sample(class_labels(max(1, settings.latency_samples // NUM_CLASSES)), settings.seed),
         sample_sensitivity=sample(sensitivity, settings.seed + 20_000, getattr(settings, "sensitivity_steps", None)),
-        scores=scores, features=classifier.features,
-        fid=lambda features, idx: frechet_distance(gaussian_stats(features[idx]), real_stats),
+        scores=judge.scores, features=classifier.features, fid=judge.fid,
         alignment=lambda images: classifier(images).softmax(1)[torch.arange(len(sensitivity)), sensitivity],
         denoiser_call=lambda n: {**_noisy_call(model, n, settings.seed), "class_labels": torch.arange(n) % NUM_CLASSES},
+        task_metric="class_accuracy", fid_features="digits-classifier penultimate layer (128-d)",
+        grid_index=torch.arange(NUM_CLASSES) * settings.samples_per_class,
+    )
+
+
+@dataclass
+class DigitsJudge:
+    """The digits classifier judging class-conditional samples of ``labels``: accuracy per image, and FID on
+    its penultimate features against the whole real digits set (fitted once)."""
+
+    classifier: nn.Module
+    labels: torch.Tensor
+    real_stats: tuple[np.ndarray, np.ndarray]
+
+    @classmethod
+    def load(cls, image_size: int, labels: torch.Tensor) -> DigitsJudge:
+        from effigy.models.zoo import load_zoo_model
+        from effigy.worlds.digits import load_digits_images
+
+        classifier, _ = load_zoo_model("digits-classifier")
+        real_images, _ = load_digits_images(image_size)
+        return cls(classifier, labels, gaussian_stats(classifier.features(real_images)))
+
+    def scores(self, images: torch.Tensor, reference: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return {"class_accuracy": (self.classifier(images).argmax(1) == self.labels).float(),
+                **image_quality(images, reference)}
+
+    def fid(self, features: torch.Tensor, idx: np.ndarray) -> float:
+        return frechet_distance(gaussian_stats(features[idx]), self.real_stats)
+
+
+VAR_TOP_K = 20  # the digits VAR samples from its 20 likeliest codes (of 256), as VAR samples with top-k
+
+
+def var_digits_suite(settings: SamplingSettings) -> BenchSuite:
+    """The VAR on the digits: the same labels, classifier and FID features as ``dit-digits``; sampling is
+    next-scale generation with the shipped tokenizer (``settings.steps`` does not apply)."""
+    from effigy.errors import BenchError, ScoreMatrixError
+    from effigy.models.zoo import load_zoo_model
+    from effigy.worlds.digits import NUM_CLASSES
+
+    if settings.prompts is not None:
+        raise ScoreMatrixError("var-digits is class-conditional: --prompts subset:FILE applies to the text-to-image "
+                               "models (t2i-shapes, t2i-shapes-lcm).")
+    model, _ = load_zoo_model("var-digits")
+    tokenizer, tokenizer_config = load_zoo_model(model.config.tokenizer)
+    judge = DigitsJudge.load(tokenizer_config.image_size, class_labels(settings.samples_per_class))
+    top_k = getattr(settings, "top_k", VAR_TOP_K)
+
+    def sample(which: torch.Tensor, seed: int) -> Sampler:
+        def run(m: nn.Module) -> torch.Tensor:
+            return torch.cat([m.generate(tokenizer, which[i: i + settings.batch_size], settings.guidance_scale,
+                                         top_k=top_k, seed=seed + k)
+                              for k, i in enumerate(range(0, len(which), settings.batch_size))])
+        return run
+
+    def no_denoiser(_n: int) -> dict:
+        raise BenchError("var-digits is autoregressive: it has no denoiser calls for a diffusion sensitivity search.")
+
+    calibration_labels = class_labels(settings.calibration_per_class)
+    calibration = sample(calibration_labels, settings.seed + 10_000)
+    return BenchSuite(
+        name="var-digits", fp_model=model, sample_eval=sample(judge.labels, settings.seed),
+        sample_calibration=calibration,
+        sample_latency=sample(class_labels(max(1, settings.latency_samples // NUM_CLASSES)), settings.seed),
+        sample_sensitivity=calibration, scores=judge.scores, features=judge.classifier.features, fid=judge.fid,
+        alignment=lambda images: judge.classifier(images).softmax(1)[torch.arange(len(images)), calibration_labels],
+        denoiser_call=no_denoiser,
         task_metric="class_accuracy", fid_features="digits-classifier penultimate layer (128-d)",
         grid_index=torch.arange(NUM_CLASSES) * settings.samples_per_class,
     )
@@ -214,6 +276,7 @@ def evaluation_scenes(settings: SamplingSettings) -> list:
 SUITES: Registry[Callable[[SamplingSettings], BenchSuite]] = Registry("benchmark suite")
 SUITES.register("dit-digits", digits_suite)
 SUITES.register("t2i-shapes", t2i_suite)
+SUITES.register("var-digits", var_digits_suite)
 SUITES.register("t2i-shapes-lcm", lambda settings: t2i_suite(settings, "t2i-shapes-lcm"))
 
 

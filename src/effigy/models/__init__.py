@@ -9,4 +9,11 @@ def _pooled_pixart() -> type:
     return PixArtWithPooledText
 
 
+def _var() -> type:
+    from effigy.models.var.transformer import VARTransformer
+
+    return VARTransformer
+
+
 register_model_class("PixArtWithPooledText", _pooled_pixart)
+register_model_class("VARTransformer", _var)

@@ -158,12 +158,26 @@ class VARTransformer(nn.Module):
         self.head = nn.Linear(width, config.codebook_size)
         self.register_buffer("level", scale_of_tokens(config.scales), persistent=False)
         self.register_buffer("mask", block_causal_mask(config.scales), persistent=False)
+        # Cached generation calls ``scale_hook(model, x, cond, cache, index)`` instead of running the blocks,
+        # when set: how token-pruning methods (FastVAR) change what one scale computes. None: run them all.
+        self.scale_hook: Callable[..., torch.Tensor] | None = None
         self._zero_init_gates()
 
     def _zero_init_gates(self) -> None:
         for block in self.blocks:  # each block starts as the identity (DiT's adaLN-Zero)
             nn.init.zeros_(block.ada[1].weight)
             nn.init.zeros_(block.ada[1].bias)
+
+    def save_config(self, directory: str | Path) -> None:
+        """``config.json`` naming this class, so that ``effigy.save`` / ``effigy.load`` handle a (quantized) VAR."""
+        import json
+
+        (Path(directory) / "config.json").write_text(
+            json.dumps({"_class_name": type(self).__name__, **self.config.to_dict()}, indent=2) + "\n")
+
+    @classmethod
+    def from_config(cls, config: dict) -> VARTransformer:
+        return cls(VARConfig.from_dict({k: v for k, v in config.items() if not k.startswith("_")}))
 
     @property
     def null_label(self) -> int:
@@ -192,12 +206,21 @@ class VARTransformer(nn.Module):
         positions = slice(start, start + x.shape[1])
         return x + self.position[:, positions] + self.level_embedding(self.level[positions]), cond
 
-    def run_blocks(self, x: torch.Tensor, cond: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                   cache: ScaleKVCache | None = None, scale_index: int | None = None) -> torch.Tensor:
+    def hidden_states(self, x: torch.Tensor, cond: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                      cache: ScaleKVCache | None = None, scale_index: int | None = None) -> torch.Tensor:
+        """The blocks' output for token embeddings ``x`` (before the head)."""
         for k, block in enumerate(self.blocks):
             x = block(x, cond, attention_mask, None if cache is None else cache.layers[k], scale_index)
+        return x
+
+    def logits(self, hidden: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The AdaLN-modulated head: code logits of the blocks' output."""
         shift, scale = self.head_ada(cond).unsqueeze(1).chunk(2, dim=-1)
-        return self.head(self.head_norm(x) * (1 + scale) + shift)
+        return self.head(self.head_norm(hidden) * (1 + scale) + shift)
+
+    def run_blocks(self, x: torch.Tensor, cond: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                   cache: ScaleKVCache | None = None, scale_index: int | None = None) -> torch.Tensor:
+        return self.logits(self.hidden_states(x, cond, attention_mask, cache, scale_index), cond)
 
     def forward(self, class_labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits [B, tokens, codebook] from the labels and the next-scale inputs
@@ -216,6 +239,8 @@ class VARTransformer(nn.Module):
         if cache.seen != start:
             raise ModelError(f"the KV cache holds {cache.seen} positions; scale {index} starts at {start}.")
         x, cond = self.embed(class_labels, inputs, start)
+        if self.scale_hook is not None:
+            return self.scale_hook(self, x, cond, cache, index)
         return self.run_blocks(x, cond, cache=cache, scale_index=index)
 
     @torch.no_grad()

@@ -1,0 +1,265 @@
+"""LiteVAR on the shipped digits VAR, in one run: MDWA at two coverage levels, ASC, both, each LiteVAR
+quantization recipe, everything combined, and FastVAR-style token pruning as the peer.
+
+Every variant samples the same labels from the same seeds as FP, so PSNR / SSIM against FP isolate the
+approximation; class accuracy and FID on the digits classifier's features judge the samples, with paired
+bootstrap intervals against FP. Attention FLOPs are counted by LiteVAR processors on every variant (FP runs a
+plan that keeps everything, which is dense attention bit for bit), latency is measured with all variants
+interleaved, peak RSS in a fresh process per quantized variant. A last table puts the VAR beside the digits
+DiT on the same judges.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from effigy.attention.litevar import AttentionQuant, apply_litevar, remove_litevar, total_flops
+from effigy.attention.multiscale import LiteVARPlan, design_litevar_plan
+from effigy.bench.peers.fastvar import install_fastvar, remove_fastvar
+from effigy.bench.quant import average_weight_bits, measure_peak_memory
+from effigy.bench.variants import RESULT_SCHEMA, Variant, add_changes_vs_baseline, interleaved_latency
+from effigy.errors import BenchError
+from effigy.evaluate.measure import Progress, interleaved_medians, machine_facts, no_progress
+from effigy.evaluate.suites import VAR_TOP_K, BenchSuite, SamplingSettings, class_labels, load_suite
+from effigy.memory import held_bytes
+from effigy.nn.quantize import quantize, weight_nbytes
+from effigy.recipes import LITEVAR_RECIPES, get_recipe, litevar_attention_quant
+
+
+@dataclass
+class LiteVARBenchSettings(SamplingSettings):
+    model: str = "var-digits"
+    samples_per_class: int = 50
+    calibration_per_class: int = 4
+    batch_size: int = 100
+    coverages: tuple[float, ...] = (0.95, 0.8)  # MDWA at two coverage levels; the first is combined with ASC
+    drop_mass: float = 0.01
+    full_scales: int = 3
+    asc_threshold: float = 0.4
+    recipes: tuple[str, ...] = LITEVAR_RECIPES
+    combined_recipe: str = "litevar-w8a8"
+    fastvar_keep: tuple[float, ...] = (0.5, 0.25)
+    top_k: int = VAR_TOP_K
+    measure_memory: bool = True
+    bootstrap_resamples: int = 1000
+    compare_dit: bool = True
+
+
+def litevar_variant(name: str, family: str, plan: LiteVARPlan, quant: AttentionQuant | None = None,
+                    model: nn.Module | None = None, config: object = None, setting: object = None) -> Variant:
+    """A variant whose attention runs through LiteVAR processors with ``plan`` (and ``quant``)."""
+    def install(target: nn.Module):
+        processors = apply_litevar(target, plan, quant)
+        return lambda: total_flops(processors)
+
+    return Variant(name, model, config, family, setting, install=install, remove=remove_litevar)
+
+
+def fastvar_variant(plan: LiteVARPlan, keep: float) -> Variant:
+    """FastVAR pruning, with dense attention counted by a keep-everything LiteVAR plan."""
+    def install(target: nn.Module):
+        processors = apply_litevar(target, plan)
+        install_fastvar(target, keep)
+        return lambda: total_flops(processors)
+
+    def remove(target: nn.Module):
+        remove_fastvar(target)
+        remove_litevar(target)
+
+    return Variant(f"fastvar keep={keep:g}", family="fastvar", setting=keep, install=install, remove=remove)
+
+
+def design_plans(suite: BenchSuite, tokenizer: nn.Module, settings: LiteVARBenchSettings) -> dict[float, LiteVARPlan]:
+    """One plan per MDWA coverage, each with ASC decided at ``asc_threshold`` on the same calibration run."""
+    labels = class_labels(settings.calibration_per_class)
+    return {c: design_litevar_plan(suite.fp_model, tokenizer, labels, c, settings.drop_mass, settings.full_scales,
+                                   settings.asc_threshold, settings.guidance_scale, settings.seed + 10_000,
+                                   settings.top_k)
+            for c in settings.coverages}
+
+
+def _without_asc(plan: LiteVARPlan) -> LiteVARPlan:
+    return LiteVARPlan(**{**plan.__dict__, "cfg_shared": []})
+
+
+def _asc_only(plan: LiteVARPlan, full: LiteVARPlan) -> LiteVARPlan:
+    return LiteVARPlan(**{**full.__dict__, "cfg_shared": plan.cfg_shared, "asc_threshold": plan.asc_threshold,
+                          "cfg_disagreement": plan.cfg_disagreement})
+
+
+def build_variants(suite: BenchSuite, plans: dict[float, LiteVARPlan], settings: LiteVARBenchSettings) -> list[Variant]:
+    fp_model = suite.fp_model
+    full = LiteVARPlan.full(fp_model)
+    main = plans[settings.coverages[0]]
+    variants = [litevar_variant("fp", "fp", full)]
+    variants += [litevar_variant(f"mdwa c={c:g}", "mdwa", _without_asc(p), setting=c) for c, p in plans.items()]
+    variants += [litevar_variant(f"asc t={settings.asc_threshold:g}", "asc", _asc_only(main, full),
+                                 setting=settings.asc_threshold),
+                 litevar_variant(f"mdwa c={settings.coverages[0]:g} + asc", "mdwa+asc", main)]
+    for recipe in settings.recipes:
+        config = get_recipe(recipe)
+        model = quantize(copy.deepcopy(fp_model), config, suite.sample_calibration)
+        variants.append(litevar_variant(recipe, "quant", full, litevar_attention_quant(recipe), model, config))
+    if settings.combined_recipe:
+        config = get_recipe(settings.combined_recipe)
+        model = quantize(copy.deepcopy(fp_model), config, suite.sample_calibration)
+        variants.append(litevar_variant(f"{settings.combined_recipe} + mdwa + asc", "combined", main,
+                                        litevar_attention_quant(settings.combined_recipe), model, config))
+    variants += [fastvar_variant(full, keep) for keep in settings.fastvar_keep]
+    return variants
+
+
+def score(suite: BenchSuite, variants: list[Variant], progress: Progress) -> None:
+    """Sample the evaluation run with each variant (FP first): quality, attention FLOPs, bytes."""
+    fp_bytes = weight_nbytes(suite.fp_model)
+    advance = progress("sampling variants", len(variants))
+    for variant in variants:
+        with variant.active(suite.fp_model) as (model, read_flops):
+            variant.images = suite.sample_eval(model)
+            flops = read_flops()
+        reference = variants[0].images if variant is not variants[0] else None
+        variant.row = {"variant": variant.name, "family": variant.family, "setting": variant.setting,
+                       **suite.quality(variant.images, reference), **flops,
+                       "held_bytes": held_bytes(model), "weight_bytes_ratio": weight_nbytes(model) / fp_bytes,
+                       "average_weight_bits": average_weight_bits(model),
+                       "attention_simulated": variant.family in ("quant", "combined")}
+        advance()
+    fp = variants[0].row
+    for variant in variants:
+        variant.row["attention_flops_fraction"] = variant.row["module_flops"] / fp["module_flops"]
+        variant.row["attention_core_flops_fraction"] = variant.row["core_flops"] / fp["core_flops"]
+
+
+def compare_with_fp(suite: BenchSuite, variants: list[Variant], settings: LiteVARBenchSettings) -> list[dict]:
+    """Paired bootstrap intervals of every variant's class accuracy and FID change against FP."""
+    fp = variants[0].images
+    return [{"variant": v.name, "baseline": "fp", "items": len(fp), "resamples": settings.bootstrap_resamples,
+             "differences": suite.compare(v.images, fp, None, seed=settings.seed,
+                                          resamples=settings.bootstrap_resamples)}
+            for v in variants[1:]]
+
+
+@torch.no_grad()
+def dit_beside_var(var_suite: BenchSuite, var_row: dict, settings: LiteVARBenchSettings, progress: Progress) -> list[dict]:
+    """The digits DiT at its default settings and the VAR, on the same labels and judges: quality, latency
+    per image (the two timed interleaved) and bytes held."""
+    dit_settings = SamplingSettings(model="dit-digits", samples_per_class=settings.samples_per_class,
+                                    seed=settings.seed, latency_samples=settings.latency_samples)
+    dit = load_suite("dit-digits", dit_settings)
+    advance = progress("digits DiT beside the VAR", 2)
+    dit_images = dit.sample_eval(dit.fp_model)
+    advance()
+    seconds, _ = interleaved_medians({"dit": lambda: dit.sample_latency(dit.fp_model),
+                                      "var": lambda: var_suite.sample_latency(var_suite.fp_model)},
+                                     settings.latency_repeats)
+    advance()
+    images = len(var_suite.sample_latency(var_suite.fp_model))
+    rows = []
+    for name, suite, quality, model in (("dit-digits (20 DPM-Solver steps, CFG 3)", dit, dit.quality(dit_images, None),
+                                         dit.fp_model),
+                                        (f"var-digits ({len(var_suite.fp_model.scales)} scales, CFG "
+                                         f"{settings.guidance_scale:g}, top-k {settings.top_k})", var_suite, None,
+                                         var_suite.fp_model)):
+        key = "dit" if suite is dit else "var"
+        quality = quality or {k: var_row[k] for k in ("class_accuracy", "fid_features")}
+        rows.append({"model": name, "class_accuracy": quality["class_accuracy"], "fid_features": quality["fid_features"],
+                     "latency_ms_per_image": 1000 * seconds[key] / images, "held_bytes": held_bytes(model),
+                     "parameters": sum(p.numel() for p in model.parameters())})
+    return rows
+
+
+def run_litevar_bench(settings: LiteVARBenchSettings, progress: Progress = no_progress) -> dict:
+    """``effigy bench litevar``: every row above, one run, one machine.
+
+    Returns:
+        The result dict (rows, paired comparisons, plans, images for the pictures).
+    """
+    if not settings.coverages:
+        raise BenchError("give at least one MDWA coverage (--coverages).")
+    suite = load_suite(settings.model, settings)
+    tokenizer = _tokenizer_of(suite)
+    with torch.no_grad():
+        plans = design_plans(suite, tokenizer, settings)
+        variants = build_variants(suite, plans, settings)
+        score(suite, variants, progress)
+    comparisons = compare_with_fp(suite, variants, settings)
+    advance = progress("timing", settings.latency_repeats + 1)
+    seconds = interleaved_latency(variants, suite.fp_model, suite.sample_latency, settings.latency_repeats, advance)
+    images = len(suite.sample_latency(suite.fp_model))
+    for variant in variants:
+        variant.row["latency_ms_per_image"] = 1000 * seconds[variant.name] / images
+    if settings.measure_memory:  # the weights' memory: FP and each quantized model (attention hooks hold no weights)
+        measure_peak_memory([v for v in variants if v.family == "fp" or v.config is not None], settings, progress)
+    rows = [v.row for v in variants]
+    add_changes_vs_baseline(rows, ("class_accuracy",))
+    return {"benchmark": "litevar", "schema": RESULT_SCHEMA, "model": settings.model, "fid_features": suite.fid_features,
+            "settings": settings.to_dict(), "machine": machine_facts(), "tokenizer": tokenizer_quality(tokenizer),
+            "rows": rows, "comparisons": comparisons,
+            "plans": {str(c): p.to_dict() for c, p in plans.items()},
+            "dit_vs_var": dit_beside_var(suite, rows[0], settings, progress) if settings.compare_dit else None,
+            "images": {v.name: v.images for v in variants}, "grid_index": suite.grid_index}
+
+
+@torch.no_grad()
+def tokenizer_quality(tokenizer: nn.Module) -> dict:
+    """Codebook usage per scale and reconstruction PSNR of the tokenizer on the held-out digits."""
+    from effigy.models.var.tokenizer import codebook_usage
+    from effigy.worlds.digits import load_digits_images, split_indices
+
+    images, _ = load_digits_images(tokenizer.config.image_size)
+    usage = codebook_usage(tokenizer, images[split_indices(len(images))[1]])
+    return {"scales": list(tokenizer.scales), "codebook_size": tokenizer.config.codebook_size,
+            "codes_used": usage.codes_used, "heldout_psnr_db": usage.psnr}
+
+
+def _tokenizer_of(suite: BenchSuite) -> nn.Module:
+    from effigy.models.zoo import load_zoo_model
+
+    return load_zoo_model(suite.fp_model.config.tokenizer)[0]
+
+
+@torch.no_grad()
+def accelerate_var(settings: LiteVARBenchSettings, plan_path: Path | None, out: Path, recipe: str | None = None,
+                   progress: Progress = no_progress, plan: LiteVARPlan | None = None) -> dict:
+    """``effigy accelerate --model var-digits``: design a LiteVAR plan (MDWA at ``settings.coverages[0]``, ASC at
+    ``settings.asc_threshold``) or use the one loaded from ``plan_path`` (``plan``, or read here), optionally
+    quantize with a LiteVAR ``recipe`` (its linears packed, its attention simulated at low bits), apply, and
+    compare samples against the FP model.
+
+    Returns:
+        A summary: attention FLOP fractions, class accuracy and FID of both, PSNR vs FP, held bytes.
+    """
+    from effigy.metrics import psnr
+
+    suite = load_suite(settings.model, settings)
+    fp_model = suite.fp_model
+    advance = progress("calibrating" if plan_path is None else "checking the plan", 3)
+    if plan_path is None:
+        plan = design_plans(suite, _tokenizer_of(suite), settings)[settings.coverages[0]]
+        plan.save(out)
+    else:
+        plan = plan or LiteVARPlan.load(plan_path)
+        plan.check_model(fp_model)
+    advance()
+    reference = suite.sample_eval(fp_model)
+    advance()
+    model, quant = fp_model, None
+    if recipe is not None:
+        quant = litevar_attention_quant(recipe)
+        model = quantize(copy.deepcopy(fp_model), get_recipe(recipe), suite.sample_calibration)
+    processors = apply_litevar(model, plan, quant)
+    images = suite.sample_eval(model)
+    remove_litevar(model)
+    advance()
+    flops, fp_quality, quality = total_flops(processors), suite.quality(reference, None), suite.quality(images, reference)
+    return {"model": settings.model, "recipe": recipe, "plan": str(plan_path or out), "coverage": plan.coverage,
+            "asc_threshold": plan.asc_threshold, "kept_pairs": plan.kept_fraction(), "asc_shared": plan.shared_fraction(),
+            "core_fraction": flops["core_flops"] / flops["full_core_flops"],
+            "module_fraction": flops["module_flops"] / flops["full_module_flops"],
+            "class_accuracy_fp": fp_quality["class_accuracy"], "class_accuracy": quality["class_accuracy"],
+            "fid_fp": fp_quality["fid_features"], "fid": quality["fid_features"], "psnr_vs_fp": psnr(images, reference),
+            "held_bytes_fp": held_bytes(fp_model), "held_bytes": held_bytes(model)}
