@@ -3,11 +3,10 @@ next-scale transformer that applies a :class:`~effigy.attention.multiscale.LiteV
 generation, and optionally LiteVAR's low-bit attention.
 
 - MDWA: per head, each coarser key scale is a block: kept whole (a dense product with the cached keys),
-  banded (each query's window gathered from the cache, padded at -inf only where the window is clipped at
-  the map's border) or dropped; the blocks' logits share one softmax. So the cost is the kept pairs', not a
-  full attention matrix with entries masked out; a (layer, scale) whose heads all keep every key runs dense
-  attention, bit for bit the unmasked result. The plan's kept pairs and the pairs evaluated (border padding
-  included) are both counted; the FLOP tally uses the evaluated ones.
+  banded (each query's window gathered from the cache; windows shift inward at borders, so every query of a
+  block gathers the same number of keys and nothing is padded) or dropped; the blocks' logits share one
+  softmax. So the cost is the kept pairs', not a full attention matrix with entries masked out; a (layer,
+  scale) whose heads all keep every key runs dense attention, bit for bit the unmasked result.
 - ASC: at a shared (layer, scale) the queries, the attention core and the output projection run on the
   conditional half only and its output goes to both halves (:mod:`effigy.attention.cfg`, DiTFastAttn's CFG
   sharing); the unconditional keys and values are still projected, because later scales may read them.
@@ -68,19 +67,17 @@ class _KeyBlock:
 
     start: int  # global position of the block's first key
     size: int  # keys in the block
-    index: torch.Tensor | None = None  # [nq, m] each query's band keys (global positions); None: the whole block
-    valid: torch.Tensor | None = None  # [nq, m] False where a band is clipped at the map's border
+    index: torch.Tensor | None = None  # [nq, m] each query's band keys (local to the block); None: the whole block
 
 
 @dataclass
 class _ScaleGather:
     """How one (layer, query scale) computes its kept pairs: per head, the key blocks it reads: whole
-    key scales as dense blocks, banded ones as each query's window gathered from the cache (padded only
-    where the window is clipped at a border), dropped ones not at all."""
+    key scales as dense blocks, banded ones as each query's window gathered from the cache, dropped ones not
+    at all."""
 
     heads: list[list[_KeyBlock]]
-    kept_pairs: int  # pairs the plan keeps, over all heads
-    computed_pairs: int  # pairs evaluated, border padding included, over all heads
+    pairs: int  # (query, key) pairs evaluated (the plan's kept pairs), over all heads
 
 
 class LiteVARProcessor:
@@ -90,15 +87,15 @@ class LiteVARProcessor:
                  previous: object = None) -> None:
         self.plan, self.layer, self.quant, self.previous = plan, layer, quant, previous  # previous: for removal
         self.gathers: dict[int, _ScaleGather | None] = {}
-        self.pairs_computed = 0  # (query, key) pairs evaluated, padding of the tiled layout included
-        self.pairs_kept = 0  # pairs the plan keeps (what an exact block-sparse kernel would evaluate)
+        self.pairs_computed = 0  # (query, key) pairs evaluated, over the batch rows that ran
         self.pairs_full = 0
         self.flops = FlopTally()
 
     def gather_for(self, scale: int) -> _ScaleGather | None:
         if scale not in self.gathers:
-            heads = [self.plan.key_indices(self.layer, h, scale) for h in range(len(self.plan.windows[self.layer]))]
-            self.gathers[scale] = None if all(k is None for k in heads) else _pack(heads, self.plan, scale, self.layer)
+            rows = [head[scale] for head in self.plan.windows[self.layer]]
+            dense = all(w == FULL for row in rows for w in row)
+            self.gathers[scale] = None if dense else _pack(rows, self.plan, scale)
         return self.gathers[scale]
 
     def __call__(self, attn: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states=None,
@@ -121,10 +118,9 @@ class LiteVARProcessor:
     def _count(self, attn: nn.Module, batch: int, computed_batch: int, new: int, seen: int,
                gather: _ScaleGather | None, shared: bool) -> None:
         heads, head_dim = attn.heads, attn.inner_dim // attn.heads
-        pairs = heads * new * seen if gather is None else gather.computed_pairs
+        pairs = heads * new * seen if gather is None else gather.pairs
         self.pairs_full += batch * heads * new * seen
         self.pairs_computed += computed_batch * pairs
-        self.pairs_kept += computed_batch * (heads * new * seen if gather is None else gather.kept_pairs)
         qo = 2 * new * (attn.to_q.in_features * attn.inner_dim + attn.inner_dim * attn.to_out[0].out_features)
         kv = 2 * new * 2 * attn.to_k.in_features * attn.inner_dim
         core, full_core = 4 * head_dim * pairs, 4 * head_dim * heads * new * seen
@@ -149,65 +145,47 @@ def _attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, gath
 def block_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, blocks: list[_KeyBlock],
                     quant: AttentionQuant | None = None) -> torch.Tensor:
     """One head's attention of ``query`` [B, nq, d] over the kept keys only: logits of each block (dense, or
-    each query's gathered band, -inf where clipped) are joined before one softmax, and each block's share of
-    the probabilities weights its own values."""
-    logits, gathered = [], []
+    each query's gathered band) are joined before one softmax, and each block's share of the probabilities
+    weights its own values."""
+    logits = []
     for block in blocks:
         keys = key[:, block.start: block.start + block.size]
         if block.index is None:
             logits.append(query @ keys.transpose(-1, -2))
-            gathered.append(None)
         else:
-            band_keys = keys[:, block.index - block.start]  # [B, nq, m, d]
-            band = torch.einsum("bqd,bqmd->bqm", query, band_keys).masked_fill(~block.valid, float("-inf"))
-            logits.append(band)
-            gathered.append(block.index - block.start)
+            logits.append(torch.einsum("bqd,bqmd->bqm", query, keys[:, block.index]))  # keys gathered [B, nq, m, d]
     probs = (torch.cat(logits, -1) / math.sqrt(query.shape[-1])).softmax(-1)
     if quant is not None:
         probs = quant.probabilities(probs)
     out, at = 0, 0
-    for block, local in zip(blocks, gathered):
+    for block in blocks:
         values = value[:, block.start: block.start + block.size]
-        width = block.size if local is None else local.shape[-1]
+        width = block.size if block.index is None else block.index.shape[-1]
         share = probs[..., at: at + width]
-        out = out + (share @ values if local is None else torch.einsum("bqm,bqmd->bqd", share, values[:, local]))
+        out = out + (share @ values if block.index is None else
+                     torch.einsum("bqm,bqmd->bqd", share, values[:, block.index]))
         at += width
     return out
 
 
-def _pack(heads: list[list[list[int]] | None], plan: LiteVARPlan, scale: int, layer: int) -> _ScaleGather:
+def _pack(rows: list[list[int]], plan: LiteVARPlan, scale: int) -> _ScaleGather:
+    """The blocks each head reads at ``scale``, from its row of windows (one per key scale)."""
     side = plan.scales[scale]
     offsets = side_offsets(tuple(plan.scales))
-    seen = offsets[scale] + side * side
-    layouts, kept, computed = [], 0, 0
-    for head, rows in enumerate(heads):
-        if rows is None:
-            layouts.append([_KeyBlock(0, seen)])
-            kept += side * side * seen
-            computed += side * side * seen
-            continue
+    layouts, pairs = [], 0
+    for row in rows:
         blocks = []
-        for key_scale, width in enumerate(plan.windows[layer][head][scale]):
+        for key_scale, width in enumerate(row):
             start, size = offsets[key_scale], plan.scales[key_scale] ** 2
-            if width == DROPPED:
-                continue
             if width == FULL:
                 _append_dense(blocks, start, size)
-                kept += side * side * size
-                computed += side * side * size
-                continue
-            bands = band_keys(side, plan.scales[key_scale], width)
-            m = max(len(b) for b in bands)
-            index = torch.full((side * side, m), start, dtype=torch.long)
-            valid = torch.zeros(side * side, m, dtype=torch.bool)
-            for q, band in enumerate(bands):
-                index[q, : len(band)] = torch.tensor(band, dtype=torch.long) + start
-                valid[q, : len(band)] = True
-            blocks.append(_KeyBlock(start, size, index, valid))
-            kept += int(valid.sum())
-            computed += side * side * m
+                pairs += side * side * size
+            elif width != DROPPED:
+                index = torch.tensor(band_keys(side, plan.scales[key_scale], width), dtype=torch.long)
+                blocks.append(_KeyBlock(start, size, index))
+                pairs += index.numel()
         layouts.append(blocks)
-    return _ScaleGather(layouts, kept, computed)
+    return _ScaleGather(layouts, pairs)
 
 
 def _append_dense(blocks: list[_KeyBlock], start: int, size: int) -> None:

@@ -11,7 +11,7 @@ DiT on the same judges.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -83,12 +83,12 @@ def design_plans(suite: BenchSuite, tokenizer: nn.Module, settings: LiteVARBench
 
 
 def _without_asc(plan: LiteVARPlan) -> LiteVARPlan:
-    return LiteVARPlan(**{**plan.__dict__, "cfg_shared": []})
+    return replace(plan, cfg_shared=[])
 
 
 def _asc_only(plan: LiteVARPlan, full: LiteVARPlan) -> LiteVARPlan:
-    return LiteVARPlan(**{**full.__dict__, "cfg_shared": plan.cfg_shared, "asc_threshold": plan.asc_threshold,
-                          "cfg_disagreement": plan.cfg_disagreement})
+    return replace(full, cfg_shared=plan.cfg_shared, asc_threshold=plan.asc_threshold,
+                   cfg_disagreement=plan.cfg_disagreement)
 
 
 def build_variants(suite: BenchSuite, plans: dict[float, LiteVARPlan], settings: LiteVARBenchSettings) -> list[Variant]:
@@ -153,23 +153,21 @@ def dit_beside_var(var_suite: BenchSuite, var_row: dict, settings: LiteVARBenchS
     advance = progress("digits DiT beside the VAR", 2)
     dit_images = dit.sample_eval(dit.fp_model)
     advance()
-    seconds, _ = interleaved_medians({"dit": lambda: dit.sample_latency(dit.fp_model),
-                                      "var": lambda: var_suite.sample_latency(var_suite.fp_model)},
-                                     settings.latency_repeats)
+    seconds, outputs = interleaved_medians({"dit": lambda: dit.sample_latency(dit.fp_model),
+                                             "var": lambda: var_suite.sample_latency(var_suite.fp_model)},
+                                            settings.latency_repeats)
     advance()
-    images = len(var_suite.sample_latency(var_suite.fp_model))
-    rows = []
-    for name, suite, quality, model in (("dit-digits (20 DPM-Solver steps, CFG 3)", dit, dit.quality(dit_images, None),
-                                         dit.fp_model),
-                                        (f"var-digits ({len(var_suite.fp_model.scales)} scales, CFG "
-                                         f"{settings.guidance_scale:g}, top-k {settings.top_k})", var_suite, None,
-                                         var_suite.fp_model)):
-        key = "dit" if suite is dit else "var"
-        quality = quality or {k: var_row[k] for k in ("class_accuracy", "fid_features")}
-        rows.append({"model": name, "class_accuracy": quality["class_accuracy"], "fid_features": quality["fid_features"],
-                     "latency_ms_per_image": 1000 * seconds[key] / images, "held_bytes": held_bytes(model),
-                     "parameters": sum(p.numel() for p in model.parameters())})
-    return rows
+    var_model = var_suite.fp_model
+    dit_quality = dit.quality(dit_images, None)
+
+    def row(name: str, key: str, model: nn.Module, quality: dict) -> dict:
+        return {"model": name, "class_accuracy": quality["class_accuracy"], "fid_features": quality["fid_features"],
+                "latency_ms_per_image": 1000 * seconds[key] / len(outputs[key]), "held_bytes": held_bytes(model),
+                "parameters": sum(p.numel() for p in model.parameters())}
+
+    return [row("dit-digits (20 DPM-Solver steps, CFG 3)", "dit", dit.fp_model, dit_quality),
+            row(f"var-digits ({len(var_model.scales)} scales, CFG {settings.guidance_scale:g}, top-k {settings.top_k})",
+                "var", var_model, var_row)]
 
 
 def run_litevar_bench(settings: LiteVARBenchSettings, progress: Progress = no_progress) -> dict:
@@ -223,10 +221,10 @@ def _tokenizer_of(suite: BenchSuite) -> nn.Module:
 
 
 @torch.no_grad()
-def accelerate_var(settings: LiteVARBenchSettings, plan_path: Path | None, out: Path, recipe: str | None = None,
-                   progress: Progress = no_progress, plan: LiteVARPlan | None = None) -> dict:
-    """``effigy accelerate --model var-digits``: design a LiteVAR plan (MDWA at ``settings.coverages[0]``, ASC at
-    ``settings.asc_threshold``) or use the one loaded from ``plan_path`` (``plan``, or read here), optionally
+def accelerate_var(settings: LiteVARBenchSettings, plan: LiteVARPlan | None, plan_file: Path, recipe: str | None = None,
+                   progress: Progress = no_progress) -> dict:
+    """``effigy accelerate --model var-digits``: use ``plan`` (loaded from ``plan_file``), or design one (MDWA at
+    ``settings.coverages[0]``, ASC at ``settings.asc_threshold``) and save it to ``plan_file``; optionally
     quantize with a LiteVAR ``recipe`` (its linears packed, its attention simulated at low bits), apply, and
     compare samples against the FP model.
 
@@ -237,12 +235,11 @@ def accelerate_var(settings: LiteVARBenchSettings, plan_path: Path | None, out: 
 
     suite = load_suite(settings.model, settings)
     fp_model = suite.fp_model
-    advance = progress("calibrating" if plan_path is None else "checking the plan", 3)
-    if plan_path is None:
+    advance = progress("calibrating" if plan is None else "checking the plan", 3)
+    if plan is None:
         plan = design_plans(suite, _tokenizer_of(suite), settings)[settings.coverages[0]]
-        plan.save(out)
+        plan.save(plan_file)
     else:
-        plan = plan or LiteVARPlan.load(plan_path)
         plan.check_model(fp_model)
     advance()
     reference = suite.sample_eval(fp_model)
@@ -256,7 +253,7 @@ def accelerate_var(settings: LiteVARBenchSettings, plan_path: Path | None, out: 
     remove_litevar(model)
     advance()
     flops, fp_quality, quality = total_flops(processors), suite.quality(reference, None), suite.quality(images, reference)
-    return {"model": settings.model, "recipe": recipe, "plan": str(plan_path or out), "coverage": plan.coverage,
+    return {"model": settings.model, "recipe": recipe, "plan": str(plan_file), "coverage": plan.coverage,
             "asc_threshold": plan.asc_threshold, "kept_pairs": plan.kept_fraction(), "asc_shared": plan.shared_fraction(),
             "core_fraction": flops["core_flops"] / flops["full_core_flops"],
             "module_fraction": flops["module_flops"] / flops["full_module_flops"],

@@ -131,6 +131,11 @@ def parse_floats(text: str, option: str, allow_inf: bool = False) -> tuple[float
                             "0.05,0.1,0.2", "give one or more non-negative finite numbers"))
 
 
+def parse_shares(text: str, option: str) -> tuple[float, ...]:
+    """Fractions in (0, 1], such as kept shares or coverages."""
+    return tuple(parse_list(text, option, float, lambda v: 0 < v <= 1, "0.95,0.8", "every share must lie in (0, 1]"))
+
+
 def parse_counts(text: str, option: str, allow_empty: bool = True) -> tuple[int, ...]:
     """Token counts or lengths; with ``allow_empty`` an empty text means none (the section is skipped)."""
     if allow_empty and not text.strip():

@@ -14,6 +14,7 @@ from effigy.cli._common import (
     parse_bits,
     parse_counts,
     parse_floats,
+    parse_shares,
     parse_trust_regions,
     progress,
     show,
@@ -278,18 +279,11 @@ def bench_litevar(
     """LiteVAR on the digits VAR: MDWA, ASC, quantization, all combined, and FastVAR pruning, vs FP."""
     from effigy.bench.litevar import LiteVARBenchSettings, run_litevar_bench
     from effigy.bench.litevar_report import COLUMNS, write_litevar_report
-    from effigy.errors import BenchError
     from effigy.recipes import LITEVAR_RECIPES
 
-    chosen = tuple(r.strip() for r in recipes.split(",") if r.strip())
-    for recipe in chosen:
-        check_choice(recipe, LITEVAR_RECIPES, "--recipes")
-    keep = parse_floats(fastvar_keep, "--fastvar-keep") if fastvar_keep.strip() else ()
-    if any(not 0 < k <= 1 for k in keep):
-        raise BenchError(f"--fastvar-keep takes shares in (0, 1], got {fastvar_keep}.")
-    cover = parse_floats(coverages, "--coverages")
-    if any(not 0 < c <= 1 for c in cover):
-        raise BenchError(f"--coverages takes attention-mass shares in (0, 1], got {coverages}.")
+    chosen = tuple(check_choice(r.strip(), LITEVAR_RECIPES, "--recipes") for r in recipes.split(",") if r.strip())
+    keep = parse_shares(fastvar_keep, "--fastvar-keep") if fastvar_keep.strip() else ()
+    cover = parse_shares(coverages, "--coverages")
     settings = LiteVARBenchSettings(coverages=cover, asc_threshold=asc_threshold, recipes=chosen, fastvar_keep=keep,
                                     samples_per_class=samples_per_class, guidance_scale=guidance, seed=seed,
                                     measure_memory=memory, compare_dit=dit)

@@ -171,7 +171,7 @@ def _accelerate_var(recipe: str | None, plan: Path | None, out: Path, coverage: 
     settings = LiteVARBenchSettings(coverages=(coverage,), asc_threshold=asc_threshold,
                                     samples_per_class=samples_per_class, seed=seed)
     with progress(not as_json) as reporter:
-        summary = accelerate_var(settings, plan, out, recipe, reporter, loaded)
+        summary = accelerate_var(settings, loaded, plan or out, recipe, reporter)
     _print_summary(summary, as_json, lambda s: (
         f"var-digits{' + ' + recipe if recipe else ''}, plan {s['plan']}: attention FLOPs (QK,AV) "
         f"{s['core_fraction']:.1%} of full (module {s['module_fraction']:.1%}); class accuracy "

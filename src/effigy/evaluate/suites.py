@@ -95,11 +95,7 @@ def image_quality(images: torch.Tensor, reference: torch.Tensor | None) -> dict[
 
 
 def digits_suite(settings: SamplingSettings) -> BenchSuite:
-    if settings.prompts is not None:
-        from effigy.errors import ScoreMatrixError
-
-        raise ScoreMatrixError("dit-digits is class-conditional: --prompts subset:FILE applies to the text-to-image "
-                               "models (t2i-shapes, t2i-shapes-lcm).")
+    _refuse_prompt_subsets(settings, "dit-digits")
     from effigy.models.generators import dit_digits
     from effigy.models.zoo import load_zoo_model
     from effigy.worlds.digits import NUM_CLASSES
@@ -129,6 +125,14 @@ def digits_suite(settings: SamplingSettings) -> BenchSuite:
         task_metric="class_accuracy", fid_features="digits-classifier penultimate layer (128-d)",
         grid_index=torch.arange(NUM_CLASSES) * settings.samples_per_class,
     )
+
+
+def _refuse_prompt_subsets(settings: SamplingSettings, model: str) -> None:
+    if settings.prompts is not None:
+        from effigy.errors import ScoreMatrixError
+
+        raise ScoreMatrixError(f"{model} is class-conditional: --prompts subset:FILE applies to the text-to-image "
+                               "models (t2i-shapes, t2i-shapes-lcm).")
 
 
 @dataclass
@@ -163,13 +167,11 @@ VAR_TOP_K = 20  # the digits VAR samples from its 20 likeliest codes (of 256), a
 def var_digits_suite(settings: SamplingSettings) -> BenchSuite:
     """The VAR on the digits: the same labels, classifier and FID features as ``dit-digits``; sampling is
     next-scale generation with the shipped tokenizer (``settings.steps`` does not apply)."""
-    from effigy.errors import BenchError, ScoreMatrixError
+    from effigy.errors import BenchError
     from effigy.models.zoo import load_zoo_model
     from effigy.worlds.digits import NUM_CLASSES
 
-    if settings.prompts is not None:
-        raise ScoreMatrixError("var-digits is class-conditional: --prompts subset:FILE applies to the text-to-image "
-                               "models (t2i-shapes, t2i-shapes-lcm).")
+    _refuse_prompt_subsets(settings, "var-digits")
     model, _ = load_zoo_model("var-digits")
     tokenizer, tokenizer_config = load_zoo_model(model.config.tokenizer)
     judge = DigitsJudge.load(tokenizer_config.image_size, class_labels(settings.samples_per_class))
