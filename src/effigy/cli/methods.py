@@ -124,8 +124,9 @@ def accelerate_cmd(
     window: float = typer.Option(0.125, help="DiTFastAttn: window as a fraction of the token count.", callback=finite),
     coverage: float = typer.Option(0.95, min=0.01, max=1.0, callback=finite,
                                    help="LiteVAR: share of each block's attention mass MDWA keeps."),
-    asc_threshold: float = typer.Option(0.4, min=0.0, callback=finite, help="LiteVAR: ASC shares a (layer, scale) "
-                                        "whose CFG halves differ by at most this (relative L1)."),
+    asc_threshold: float = typer.Option(1.0, min=0.0, callback=finite, help="LiteVAR: ASC shares a (layer, scale) "
+                                        "whose CFG halves differ by at most this (relative L1; default chosen on a "
+                                        "validation run)."),
     steps: int = typer.Option(20, min=2, max=50),
     samples_per_class: int = typer.Option(2, min=1, max=1000, help="Images per class to check the plan on."),
     seed: int = typer.Option(0, min=0, max=2**31 - 1),
