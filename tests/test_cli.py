@@ -267,3 +267,18 @@ def test_bench_quant_and_fastattn_on_the_text_to_image_model(monkeypatch, capsys
     code, out, _ = run_cli(monkeypatch, capsys, "bench", "fastattn", "--model", "t2i-shapes", "--thresholds", "0.3",
                            "--steps", "3", "--samples-per-class", "1", "--no-peers", "--out", str(tmp_path), "--json")
     assert code == 0 and json.loads(out)["rows"][1]["attention_flops_fraction"] < 1
+
+
+def test_detect3d_simulate_writes_frames_the_kitti_reader_takes_back(monkeypatch, capsys, tmp_path):
+    from effigy.worlds.kitti import import_kitti
+
+    code, out, _ = run_cli(monkeypatch, capsys, "detect3d", "simulate", "--split", "val", "--frames", "2",
+                           "--out", str(tmp_path / "kitti"))
+    assert code == 0, out
+    frames = import_kitti(tmp_path / "kitti", split="val")
+    assert len(frames) == 2 and all(len(f.points) > 1000 and f.labels for f in frames)
+
+
+def test_zoo_list_names_the_lidar_models(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "zoo", "list", "--json")
+    assert {"lidar-centerpoint", "lidar-ada3d"} <= {row["name"] for row in json.loads(out)}

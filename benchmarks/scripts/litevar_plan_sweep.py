@@ -82,7 +82,8 @@ def write(rows: list[dict]) -> None:
         "# var-digits: LiteVAR plan settings on a validation run\n\n"
         "Command: `python benchmarks/scripts/litevar_plan_sweep.py`. Plans from the bench's calibration "
         f"generations (40, seed 10000); validation run: 500 samples, seed {VALIDATION_SEED}, CFG 3, top-k 20, "
-        f"against FP on the same seeds (paired 95% bootstrap over the images, {RESAMPLES} resamples). FP quality: class accuracy within "
+        f"against FP on the same seeds (paired 95% bootstrap over the images, {RESAMPLES} resamples). "
+        "FP quality: class accuracy within "
         "1 point of FP and the FID change interval not above zero.  \n"
         f"{machine_line(machine_facts())}\n\n{markdown_table(rows, columns)}\n\n"
         f"Chosen (at FP quality, a cut of at least {TARGET_CUT:.0%}, the smallest FID change): {pick}.\n")

@@ -47,3 +47,7 @@ class BenchError(EffigyError):
 
 class ScoreMatrixError(EffigyError):
     """A FlashEval score matrix or prompt subset that is malformed, too small, or made for other prompts."""
+
+
+class SparseError(EffigyError):
+    """Sparse tensors or sparse layers that do not fit together."""

@@ -88,6 +88,14 @@ def _cases(tmp):
         (["accelerate", "--model", "var-digits", "--recipe", "vidit-q-w8a8", "--out", str(tmp / "p.json")], "--recipe"),
         (["accelerate", "--model", "var-digits", "--plan", str(binary), "--out", str(tmp / "p.json")], "plan"),
         (["accelerate", "--model", "var-digits", "--coverage", "0", "--out", str(tmp / "p.json")], "--coverage"),
+        # lidar / Ada3D
+        (["bench", "ada3d", "--keeps", "0.6"], "--keeps"),
+        (["bench", "ada3d", "--keeps", "0.6/1.5"], "--keeps"),
+        (["detect3d", "eval", "--model", "pointpillars"], "--model"),
+        (["detect3d", "eval", "--kitti", str(tmp)], "velodyne"),
+        (["detect3d", "eval", "--kitti", str(tmp), "--split", "val"], "velodyne"),
+        (["detect3d", "simulate", "--split", "dev", "--out", str(tmp / "k")], "--split"),
+        (["zoo", "train", "lidar-ada3d", "--steps", "3", "--out", str(tmp / "z")], "--steps"),
     ]
     for bad in NAN_INF:
         cases += [(["bench", "quant", f"--mp-bits={bad}"], "finite"),

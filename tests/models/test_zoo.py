@@ -87,3 +87,19 @@ def test_shipped_var_reconstructs_and_draws_recognisable_digits():
     labels = class_labels(4)
     samples = var.generate(tokenizer, labels, guidance_scale=3.0, top_k=VAR_TOP_K, seed=7)
     assert (classifier(samples).argmax(1) == labels).float().mean() >= 0.8
+
+
+@torch.no_grad()
+def test_shipped_lidar_detector_and_ada3d_find_the_cars_of_unseen_frames():
+    import effigy.lidar  # noqa: F401  (registers lidar-ada3d)
+    from effigy.lidar.ada3d import Ada3D, Ada3DConfig
+    from effigy.models.lidar.train import detect, evaluate_detections, simulate_split
+
+    frames = simulate_split("test", 6, workers=1)
+    detector, config = load_zoo_model("lidar-centerpoint")
+    dense = evaluate_detections(detect(detector, frames), frames, config.classes)
+    assert dense["distance"]["Car"] > 0.9 and dense["iou"]["Car"] > 0.5
+    ada3d, _ = load_zoo_model("lidar-ada3d")
+    model = Ada3D(ada3d.detector, Ada3DConfig(0.6, 0.3), ada3d.predictor).eval()
+    filtered = evaluate_detections(detect(model.detector, frames, forward=model), frames, config.classes)
+    assert filtered["distance"]["Car"] > 0.9 and model.tally.voxels_kept < 0.75 * model.tally.voxels_in

@@ -351,3 +351,41 @@ def bench_flasheval(
         result = run_flasheval_bench(settings, reporter)
     paths = write_flasheval_report(result, stem.parent, stem.name, command_line())
     show({"rows": table_rows(result)}, COLUMNS, "held-out Kendall tau by subset size", paths, as_json)
+
+
+@app.command("ada3d")
+def bench_ada3d(
+    keeps: str = typer.Option("0.6/0.3,0.8/0.5,0.4/0.2", help="Ada3D keep shares as 3D/2D pairs; the first is the "
+                              "main one (3D-only, 2D-only, no-SP-BN, random and distance rows use it)."),
+    test_frames: int = typer.Option(100, min=2, max=100_000, help="Simulated test frames to detect."),
+    latency_frames: int = typer.Option(8, min=1, max=1000),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    memory: bool = typer.Option(True, help="Peak RSS of each variant in a fresh process."),
+    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Ada3D on the lidar detector: keep shares, 3D / 2D alone, no SP-BN, random and distance filtering."""
+    from effigy.bench.ada3d import Ada3DBenchSettings, run_ada3d_bench
+    from effigy.bench.ada3d_report import COLUMNS, write_ada3d_report
+
+    settings = Ada3DBenchSettings(test_frames=test_frames, latency_frames=min(latency_frames, test_frames),
+                                  keeps=parse_keep_pairs(keeps), seed=seed, measure_memory=memory)
+    stem = results_stem(out, "ada3d", settings.detector)
+    with progress(not as_json) as reporter:
+        result = run_ada3d_bench(settings, reporter)
+    paths = write_ada3d_report(result, stem.parent, command_line())
+    show(result, COLUMNS[:10], f"{settings.detector}: Ada3D (seed {seed})", paths, as_json)
+
+
+def parse_keep_pairs(text: str) -> tuple[tuple[float, float], ...]:
+    """``"0.6/0.3,0.8/0.5"`` -> ((0.6, 0.3), (0.8, 0.5)), each share in (0, 1], or one clear error."""
+    pairs = []
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        parts = item.split("/")
+        shares = parse_shares(item.replace("/", ","), "--keeps") if len(parts) == 2 else ()
+        if len(shares) != 2:
+            raise typer.BadParameter(f"{item!r}: give each pair as 3D/2D shares, e.g. 0.6/0.3.", param_hint="--keeps")
+        pairs.append(tuple(shares))
+    if not pairs:
+        raise typer.BadParameter("give at least one 3D/2D pair, e.g. 0.6/0.3.", param_hint="--keeps")
+    return tuple(pairs)

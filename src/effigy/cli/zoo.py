@@ -1,6 +1,7 @@
 """``effigy zoo ...``: the shipped models and the seeded commands that trained them."""
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +16,7 @@ app = typer.Typer(help="Shipped models and the commands that trained them.", no_
 @app.command("list")
 def zoo_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Shipped models, their weight files and sha256."""
+    import effigy.lidar  # noqa: F401  (registers lidar-ada3d)
     from effigy.models.zoo import ZOO, read_manifest
 
     manifest = read_manifest()
@@ -37,11 +39,14 @@ def zoo_train(
 
     The shipped weights are replaced only by the maintainer step in docs/models.md (copy the file and its
     manifest record after checking it), never by this command."""
+    import effigy.lidar  # noqa: F401  (registers lidar-ada3d)
     from effigy.models.zoo import WEIGHTS_DIR, train_zoo_model, zoo_entry
 
     if out.resolve() == WEIGHTS_DIR.resolve():
         raise CheckpointError(f"--out {out} is the package's shipped weights folder; train into another folder "
                               "and follow docs/models.md to update a shipped model.")
+    if steps is not None and "train_steps" not in {f.name for f in fields(zoo_entry(name).config_cls)}:
+        raise CheckpointError(f"--steps does not apply to {name}: it trains in several phases with their own lengths.")
     total = steps or zoo_entry(name).config_cls().train_steps  # an unknown name fails here, before --out is made
     writable_folder(out)
     overrides = {} if steps is None else {"train_steps": steps}

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -98,3 +98,19 @@ def resumable_steps(checkpoint_dir: Path | None, modules: dict[str, nn.Module], 
         yield step
         if checkpoint_dir is not None and ((step + 1) % every == 0 or step + 1 == total_steps):
             save_training_state(checkpoint_dir, step + 1, modules, optimizer, generator, config)
+
+
+def training_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, step: int, lr: float,
+                  clip: tuple[nn.Module, float] | None = None,
+                  progress: Callable[[int, float], None] | None = None) -> None:
+    """One optimizer step of a training loop: set the step's learning rate, back-propagate ``loss``, clip the
+    gradient norm of ``clip``'s module (if given), step, and report (step, loss)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(clip[0].parameters(), clip[1])
+    optimizer.step()
+    if progress is not None:
+        progress(step, loss.item())

@@ -18,6 +18,8 @@ from effigy.checkpoint.files import sha256_of
 from effigy.errors import CheckpointError
 from effigy.models.generators import dit_digits, t2i_shapes, t2i_shapes_lcm
 from effigy.models.judges import clip_standin, digit_classifier, shapes_checker
+from effigy.models.lidar import centerpoint as lidar_centerpoint
+from effigy.models.lidar import train as lidar_train
 from effigy.models.var import tokenizer as var_tokenizer
 from effigy.models.var import transformer as var_transformer
 from effigy.registry import Registry
@@ -92,6 +94,16 @@ _ENTRIES = (
         var_transformer.build_transformer,
         var_transformer.train,
         torch.float16,
+        resumable=True,
+    ),
+    ZooEntry(
+        "lidar-centerpoint",
+        "CenterPoint-style 3D detector (cars, pedestrians, cyclists) on the simulated 32-beam lidar world: sparse "
+        "3D backbone in plain PyTorch, BEV 2D backbone, centre heatmaps",
+        lidar_centerpoint.CenterPointConfig,
+        lidar_centerpoint.build_detector,
+        lidar_train.train,
+        torch.float32,
         resumable=True,
     ),
     ZooEntry(

@@ -23,7 +23,7 @@ from torch import nn
 
 from effigy.errors import ModelError
 from effigy.models.config import TrainConfig
-from effigy.models.training_state import resumable_steps
+from effigy.models.training_state import resumable_steps, training_step
 from effigy.models.var.tokenizer import MultiScaleVQVAE, cosine_factor
 from effigy.worlds.digits import NUM_CLASSES, augment, load_digits_images, split_indices
 
@@ -345,15 +345,9 @@ def train(config: VARConfig, progress: Callable[[int, float], None] | None = Non
     generator = torch.Generator().manual_seed(config.seed)
     for step in resumable_steps(checkpoint_dir, {"var": model}, optimizer, generator, asdict(config),
                                 config.train_steps, config.checkpoint_every):
-        for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * cosine_factor(step, config.train_steps)
         loss = _batch_loss(model, tokenizer, images, labels, config, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
-        optimizer.step()
-        if progress is not None:
-            progress(step, loss.item())
+        training_step(optimizer, loss, step, config.learning_rate * cosine_factor(step, config.train_steps),
+                      (model, 2.0), progress)
     return model.eval()
 
 

@@ -1,0 +1,87 @@
+"""``effigy detect3d ...``: the simulated lidar world, the shipped detector, and Ada3D filtering."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from effigy.cli._common import console, echo_json, print_rows, progress, writable_folder
+
+app = typer.Typer(help="Lidar 3D detection: simulate frames, evaluate the detector, filter with Ada3D.",
+                  no_args_is_help=True)
+SPLITS = ("train", "val", "test")
+
+
+@app.command("simulate")
+def simulate(
+    out: Path = typer.Option(..., help="KITTI object root to write (velodyne/, label_2/, calib/, ImageSets/)."),
+    split: str = typer.Option("test", help="Simulated split: train, val or test (disjoint seeds)."),
+    frames: int = typer.Option(20, min=1, max=100_000),
+) -> None:
+    """Simulate frames of a split and write them in the KITTI layout."""
+    from effigy.cli._common import check_choice
+    from effigy.models.lidar.train import simulate_split
+    from effigy.worlds.kitti import export_kitti
+
+    check_choice(split, SPLITS, "--split")
+    writable_folder(out)
+    with progress() as reporter:
+        advance = reporter(f"simulating {frames} {split} frames", 1)
+        data = simulate_split(split, frames)
+        advance()
+    export_kitti(data, out, split)
+    console.print(f"wrote {frames} frames to {out} (KITTI layout, ImageSets/{split}.txt)")
+
+
+@app.command("eval")
+def evaluate(
+    model: str = typer.Option("lidar-centerpoint", help="lidar-centerpoint (dense) or lidar-ada3d (filtered)."),
+    kitti: Optional[Path] = typer.Option(None, help="A KITTI object root to evaluate on instead of simulated frames."),
+    split: Optional[str] = typer.Option(None, help="With --kitti: the ImageSets split to read (default: every frame)."),
+    frames: int = typer.Option(50, min=1, max=100_000, help="Simulated test frames (or the most read from --kitti)."),
+    keep_3d: float = typer.Option(0.6, min=0.01, max=1.0, help="lidar-ada3d: share of occupied BEV cells whose "
+                                  "voxels enter the 3D backbone."),
+    keep_2d: float = typer.Option(0.3, min=0.01, max=1.0, help="lidar-ada3d: share of occupied BEV cells kept in 2D."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """BEV AP per class (rotated IoU and centre distance) of a shipped lidar model; for lidar-ada3d also what
+    the filter kept and computed."""
+    import torch
+
+    from effigy.cli._common import check_choice
+    from effigy.lidar.ada3d import Ada3D, Ada3DConfig
+    from effigy.models.lidar.train import detect, evaluate_detections, simulate_split
+    from effigy.models.zoo import load_zoo_model
+    from effigy.worlds.kitti import import_kitti
+
+    check_choice(model, ("lidar-centerpoint", "lidar-ada3d"), "--model")
+    data = import_kitti(kitti, split, frames) if kitti is not None else None
+    loaded, _ = load_zoo_model(model)
+    if model == "lidar-ada3d":
+        loaded = Ada3D(loaded.detector, Ada3DConfig(keep_3d, keep_2d), loaded.predictor).eval()
+    with progress(not as_json) as reporter:
+        advance = reporter("detecting", 2)
+        data = data if data is not None else simulate_split("test", frames)
+        advance()
+        kept = []
+
+        def run(points):
+            out = loaded(points)
+            if isinstance(loaded, Ada3D):
+                kept.append(loaded.tally.voxels_kept / max(1, loaded.tally.voxels_in))
+            return out
+
+        with torch.no_grad():
+            detections = detect(loaded if not isinstance(loaded, Ada3D) else loaded.detector, data, forward=run)
+        advance()
+    detector = loaded.detector if isinstance(loaded, Ada3D) else loaded
+    ap = evaluate_detections(detections, data, detector.config.classes)
+    rows = [{"matching": m, **{k: round(v, 4) for k, v in ap[m].items()}} for m in ("iou", "distance")]
+    summary = {"model": model, "frames": len(data), "ap": ap,
+               "voxels_kept": sum(kept) / len(kept) if kept else None}
+    if as_json:
+        echo_json(summary)
+        return
+    print_rows(rows, [("matching", "matching"), *[(c, c) for c in (*detector.config.classes, "mAP")]],
+               f"{model} on {len(data)} frames" + (f", voxels kept {summary['voxels_kept']:.2f}" if kept else ""))

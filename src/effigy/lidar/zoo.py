@@ -1,0 +1,42 @@
+"""``lidar-ada3d`` in the model zoo: the shipped detector fine-tuned with Ada3D filtering, with its importance
+predictor. Registered from here (the zoo sits below this package), when ``effigy.lidar`` is imported."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from effigy.lidar.ada3d import Ada3D, Ada3DConfig, ImportancePredictor, sparsity_preserving
+from effigy.lidar.training import Ada3DTrainConfig, fine_tune, train_predictor
+from effigy.models.lidar.centerpoint import CenterPoint, CenterPointConfig
+from effigy.models.lidar.train import simulate_split
+from effigy.models.zoo import ZOO, ZooEntry, load_zoo_model, read_manifest
+
+DETECTOR = "lidar-centerpoint"
+
+
+def build_ada3d(config: Ada3DTrainConfig) -> Ada3D:
+    """The Ada3D model's structure around the shipped detector's architecture (weights loaded by the zoo)."""
+    record = read_manifest().get(DETECTOR)
+    detector_config = CenterPointConfig() if record is None else CenterPointConfig.from_dict(record["config"])
+    detector = sparsity_preserving(CenterPoint(detector_config))
+    return Ada3D(detector, Ada3DConfig(config.keep_3d, config.keep_2d), ImportancePredictor()).eval()
+
+
+def train_ada3d(config: Ada3DTrainConfig, progress: Callable[[int, float], None] | None = None,
+                checkpoint_dir: Path | None = None) -> Ada3D:
+    """Predictor first (the detector frozen), then fine-tuning, on the detector's own training frames."""
+    detector, detector_config = load_zoo_model(DETECTOR)
+    frames = simulate_split("train", detector_config.train_frames)
+    predictor_dir = None if checkpoint_dir is None else checkpoint_dir / "predictor"
+    finetune_dir = None if checkpoint_dir is None else checkpoint_dir / "finetune"
+    predictor = train_predictor(detector, frames, config, progress, predictor_dir)
+    return fine_tune(detector.train(), predictor, frames, config, progress, finetune_dir)
+
+
+ZOO.register("lidar-ada3d", ZooEntry(
+    "lidar-ada3d",
+    "lidar-centerpoint fine-tuned with Ada3D input filtering (60% of voxels' cells, 30% of BEV cells kept), "
+    "sparsity-preserving norms in 2D, and its importance predictor",
+    Ada3DTrainConfig, build_ada3d, train_ada3d, torch.float32, resumable=True))

@@ -1,0 +1,34 @@
+import pytest
+
+import effigy.bench.ada3d as bench
+from effigy.bench.ada3d import Ada3DBenchSettings, run_ada3d_bench
+from effigy.bench.ada3d_report import write_ada3d_report
+from effigy.lidar.ada3d import Ada3D, Ada3DConfig, sparsity_preserving
+from effigy.models.lidar.centerpoint import CenterPoint
+from tests.lidar import TINY, as_if_trained
+
+
+@pytest.fixture
+def tiny_models(monkeypatch):
+    dense = as_if_trained(CenterPoint(TINY).eval())
+    models = {"lidar-centerpoint": dense,
+              "lidar-ada3d": Ada3D(sparsity_preserving(CenterPoint(TINY)), Ada3DConfig()).eval()}
+    monkeypatch.setattr(bench, "load_zoo_model", lambda name: (models[name], None))
+    return models
+
+
+def test_the_bench_writes_every_row_with_costs_and_ap(tiny_models, tmp_path):
+    settings = Ada3DBenchSettings(test_frames=2, latency_frames=1, latency_repeats=1, measure_memory=False,
+                                  keeps=((0.6, 0.3), (0.8, 0.5)))
+    result = run_ada3d_bench(settings)
+    rows = {r["variant"]: r for r in result["rows"]}
+    dense = rows["dense detector"]
+    assert dense["voxels_kept"] == 1 and dense["macs_ratio"] == 1
+    main = rows["ada3d 3D 0.6 / 2D 0.3"]
+    assert main["voxels_kept"] < 1 and main["macs_3d_ratio"] < 1 and main["macs_2d_ratio"] < 1
+    assert max(main["density_after_stage"]) < min(rows["filter on the dense detector (plain BN) 0.6 / 0.3"]
+                                                   ["density_after_stage"])
+    assert {"random filtering 0.6 / 0.3", "distance filtering 0.6 / 0.3", "ada3d 3D only 0.6"} <= rows.keys()
+    assert all(0 <= r["map_iou"] <= 1 and r["ms_total"] > 0 for r in rows.values())
+    paths = write_ada3d_report(result, tmp_path, "effigy bench ada3d")
+    assert paths["picture"].exists() and "BEV average precision" in paths["markdown"].read_text()
