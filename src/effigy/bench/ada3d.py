@@ -76,7 +76,7 @@ class _Totals:
     """Tallies summed over the batches of a run."""
 
     def __init__(self) -> None:
-        self.sum, self.batches = FilterTally(), 0
+        self.sum = FilterTally()
 
     def add(self, tally: FilterTally) -> None:
         s = self.sum
@@ -90,7 +90,6 @@ class _Totals:
         if not s.density_after_stage:
             s.density_after_stage = [0.0] * len(tally.density_after_stage)
         s.density_after_stage = [a + b * weights for a, b in zip(s.density_after_stage, tally.density_after_stage)]
-        self.batches += 1
 
     def row(self, frames: int) -> dict:
         s = self.sum

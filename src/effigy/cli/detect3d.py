@@ -58,8 +58,10 @@ def evaluate(
     check_choice(model, ("lidar-centerpoint", "lidar-ada3d"), "--model")
     data = import_kitti(kitti, split, frames) if kitti is not None else None
     loaded, _ = load_zoo_model(model)
+    filtered = None
     if model == "lidar-ada3d":
-        loaded = Ada3D(loaded.detector, Ada3DConfig(keep_3d, keep_2d), loaded.predictor).eval()
+        filtered = Ada3D(loaded.detector, Ada3DConfig(keep_3d, keep_2d), loaded.predictor).eval()
+    detector = loaded if filtered is None else filtered.detector
     with progress(not as_json) as reporter:
         advance = reporter("detecting", 2)
         data = data if data is not None else simulate_split("test", frames)
@@ -67,15 +69,13 @@ def evaluate(
         kept = []
 
         def run(points):
-            out = loaded(points)
-            if isinstance(loaded, Ada3D):
-                kept.append(loaded.tally.voxels_kept / max(1, loaded.tally.voxels_in))
+            out = filtered(points)
+            kept.append(filtered.tally.voxels_kept / max(1, filtered.tally.voxels_in))
             return out
 
         with torch.no_grad():
-            detections = detect(loaded if not isinstance(loaded, Ada3D) else loaded.detector, data, forward=run)
+            detections = detect(detector, data, forward=None if filtered is None else run)
         advance()
-    detector = loaded.detector if isinstance(loaded, Ada3D) else loaded
     ap = evaluate_detections(detections, data, detector.config.classes)
     rows = [{"matching": m, **{k: round(v, 4) for k, v in ap[m].items()}} for m in ("iou", "distance")]
     summary = {"model": model, "frames": len(data), "ap": ap,

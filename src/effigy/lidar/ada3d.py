@@ -277,7 +277,7 @@ def run_stage_sparse(stage: nn.Sequential, x: SparseTensor, tally: FilterTally) 
     for module in stage:
         if isinstance(module, nn.Conv2d):
             x = sparse_conv(x, module.weight)
-            tally.macs_2d += sum(len(i) for i, _ in x.made_by.pairs) * module.in_channels * module.out_channels
+            tally.macs_2d += x.made_by.macs(module.in_channels, module.out_channels)
         else:
             x = x.replace(module(x.features))
     return x
