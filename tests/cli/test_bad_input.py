@@ -96,6 +96,19 @@ def _cases(tmp):
         (["detect3d", "eval", "--kitti", str(tmp), "--split", "val"], "velodyne"),
         (["detect3d", "simulate", "--split", "dev", "--out", str(tmp / "k")], "--split"),
         (["zoo", "train", "lidar-ada3d", "--steps", "3", "--out", str(tmp / "z")], "--steps"),
+        # face anti-spoofing
+        (["detect", "fas", "eval", "--domains", "phone,dslr"], "--domains"),
+        (["detect", "fas", "eval", "--model", "resnet50"], "--model"),
+        (["detect", "fas", "adapt", "--adaptor", "magic"], "--adaptor"),
+        (["detect", "fas", "adapt", "--domain", "dslr"], "--domain"),
+        (["detect", "fas", "adapt", "--shots", "100"], "1 to 45"),
+        (["bench", "fas", "--shots", "5,46"], "1 to 45"),
+        (["detect", "fas", "train", "--without", "dslr", "--out", str(tmp / "z")], "--without"),
+        (["bench", "fas", "--shots", "0"], "--shots"),
+        (["detect", "fas", "score", str(binary)], "not a readable image"),
+        (["detect", "fas", "score", str(tmp / "none.png")], "not a file"),
+        (["detect", "robustness", "--domains", "dslr"], "--domains"),
+        (["bench", "fas", "--shots", "5,x"], "--shots"),
     ]
     for bad in NAN_INF:
         cases += [(["bench", "quant", f"--mp-bits={bad}"], "finite"),
@@ -103,6 +116,7 @@ def _cases(tmp):
                   (["bench", "t2i-scorers", f"--guidance={bad}"], "--guidance"),
                   (["accelerate", f"--threshold={bad}", "--out", str(tmp / "p.json")], "--threshold"),
                   (["bench", "litevar", f"--asc-threshold={bad}"], "--asc-threshold"),
+                  (["detect", "robustness", f"--epsilon={bad}"], "--epsilon"),
                   (["kvquant", "generate", "--prompt", "hi", f"--budget-mb={bad}"], "--budget-mb")]
     return cases
 

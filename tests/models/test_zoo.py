@@ -103,3 +103,21 @@ def test_shipped_lidar_detector_and_ada3d_find_the_cars_of_unseen_frames():
     model = Ada3D(ada3d.detector, Ada3DConfig(0.6, 0.3), ada3d.predictor).eval()
     filtered = evaluate_detections(detect(model.detector, frames, forward=model), frames, config.classes)
     assert filtered["distance"]["Car"] > 0.9 and model.tally.voxels_kept < 0.75 * model.tally.voxels_in
+
+
+def test_shipped_face_model_tells_live_from_spoof_on_unseen_identities_and_held_out_faces():
+    import effigy.detect.fas  # noqa: F401  (registers the face models)
+    from effigy.detect.fas.protocol import held_out_captures
+    from effigy.metrics.detection import auc
+    from effigy.worlds.faces import render
+
+    model, config = load_zoo_model("fas-protonet")
+    test = render("test", ["phone", "kiosk"], live_per_identity=1, spoofs_per_attack=1)
+    with torch.no_grad():
+        assert auc(model(torch.from_numpy(test.images)).numpy(), test.live) > 0.95
+        held = held_out_captures("astronaut", live=2)
+        scores = model(torch.from_numpy(held.images)).numpy()
+    assert scores[held.live].mean() > 0.5 > scores[~held.live].mean()
+    for domain in config.domains:
+        _, without = load_zoo_model(f"fas-protonet-without-{domain}")
+        assert domain not in without.domains and len(without.domains) == 3

@@ -10,7 +10,7 @@ import logging
 import typer
 
 from effigy.bench import quiet_third_party_imports
-from effigy.cli import bench, detect3d, flasheval, kvquant, methods, zoo
+from effigy.cli import bench, detect, detect3d, flasheval, kvquant, methods, zoo
 from effigy.cli._common import console
 from effigy.errors import EffigyError
 
@@ -25,6 +25,7 @@ app.add_typer(kvquant.app, name="kvquant")
 app.add_typer(flasheval.app, name="flasheval")
 app.add_typer(zoo.app, name="zoo")
 app.add_typer(detect3d.app, name="detect3d")
+app.add_typer(detect.app, name="detect")
 
 
 @app.callback()

@@ -389,3 +389,29 @@ def parse_keep_pairs(text: str) -> tuple[tuple[float, float], ...]:
     if not pairs:
         raise typer.BadParameter("give at least one 3D/2D pair, e.g. 0.6/0.3.", param_hint="--keeps")
     return tuple(pairs)
+
+
+@app.command("fas")
+def bench_fas(
+    shots: str = typer.Option("5,10", help="Labelled target samples per class the adaptors get, comma-separated."),
+    draws: int = typer.Option(10, min=1, max=1000, help="Seeded draws of the target samples per setting."),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    tent: bool = typer.Option(True, help="Also run TENT (updates the model's norms)."),
+    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Face anti-spoofing, leave-one-domain-out: OT adaptors (training-free, geodesic mixup, one-class) against
+    no adaptation, T3A, linear mixup and TENT; the held-out real faces."""
+    from effigy.bench.fas import FASBenchSettings, run_fas_bench
+    from effigy.bench.fas_report import AVERAGE_COLUMNS, write_fas_report
+    from effigy.detect.fas.protocol import check_shots
+
+    settings = FASBenchSettings(shots=parse_counts(shots, "--shots", allow_empty=False), draws=draws, seed=seed, tent=tent)
+    for count in settings.shots:
+        check_shots(count)
+    stem = results_stem(out, "fas", "fas-protonet")
+    with progress(not as_json) as reporter:
+        result = run_fas_bench(settings, reporter)
+    paths = write_fas_report(result, stem.parent, command_line())
+    show({**result, "rows": result["averages"]}, AVERAGE_COLUMNS[:7], f"fas-protonet: leave-one-domain-out (seed {seed})",
+         paths, as_json)

@@ -1,0 +1,96 @@
+"""``effigy detect robustness``: every leaf of the attack taxonomy against the passive face model (shipped,
+with its adaptors) and the active challenge-response verifier, APCER per attack and BPCER, in one run; the
+results files and a picture of the attacks and of a session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from effigy.bench.variants import RESULT_SCHEMA
+from effigy.detect.fas.protocol import standard_adaptors
+from effigy.detect.fas.zoo import SHIPPED
+from effigy.detect.robustness.attacks import TAXONOMY
+from effigy.detect.robustness.harness import (
+    Attempts,
+    HarnessSettings,
+    injection_attempts,
+    presentation_attempts,
+    run_harness,
+)
+from effigy.evaluate.measure import Progress, machine_facts, no_progress
+from effigy.evaluate.pictures import labelled_grid
+from effigy.evaluate.report import machine_line, markdown_table, write_results
+from effigy.models.zoo import load_zoo_model
+from effigy.worlds.faces import split_identities
+
+PICTURE = "robustness_attacks.png"
+COLUMNS = [("attack", "attack"), ("leaf", "taxonomy leaf"), ("metric", "metric")]
+
+
+def run_robustness(settings: HarnessSettings, progress: Progress = no_progress) -> dict:
+    """The harness on the shipped model. Returns the result dict (passive and active rows, and one table with
+    a column per detector)."""
+    model, _ = load_zoo_model(SHIPPED)
+    advance = progress("attacks, adaptors and sessions", 1)
+    harness = run_harness(model, [a for a in standard_adaptors() if a.name != "linear mixup"], settings)
+    advance()
+    return {"benchmark": "robustness", "schema": RESULT_SCHEMA, "model": SHIPPED,
+            "settings": {**settings.__dict__, "domains": list(settings.domains)}, "machine": machine_facts(),
+            **harness, "rows": side_by_side(harness["passive"] + harness["active"])}
+
+
+def side_by_side(rows: list[dict]) -> list[dict]:
+    """One row per attack, one column per detector (its APCER, or BPCER on the live row)."""
+    leaves = {kind: leaf for leaf, kinds in TAXONOMY.items() for kind in kinds}
+    table: dict[str, dict] = {}
+    for row in rows:
+        entry = table.setdefault(row["attack"], {"attack": row["attack"], "metric": row["metric"],
+                                                 "leaf": leaves.get(row["attack"], "bonafide"),
+                                                 "attempts": row["attempts"]})
+        entry[row["detector"]] = row["rate"]
+    return list(table.values())
+
+
+def render_markdown(result: dict, command: str) -> str:
+    s = result["settings"]
+    detectors = list(dict.fromkeys(r["detector"] for r in result["passive"] + result["active"]))
+    columns = COLUMNS + [("attempts", "attempts")] + [(d, d) for d in detectors]
+    v = result["verifier"]
+    return (f"# Face anti-spoofing under the digital-attack taxonomy\n\nCommand: `{command}`\n\n"
+            f"Shipped `{result['model']}` on the face world's test identities in {', '.join(s['domains'])} "
+            f"({s['attempts_per_identity']} attempt(s) per identity and attack). Passive: one frame, accepted when "
+            f"P(live) >= {result['threshold']:.4f} (the model's source development threshold); adaptors fitted "
+            f"on {s['adaptation_shots']} dev samples per class. Adversarial noise: white-box on the passive model, "
+            f"L-inf {s['epsilon'] * 255:.0f}/255, {s['attack_steps']} steps, on print captures. Active: 8-frame "
+            "colour challenge-response sessions; the verifier's thresholds come from live dev sessions alone "
+            f"(correlation >= {v['min_correlation']:.3f}, strength >= {v['min_strength']:.4f}, centre-to-rim ratio >= "
+            f"{v['min_shape']:.3f}). Injected "
+            "streams do not know the challenge: a face swap carries a guessed reflection, a digital replay the "
+            f"reflection of its own recorded session. Seed {s['seed']}. {machine_line(result['machine'])}\n\n"
+            f"![attacks]({PICTURE})\n\nThe picture: one test identity, first row left to right live, print, replay, "
+            "mask, face swap, digital replay (one frame each); then a live session and a digital replay's, frame by "
+            "frame (the live face takes on each challenge colour; the replay shows an older sequence).\n\n"
+            "APCER per attack (share of attacks accepted), BPCER on the live row (share "
+            "of live attempts rejected):\n\n" + markdown_table(result["rows"], columns) + "\n")
+
+
+def attacks_picture(path: Path, seed: int = 0) -> Path:
+    """One test identity: the single frame of each attempt (first row), and a live session beside a digital
+    replay's, frame by frame."""
+    identities = split_identities("test")
+    attempts = Attempts()
+    presentation_attempts(attempts, int(identities[0]), "phone", 0, seed)
+    injection_attempts(attempts, int(identities[0]), int(identities[1]), "phone", 0, seed)
+    rows = {"one frame per attempt": torch.from_numpy(np.stack(
+        [frames[0] for frames in attempts.frames.values()])) * 2 - 1}
+    for kind in ("live", "digital replay"):
+        rows[f"{kind} session"] = torch.from_numpy(attempts.sessions[kind][0][0]) * 2 - 1
+    return labelled_grid(rows, path, scale=2, label_width=200)
+
+
+def write_robustness_report(result: dict, folder: Path, command: str) -> dict[str, Path]:
+    """``<folder>/robustness_fas_protonet.{json,md}`` and the picture."""
+    json_path, md_path = write_results(result, render_markdown(result, command), folder, "robustness_fas_protonet")
+    return {"json": json_path, "markdown": md_path, "picture": attacks_picture(folder / PICTURE, result["settings"]["seed"])}

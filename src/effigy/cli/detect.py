@@ -1,0 +1,177 @@
+"""``effigy detect ...``: detectors of presentation attacks (``fas``)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from effigy.cli._common import check_choice, echo_json, finite, print_rows, progress
+
+app = typer.Typer(help="Detect presentation attacks and generated images.", no_args_is_help=True)
+fas_app = typer.Typer(help="Face anti-spoofing: train the prototype model, evaluate it, adapt it to a new camera.",
+                      no_args_is_help=True)
+app.add_typer(fas_app, name="fas")
+ADAPTORS = {"none": "no adaptation", "ot-shift": "training-free OT prototype shift", "ot-one-class":
+            "OT prototype shift from live samples only", "geodesic-mixup": "OT geodesic mixup classifier",
+            "t3a": "T3A (unlabelled)", "linear-mixup": "mixup baseline"}
+METRIC_COLUMNS = [("domain", "domain"), ("hter", "HTER"), ("apcer", "APCER"), ("bpcer", "BPCER"), ("auc", "AUC"),
+                  ("tpr_at_fpr_1", "TPR@FPR=1%"), ("threshold", "threshold")]
+
+
+def _domains(text: str | None, option: str = "--domains") -> list[str]:
+    from effigy.worlds.faces import DOMAINS
+
+    names = [d.strip() for d in (text or ",".join(DOMAINS)).split(",") if d.strip()]
+    for name in names:
+        check_choice(name, tuple(DOMAINS), option)
+    return names
+
+
+@fas_app.command("train")
+def fas_train(
+    without: Optional[str] = typer.Option(None, help="Leave this capture domain out (its leave-one-domain-out model)."),
+    steps: Optional[int] = typer.Option(None, min=1, max=1_000_000, help="Training steps (default: the zoo's)."),
+    out: Path = typer.Option(Path("zoo_weights"), help="Folder for the weights and their manifest."),
+) -> None:
+    """Train fas-protonet (or fas-protonet-without-DOMAIN), seeded: `effigy zoo train` under its face name."""
+    from effigy.cli.zoo import zoo_train
+    from effigy.detect.fas.zoo import SHIPPED, without_domain
+
+    zoo_train(SHIPPED if without is None else without_domain(_domains(without, "--without")[0]), out, steps)
+
+
+@fas_app.command("eval")
+def fas_eval(
+    model: str = typer.Option("fas-protonet", help="fas-protonet or fas-protonet-without-DOMAIN."),
+    domains: Optional[str] = typer.Option(None, help="Capture domains to test on, comma-separated (default: all)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """HTER / APCER / BPCER (at the source development set's equal-error threshold), AUC and TPR@FPR=1% on the
+    face world's test identities, per domain."""
+    from effigy.detect.fas.model import embed, live_probability
+    from effigy.detect.fas.protocol import source_threshold
+    from effigy.metrics.detection import detection_report
+    from effigy.worlds.faces import render
+
+    names = _domains(domains)
+    loaded, config = _load_fas(model)
+    threshold = source_threshold(loaded, config)
+    rows = []
+    for domain in names:
+        test = render("test", [domain], config.attacks)
+        scores = live_probability(embed(loaded, test.images), loaded.prototypes().detach(), config.scale).numpy()
+        rows.append({"domain": domain, "trained_on": domain in config.domains,
+                     **detection_report(scores, test.live, threshold).to_dict()})
+    if as_json:
+        echo_json({"model": model, "rows": rows})
+    else:
+        print_rows(rows, METRIC_COLUMNS, f"{model} on the face world's test identities")
+
+
+@fas_app.command("score")
+def fas_score(
+    images: list[Path] = typer.Argument(..., help="Face crops (PNG, JPEG), resized to 64x64."),
+    model: str = typer.Option("fas-protonet", help="fas-protonet or fas-protonet-without-DOMAIN."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """P(live) of each image and the decision at the model's source threshold (its development set's
+    equal-error threshold)."""
+    import numpy as np
+    import torch
+
+    from effigy.detect.fas.protocol import source_threshold
+    from effigy.worlds.faces import read_face_image
+
+    batch = np.stack([read_face_image(p) for p in images])  # every file checked before the model loads
+    loaded, config = _load_fas(model)
+    threshold = source_threshold(loaded, config)
+    with torch.no_grad():
+        scores = loaded(torch.from_numpy(batch)).numpy()
+    rows = [{"image": str(p), "p_live": float(s), "decision": "live" if s >= threshold else "attack"}
+            for p, s in zip(images, scores)]
+    if as_json:
+        echo_json({"model": model, "threshold": threshold, "rows": rows})
+    else:
+        print_rows(rows, [("image", "image"), ("p_live", "P(live)"), ("decision", f"decision (threshold {threshold:.3f})")],
+                   f"{model}")
+
+
+@fas_app.command("adapt")
+def fas_adapt(
+    model: str = typer.Option("fas-protonet-without-webcam", help="The base model (seen only through features)."),
+    domain: str = typer.Option("webcam", help="The client's capture domain."),
+    adaptor: str = typer.Option("ot-shift", help="One of: " + ", ".join(ADAPTORS) + "."),
+    shots: int = typer.Option(5, min=1, max=1000, help="Labelled target samples per class."),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Adapt a base model to a capture domain with a few of its samples (from the domain's dev identities),
+    then test on its test identities, beside no adaptation."""
+    from effigy.detect.fas.adapt import SourceView
+    from effigy.detect.fas.protocol import check_shots, domain_data, evaluate_adaptor
+
+    check_choice(adaptor, tuple(ADAPTORS), "--adaptor")
+    check_shots(shots)
+    name = _domains(domain, "--domain")[0]
+    loaded, config = _load_fas(model)
+    with progress(not as_json) as reporter:
+        advance = reporter(f"rendering {name} and embedding it", 1)
+        data = domain_data(loaded, config, name, seed)
+        advance()
+    source = SourceView(loaded.prototypes().detach(), config.scale)
+    rows = []
+    for key in dict.fromkeys(("none", adaptor)):
+        report = evaluate_adaptor(_adaptor(key), source, data, shots, 1, seed)
+        rows.append({"domain": f"{name}: {ADAPTORS[key]}", **report.to_dict()})
+    if as_json:
+        echo_json({"model": model, "domain": name, "shots": shots, "rows": rows})
+    else:
+        print_rows(rows, METRIC_COLUMNS, f"{model} adapted to {name} with {shots} samples per class")
+
+
+def _adaptor(key: str):
+    from effigy.detect.fas import adapt
+
+    return {"none": adapt.NoAdaptation, "ot-shift": adapt.OTPrototypes,
+            "ot-one-class": lambda: adapt.OTPrototypes(one_class=True), "geodesic-mixup": adapt.GeodesicMixup,
+            "t3a": adapt.T3A, "linear-mixup": adapt.LinearMixup}[key]()
+
+
+def _load_fas(model: str):
+    import effigy.detect.fas  # noqa: F401  (registers the models)
+    from effigy.detect.fas.zoo import SHIPPED, without_domain
+    from effigy.models.zoo import load_zoo_model
+    from effigy.worlds.faces import DOMAINS
+
+    check_choice(model, (SHIPPED, *(without_domain(d) for d in DOMAINS)), "--model")
+    return load_zoo_model(model)
+
+
+@app.command("robustness")
+def robustness(
+    domains: Optional[str] = typer.Option(None, help="Capture domains to attack in, comma-separated (default: all)."),
+    attempts: int = typer.Option(1, min=1, max=100, help="Attempts per test identity, attack and domain."),
+    epsilon: float = typer.Option(8.0, min=0.5, max=64.0, callback=finite, help="Adversarial L-infinity budget, in 1/255 units."),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    out: Optional[Path] = typer.Option(None, help="Results root: files go to <root>/robustness/fas-protonet/. "
+                                       "Default: a fresh folder under runs/; the committed results use "
+                                       "--out benchmarks/results."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Every attack of the taxonomy (presentation, adversarial noise, deepfake and digital-replay injection)
+    against the passive model, its adaptors and the challenge-response verifier: APCER per attack, BPCER."""
+    from effigy.bench.robustness import run_robustness, write_robustness_report
+    from effigy.cli._common import command_line, show
+    from effigy.cli.bench import results_stem
+    from effigy.detect.robustness.harness import HarnessSettings
+
+    settings = HarnessSettings(domains=tuple(_domains(domains)), attempts_per_identity=attempts,
+                               epsilon=epsilon / 255, seed=seed)
+    stem = results_stem(out, "robustness", "fas-protonet")
+    with progress(not as_json) as reporter:
+        result = run_robustness(settings, reporter)
+    paths = write_robustness_report(result, stem.parent, command_line())
+    columns = [("attack", "attack"), ("metric", "metric"), ("no adaptation", "passive"),
+               ("challenge-response verifier", "challenge-response")]
+    show(result, columns, f"fas-protonet under attack (seed {seed})", paths, as_json)

@@ -1,0 +1,1 @@
+"""Detectors of what generators produce and of presentation attacks: face anti-spoofing (``fas``)."""

@@ -1,0 +1,178 @@
+"""The prototype-based face anti-spoofing base model of arXiv 2503.22984 (CVPR 2025,
+https://arxiv.org/abs/2503.22984), on effigy's face world.
+
+A small CNN encodes a face capture to a unit vector; each class (spoof, live) owns several prototypes (a
+spoof class holds prints, replays and masks, a live class many cameras, so one centre per class would be too
+few). Training pulls each feature to its class's nearest prototype with a margin over the other class
+(a CosFace-style prototype loss), adds supervised contrastive learning between features and an
+orthogonality term that keeps the prototypes apart. The score of a capture is the softmax probability of
+*live* over the two classes' prototype similarities.
+
+The adaptors (``effigy.detect.fas.adapt``) use the model only through :meth:`PrototypeFAS.features` and
+:meth:`PrototypeFAS.prototypes`: its parameters stay untouched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from effigy.models.config import TrainConfig
+from effigy.models.training_state import training_step
+from effigy.worlds.faces import ATTACKS, DOMAINS, SIZE, FaceImages, render
+
+CLASSES = ("spoof", "live")  # index 1 is live: scores are P(live)
+
+
+@dataclass
+class FASConfig(TrainConfig):
+    """The base model and its training (saved beside its weights).
+
+    Args:
+        domains: capture domains trained on (a leave-one-domain-out model leaves one out).
+        attacks: attacks trained on (a leave-one-attack-out model leaves one out).
+        embed_dim, width, centres: feature size, CNN width, prototypes per class.
+        margin, scale: the prototype loss's cosine margin and logit scale (the scale also makes the score).
+        contrastive_weight, temperature: supervised contrastive term. orthogonal_weight: prototype term.
+        live_per_identity, spoofs_per_attack: training captures per identity and domain.
+    """
+
+    domains: list[str] = field(default_factory=lambda: list(DOMAINS))
+    attacks: list[str] = field(default_factory=lambda: list(ATTACKS))
+    embed_dim: int = 64
+    width: int = 24
+    centres: int = 4
+    margin: float = 0.2
+    scale: float = 16.0
+    contrastive_weight: float = 0.5
+    temperature: float = 0.1
+    orthogonal_weight: float = 0.1
+    live_per_identity: int = 6
+    spoofs_per_attack: int = 2
+    train_steps: int = 1200
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    seed: int = 0
+
+
+def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class PrototypeFAS(nn.Module):
+    """Encoder + multi-centre class prototypes; ``forward`` gives P(live) per image."""
+
+    def __init__(self, config: FASConfig) -> None:
+        super().__init__()
+        self.config = config
+        w = config.width
+        self.encoder = nn.Sequential(
+            _block(3, w, 2), _block(w, 2 * w, 2), _block(2 * w, 3 * w, 2), _block(3 * w, 4 * w, 2),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, config.embed_dim))
+        self.prototype_weight = nn.Parameter(torch.randn(len(CLASSES), config.centres, config.embed_dim))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, D] unit feature vectors of images [N, 3, SIZE, SIZE] in [0, 1]."""
+        return F.normalize(self.encoder(images * 2 - 1), dim=1)
+
+    def prototypes(self) -> torch.Tensor:
+        """[classes, centres, D] unit prototypes (index 1 is live)."""
+        return F.normalize(self.prototype_weight, dim=-1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return live_probability(self.features(images), self.prototypes(), self.config.scale)
+
+
+def class_similarity(features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    """[N, classes]: each feature's cosine similarity to its nearest prototype of each class."""
+    return torch.einsum("nd,ckd->nck", features, prototypes).amax(dim=2)
+
+
+def live_probability(features: torch.Tensor, prototypes: torch.Tensor, scale: float) -> torch.Tensor:
+    """[N] the score: softmax over the classes' prototype similarities, the live class's share."""
+    return torch.softmax(scale * class_similarity(features, prototypes), dim=1)[:, 1]
+
+
+def prototype_loss(features: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor, margin: float,
+                   scale: float) -> torch.Tensor:
+    """Cross-entropy over class similarities with ``margin`` taken off the true class (CosFace-style)."""
+    similarity = class_similarity(features, prototypes)
+    similarity = similarity - margin * F.one_hot(labels, len(CLASSES))
+    return F.cross_entropy(scale * similarity, labels)
+
+
+def supervised_contrastive(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SupCon (Khosla et al., 2020): each feature pulled to the batch's others of its class."""
+    logits = features @ features.T / temperature
+    self_mask = torch.eye(len(features), dtype=torch.bool)
+    logits = logits.masked_fill(self_mask, -1e9)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    log_prob = logits - logits.logsumexp(dim=1, keepdim=True)
+    counts = positives.sum(dim=1).clamp(min=1)
+    return -(log_prob * positives).sum(dim=1).div(counts).mean()
+
+
+def orthogonality(prototypes: torch.Tensor) -> torch.Tensor:
+    """Mean squared off-diagonal cosine between all prototypes: keeps the centres spread."""
+    flat = prototypes.reshape(-1, prototypes.shape[-1])
+    gram = flat @ flat.T
+    return (gram - torch.eye(len(flat))).pow(2).mean()
+
+
+def training_images(config: FASConfig, split: str = "train") -> FaceImages:
+    """The captures a model with ``config`` trains on (its domains and attacks only)."""
+    return render(split, config.domains, config.attacks, config.live_per_identity, config.spoofs_per_attack,
+                  seed=config.seed)
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Horizontal flips and small shifts (what a camera would vary without changing live / spoof)."""
+    flip = torch.rand(len(images), generator=generator) < 0.5
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    dy, dx = torch.randint(-3, 4, (2,), generator=generator).tolist()
+    return torch.roll(images, (dy, dx), dims=(2, 3))
+
+
+def train(config: FASConfig, progress: Callable[[int, float], None] | None = None) -> PrototypeFAS:
+    """Train the base model (seeded) on the face world's train split under ``config``'s domains and attacks."""
+    torch.manual_seed(config.seed)
+    data = training_images(config)
+    images, labels = torch.from_numpy(data.images), torch.from_numpy(data.live.astype(np.int64))
+    model = PrototypeFAS(config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(config.seed)
+    for step in range(config.train_steps):
+        rows = torch.randint(len(images), (config.batch_size,), generator=generator)
+        features = model.features(augment(images[rows], generator))
+        prototypes = model.prototypes()
+        loss = (prototype_loss(features, labels[rows], prototypes, config.margin, config.scale)
+                + config.contrastive_weight * supervised_contrastive(features, labels[rows], config.temperature)
+                + config.orthogonal_weight * orthogonality(prototypes))
+        lr = config.learning_rate * _cosine(step, config.train_steps)
+        training_step(optimizer, loss, step, lr, progress=progress)
+    return model.eval()
+
+
+def _cosine(step: int, total: int, warmup: int = 50) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def build_model(config: FASConfig) -> PrototypeFAS:
+    """The model's structure for ``config`` (weights loaded by the zoo)."""
+    return PrototypeFAS(config).eval()
+
+
+@torch.no_grad()
+def embed(model: PrototypeFAS, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+    """[N, D] features of images [N, 3, SIZE, SIZE] (the only view of the model an adaptor gets)."""
+    if images.ndim != 4 or images.shape[1:] != (3, SIZE, SIZE):
+        from effigy.errors import ModelError
+        raise ModelError(f"face images must be [N, 3, {SIZE}, {SIZE}] in [0, 1], got {tuple(images.shape)}.")
+    tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    return torch.cat([model.features(tensor[i: i + batch_size]) for i in range(0, len(tensor), batch_size)])

@@ -1,0 +1,139 @@
+"""The leave-one-domain-out protocol of cross-domain face anti-spoofing, on the face world.
+
+For a held-out domain D and the model trained without it:
+- the decision threshold is the equal-error threshold of the model on the *source* development set (dev
+  identities, the model's own domains), fixed before anything of D is seen;
+- the client's adaptation pool is D's captures of the dev identities: an adaptor draws a few labelled samples
+  per class from it (or, for T3A and TENT, uses it unlabelled);
+- the test set is D's captures of the test identities (never seen by the model or the adaptor).
+Each labelled adaptor is run over several seeded draws of its shots, and its metrics averaged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from effigy.detect.fas.adapt import (
+    T3A,
+    Adaptor,
+    GeodesicMixup,
+    LinearMixup,
+    NoAdaptation,
+    OTPrototypes,
+    SourceView,
+)
+from effigy.detect.fas.model import FASConfig, PrototypeFAS, embed, live_probability
+from effigy.detect.fas.tent import tent
+from effigy.errors import AdaptationError
+from effigy.metrics.detection import DetectionReport, detection_report, eer_threshold
+from effigy.worlds.faces import ATTACKS, FaceImages, render, split_identities
+
+POOL_LIVE_PER_IDENTITY, POOL_SPOOFS_PER_ATTACK = 3, 1  # the adaptation pool's captures per dev identity
+
+
+def standard_adaptors() -> list[Adaptor]:
+    """The rows of the comparison, baselines first."""
+    return [NoAdaptation(), T3A(), LinearMixup(), OTPrototypes(),
+            OTPrototypes(move="map", name="OT prototype map (each to its barycentre; training-free)"),
+            OTPrototypes(regulariser="laplacian", strength=1.0, name="OT prototype shift, Laplacian (training-free)"),
+            GeodesicMixup(), OTPrototypes(one_class=True, name="OT prototype shift, live samples only (one-class)")]
+
+
+@dataclass
+class DomainData:
+    """What one held-out domain's evaluation needs, computed once."""
+
+    domain: str
+    threshold: float
+    pool: FaceImages
+    pool_features: torch.Tensor
+    test: FaceImages
+    test_features: torch.Tensor
+
+
+def source_threshold(model: PrototypeFAS, config: FASConfig) -> float:
+    """The equal-error threshold on the source development set (dev identities, the model's domains)."""
+    dev = render("dev", config.domains, config.attacks, seed=config.seed)
+    scores = live_probability(embed(model, dev.images), model.prototypes().detach(), config.scale)
+    return eer_threshold(scores.numpy(), dev.live)
+
+
+def domain_data(model: PrototypeFAS, config: FASConfig, domain: str, seed: int = 0) -> DomainData:
+    """Threshold, adaptation pool and test set of ``domain`` for ``model`` (trained without it)."""
+    pool = render("dev", [domain], live_per_identity=POOL_LIVE_PER_IDENTITY, spoofs_per_attack=POOL_SPOOFS_PER_ATTACK,
+                  seed=seed)
+    test = render("test", [domain], seed=seed)
+    return DomainData(domain, source_threshold(model, config), pool, embed(model, pool.images), test,
+                      embed(model, test.images))
+
+
+def max_shots() -> int:
+    """The most labelled target samples per class a domain's adaptation pool holds (its dev identities' live
+    captures and attack captures, as :func:`domain_data` renders them)."""
+    identities = len(split_identities("dev"))
+    return identities * min(POOL_LIVE_PER_IDENTITY, POOL_SPOOFS_PER_ATTACK * len(ATTACKS))
+
+
+def check_shots(shots: int) -> None:
+    """One clear error, before any rendering, for more target samples per class than a pool holds."""
+    if not 1 <= shots <= max_shots():
+        raise AdaptationError(f"{shots} target samples per class asked for; a domain's pool holds 1 to "
+                              f"{max_shots()} per class.")
+
+
+def draw_shots(labels: np.ndarray, shots: int, generator: np.random.Generator, one_class: bool = False) -> np.ndarray:
+    """Row indices of ``shots`` samples per class (live only for ``one_class``), drawn without replacement."""
+    classes = (True,) if one_class else (True, False)
+    for c in classes:
+        available = int((labels == c).sum())
+        if shots > available:
+            raise AdaptationError(f"{shots} target samples per class asked for, the pool has {available} "
+                                  f"{'live' if c else 'spoof'} ones; ask for at most {available}.")
+    return np.concatenate([generator.choice(np.flatnonzero(labels == c), shots, replace=False) for c in classes])
+
+
+def evaluate_adaptor(adaptor: Adaptor, source: SourceView, data: DomainData, shots: int, draws: int,
+                     seed: int = 0) -> DetectionReport:
+    """The adaptor's test metrics on ``data``, averaged over ``draws`` seeded draws of its target samples
+    (one run for an adaptor that uses the whole unlabelled pool)."""
+    generator = np.random.default_rng([seed, shots])
+    reports = []
+    for _ in range(draws if adaptor.uses_labels else 1):
+        if adaptor.uses_labels:
+            rows = draw_shots(data.pool.live, shots, generator, getattr(adaptor, "one_class", False))
+            labels = torch.from_numpy(data.pool.live[rows].astype(np.int64))
+            scorer = adaptor.fit(source, data.pool_features[rows], labels)
+        else:
+            scorer = adaptor.fit(source, data.pool_features, None)
+        reports.append(detection_report(scorer(data.test_features).numpy(), data.test.live, data.threshold))
+    return mean_report(reports)
+
+
+def evaluate_tent(model: PrototypeFAS, data: DomainData) -> DetectionReport:
+    """TENT on the unlabelled pool (touches the model's norms), scored on the test set."""
+    adapted = tent(model, data.pool.images)
+    scores = live_probability(embed(adapted, data.test.images), adapted.prototypes().detach(), model.config.scale)
+    return detection_report(scores.numpy(), data.test.live, data.threshold)
+
+
+def mean_report(reports: list[DetectionReport]) -> DetectionReport:
+    """Field-wise mean of several reports (same threshold)."""
+    fields = reports[0].to_dict()
+    return DetectionReport(**{k: float(np.mean([r.to_dict()[k] for r in reports])) for k in fields})
+
+
+def held_out_captures(name: str, live: int = 4, seed: int = 0) -> FaceImages:
+    """Captures of a held-out real face (``astronaut``, ``grace_hopper``) in every domain: ``live`` live ones
+    and one of each attack per domain (identity keys from 1000 up, away from ``lfw_subset``'s)."""
+    from effigy.worlds.faces import ATTACKS, DOMAINS, HELD_OUT_SHA256, held_out_face, render_capture
+
+    face = held_out_face(name)
+    identity = 1000 + list(HELD_OUT_SHA256).index(name)
+    plan = [(domain, kind, index) for domain in DOMAINS
+            for kind, count in (("live", live), *((a, 1) for a in ATTACKS)) for index in range(count)]
+    images = np.stack([render_capture(face, identity, kind, domain, seed * 1000 + index) for domain, kind, index in plan])
+    kinds = np.array([k for _, k, _ in plan], dtype=object)
+    return FaceImages(images, kinds == "live", kinds, np.array([d for d, _, _ in plan], dtype=object),
+                      np.full(len(plan), identity))

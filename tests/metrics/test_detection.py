@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from effigy.errors import MetricError
+from effigy.metrics.detection import apcer, auc, bpcer, detection_report, eer_threshold, hter, roc_curve, tpr_at_fpr
+
+SCORES = [0.9, 0.8, 0.3, 0.6, 0.2, 0.1]
+BONAFIDE = [True, True, True, False, False, False]
+
+
+def test_error_rates_at_a_threshold_by_hand():
+    assert apcer(SCORES, BONAFIDE, 0.5) == pytest.approx(1 / 3)  # the attack at 0.6 is accepted
+    assert bpcer(SCORES, BONAFIDE, 0.5) == pytest.approx(1 / 3)  # the bonafide at 0.3 is rejected
+    assert hter(SCORES, BONAFIDE, 0.5) == pytest.approx(1 / 3)
+    assert apcer(SCORES, BONAFIDE, 0.6) == pytest.approx(1 / 3)  # accepted at equality
+    assert hter(SCORES, BONAFIDE, 0.95) == pytest.approx(0.5)
+
+
+def test_auc_counts_ordered_pairs_and_half_ties():
+    assert auc(SCORES, BONAFIDE) == pytest.approx(8 / 9)
+    assert auc([0.5, 0.5], [True, False]) == pytest.approx(0.5)
+    assert auc([0.9, 0.1], [True, False]) == 1.0
+
+
+def test_roc_tpr_at_fpr_and_eer_threshold_by_hand():
+    far, tar, thresholds = roc_curve(SCORES, BONAFIDE)
+    assert far[0] == 0 and tar[0] == 0 and np.isinf(thresholds[0])
+    assert far[-1] == 1 and tar[-1] == 1
+    assert tpr_at_fpr(SCORES, BONAFIDE, 0.0) == pytest.approx(2 / 3)
+    assert tpr_at_fpr(SCORES, BONAFIDE, 0.34) == pytest.approx(1.0)
+    assert eer_threshold(SCORES, BONAFIDE) == pytest.approx(0.6)
+
+
+def test_report_gathers_every_metric():
+    report = detection_report(SCORES, BONAFIDE, 0.5)
+    assert report.hter == pytest.approx(1 / 3) and report.auc == pytest.approx(8 / 9)
+    assert set(report.to_dict()) == {"hter", "apcer", "bpcer", "auc", "tpr_at_fpr_1", "threshold"}
+
+
+def test_bad_inputs_are_clear_errors():
+    with pytest.raises(MetricError, match="labels"):
+        auc([0.1, 0.2], [True])
+    with pytest.raises(MetricError, match="NaN"):
+        auc([0.1, float("nan")], [True, False])
+    with pytest.raises(MetricError, match="one class"):
+        auc([0.1, 0.2], [True, True])
+    with pytest.raises(MetricError, match="attack"):
+        apcer([0.1], [True], 0.5)
+    with pytest.raises(MetricError, match="fpr"):
+        tpr_at_fpr(SCORES, BONAFIDE, 1.5)
