@@ -2,6 +2,7 @@
 detector (sparsity-preserving norms, filtering on) together with the predictor. Both seeded and resumable."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,7 +26,7 @@ class Ada3DTrainConfig(TrainConfig):
     keep_3d: float = 0.6
     keep_2d: float = 0.3
     predictor_steps: int = 600
-    finetune_steps: int = 2000
+    finetune_steps: int = 4000
     batch_size: int = 2
     predictor_learning_rate: float = 3e-3
     finetune_learning_rate: float = 2e-3  # the detector's own: the norms' change is not a small one
@@ -39,8 +40,26 @@ class Ada3DTrainConfig(TrainConfig):
 
 
 def importance_target(boxes: list[np.ndarray], labels: list[list[str]], detector: CenterPoint) -> torch.Tensor:
-    """[B, 1, H, W]: the detector's centre heatmap target, max over classes (a cell near any object centre)."""
-    return build_targets(boxes, labels, detector.config)["heatmap"].amax(dim=1, keepdim=True)
+    """[B, 1, H, W]: per object a Gaussian peak at its centre cell whose reach covers the object's footprint
+    (radius r = half the box diagonal in cells + 1, sigma r / 2), max over objects.
+
+    Why not the detector's centre heatmap: its Gaussians are sized for localisation and fade within a car's
+    length, so the ends of cars ranked with the ground around them and were filtered out (the first shipped
+    model lost Car AP@0.7 0.94 -> 0.74 that way)."""
+    config = detector.config
+    h, w = config.bev_shape
+    target = torch.zeros(len(boxes), 1, h, w)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    for b, (frame_boxes, frame_labels) in enumerate(zip(boxes, labels)):
+        for box, label in zip(frame_boxes, frame_labels):
+            cx = int((box[0] - config.point_range[0]) / config.cell_size)
+            cy = int((box[1] - config.point_range[1]) / config.cell_size)
+            if label not in config.classes or not (0 <= cx < w and 0 <= cy < h):
+                continue
+            radius = math.ceil(0.5 * math.hypot(box[3], box[4]) / config.cell_size) + 1
+            peak = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * (radius / 2) ** 2))
+            torch.maximum(target[b, 0], peak, out=target[b, 0])
+    return target
 
 
 def _batch(frames: list[Frame], size: int, generator: torch.Generator):

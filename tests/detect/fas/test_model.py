@@ -66,3 +66,16 @@ def test_adaptors_leave_the_base_model_untouched_and_tent_adapts_a_copy(tiny_mod
     evaluate_tent(tiny_model, data)
     for key, value in tiny_model.state_dict().items():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+
+
+def test_camera_jitter_reshoots_a_batch_reproducibly_within_range():
+    from effigy.detect.fas.model import augment
+
+    images = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    plain = augment(images, torch.Generator().manual_seed(1))
+    jittered = augment(images, torch.Generator().manual_seed(1), camera_jitter=True)
+    again = augment(images, torch.Generator().manual_seed(1), camera_jitter=True)
+    torch.testing.assert_close(jittered, again, rtol=0, atol=0)
+    assert 0 <= jittered.min() and jittered.max() <= 1
+    assert (jittered - plain).abs().mean() > 0.01
+    assert jittered.diff(dim=-1).abs().mean() < plain.diff(dim=-1).abs().mean()  # lower resolution and blur

@@ -38,6 +38,8 @@ class FASConfig(TrainConfig):
         embed_dim, width, centres: feature size, CNN width, prototypes per class.
         margin, scale: the prototype loss's cosine margin and logit scale (the scale also makes the score).
         contrastive_weight, temperature: supervised contrastive term. orthogonal_weight: prototype term.
+        camera_jitter: train on batches re-shot by random unseen cameras (resolution, blur, colour gains,
+            noise), so that the features depend less on the training domains' own cameras.
         live_per_identity, spoofs_per_attack: training captures per identity and domain.
     """
 
@@ -51,6 +53,7 @@ class FASConfig(TrainConfig):
     contrastive_weight: float = 0.5
     temperature: float = 0.1
     orthogonal_weight: float = 0.1
+    camera_jitter: bool = False  # random resolution, blur, colour gain and noise per training batch
     live_per_identity: int = 6
     spoofs_per_attack: int = 2
     train_steps: int = 1200
@@ -129,12 +132,34 @@ def training_images(config: FASConfig, split: str = "train") -> FaceImages:
                   seed=config.seed)
 
 
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Horizontal flips and small shifts (what a camera would vary without changing live / spoof)."""
+def augment(images: torch.Tensor, generator: torch.Generator, camera_jitter: bool = False) -> torch.Tensor:
+    """Horizontal flips and small shifts (what a camera would vary without changing live / spoof); with
+    ``camera_jitter`` also an unseen camera's resolution, blur, colour gains and noise, so that the features
+    depend less on the training domains' cameras."""
     flip = torch.rand(len(images), generator=generator) < 0.5
     images = torch.where(flip[:, None, None, None], images.flip(-1), images)
     dy, dx = torch.randint(-3, 4, (2,), generator=generator).tolist()
-    return torch.roll(images, (dy, dx), dims=(2, 3))
+    images = torch.roll(images, (dy, dx), dims=(2, 3))
+    return _camera_jitter(images, generator) if camera_jitter else images
+
+
+def _camera_jitter(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    size = images.shape[-1]
+    low = int(torch.randint(size // 2, size + 1, (1,), generator=generator))
+    images = F.interpolate(F.interpolate(images, size=low, mode="bilinear", align_corners=False), size=size,
+                           mode="bilinear", align_corners=False)
+    sigma = float(torch.rand(1, generator=generator)) * 1.2
+    if sigma > 0.3:
+        radius = 2
+        taps = torch.exp(-torch.arange(-radius, radius + 1.0) ** 2 / (2 * sigma ** 2))
+        taps = (taps / taps.sum()).to(images.dtype)
+        images = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="replicate"),
+                          taps.view(1, 1, 1, -1).repeat(3, 1, 1, 1), groups=3)
+        images = F.conv2d(F.pad(images, (0, 0, radius, radius), mode="replicate"),
+                          taps.view(1, 1, -1, 1).repeat(3, 1, 1, 1), groups=3)
+    gains = 0.85 + 0.3 * torch.rand(len(images), 3, 1, 1, generator=generator)
+    noise = 0.05 * torch.rand(len(images), 1, 1, 1, generator=generator) * torch.randn(images.shape, generator=generator)
+    return (images * gains + noise).clamp(0, 1)
 
 
 def train(config: FASConfig, progress: Callable[[int, float], None] | None = None) -> PrototypeFAS:
@@ -147,7 +172,7 @@ def train(config: FASConfig, progress: Callable[[int, float], None] | None = Non
     generator = torch.Generator().manual_seed(config.seed)
     for step in range(config.train_steps):
         rows = torch.randint(len(images), (config.batch_size,), generator=generator)
-        features = model.features(augment(images[rows], generator))
+        features = model.features(augment(images[rows], generator, config.camera_jitter))
         prototypes = model.prototypes()
         loss = (prototype_loss(features, labels[rows], prototypes, config.margin, config.scale)
                 + config.contrastive_weight * supervised_contrastive(features, labels[rows], config.temperature)
