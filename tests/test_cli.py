@@ -323,3 +323,30 @@ def test_detect_robustness_writes_apcer_per_attack_for_passive_and_active(monkey
     assert rows["live"]["metric"] == "BPCER" and rows["pgd"]["metric"] == "APCER"
     assert rows["digital replay"]["challenge-response verifier"] <= 0.1 < rows["digital replay"]["no adaptation"]
     assert (tmp_path / "robustness" / "fas-protonet" / "robustness_fas_protonet.md").exists()
+
+
+def test_detect_fas_adapts_to_your_own_crops_and_scores_with_them(monkeypatch, capsys, tmp_path):
+    from PIL import Image
+
+    from effigy.worlds.faces import real_faces, render_capture, split_identities
+
+    identities = split_identities("dev")
+    for kind, folder in (("live", "live"), ("print", "spoof"), ("replay", "spoof")):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        for i in identities[:4]:
+            image = render_capture(real_faces()[i], int(i), kind, "webcam", 0)
+            Image.fromarray((image.transpose(1, 2, 0) * 255).astype("uint8")).save(tmp_path / folder / f"{kind}{i}.png")
+    model = "fas-protonet-without-webcam"
+    code, out, _ = run_cli(monkeypatch, capsys, "detect", "fas", "adapt", "--model", model, "--adaptor",
+                           "geodesic-mixup", "--live", str(tmp_path / "live"), "--spoof", str(tmp_path / "spoof"),
+                           "--save", str(tmp_path / "mine.safetensors"), "--json")
+    assert code == 0
+    rows = {r["crops"]: r for r in json.loads(out)["rows"]}
+    assert rows["live"]["count"] == 4 and rows["attack"]["count"] == 8
+    assert rows["live"]["after"] - rows["attack"]["after"] > rows["live"]["before"] - rows["attack"]["before"]
+    code, out, _ = run_cli(monkeypatch, capsys, "detect", "fas", "score", str(tmp_path / "live" / f"live{identities[0]}.png"),
+                           "--model", model, "--prototypes", str(tmp_path / "mine.safetensors"), "--json")
+    assert code == 0 and 0 <= json.loads(out)["rows"][0]["p_live"] <= 1
+    code, _, err = run_cli(monkeypatch, capsys, "detect", "fas", "score", str(tmp_path / "live" / f"live{identities[0]}.png"),
+                           "--prototypes", str(tmp_path / "mine.safetensors"))
+    assert code == 2 and model in err

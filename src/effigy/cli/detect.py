@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from effigy.cli._common import check_choice, echo_json, finite, print_rows, progress
+from effigy.cli._common import check_choice, console, echo_json, finite, print_rows, progress
 
 app = typer.Typer(help="Detect presentation attacks and generated images.", no_args_is_help=True)
 fas_app = typer.Typer(help="Face anti-spoofing: train the prototype model, evaluate it, adapt it to a new camera.",
@@ -73,21 +73,24 @@ def fas_eval(
 def fas_score(
     images: list[Path] = typer.Argument(..., help="Face crops (PNG, JPEG), resized to 64x64."),
     model: str = typer.Option("fas-protonet", help="fas-protonet or fas-protonet-without-DOMAIN."),
+    prototypes: Optional[Path] = typer.Option(None, help="Adapted prototypes from `adapt --save` to score with."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """P(live) of each image and the decision at the model's source threshold (its development set's
-    equal-error threshold)."""
+    equal-error threshold), with the model's prototypes or adapted ones."""
     import numpy as np
-    import torch
 
+    from effigy.detect.fas.adapt import prototype_scorer
+    from effigy.detect.fas.client import load_adapted
+    from effigy.detect.fas.model import embed
     from effigy.detect.fas.protocol import source_threshold
     from effigy.worlds.faces import read_face_image
 
     batch = np.stack([read_face_image(p) for p in images])  # every file checked before the model loads
     loaded, config = _load_fas(model)
+    chosen = loaded.prototypes().detach() if prototypes is None else load_adapted(prototypes, model, config.embed_dim)
     threshold = source_threshold(loaded, config)
-    with torch.no_grad():
-        scores = loaded(torch.from_numpy(batch)).numpy()
+    scores = prototype_scorer(chosen, config.scale)(embed(loaded, batch)).numpy()
     rows = [{"image": str(p), "p_live": float(s), "decision": "live" if s >= threshold else "attack"}
             for p, s in zip(images, scores)]
     if as_json:
@@ -100,18 +103,25 @@ def fas_score(
 @fas_app.command("adapt")
 def fas_adapt(
     model: str = typer.Option("fas-protonet-without-webcam", help="The base model (seen only through features)."),
-    domain: str = typer.Option("webcam", help="The client's capture domain."),
+    domain: str = typer.Option("webcam", help="The world's capture domain to adapt to (without --live)."),
     adaptor: str = typer.Option("ot-shift", help="One of: " + ", ".join(ADAPTORS) + "."),
-    shots: int = typer.Option(5, min=1, max=1000, help="Labelled target samples per class."),
+    shots: int = typer.Option(5, min=1, max=1000, help="World mode: labelled target samples per class."),
+    live: Optional[Path] = typer.Option(None, help="Your camera's live face crops (a folder): adapt to them."),
+    spoof: Optional[Path] = typer.Option(None, help="With --live: your camera's attack crops (a folder)."),
+    save: Optional[Path] = typer.Option(None, help="With --live: write the adapted prototypes here (.safetensors, "
+                                        "and a .json beside it); score with them by `score --prototypes`."),
     seed: int = typer.Option(0, min=0, max=2**31 - 1),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Adapt a base model to a capture domain with a few of its samples (from the domain's dev identities),
-    then test on its test identities, beside no adaptation."""
+    """Adapt a base model to a camera with a few of its samples: the world's (a domain's dev identities, then
+    tested on its test identities beside no adaptation) or your own crops (--live, --spoof, --save)."""
+    check_choice(adaptor, tuple(ADAPTORS), "--adaptor")
+    if live is not None or spoof is not None or save is not None:
+        _adapt_own_crops(model, adaptor, live, spoof, save, as_json)
+        return
     from effigy.detect.fas.adapt import SourceView
     from effigy.detect.fas.protocol import check_shots, domain_data, evaluate_adaptor
 
-    check_choice(adaptor, tuple(ADAPTORS), "--adaptor")
     check_shots(shots)
     name = _domains(domain, "--domain")[0]
     loaded, config = _load_fas(model)
@@ -128,6 +138,45 @@ def fas_adapt(
         echo_json({"model": model, "domain": name, "shots": shots, "rows": rows})
     else:
         print_rows(rows, METRIC_COLUMNS, f"{model} adapted to {name} with {shots} samples per class")
+
+
+def _adapt_own_crops(model: str, adaptor: str, live: Optional[Path], spoof: Optional[Path], save: Optional[Path],
+                     as_json: bool) -> None:
+    """Adapt to the user's own labelled crops and write the adapted prototypes."""
+    import numpy as np
+    import torch
+
+    from effigy.cli._common import writable_file
+    from effigy.detect.fas.adapt import SourceView, prototype_scorer
+    from effigy.detect.fas.client import labelled_faces, save_adapted
+    from effigy.detect.fas.model import embed
+    from effigy.errors import AdaptationError
+    from effigy.models.zoo import read_manifest
+
+    if save is None:
+        raise AdaptationError("--live / --spoof adapt to your own crops: give --save FILE.safetensors for the result.")
+    writable_file(save, "--save")
+    images, flags = labelled_faces(live, spoof)  # every file read before the model loads
+    chosen = _adaptor(adaptor)
+    loaded, config = _load_fas(model)
+    features = embed(loaded, images)
+    source = SourceView(loaded.prototypes().detach(), config.scale)
+    keep = np.flatnonzero(flags) if getattr(chosen, "one_class", False) else np.arange(len(flags))
+    labels = torch.from_numpy(flags[keep].astype(np.int64)) if chosen.uses_labels else None
+    prototypes = chosen.adapted_prototypes(source, features[keep], labels)
+    paths = save_adapted(save, prototypes, {"model": model, "model_sha256": read_manifest()[model]["sha256"],
+                                            "adaptor": adaptor, "scale": config.scale, "live_crops": int(flags.sum()),
+                                            "attack_crops": int((~flags).sum())})
+    before = prototype_scorer(source.prototypes, config.scale)(features).numpy()
+    after = prototype_scorer(prototypes, config.scale)(features).numpy()
+    table = [{"crops": kind, "count": int(mask.sum()), "before": float(before[mask].mean()),
+              "after": float(after[mask].mean())} for kind, mask in (("live", flags), ("attack", ~flags)) if mask.any()]
+    if as_json:
+        echo_json({"model": model, "adaptor": adaptor, "rows": table, "files": [str(p) for p in paths]})
+    else:
+        print_rows(table, [("crops", "your crops"), ("count", "count"), ("before", "mean P(live) before"),
+                           ("after", "after")], f"{model} adapted by {ADAPTORS[adaptor]} (fitted on these crops)")
+        console.print("wrote " + ", ".join(str(p) for p in paths))
 
 
 def _adaptor(key: str):

@@ -32,7 +32,7 @@ def test_ot_with_the_prototypes_as_targets_leaves_them_in_place(regulariser):
     source = _source()
     features, labels = _as_targets(source)
     for move in ("map", "shift"):
-        moved = OTPrototypes(regulariser=regulariser, strength=0.1, move=move).moved_prototypes(source, features, labels)
+        moved = OTPrototypes(regulariser=regulariser, strength=0.1, move=move).adapted_prototypes(source, features, labels)
         torch.testing.assert_close(moved, source.prototypes, atol=1e-5, rtol=0)
 
 
@@ -44,7 +44,7 @@ def test_ot_moves_each_class_towards_its_own_targets_only():
     features = F.normalize(torch.stack([live_target] * 3 + [spoof_target] * 3)
                            + 0.05 * torch.randn(6, 16, generator=generator), dim=1)
     labels = torch.tensor([1, 1, 1, 0, 0, 0])
-    moved = OTPrototypes().moved_prototypes(source, features, labels)
+    moved = OTPrototypes().adapted_prototypes(source, features, labels)
     for cls, target in ((1, live_target), (0, spoof_target)):
         assert (moved[cls] @ target).mean() > (source.prototypes[cls] @ target).mean() + 0.1
     assert moved.norm(dim=-1).sub(1).abs().max() < 1e-5
@@ -64,7 +64,7 @@ def test_the_plan_never_pairs_across_classes():
 def test_one_class_ot_needs_live_samples_only_and_shifts_every_prototype_alike():
     source = _source(5)
     live = F.normalize(source.prototypes[1, :2] + 0.3, dim=1)
-    moved = OTPrototypes(one_class=True).moved_prototypes(source, live, torch.ones(2, dtype=torch.long))
+    moved = OTPrototypes(one_class=True).adapted_prototypes(source, live, torch.ones(2, dtype=torch.long))
     assert not torch.allclose(moved, source.prototypes)
     scorer = OTPrototypes(one_class=True).fit(source, live, torch.ones(2, dtype=torch.long))
     assert scorer(live).shape == (2,)

@@ -53,10 +53,27 @@ class Adaptor(Protocol):
     name: str
     uses_labels: bool
 
+    def adapted_prototypes(self, source: SourceView, features: torch.Tensor,
+                           labels: torch.Tensor | None) -> torch.Tensor: ...
+
     def fit(self, source: SourceView, features: torch.Tensor, labels: torch.Tensor | None) -> Scorer: ...
 
 
-def _prototype_scorer(prototypes: torch.Tensor, scale: float) -> Scorer:
+class PrototypeAdaptor:
+    """What every adaptor here shares: it ends in new class prototypes [classes, centres, D] (what a client
+    stores and scores with), and its scorer is the base model's rule over them."""
+
+    def adapted_prototypes(self, source: SourceView, features: torch.Tensor,
+                           labels: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def fit(self, source: SourceView, features: torch.Tensor, labels: torch.Tensor | None) -> Scorer:
+        """The adapted scorer: target features [N, D] -> P(live) [N]."""
+        return prototype_scorer(self.adapted_prototypes(source, features, labels), source.scale)
+
+
+def prototype_scorer(prototypes: torch.Tensor, scale: float) -> Scorer:
+    """P(live) of unit features by their nearest prototype of each class (the base model's own rule)."""
     fixed = F.normalize(prototypes.detach().float(), dim=-1)
     return lambda features: live_probability(features, fixed, scale)
 
@@ -75,18 +92,18 @@ def _check_targets(features: torch.Tensor, labels: torch.Tensor | None, classes:
 
 
 @dataclass
-class NoAdaptation:
+class NoAdaptation(PrototypeAdaptor):
     """The base model as shipped."""
 
     name: str = "no adaptation"
     uses_labels: bool = False
 
-    def fit(self, source: SourceView, features: torch.Tensor, labels: torch.Tensor | None) -> Scorer:
-        return _prototype_scorer(source.prototypes, source.scale)
+    def adapted_prototypes(self, source, features, labels):
+        return source.prototypes
 
 
 @dataclass
-class OTPrototypes:
+class OTPrototypes(PrototypeAdaptor):
     """Training-free OT: a class-restricted transport plan between the source prototypes and a few labelled
     target samples; each class's prototypes are shifted by the class's mean transport displacement (the
     barycentric map's, so the multi-centre structure learnt on the source is kept), or, with
@@ -107,16 +124,14 @@ class OTPrototypes:
     name: str = "OT prototype shift (training-free)"
     uses_labels: bool = True
 
-    def fit(self, source: SourceView, features: torch.Tensor, labels: torch.Tensor | None) -> Scorer:
+    def adapted_prototypes(self, source: SourceView, features: torch.Tensor,
+                           labels: torch.Tensor | None) -> torch.Tensor:
+        """[classes, centres, D]: the source prototypes after transport to the target samples."""
         if labels is None:
             raise AdaptationError("OT adaptation needs labelled target samples (a few per class).")
         if self.move not in ("shift", "map"):
             raise AdaptationError(f"unknown prototype move {self.move!r}; use 'shift' or 'map'.")
         _check_targets(features, labels, (1,) if self.one_class else (0, 1))
-        return _prototype_scorer(self.moved_prototypes(source, features, labels), source.scale)
-
-    def moved_prototypes(self, source: SourceView, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """[classes, centres, D]: the source prototypes after transport to the target samples."""
         xs, ys = source.prototype_rows()
         xt, yt = features.double().numpy(), labels.long().numpy()
         prototypes = source.prototypes.double()
@@ -180,7 +195,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class _MixupClassifier:
+class _MixupClassifier(PrototypeAdaptor):
     """Shared by the mixup adaptors: a cosine classifier (prototypes initialised from the source) trained on
     the target samples plus ``samples`` synthetic ones. ``pairs`` picks (prototype row, target row) pairs;
     ``mix`` makes the synthetic features and their soft labels (P(live))."""
@@ -200,7 +215,8 @@ class _MixupClassifier:
             t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def fit(self, source: SourceView, features: torch.Tensor, labels: torch.Tensor | None) -> Scorer:
+    def adapted_prototypes(self, source: SourceView, features: torch.Tensor,
+                           labels: torch.Tensor | None) -> torch.Tensor:
         if labels is None:
             raise AdaptationError(f"{self.name} needs labelled target samples (a few per class).")
         _check_targets(features, labels, (0, 1))
@@ -212,7 +228,7 @@ class _MixupClassifier:
                                features[rows_t].float(), labels[rows_t].float(), t)
         inputs = torch.cat([F.normalize(mixed, dim=1), features.float()])
         targets = torch.cat([soft, labels.float()])
-        return _prototype_scorer(self._train(source, inputs, targets), source.scale)
+        return self._train(source, inputs, targets)
 
     def _train(self, source: SourceView, inputs: torch.Tensor, live_share: torch.Tensor) -> torch.Tensor:
         weight = source.prototypes.detach().clone().float().requires_grad_(True)
@@ -264,7 +280,7 @@ class LinearMixup(_MixupClassifier):
 
 
 @dataclass
-class T3A:
+class T3A(PrototypeAdaptor):
     """T3A (Iwasawa and Matsuo, NeurIPS 2021): unlabelled target features, pseudo-labelled by the source
     prototypes; each class's template becomes the centroid of its prototypes and its ``keep`` most confident
     (lowest-entropy) pseudo-labelled features."""
@@ -273,7 +289,8 @@ class T3A:
     name: str = "T3A"
     uses_labels: bool = False
 
-    def fit(self, source: SourceView, features: torch.Tensor, labels: torch.Tensor | None) -> Scorer:
+    def adapted_prototypes(self, source: SourceView, features: torch.Tensor,
+                           labels: torch.Tensor | None) -> torch.Tensor:
         _check_targets(features, None, ())
         probability = live_probability(features, source.prototypes, source.scale)
         entropy = -(probability * probability.clamp(min=1e-9).log()
@@ -286,4 +303,4 @@ class T3A:
             support = torch.cat([source.prototypes[cls], features[chosen]])
             templates.append(F.normalize(support.mean(dim=0), dim=0))
         log.info("T3A: %d live / %d spoof pseudo-labels", int(pseudo.sum()), int((1 - pseudo).sum()))
-        return _prototype_scorer(torch.stack(templates)[:, None], source.scale)
+        return torch.stack(templates)[:, None]

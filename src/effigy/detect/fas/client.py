@@ -1,0 +1,76 @@
+"""The client's side of source-free adaptation: its own labelled face crops in, adapted prototypes out.
+
+A client adapts the shipped model to its camera with a few crops of live faces and of attacks (two folders),
+keeps the adapted prototypes (safetensors, with a JSON record of the base model they belong to) and scores
+with them afterwards. The base model's weights are never written.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from effigy.checkpoint.files import read_json, read_safetensors
+from effigy.errors import AdaptationError, CheckpointError
+from effigy.worlds.faces import read_face_image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+FORMAT = "effigy-fas-prototypes"
+
+
+def read_face_folder(folder: Path) -> np.ndarray:
+    """[N, 3, 64, 64] the face crops of a folder (PNG, JPEG, BMP, WebP), in name order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AdaptationError(f"{folder} is not a folder; give a folder of face crops.")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise AdaptationError(f"{folder} holds no face crops ({', '.join(IMAGE_SUFFIXES)}); add a few.")
+    return np.stack([read_face_image(p) for p in files])
+
+
+def labelled_faces(live: Path | None, spoof: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """(images, live flags) from a folder of live crops and, optionally, one of attack crops."""
+    if live is None:
+        raise AdaptationError("give a folder of live face crops (--live); the adaptors need live samples.")
+    parts = [(read_face_folder(live), True)] + ([(read_face_folder(spoof), False)] if spoof is not None else [])
+    images = np.concatenate([p for p, _ in parts])
+    flags = np.concatenate([np.full(len(p), flag) for p, flag in parts])
+    return images, flags
+
+
+def save_adapted(path: Path, prototypes: torch.Tensor, record: dict) -> tuple[Path, Path]:
+    """``path`` (safetensors, the prototypes) and ``path`` with .json (what they adapt and how)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"{path}: adapted prototypes are saved as .safetensors; name the file so.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"prototypes": prototypes.detach().float().contiguous()}, str(path))
+    sidecar = path.with_suffix(".json")
+    sidecar.write_text(json.dumps({"format": FORMAT, "version": 1, **record}, indent=2) + "\n")
+    return path, sidecar
+
+
+def load_adapted(path: Path, model: str, dim: int) -> torch.Tensor:
+    """The prototypes [classes, centres, dim] saved for ``model``; one clear error for another model's file,
+    a damaged one or a pickle."""
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    if not path.is_file() or not sidecar.is_file():
+        raise CheckpointError(f"{path} and {sidecar.name} are needed; write them with `effigy detect fas adapt --save`.")
+    record = read_json(sidecar)
+    if record.get("format") != FORMAT:
+        raise CheckpointError(f"{sidecar} is not an effigy adapted-prototypes record.")
+    if record.get("model") != model:
+        raise CheckpointError(f"{path} adapts {record.get('model')!r}, not {model!r}; score with --model "
+                              f"{record.get('model')}.")
+    prototypes = read_safetensors(path).get("prototypes")
+    if prototypes is None or prototypes.ndim != 3 or prototypes.shape[0] != 2 or prototypes.shape[2] != dim:
+        raise CheckpointError(f"{path} does not hold [2, centres, {dim}] prototypes; write it again.")
+    if not torch.isfinite(prototypes).all():
+        raise CheckpointError(f"{path} holds NaN or infinite prototypes; write it again.")
+    return prototypes
