@@ -69,24 +69,23 @@ def render_markdown(result: dict, command: str) -> str:
             f"{v['min_shape']:.3f}). Injected "
             "streams do not know the challenge: a face swap carries a guessed reflection, a digital replay the "
             f"reflection of its own recorded session. Seed {s['seed']}. {machine_line(result['machine'])}\n\n"
-            f"![attacks]({PICTURE})\n\nThe picture: one test identity, first row left to right live, print, replay, "
-            "mask, face swap, digital replay (one frame each); then a live session and a digital replay's, frame by "
-            "frame (the live face takes on each challenge colour; the replay shows an older sequence).\n\n"
+            f"![attacks]({PICTURE})\n\nThe picture: one test identity; a live session and a digital replay's, frame "
+            "by frame (the live face takes on each challenge colour; the replay shows an older sequence); then, left "
+            "to right, live, print, replay, mask, face swap, digital replay (one frame each).\n\n"
             "APCER per attack (share of attacks accepted), BPCER on the live row (share "
             "of live attempts rejected):\n\n" + markdown_table(result["rows"], columns) + "\n")
 
 
 def attacks_picture(path: Path, seed: int = 0) -> Path:
-    """One test identity: the single frame of each attempt (first row), and a live session beside a digital
-    replay's, frame by frame."""
+    """One test identity: a live session and a digital replay's, frame by frame, then the single frame of each
+    attempt."""
     identities = split_identities("test")
     attempts = Attempts()
     presentation_attempts(attempts, int(identities[0]), "phone", 0, seed)
     injection_attempts(attempts, int(identities[0]), int(identities[1]), "phone", 0, seed)
-    rows = {"one frame per attempt": torch.from_numpy(np.stack(
-        [frames[0] for frames in attempts.frames.values()])) * 2 - 1}
-    for kind in ("live", "digital replay"):
-        rows[f"{kind} session"] = torch.from_numpy(attempts.sessions[kind][0][0]) * 2 - 1
+    rows = {f"{kind} session": torch.from_numpy(attempts.sessions[kind][0][0]) * 2 - 1
+            for kind in ("live", "digital replay")}
+    rows["one frame per attempt"] = torch.from_numpy(np.stack([f[0] for f in attempts.frames.values()])) * 2 - 1
     return labelled_grid(rows, path, scale=2, label_width=200)
 
 
