@@ -88,7 +88,8 @@ def _check_targets(features: torch.Tensor, labels: torch.Tensor | None, classes:
     missing = [c for c in classes if not bool((labels == c).any())]
     if missing:
         names = ", ".join("live" if c == 1 else "spoof" for c in missing)
-        raise AdaptationError(f"no target sample of class {names}; give a few of each class (or use one_class).")
+        raise AdaptationError(f"no target sample of class {names}; give a few of each class, or adapt from live "
+                              "samples alone (OTPrototypes(one_class=True), CLI --adaptor ot-one-class).")
 
 
 @dataclass
