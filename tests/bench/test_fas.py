@@ -23,11 +23,14 @@ def test_the_bench_writes_every_adaptor_per_domain_and_the_held_out_faces(tiny, 
     assert {"no adaptation", "T3A", "linear mixup", "OT geodesic mixup", "OT prototype shift (training-free)",
             "TENT (updates the model's norms)"} <= adaptors
     assert all(r["domains"] == 4 for r in result["averages"])
+    assert {r["domain"] for r in result["attack_rows"]} == {"print", "replay", "mask"}
+    assert all(r["domains"] == 3 for r in result["attack_averages"])
     assert {(r["face"], r["kind"]) for r in result["held_out"]} == {
         (f, k) for f in ("astronaut", "grace_hopper") for k in ("live", "print", "replay", "mask")}
     paths = write_fas_report(result, tmp_path, "effigy bench fas")
     assert json.loads(paths["json"].read_text())["benchmark"] == "fas"
-    assert "Held-out real faces" in paths["markdown"].read_text() and paths["picture"].stat().st_size > 0
+    markdown = paths["markdown"].read_text()
+    assert "Held-out real faces" in markdown and "Leave-one-attack-out" in markdown and paths["picture"].stat().st_size > 0
 
 
 def test_averages_and_changes_are_computed_per_adaptor():

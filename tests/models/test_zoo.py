@@ -121,3 +121,6 @@ def test_shipped_face_model_tells_live_from_spoof_on_unseen_identities_and_held_
     for domain in config.domains:
         _, without = load_zoo_model(f"fas-protonet-without-{domain}")
         assert domain not in without.domains and len(without.domains) == 3
+    for attack in config.attacks:
+        _, without = load_zoo_model(f"fas-protonet-without-{attack}")
+        assert attack not in without.attacks and len(without.attacks) == 2 and len(without.domains) == 4

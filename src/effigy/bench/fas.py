@@ -1,5 +1,5 @@
-"""Face anti-spoofing under the leave-one-domain-out protocol, in one run: for each capture domain, the model
-trained without it, adapted by every adaptor (several seeded draws of 5 and 10 target samples per class) and
+"""Face anti-spoofing under the leave-one-domain-out protocol (and leave-one-attack-out), in one run: for each
+capture domain, the model trained without it, adapted by every adaptor (several seeded draws of 5 and 10 target samples per class) and
 by TENT, scored on the domain's test identities at the source threshold; the averages over domains; and the
 shipped model (all domains) on the held-out real faces (astronaut, grace_hopper) and their spoof renderings.
 """
@@ -13,6 +13,7 @@ import torch
 from effigy.bench.variants import RESULT_SCHEMA
 from effigy.detect.fas.adapt import SourceView
 from effigy.detect.fas.protocol import (
+    attack_data,
     domain_data,
     evaluate_adaptor,
     evaluate_tent,
@@ -24,7 +25,7 @@ from effigy.detect.fas.zoo import SHIPPED, without_domain
 from effigy.evaluate.measure import Progress, machine_facts, no_progress
 from effigy.evaluate.report import SettingsRecord
 from effigy.models.zoo import load_zoo_model
-from effigy.worlds.faces import DOMAINS, HELD_OUT_SHA256
+from effigy.worlds.faces import ATTACKS, DOMAINS, HELD_OUT_SHA256
 
 
 @dataclass
@@ -37,19 +38,28 @@ class FASBenchSettings(SettingsRecord):
 
 def lodo_rows(settings: FASBenchSettings, progress: Progress) -> list[dict]:
     """One row per (held-out domain, adaptor, shots)."""
+    return _protocol_rows(settings, progress, "leave-one-domain-out", DOMAINS, domain_data)
+
+
+def loao_rows(settings: FASBenchSettings, progress: Progress) -> list[dict]:
+    """One row per (held-out attack, adaptor, shots)."""
+    return _protocol_rows(settings, progress, "leave-one-attack-out", ATTACKS, attack_data)
+
+
+def _protocol_rows(settings: FASBenchSettings, progress: Progress, label: str, targets, data_for) -> list[dict]:
     rows = []
-    advance = progress("leave-one-domain-out", len(DOMAINS))
-    for domain in DOMAINS:
-        model, config = load_zoo_model(without_domain(domain))
-        data = domain_data(model, config, domain, settings.seed)
+    advance = progress(label, len(targets))
+    for target in targets:
+        model, config = load_zoo_model(without_domain(target))
+        data = data_for(model, config, target, settings.seed)
         source = SourceView(model.prototypes().detach(), config.scale)
         for adaptor in standard_adaptors():
             for shots in settings.shots if adaptor.uses_labels else (0,):
                 report = evaluate_adaptor(adaptor, source, data, shots, settings.draws, settings.seed)
-                rows.append({"domain": domain, "adaptor": adaptor.name, "shots": shots,
+                rows.append({"domain": target, "adaptor": adaptor.name, "shots": shots,
                              "touches_model": False, **report.to_dict()})
         if settings.tent:
-            rows.append({"domain": domain, "adaptor": "TENT (updates the model's norms)", "shots": 0,
+            rows.append({"domain": target, "adaptor": "TENT (updates the model's norms)", "shots": 0,
                          "touches_model": True, **evaluate_tent(model, data).to_dict()})
         advance()
     return rows
@@ -97,8 +107,10 @@ def run_fas_bench(settings: FASBenchSettings, progress: Progress = no_progress) 
         The result dict (settings, machine, rows, averages, held-out faces).
     """
     rows = lodo_rows(settings, progress)
+    attack_rows = loao_rows(settings, progress)
     advance = progress("held-out real faces", 1)
     held = held_out_faces(settings.seed)
     advance()
     return {"benchmark": "fas", "schema": RESULT_SCHEMA, "model": SHIPPED, "settings": settings.to_dict(),
-            "machine": machine_facts(), "rows": rows, "averages": average_over_domains(rows), "held_out": held}
+            "machine": machine_facts(), "rows": rows, "averages": average_over_domains(rows),
+            "attack_rows": attack_rows, "attack_averages": average_over_domains(attack_rows), "held_out": held}

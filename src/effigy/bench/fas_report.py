@@ -30,9 +30,15 @@ def render_markdown(result: dict, command: str) -> str:
             f"every other adaptor sees only features and prototypes. Seed {s['seed']}. "
             f"{machine_line(result['machine'])}\n\n![captures](" + PICTURE + ")\n\n"
             "## Averaged over the four held-out domains\n\n" + markdown_table(result["averages"], AVERAGE_COLUMNS)
+            + "\n\n## Leave-one-attack-out, averaged over the three held-out attacks\n\n"
+            "Each attack in turn is left out of training (`fas-protonet-without-<attack>`, every domain); the test "
+            "set is the test identities' live captures and that attack, in every domain; the pool the dev "
+            "identities'.\n\n" + markdown_table(result["attack_averages"], AVERAGE_COLUMNS)
             + "\n\n## Held-out real faces (shipped `fas-protonet`, all domains, at its source threshold)\n\n"
             + markdown_table(result["held_out"], HELD_OUT_COLUMNS)
-            + "\n\n## Per held-out domain\n\n" + markdown_table(result["rows"], DOMAIN_COLUMNS) + "\n")
+            + "\n\n## Per held-out domain\n\n" + markdown_table(result["rows"], DOMAIN_COLUMNS)
+            + "\n\n## Per held-out attack\n\n"
+            + markdown_table(result["attack_rows"], [("domain", "held-out attack")] + DOMAIN_COLUMNS[1:]) + "\n")
 
 
 def captures_picture(path: Path, seed: int = 0) -> Path:

@@ -191,9 +191,9 @@ def _load_fas(model: str):
     import effigy.detect.fas  # noqa: F401  (registers the models)
     from effigy.detect.fas.zoo import SHIPPED, without_domain
     from effigy.models.zoo import load_zoo_model
-    from effigy.worlds.faces import DOMAINS
+    from effigy.worlds.faces import ATTACKS, DOMAINS
 
-    check_choice(model, (SHIPPED, *(without_domain(d) for d in DOMAINS)), "--model")
+    check_choice(model, (SHIPPED, *(without_domain(d) for d in (*DOMAINS, *ATTACKS))), "--model")
     return load_zoo_model(model)
 
 

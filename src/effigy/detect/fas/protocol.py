@@ -62,10 +62,23 @@ def source_threshold(model: PrototypeFAS, config: FASConfig) -> float:
 
 def domain_data(model: PrototypeFAS, config: FASConfig, domain: str, seed: int = 0) -> DomainData:
     """Threshold, adaptation pool and test set of ``domain`` for ``model`` (trained without it)."""
-    pool = render("dev", [domain], live_per_identity=POOL_LIVE_PER_IDENTITY, spoofs_per_attack=POOL_SPOOFS_PER_ATTACK,
-                  seed=seed)
-    test = render("test", [domain], seed=seed)
-    return DomainData(domain, source_threshold(model, config), pool, embed(model, pool.images), test,
+    return _target_data(model, config, domain, [domain], ATTACKS, seed)
+
+
+def attack_data(model: PrototypeFAS, config: FASConfig, attack: str, seed: int = 0) -> DomainData:
+    """The leave-one-attack-out counterpart: live captures and ``attack`` (which ``model`` never saw) in every
+    domain; the pool from the dev identities, the test set from the test identities."""
+    from effigy.worlds.faces import DOMAINS
+
+    return _target_data(model, config, attack, list(DOMAINS), [attack], seed)
+
+
+def _target_data(model: PrototypeFAS, config: FASConfig, name: str, domains: list[str], attacks,
+                 seed: int) -> DomainData:
+    pool = render("dev", domains, attacks, live_per_identity=POOL_LIVE_PER_IDENTITY,
+                  spoofs_per_attack=POOL_SPOOFS_PER_ATTACK, seed=seed)
+    test = render("test", domains, attacks, seed=seed)
+    return DomainData(name, source_threshold(model, config), pool, embed(model, pool.images), test,
                       embed(model, test.images))
 
 
