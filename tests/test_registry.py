@@ -72,3 +72,16 @@ def test_nested_dataclasses_and_tuples_come_back_typed():
 
     again = config_from_dict(Outer, config_to_dict(Outer(Inner(3), ("a", "b"))))
     assert again == Outer(Inner(3), ("a", "b")) and isinstance(again.names, tuple)
+
+
+def test_a_long_registry_points_to_its_listing_and_close_names():
+    from effigy.errors import UnknownNameError
+    from effigy.registry import Registry
+
+    registry = Registry("thing", listing="effigy things list")
+    for i in range(40):
+        registry.register(f"model-number-{i:02d}", i)
+    with pytest.raises(UnknownNameError) as error:
+        registry.get("model-numbr-07")
+    message = str(error.value)
+    assert "`effigy things list` lists all 40" in message and "model-number-07" in message and len(message) < 200

@@ -25,9 +25,10 @@ class Registry(Generic[T]):
     True
     """
 
-    def __init__(self, kind: str, error: type[EffigyError] = UnknownNameError) -> None:
+    def __init__(self, kind: str, error: type[EffigyError] = UnknownNameError, listing: str | None = None) -> None:
         self.kind = kind
         self._error = error
+        self._listing = listing  # where a user sees every name, when there are too many for one line
         self._entries: dict[str, T] = {}
 
     def register(self, name: str, entry: T) -> T:
@@ -42,7 +43,17 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise self._error(f"unknown {self.kind} {name!r}: choose one of {', '.join(self._entries)}.") from None
+            raise self._error(f"unknown {self.kind} {name!r}: {self._choices(name)}.") from None
+
+    def _choices(self, name: str) -> str:
+        listed = ", ".join(self._entries)
+        if self._listing is None or len(listed) <= 160:
+            return f"choose one of {listed}"
+        import difflib
+
+        close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        return f"{hint}`{self._listing}` lists all {len(self._entries)}"
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)

@@ -123,7 +123,7 @@ _ENTRIES = (
         torch.float32,
     ),
 )
-ZOO: Registry[ZooEntry] = Registry("zoo model", CheckpointError)
+ZOO: Registry[ZooEntry] = Registry("zoo model", CheckpointError, listing="effigy zoo list")
 for _entry in _ENTRIES:
     ZOO.register(_entry.name, _entry)
 
