@@ -13,53 +13,29 @@ from pathlib import Path
 import numpy as np
 
 import effigy.detect.fas  # noqa: F401  (registers the face models)
-from effigy.bench.fas import average_over_domains
-from effigy.detect.fas.adapt import T3A, GeodesicMixup, NoAdaptation, OTPrototypes, SourceView
-from effigy.detect.fas.protocol import domain_data, evaluate_adaptor, evaluate_tent, held_out_captures, source_threshold
+from effigy.bench.fas import FASBenchSettings, average_over_domains, held_out_faces, protocol_rows
+from effigy.detect.fas.adapt import T3A, GeodesicMixup, NoAdaptation, OTPrototypes
+from effigy.detect.fas.protocol import domain_data
 from effigy.detect.fas.zoo import SHIPPED, without_domain
 from effigy.evaluate.measure import machine_facts
 from effigy.evaluate.report import machine_line, markdown_table
 from effigy.models.zoo import load_zoo_model, train_zoo_model
-from effigy.worlds.faces import DOMAINS, HELD_OUT_SHA256
+from effigy.worlds.faces import DOMAINS
 
 OUT = Path("benchmarks/results/checks")
 ADAPTORS = (NoAdaptation(), T3A(), OTPrototypes(), GeodesicMixup())
 
 
 def lodo_rows(folder: Path) -> list[dict]:
-    rows = []
     for domain in DOMAINS:
-        name = without_domain(domain)
-        train_zoo_model(name, folder, camera_jitter=True)
-        model, config = load_zoo_model(name, folder)
-        data = domain_data(model, config, domain)
-        source = SourceView(model.prototypes().detach(), config.scale)
-        for adaptor in ADAPTORS:
-            for shots in (5, 10) if adaptor.uses_labels else (0,):
-                report = evaluate_adaptor(adaptor, source, data, shots, 10)
-                rows.append({"domain": domain, "adaptor": adaptor.name, "shots": shots, "touches_model": False,
-                             **report.to_dict()})
-        rows.append({"domain": domain, "adaptor": "TENT (updates the model's norms)", "shots": 0,
-                     "touches_model": True, **evaluate_tent(model, data).to_dict()})
-        print(domain, "done", flush=True)
-    return rows
+        train_zoo_model(without_domain(domain), folder, camera_jitter=True)
+    return protocol_rows(FASBenchSettings(), DOMAINS, domain_data, load=lambda name: load_zoo_model(name, folder),
+                         adaptors=list(ADAPTORS))
 
 
 def held_out_rows(folder: Path) -> list[dict]:
-    import torch
-
     train_zoo_model(SHIPPED, folder, camera_jitter=True)
-    model, config = load_zoo_model(SHIPPED, folder)
-    threshold = source_threshold(model, config)
-    rows = []
-    for name in HELD_OUT_SHA256:
-        captures = held_out_captures(name)
-        with torch.no_grad():
-            scores = model(torch.from_numpy(captures.images)).numpy()
-        for kind in dict.fromkeys(captures.kind):
-            accepted = float((scores[captures.kind == kind] >= threshold).mean())
-            rows.append({"face": name, "kind": kind, "accepted_as_live": accepted})
-    return rows
+    return held_out_faces(*load_zoo_model(SHIPPED, folder))
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ import torch
 
 from effigy.bench.variants import RESULT_SCHEMA
 from effigy.detect.fas.adapt import SourceView
+from effigy.detect.fas.model import FASConfig, PrototypeFAS
 from effigy.detect.fas.protocol import (
     attack_data,
     domain_data,
@@ -38,22 +39,26 @@ class FASBenchSettings(SettingsRecord):
 
 def lodo_rows(settings: FASBenchSettings, progress: Progress) -> list[dict]:
     """One row per (held-out domain, adaptor, shots)."""
-    return _protocol_rows(settings, progress, "leave-one-domain-out", DOMAINS, domain_data)
+    return protocol_rows(settings, DOMAINS, domain_data, progress=progress, label="leave-one-domain-out")
 
 
 def loao_rows(settings: FASBenchSettings, progress: Progress) -> list[dict]:
     """One row per (held-out attack, adaptor, shots)."""
-    return _protocol_rows(settings, progress, "leave-one-attack-out", ATTACKS, attack_data)
+    return protocol_rows(settings, ATTACKS, attack_data, progress=progress, label="leave-one-attack-out")
 
 
-def _protocol_rows(settings: FASBenchSettings, progress: Progress, label: str, targets, data_for) -> list[dict]:
+def protocol_rows(settings: FASBenchSettings, targets, data_for, load=None, adaptors=None,
+                  progress: Progress = no_progress, label: str = "targets") -> list[dict]:
+    """One row per (held-out target, adaptor, shots): the model trained without each target (``load``, by
+    zoo name; the shipped zoo by default), its ``data_for`` the target, every adaptor (the standard ones by
+    default), and TENT when ``settings.tent``."""
     rows = []
     advance = progress(label, len(targets))
     for target in targets:
-        model, config = load_zoo_model(without_domain(target))
+        model, config = (load or load_zoo_model)(without_domain(target))
         data = data_for(model, config, target, settings.seed)
         source = SourceView(model.prototypes().detach(), config.scale)
-        for adaptor in standard_adaptors():
+        for adaptor in adaptors or standard_adaptors():
             for shots in settings.shots if adaptor.uses_labels else (0,):
                 report = evaluate_adaptor(adaptor, source, data, shots, settings.draws, settings.seed)
                 rows.append({"domain": target, "adaptor": adaptor.name, "shots": shots,
@@ -81,10 +86,9 @@ def average_over_domains(rows: list[dict]) -> list[dict]:
     return out
 
 
-def held_out_faces(seed: int = 0) -> list[dict]:
-    """The shipped model on the held-out real faces: share of live captures accepted, share of each attack's
-    renderings rejected, at its source threshold."""
-    model, config = load_zoo_model(SHIPPED)
+def held_out_faces(model: PrototypeFAS, config: FASConfig, seed: int = 0) -> list[dict]:
+    """A model (the shipped one, in the bench) on the held-out real faces: share of live captures accepted,
+    share of each attack's renderings rejected, at its source threshold."""
     threshold = source_threshold(model, config)
     rows = []
     for name in HELD_OUT_SHA256:
@@ -109,7 +113,7 @@ def run_fas_bench(settings: FASBenchSettings, progress: Progress = no_progress) 
     rows = lodo_rows(settings, progress)
     attack_rows = loao_rows(settings, progress)
     advance = progress("held-out real faces", 1)
-    held = held_out_faces(settings.seed)
+    held = held_out_faces(*load_zoo_model(SHIPPED), settings.seed)
     advance()
     return {"benchmark": "fas", "schema": RESULT_SCHEMA, "model": SHIPPED, "settings": settings.to_dict(),
             "machine": machine_facts(), "rows": rows, "averages": average_over_domains(rows),

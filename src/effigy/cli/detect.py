@@ -161,7 +161,7 @@ def _adapt_own_crops(model: str, adaptor: str, live: Optional[Path], spoof: Opti
     loaded, config = _load_fas(model)
     features = embed(loaded, images)
     source = SourceView(loaded.prototypes().detach(), config.scale)
-    keep = np.flatnonzero(flags) if getattr(chosen, "one_class", False) else np.arange(len(flags))
+    keep = np.flatnonzero(flags) if chosen.one_class else np.arange(len(flags))
     labels = torch.from_numpy(flags[keep].astype(np.int64)) if chosen.uses_labels else None
     prototypes = chosen.adapted_prototypes(source, features[keep], labels)
     paths = save_adapted(save, prototypes, {"model": model, "model_sha256": read_manifest()[model]["sha256"],

@@ -298,20 +298,37 @@ def mask_attack(live: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 ATTACK_RENDERERS = {"print": print_attack, "replay": replay_attack, "mask": mask_attack}
 
 
+def to_pil(image: np.ndarray):
+    """A PIL RGB image of ``image`` [3, H, W] in [0, 1] (clipped, 8 bits)."""
+    from PIL import Image
+
+    return Image.fromarray((np.clip(image, 0, 1).transpose(1, 2, 0) * 255).astype(np.uint8))
+
+
+def from_pil(pil) -> np.ndarray:
+    """[3, H, W] float32 in [0, 1] of a PIL image (as RGB)."""
+    return (np.asarray(pil.convert("RGB"), dtype=np.float32) / 255.0).transpose(2, 0, 1).copy()
+
+
+def jpeg(pil, quality: int):
+    """``pil`` stored as JPEG at ``quality`` and read back (RGB)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    pil.save(buffer, "JPEG", quality=quality)
+    return Image.open(buffer).convert("RGB")
+
+
 def capture(image: np.ndarray, domain: CaptureDomain, rng: np.random.Generator) -> np.ndarray:
     """The camera of ``domain`` recording ``image`` [3, SIZE, SIZE]: resolution, blur, white balance, noise,
     JPEG, back to ``SIZE``."""
     from PIL import Image
 
-    pil = Image.fromarray((np.clip(image, 0, 1).transpose(1, 2, 0) * 255).astype(np.uint8))
-    sensor = np.asarray(pil.resize((domain.resolution,) * 2, Image.BILINEAR), dtype=np.float32) / 255.0
-    sensor = ndimage.gaussian_filter(sensor, (domain.blur, domain.blur, 0))
+    sensor = np.asarray(to_pil(image).resize((domain.resolution,) * 2, Image.BILINEAR), dtype=np.float32) / 255.0
+    sensor = ndimage.gaussian_filter(sensor, (domain.blur, domain.blur, 0))  # [h, w, 3]: the noise's layout
     sensor = sensor * np.asarray(domain.white_balance, dtype=np.float32)
     sensor = sensor + rng.normal(0, domain.noise, sensor.shape)
-    buffer = io.BytesIO()
-    Image.fromarray((np.clip(sensor, 0, 1) * 255).astype(np.uint8)).save(buffer, "JPEG", quality=domain.jpeg)
-    stored = Image.open(buffer).convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
-    return (np.asarray(stored, dtype=np.float32) / 255.0).transpose(2, 0, 1).copy()
+    return from_pil(jpeg(to_pil(sensor.transpose(2, 0, 1)), domain.jpeg).resize((SIZE, SIZE), Image.BILINEAR))
 
 
 def render_capture(face: np.ndarray, identity: int, kind: str, domain: str, seed: int) -> np.ndarray:
@@ -343,16 +360,24 @@ def render(split: str, domains: Sequence[str] = tuple(DOMAINS), attacks: Sequenc
     for attack in attacks:
         if attack not in ATTACKS:
             raise WorldError(f"unknown attack {attack!r}; use one of {', '.join(ATTACKS)}.")
-    faces = real_faces()
-    plan = [(identity, domain, kind, index)
-            for identity in split_identities(split) for domain in domains
+    crops = [(int(i), real_faces()[i]) for i in split_identities(split)]
+    return render_faces(crops, domains, attacks, live_per_identity, spoofs_per_attack, seed)
+
+
+def render_faces(crops: Sequence[tuple[int, np.ndarray]], domains: Sequence[str], attacks: Sequence[str],
+                 live_per_identity: int, spoofs_per_attack: int, seed: int) -> FaceImages:
+    """Every capture of the given (identity key, 25x25 crop) pairs, in :func:`render`'s order and seeds (the
+    held-out faces go through here with keys of their own)."""
+    plan = [(identity, face, domain, kind, index)
+            for identity, face in crops for domain in domains
             for kind, count in (("live", live_per_identity), *((a, spoofs_per_attack) for a in attacks))
             for index in range(count)]
-    images = np.stack([render_capture(faces[i], int(i), kind, domain, seed * 1000 + index)
-                       for i, domain, kind, index in plan]) if plan else np.zeros((0, 3, SIZE, SIZE), np.float32)
-    kinds = np.array([k for _, _, k, _ in plan], dtype=object)
-    return FaceImages(images, kinds == "live", kinds, np.array([d for _, d, _, _ in plan], dtype=object),
-                      np.array([i for i, _, _, _ in plan], dtype=np.int64))
+    images = np.stack([render_capture(face, identity, kind, domain, seed * 1000 + index)
+                       for identity, face, domain, kind, index in plan]) if plan else np.zeros((0, 3, SIZE, SIZE),
+                                                                                             np.float32)
+    kinds = np.array([p[3] for p in plan], dtype=object)
+    return FaceImages(images, kinds == "live", kinds, np.array([p[2] for p in plan], dtype=object),
+                      np.array([p[0] for p in plan], dtype=np.int64))
 
 
 def read_face_image(path: Path) -> np.ndarray:
@@ -368,7 +393,6 @@ def read_face_image(path: Path) -> np.ndarray:
         raise WorldError(f"{path} is not a file; give face crops as image files (PNG, JPEG).")
     try:
         with Image.open(path) as image:
-            rgb = image.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
+            return from_pil(image.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR))
     except (UnidentifiedImageError, OSError) as error:
         raise WorldError(f"{path} is not a readable image ({type(error).__name__}); give PNG or JPEG face crops.") from None
-    return (np.asarray(rgb, dtype=np.float32) / 255.0).transpose(2, 0, 1).copy()

@@ -52,6 +52,7 @@ class SourceView:
 class Adaptor(Protocol):
     name: str
     uses_labels: bool
+    one_class: bool  # its labelled samples are live ones only
 
     def adapted_prototypes(self, source: SourceView, features: torch.Tensor,
                            labels: torch.Tensor | None) -> torch.Tensor: ...
@@ -62,6 +63,8 @@ class Adaptor(Protocol):
 class PrototypeAdaptor:
     """What every adaptor here shares: it ends in new class prototypes [classes, centres, D] (what a client
     stores and scores with), and its scorer is the base model's rule over them."""
+
+    one_class = False  # OTPrototypes makes it a field
 
     def adapted_prototypes(self, source: SourceView, features: torch.Tensor,
                            labels: torch.Tensor | None) -> torch.Tensor:

@@ -28,7 +28,16 @@ from effigy.detect.fas.model import FASConfig, PrototypeFAS, embed, live_probabi
 from effigy.detect.fas.tent import tent
 from effigy.errors import AdaptationError
 from effigy.metrics.detection import DetectionReport, detection_report, eer_threshold
-from effigy.worlds.faces import ATTACKS, FaceImages, render, split_identities
+from effigy.worlds.faces import (
+    ATTACKS,
+    DOMAINS,
+    HELD_OUT_SHA256,
+    FaceImages,
+    held_out_face,
+    render,
+    render_faces,
+    split_identities,
+)
 
 POOL_LIVE_PER_IDENTITY, POOL_SPOOFS_PER_ATTACK = 3, 1  # the adaptation pool's captures per dev identity
 
@@ -68,8 +77,6 @@ def domain_data(model: PrototypeFAS, config: FASConfig, domain: str, seed: int =
 def attack_data(model: PrototypeFAS, config: FASConfig, attack: str, seed: int = 0) -> DomainData:
     """The leave-one-attack-out counterpart: live captures and ``attack`` (which ``model`` never saw) in every
     domain; the pool from the dev identities, the test set from the test identities."""
-    from effigy.worlds.faces import DOMAINS
-
     return _target_data(model, config, attack, list(DOMAINS), [attack], seed)
 
 
@@ -115,7 +122,7 @@ def evaluate_adaptor(adaptor: Adaptor, source: SourceView, data: DomainData, sho
     reports = []
     for _ in range(draws if adaptor.uses_labels else 1):
         if adaptor.uses_labels:
-            rows = draw_shots(data.pool.live, shots, generator, getattr(adaptor, "one_class", False))
+            rows = draw_shots(data.pool.live, shots, generator, adaptor.one_class)
             labels = torch.from_numpy(data.pool.live[rows].astype(np.int64))
             scorer = adaptor.fit(source, data.pool_features[rows], labels)
         else:
@@ -140,13 +147,5 @@ def mean_report(reports: list[DetectionReport]) -> DetectionReport:
 def held_out_captures(name: str, live: int = 4, seed: int = 0) -> FaceImages:
     """Captures of a held-out real face (``astronaut``, ``grace_hopper``) in every domain: ``live`` live ones
     and one of each attack per domain (identity keys from 1000 up, away from ``lfw_subset``'s)."""
-    from effigy.worlds.faces import ATTACKS, DOMAINS, HELD_OUT_SHA256, held_out_face, render_capture
-
-    face = held_out_face(name)
     identity = 1000 + list(HELD_OUT_SHA256).index(name)
-    plan = [(domain, kind, index) for domain in DOMAINS
-            for kind, count in (("live", live), *((a, 1) for a in ATTACKS)) for index in range(count)]
-    images = np.stack([render_capture(face, identity, kind, domain, seed * 1000 + index) for domain, kind, index in plan])
-    kinds = np.array([k for _, k, _ in plan], dtype=object)
-    return FaceImages(images, kinds == "live", kinds, np.array([d for d, _, _ in plan], dtype=object),
-                      np.full(len(plan), identity))
+    return render_faces([(identity, held_out_face(name))], DOMAINS, ATTACKS, live, 1, seed)

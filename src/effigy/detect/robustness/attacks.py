@@ -15,8 +15,6 @@ challenge-response (``effigy.detect.robustness.liveness``).
 """
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
 from scipy import ndimage
@@ -24,7 +22,7 @@ from torch import nn
 
 from effigy.detect.fas.model import PrototypeFAS, class_similarity
 from effigy.errors import AdaptationError
-from effigy.worlds.faces import SIZE, live_face
+from effigy.worlds.faces import SIZE, from_pil, jpeg, live_face, to_pil
 
 TAXONOMY = {
     "presentation": ("print", "replay", "mask"),
@@ -74,12 +72,7 @@ def adversarial(model: PrototypeFAS, images: np.ndarray, method: str = "pgd", ep
 
 def inject(image: np.ndarray, quality: int = INJECTION_JPEG) -> np.ndarray:
     """A frame fed into the stream by a virtual camera: encoded once, no sensor, optics or noise."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray((np.clip(image, 0, 1).transpose(1, 2, 0) * 255).astype(np.uint8)).save(buffer, "JPEG",
-                                                                                           quality=quality)
-    return (np.asarray(Image.open(buffer).convert("RGB"), dtype=np.float32) / 255.0).transpose(2, 0, 1).copy()
+    return from_pil(jpeg(to_pil(image), quality))
 
 
 def face_swap(target: np.ndarray, source: np.ndarray, identity: int, rng: np.random.Generator) -> np.ndarray:
@@ -105,9 +98,5 @@ def digital_replay(recorded: np.ndarray, rng: np.random.Generator) -> np.ndarray
     from PIL import Image
 
     scale = int(SIZE * rng.uniform(0.7, 0.9))
-    pil = Image.fromarray((np.clip(recorded, 0, 1).transpose(1, 2, 0) * 255).astype(np.uint8))
-    pil = pil.resize((scale, scale), Image.BILINEAR)
-    buffer = io.BytesIO()
-    pil.save(buffer, "JPEG", quality=int(rng.integers(60, 80)))
-    restored = Image.open(buffer).convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
-    return (np.asarray(restored, dtype=np.float32) / 255.0).transpose(2, 0, 1).copy()
+    stored = jpeg(to_pil(recorded).resize((scale, scale), Image.BILINEAR), int(rng.integers(60, 80)))
+    return from_pil(stored.resize((SIZE, SIZE), Image.BILINEAR))

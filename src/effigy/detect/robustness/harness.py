@@ -137,7 +137,7 @@ def passive_scorers(model: PrototypeFAS, adaptors: list[Adaptor], settings: Harn
         if not adaptor.uses_labels:
             scorers[adaptor.name] = adaptor.fit(source, features, None)
             continue
-        chosen = rows[pool.live[rows]] if getattr(adaptor, "one_class", False) else rows
+        chosen = rows[pool.live[rows]] if adaptor.one_class else rows
         labels = torch.from_numpy(pool.live[chosen].astype(np.int64))
         scorers[adaptor.name] = adaptor.fit(source, features[chosen], labels)
     return scorers
@@ -152,11 +152,10 @@ def run_harness(model: PrototypeFAS, adaptors: list[Adaptor], settings: HarnessS
     threshold = source_threshold(model, model.config)
     attempts = build_attempts(model, settings)
     verifier = calibrate_verifier(settings)
-    passive = []
-    for name, scorer in passive_scorers(model, adaptors, settings).items():
-        for kind, frames in attempts.frames.items():
-            scores = scorer(embed(model, np.stack(frames))).numpy()
-            passive.append(_rate_row(name, kind, scores >= threshold))
+    features = {kind: embed(model, np.stack(frames)) for kind, frames in attempts.frames.items()}
+    passive = [_rate_row(name, kind, scorer(kind_features).numpy() >= threshold)
+               for name, scorer in passive_scorers(model, adaptors, settings).items()
+               for kind, kind_features in features.items()]
     active = [_rate_row("challenge-response verifier", kind, np.array([verifier.accepts(f, c) for f, c in sessions]))
               for kind, sessions in attempts.sessions.items()]
     return {"passive": passive, "active": active, "threshold": threshold, "verifier": verifier.__dict__}

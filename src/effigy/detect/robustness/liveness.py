@@ -17,7 +17,6 @@ set on live sessions of the development identities alone (see :meth:`Verifier.ca
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -103,9 +102,6 @@ class Verifier:
                       for frames, challenge in live for _ in range(4)]
         low = np.quantile(measured, bpcer, axis=0)
         return cls(float(np.quantile(unanswered, 1 - false_accept)), 0.5 * float(low[1]), 0.5 * (1 + float(low[2])))
-
-
-SessionMaker = Callable[[np.ndarray, int, np.ndarray, str, np.random.Generator], np.ndarray]
 
 
 def live_session(face: np.ndarray, identity: int, challenge: np.ndarray, domain: str,
