@@ -345,8 +345,8 @@ def test_detect_fas_adapts_to_your_own_crops_and_scores_with_them(monkeypatch, c
     assert rows["live"]["count"] == 4 and rows["attack"]["count"] == 8
     assert rows["live"]["after"] - rows["attack"]["after"] > rows["live"]["before"] - rows["attack"]["before"]
     code, out, _ = run_cli(monkeypatch, capsys, "detect", "fas", "score", str(tmp_path / "live" / f"live{identities[0]}.png"),
-                           "--model", model, "--prototypes", str(tmp_path / "mine.safetensors"), "--json")
+                           "--model", model, "--adapted", str(tmp_path / "mine.safetensors"), "--json")
     assert code == 0 and 0 <= json.loads(out)["rows"][0]["p_live"] <= 1
     code, _, err = run_cli(monkeypatch, capsys, "detect", "fas", "score", str(tmp_path / "live" / f"live{identities[0]}.png"),
-                           "--prototypes", str(tmp_path / "mine.safetensors"))
+                           "--adapted", str(tmp_path / "mine.safetensors"))
     assert code == 2 and model in err

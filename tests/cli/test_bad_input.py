@@ -111,7 +111,7 @@ def _cases(tmp):
         (["detect", "fas", "adapt", "--live", str(tmp / "none"), "--save", str(tmp / "p.safetensors")], "not a folder"),
         (["detect", "fas", "adapt", "--live", str(tmp)], "--save"),
         (["detect", "fas", "adapt", "--spoof", str(tmp), "--save", str(tmp / "p.safetensors")], "--live"),
-        (["detect", "fas", "score", str(binary), "--prototypes", str(tmp / "none.safetensors")], "not a readable image"),
+        (["detect", "fas", "score", str(binary), "--adapted", str(tmp / "none.safetensors")], "not a readable image"),
         (["bench", "fas", "--shots", "5,x"], "--shots"),
     ]
     for bad in NAN_INF:

@@ -73,14 +73,14 @@ def fas_eval(
 def fas_score(
     images: list[Path] = typer.Argument(..., help="Face crops (PNG, JPEG), resized to 64x64."),
     model: str = typer.Option("fas-protonet", help="fas-protonet or fas-protonet-without-DOMAIN."),
-    prototypes: Optional[Path] = typer.Option(None, help="Adapted prototypes from `adapt --save` to score with."),
+    adapted: Optional[Path] = typer.Option(None, help="An adapted head from `adapt --save` to score with."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """P(live) of each image and the decision at the model's source threshold (its development set's
-    equal-error threshold), with the model's prototypes or adapted ones."""
+    equal-error threshold), with the model's prototypes or an adapted head."""
     import numpy as np
 
-    from effigy.detect.fas.adapt import prototype_scorer
+    from effigy.detect.fas.adapt import ClientHead
     from effigy.detect.fas.client import load_adapted
     from effigy.detect.fas.model import embed
     from effigy.detect.fas.protocol import source_threshold
@@ -88,9 +88,10 @@ def fas_score(
 
     batch = np.stack([read_face_image(p) for p in images])  # every file checked before the model loads
     loaded, config = _load_fas(model)
-    chosen = loaded.prototypes().detach() if prototypes is None else load_adapted(prototypes, model, config.embed_dim)
+    head = (ClientHead(loaded.prototypes().detach(), config.scale) if adapted is None
+            else load_adapted(adapted, model, config.embed_dim))
     threshold = source_threshold(loaded, config)
-    scores = prototype_scorer(chosen, config.scale)(embed(loaded, batch)).numpy()
+    scores = head(embed(loaded, batch)).numpy()
     rows = [{"image": str(p), "p_live": float(s), "decision": "live" if s >= threshold else "attack"}
             for p, s in zip(images, scores)]
     if as_json:
@@ -108,8 +109,8 @@ def fas_adapt(
     shots: int = typer.Option(5, min=1, max=1000, help="World mode: labelled target samples per class."),
     live: Optional[Path] = typer.Option(None, help="Your camera's live face crops (a folder): adapt to them."),
     spoof: Optional[Path] = typer.Option(None, help="With --live: your camera's attack crops (a folder)."),
-    save: Optional[Path] = typer.Option(None, help="With --live: write the adapted prototypes here (.safetensors, "
-                                        "and a .json beside it); score with them by `score --prototypes`."),
+    save: Optional[Path] = typer.Option(None, help="With --live: write the adapted head here (.safetensors, "
+                                        "and a .json beside it); score with it by `score --adapted`."),
     seed: int = typer.Option(0, min=0, max=2**31 - 1),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -142,12 +143,12 @@ def fas_adapt(
 
 def _adapt_own_crops(model: str, adaptor: str, live: Optional[Path], spoof: Optional[Path], save: Optional[Path],
                      as_json: bool) -> None:
-    """Adapt to the user's own labelled crops and write the adapted prototypes."""
+    """Adapt to the user's own labelled crops and write the adapted head."""
     import numpy as np
     import torch
 
     from effigy.cli._common import writable_file
-    from effigy.detect.fas.adapt import SourceView, prototype_scorer
+    from effigy.detect.fas.adapt import ClientHead, SourceView
     from effigy.detect.fas.client import labelled_faces, save_adapted
     from effigy.detect.fas.model import embed
     from effigy.errors import AdaptationError
@@ -163,12 +164,12 @@ def _adapt_own_crops(model: str, adaptor: str, live: Optional[Path], spoof: Opti
     source = SourceView(loaded.prototypes().detach(), config.scale)
     keep = np.flatnonzero(flags) if chosen.one_class else np.arange(len(flags))
     labels = torch.from_numpy(flags[keep].astype(np.int64)) if chosen.uses_labels else None
-    prototypes = chosen.adapted_prototypes(source, features[keep], labels)
-    paths = save_adapted(save, prototypes, {"model": model, "model_sha256": read_manifest()[model]["sha256"],
-                                            "adaptor": adaptor, "scale": config.scale, "live_crops": int(flags.sum()),
-                                            "attack_crops": int((~flags).sum())})
-    before = prototype_scorer(source.prototypes, config.scale)(features).numpy()
-    after = prototype_scorer(prototypes, config.scale)(features).numpy()
+    head = chosen.fit(source, features[keep], labels)
+    paths = save_adapted(save, head, {"model": model, "model_sha256": read_manifest()[model]["sha256"],
+                                      "adaptor": adaptor, "live_crops": int(flags.sum()),
+                                      "attack_crops": int((~flags).sum())})
+    before = ClientHead(source.prototypes, config.scale)(features).numpy()
+    after = head(features).numpy()
     table = [{"crops": kind, "count": int(mask.sum()), "before": float(before[mask].mean()),
               "after": float(after[mask].mean())} for kind, mask in (("live", flags), ("attack", ~flags)) if mask.any()]
     if as_json:

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
+from effigy.detect.fas.adapt import ClientHead
 from effigy.detect.fas.client import labelled_faces, load_adapted, read_face_folder, save_adapted
 from effigy.errors import AdaptationError, CheckpointError, WorldError
 from effigy.worlds.faces import real_faces, render_capture
@@ -34,17 +36,24 @@ def test_labelled_faces_read_both_folders(tmp_path):
         read_face_folder(tmp_path / "broken")
 
 
-def test_adapted_prototypes_round_trip_and_refuse_another_model(tmp_path):
+def test_adapted_head_round_trip_and_refuse_another_model(tmp_path):
     prototypes = torch.nn.functional.normalize(torch.randn(2, 4, 16), dim=-1)
-    path, sidecar = save_adapted(tmp_path / "a.safetensors", prototypes, {"model": "fas-protonet"})
-    assert json.loads(sidecar.read_text())["format"] == "effigy-fas-prototypes"
-    torch.testing.assert_close(load_adapted(path, "fas-protonet", 16), prototypes)
+    head = ClientHead(prototypes, 16.0, 0.1 * torch.randn(16, 16), 0.1 * torch.randn(16))
+    path, sidecar = save_adapted(tmp_path / "a.safetensors", head, {"model": "fas-protonet"})
+    assert json.loads(sidecar.read_text())["format"] == "effigy-fas-head"
+    loaded = load_adapted(path, "fas-protonet", 16)
+    features = torch.nn.functional.normalize(torch.randn(5, 16), dim=1)
+    torch.testing.assert_close(loaded(features), head(features))
+    assert not torch.allclose(head(features), ClientHead(prototypes, 16.0)(features))  # the layer counts
     with pytest.raises(CheckpointError, match="not 'fas-protonet-without-kiosk'"):
         load_adapted(path, "fas-protonet-without-kiosk", 16)
     with pytest.raises(CheckpointError, match="32"):
         load_adapted(path, "fas-protonet", 32)
+    save_file({"prototypes": prototypes, "weight": torch.zeros(16, 16)}, str(path))  # a layer without its bias
+    with pytest.raises(CheckpointError, match="damaged feature layer"):
+        load_adapted(path, "fas-protonet", 16)
     path.write_bytes(b"\x80\x04garbage")  # a pickle is never opened
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         load_adapted(path, "fas-protonet", 16)
     with pytest.raises(CheckpointError, match="safetensors"):
-        save_adapted(tmp_path / "a.pt", prototypes, {"model": "fas-protonet"})
+        save_adapted(tmp_path / "a.pt", head, {"model": "fas-protonet"})

@@ -2,36 +2,36 @@
 https://arxiv.org/abs/2503.22984), and the baselines it is measured against.
 
 Each adaptor sees the base model only through a :class:`SourceView`: unit features of the client's images
-and the source prototypes. It returns a :class:`Scorer`, a function from target features to P(live). The
-base model's parameters are neither read nor changed (TENT, the one baseline that updates them, lives in
-``effigy.detect.fas.tent`` and says so).
+and the source prototypes. It returns a :class:`ClientHead`, what the client keeps and scores with: class
+prototypes and, for the lightweight adaptors, a small residual layer on the features (the paper's
+customisable client layer). The base model's parameters are neither read nor changed (TENT, the one
+baseline that updates them, lives in ``effigy.detect.fas.tent`` and says so).
 
 - ``OTPrototypes`` (training-free): an optimal-transport plan between the source prototypes and a few
   labelled target samples (class-restricted cosine cost, exact or entropic or Laplacian, POT's ``ot.da``)
   shifts each class's prototypes by the class's mean barycentric displacement.
 - ``OTPrototypes(one_class=True)``: only live target samples; every prototype follows the live class's shift.
 - ``GeodesicMixup`` (lightweight): features sampled on the sphere's geodesics between source prototypes and
-  the target features the plan pairs them with train a small cosine classifier.
+  the target features the plan pairs them with, with the target samples, train the residual layer under the
+  source prototypes.
 - Baselines: ``NoAdaptation``, ``T3A`` (prototypes replaced by centroids of confidently pseudo-labelled
   target features, no labels), ``LinearMixup`` (classic mixup: random prototype / target pairs, straight
-  lines, mixed labels).
+  lines, mixed labels, the same layer and training).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from effigy.detect.fas.model import live_probability
+from effigy.detect.fas.model import class_similarity, live_probability
 from effigy.errors import AdaptationError
 
 log = logging.getLogger(__name__)
-
-Scorer = Callable[[torch.Tensor], torch.Tensor]  # [N, D] unit features -> [N] P(live)
 
 
 @dataclass(frozen=True)
@@ -49,20 +49,47 @@ class SourceView:
                 np.repeat(np.arange(classes), centres))
 
 
+@dataclass(frozen=True)
+class ClientHead:
+    """What a client keeps after adapting and scores with: class prototypes [classes, centres, D], the logit
+    scale, and an optional residual layer (``weight`` [D, D], ``bias`` [D]) applied to each unit feature
+    before the base model's rule (nearest prototype of each class, softmax). The prototype adaptors leave the
+    layer out; the mixup adaptors keep the source prototypes and learn the layer, so the source's
+    calibration, and with it the source threshold, keeps its meaning."""
+
+    prototypes: torch.Tensor
+    scale: float
+    weight: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        """[N] P(live) of unit features [N, D]."""
+        prototypes = F.normalize(self.prototypes.detach().float(), dim=-1)
+        return live_probability(self.transform(features), prototypes, self.scale)
+
+    def transform(self, features: torch.Tensor) -> torch.Tensor:
+        """The residual layer on unit features, back onto the sphere (identity without a layer)."""
+        if self.weight is None:
+            return features
+        return F.normalize(features + features @ self.weight + self.bias, dim=1)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Its tensors by name, as a checkpoint holds them."""
+        named = {"prototypes": self.prototypes, "weight": self.weight, "bias": self.bias}
+        return {k: v.detach().float().contiguous() for k, v in named.items() if v is not None}
+
+
 class Adaptor(Protocol):
     name: str
     uses_labels: bool
     one_class: bool  # its labelled samples are live ones only
 
-    def adapted_prototypes(self, source: SourceView, features: torch.Tensor,
-                           labels: torch.Tensor | None) -> torch.Tensor: ...
-
-    def fit(self, source: SourceView, features: torch.Tensor, labels: torch.Tensor | None) -> Scorer: ...
+    def fit(self, source: SourceView, features: torch.Tensor, labels: torch.Tensor | None) -> ClientHead: ...
 
 
 class PrototypeAdaptor:
-    """What every adaptor here shares: it ends in new class prototypes [classes, centres, D] (what a client
-    stores and scores with), and its scorer is the base model's rule over them."""
+    """What the prototype adaptors share: they end in new class prototypes [classes, centres, D], scored by
+    the base model's rule."""
 
     one_class = False  # OTPrototypes makes it a field
 
@@ -70,15 +97,9 @@ class PrototypeAdaptor:
                            labels: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def fit(self, source: SourceView, features: torch.Tensor, labels: torch.Tensor | None) -> Scorer:
-        """The adapted scorer: target features [N, D] -> P(live) [N]."""
-        return prototype_scorer(self.adapted_prototypes(source, features, labels), source.scale)
-
-
-def prototype_scorer(prototypes: torch.Tensor, scale: float) -> Scorer:
-    """P(live) of unit features by their nearest prototype of each class (the base model's own rule)."""
-    fixed = F.normalize(prototypes.detach().float(), dim=-1)
-    return lambda features: live_probability(features, fixed, scale)
+    def fit(self, source: SourceView, features: torch.Tensor, labels: torch.Tensor | None) -> ClientHead:
+        """The adapted head: target features [N, D] -> P(live) [N]."""
+        return ClientHead(self.adapted_prototypes(source, features, labels), source.scale)
 
 
 def _check_targets(features: torch.Tensor, labels: torch.Tensor | None, classes: tuple[int, ...]) -> None:
@@ -199,17 +220,23 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class _MixupClassifier(PrototypeAdaptor):
-    """Shared by the mixup adaptors: a cosine classifier (prototypes initialised from the source) trained on
-    the target samples plus ``samples`` synthetic ones. ``pairs`` picks (prototype row, target row) pairs;
-    ``mix`` makes the synthetic features and their soft labels (P(live))."""
+class _MixupAdaptor:
+    """Shared by the mixup adaptors: a residual layer on the features (zero at the start, so the base model's
+    scores) trained, under the fixed source prototypes and a cosine margin, on the target samples plus
+    ``samples`` synthetic ones. ``pairs`` picks (prototype row, target row) pairs; ``mix`` makes the
+    synthetic features and their soft labels (P(live)) at fractions ``t`` drawn from [``nearest``, 1] of the
+    way from the prototype to the target sample (synthetic points nearer the target than the source)."""
 
     name: str
-    samples: int = 512
+    samples: int = 256
+    nearest: float = 0.5
     steps: int = 200
-    learning_rate: float = 0.05
+    learning_rate: float = 0.01
+    weight_decay: float = 1e-3
+    margin: float = 0.1
     seed: int = 0
     uses_labels: bool = True
+    one_class: bool = False
 
     def pairs(self, source: SourceView, xt: np.ndarray, yt: np.ndarray, generator: np.random.Generator
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -219,39 +246,46 @@ class _MixupClassifier(PrototypeAdaptor):
             t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def adapted_prototypes(self, source: SourceView, features: torch.Tensor,
-                           labels: torch.Tensor | None) -> torch.Tensor:
+    def fit(self, source: SourceView, features: torch.Tensor, labels: torch.Tensor | None) -> ClientHead:
+        """The head: source prototypes and the residual layer trained on target and synthetic features."""
         if labels is None:
             raise AdaptationError(f"{self.name} needs labelled target samples (a few per class).")
         _check_targets(features, labels, (0, 1))
         generator = np.random.default_rng(self.seed)
         xs, ys = source.prototype_rows()
         rows_s, rows_t = self.pairs(source, features.double().numpy(), labels.long().numpy(), generator)
-        t = torch.from_numpy(generator.uniform(0, 1, len(rows_s))).float()
+        t = torch.from_numpy(generator.uniform(self.nearest, 1, len(rows_s))).float()
         mixed, soft = self.mix(torch.from_numpy(xs[rows_s]).float(), torch.from_numpy(ys[rows_s]).float(),
                                features[rows_t].float(), labels[rows_t].float(), t)
-        inputs = torch.cat([F.normalize(mixed, dim=1), features.float()])
-        targets = torch.cat([soft, labels.float()])
-        return self._train(source, inputs, targets)
+        inputs = torch.cat([features.float(), F.normalize(mixed, dim=1)])
+        live_share = torch.cat([labels.float(), soft])
+        weight, bias = self._train(source, inputs, live_share)
+        return ClientHead(source.prototypes, source.scale, weight, bias)
 
-    def _train(self, source: SourceView, inputs: torch.Tensor, live_share: torch.Tensor) -> torch.Tensor:
-        weight = source.prototypes.detach().clone().float().requires_grad_(True)
-        optimizer = torch.optim.SGD([weight], lr=self.learning_rate, momentum=0.9)
+    def _train(self, source: SourceView, inputs: torch.Tensor, live_share: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        dim = inputs.shape[1]
+        weight = torch.zeros(dim, dim, requires_grad=True)
+        bias = torch.zeros(dim, requires_grad=True)
+        prototypes = F.normalize(source.prototypes.detach().float(), dim=-1)
         targets = torch.stack([1 - live_share, live_share], dim=1)
+        optimizer = torch.optim.Adam([weight, bias], lr=self.learning_rate)
         for _ in range(self.steps):
-            similarity = torch.einsum("nd,ckd->nck", inputs, F.normalize(weight, dim=-1)).amax(dim=2)
-            loss = F.cross_entropy(source.scale * similarity, targets)
+            moved = F.normalize(inputs + inputs @ weight + bias, dim=1)
+            similarity = class_similarity(moved, prototypes) - self.margin * targets
+            loss = (F.cross_entropy(source.scale * similarity, targets)
+                    + self.weight_decay * (weight.pow(2).sum() + bias.pow(2).sum()))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        return weight.detach()
+        return weight.detach(), bias.detach()
 
 
 @dataclass
-class GeodesicMixup(_MixupClassifier):
+class GeodesicMixup(_MixupAdaptor):
     """Lightweight OT adaptor: features on the sphere's geodesics between prototypes and the target samples
     the class-restricted transport plan pairs them with (pairs drawn in proportion to the plan), labelled
-    with their (shared) class."""
+    with their (shared) class, train the client's residual layer."""
 
     name: str = "OT geodesic mixup"
     regulariser: str = "entropic"
@@ -269,7 +303,7 @@ class GeodesicMixup(_MixupClassifier):
 
 
 @dataclass
-class LinearMixup(_MixupClassifier):
+class LinearMixup(_MixupAdaptor):
     """Baseline: mixup (Zhang et al., ICLR 2018) between prototypes and target samples paired at random, on
     straight lines, with the labels mixed in the same proportion."""
 
