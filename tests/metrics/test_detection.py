@@ -2,7 +2,20 @@ import numpy as np
 import pytest
 
 from effigy.errors import MetricError
-from effigy.metrics.detection import apcer, auc, bpcer, detection_report, eer_threshold, hter, roc_curve, tpr_at_fpr
+from effigy.metrics.detection import (
+    accuracy,
+    apcer,
+    auc,
+    average_precision,
+    bpcer,
+    deepfake_report,
+    detection_report,
+    eer,
+    eer_threshold,
+    hter,
+    roc_curve,
+    tpr_at_fpr,
+)
 
 SCORES = [0.9, 0.8, 0.3, 0.6, 0.2, 0.1]
 BONAFIDE = [True, True, True, False, False, False]
@@ -48,3 +61,17 @@ def test_bad_inputs_are_clear_errors():
         apcer([0.1], [True], 0.5)
     with pytest.raises(MetricError, match="fpr"):
         tpr_at_fpr(SCORES, BONAFIDE, 1.5)
+
+
+def test_deepfake_metrics_by_hand():
+    # P(fake) scores; fakes (1) at 0.9, 0.7, 0.6; reals at 0.8, 0.4, 0.2
+    scores, fake = [0.9, 0.8, 0.7, 0.6, 0.4, 0.2], [1, 0, 1, 1, 0, 0]
+    assert average_precision(scores, fake) == pytest.approx(1 / 3 * (1 + 2 / 3 + 3 / 4))
+    assert eer(scores, fake) == pytest.approx(1 / 3)  # at 0.7: one real of three above, one fake of three below
+    assert accuracy(scores, fake) == pytest.approx(5 / 6)
+    assert accuracy(scores, fake, threshold=0.85) == pytest.approx(4 / 6)
+    report = deepfake_report(scores, fake)
+    assert report.auc == pytest.approx(7 / 9) and report.to_dict()["ap"] == pytest.approx(average_precision(scores, fake))
+    assert average_precision([0.9, 0.8, 0.1], [1, 1, 0]) == 1.0
+    with pytest.raises(MetricError, match="one class"):
+        average_precision([0.2, 0.3], [1, 1])

@@ -1,8 +1,13 @@
-"""Metrics of a binary detector that scores how *bonafide* (live, real) each sample is.
+"""Metrics of binary detectors: presentation-attack detection and deepfake detection.
 
-Conventions (ISO/IEC 30107-3 for presentation attacks): a sample is accepted as bonafide when its score is
-at least the threshold. APCER is the share of attacks accepted, BPCER the share of bonafide samples
-rejected; HTER is their mean at a threshold fixed beforehand (on a development set, never on the test set).
+Presentation attacks (ISO/IEC 30107-3): the score says how *bonafide* (live) a sample is, and a sample is
+accepted as bonafide when its score is at least the threshold. APCER is the share of attacks accepted, BPCER
+the share of bonafide samples rejected; HTER is their mean at a threshold fixed beforehand (on a development
+set, never on the test set).
+
+Deepfakes (DeepfakeBench, https://github.com/SCLBD/DeepfakeBench): the score is P(fake), fakes are the
+positive class; frame AUC, EER (the false-positive rate where it meets the false-negative rate), average
+precision, and accuracy at 0.5.
 """
 from __future__ import annotations
 
@@ -120,3 +125,48 @@ def detection_report(scores, bonafide, threshold: float) -> DetectionReport:
     return DetectionReport(hter(scores, bonafide, threshold), apcer(scores, bonafide, threshold),
                            bpcer(scores, bonafide, threshold), auc(scores, bonafide),
                            tpr_at_fpr(scores, bonafide, 0.01), threshold)
+
+
+def eer(scores, positive) -> float:
+    """Equal error rate: the false-positive rate at the threshold where it is closest to the false-negative
+    rate (DeepfakeBench's definition; ``positive`` marks the class the score is for)."""
+    fpr, tpr, _ = roc_curve(scores, positive)
+    return float(fpr[int(np.argmin(np.abs((1 - tpr) - fpr)))])
+
+
+def average_precision(scores, positive) -> float:
+    """Area under the precision-recall steps: the mean, over positives, of the precision at each positive's
+    score (ties taken together), as scikit-learn computes it."""
+    scores, positive = _arrays(scores, positive)
+    _both_classes(positive)
+    _, tpr, thresholds = roc_curve(scores, positive)
+    accepted = (scores[None, :] >= thresholds[1:, None])
+    true_positives = (accepted & positive[None]).sum(axis=1)
+    precision = true_positives / accepted.sum(axis=1)
+    recall_steps = np.diff(tpr)
+    return float((recall_steps * precision).sum())
+
+
+def accuracy(scores, positive, threshold: float = 0.5) -> float:
+    """Share of samples on the right side of ``threshold`` (score >= threshold calls the positive class)."""
+    scores, positive = _arrays(scores, positive)
+    return float(((scores >= threshold) == positive).mean())
+
+
+@dataclass(frozen=True)
+class DeepfakeReport:
+    """DeepfakeBench's frame-level metrics of one evaluation (scores are P(fake))."""
+
+    auc: float
+    eer: float
+    ap: float
+    acc: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def deepfake_report(fake_scores, fake) -> DeepfakeReport:
+    """Frame AUC, EER, AP and accuracy at 0.5 of P(fake) scores against fake labels."""
+    return DeepfakeReport(auc(fake_scores, fake), eer(fake_scores, fake), average_precision(fake_scores, fake),
+                          accuracy(fake_scores, fake))

@@ -201,11 +201,23 @@ def _grid() -> tuple[np.ndarray, np.ndarray]:
 def live_face(face: np.ndarray, identity: int, rng: np.random.Generator) -> np.ndarray:
     """[3, SIZE, SIZE] the face as a live person in front of the camera: skin tone, pose, side light and a
     specular highlight (a real face is shiny and 3D; a print or a mask is not)."""
+    return posed_live_face(face, identity, rng)[0]
+
+
+Pose = tuple[np.ndarray, np.ndarray]  # (matrix, offset) of scipy's affine_transform: output pixel -> crop pixel
+
+
+def posed_live_face(face: np.ndarray, identity: int, rng: np.random.Generator,
+                    pose: Pose | None = None) -> tuple[np.ndarray, Pose]:
+    """:func:`live_face` and the pose it drew (or was given: a face swap puts the donor in the target's pose),
+    so that regions of the aligned crop (eyes, mouth) can be put where the posed face has them
+    (:func:`pose_plane`)."""
     from PIL import Image
 
     grey = np.asarray(Image.fromarray((face * 255).astype(np.uint8)).resize((SIZE, SIZE), Image.BICUBIC),
                       dtype=np.float32) / 255.0
-    grey = _pose(grey, rng)
+    pose = _draw_pose(rng) if pose is None else pose
+    grey = pose_plane(grey, pose)
     ys, xs = _grid()
     side = rng.uniform(-1, 1)
     light = 1 + 0.18 * side * xs + 0.06 * rng.uniform(-1, 1) * ys
@@ -213,17 +225,22 @@ def live_face(face: np.ndarray, identity: int, rng: np.random.Generator) -> np.n
     specular = 0.22 * np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / 0.02)
     tone = SKIN_TONES[identity % len(SKIN_TONES)] * rng.uniform(0.95, 1.05, 3).astype(np.float32)
     rgb = grey[None] * light[None] * tone[:, None, None] + specular[None]
-    return np.clip(rgb, 0, 1).astype(np.float32)
+    return np.clip(rgb, 0, 1).astype(np.float32), pose
 
 
-def _pose(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _draw_pose(rng: np.random.Generator) -> Pose:
     angle = np.deg2rad(rng.uniform(-8, 8))
     scale = rng.uniform(0.94, 1.06)
     shift = rng.uniform(-2, 2, 2)
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) / scale
     centre = np.array([SIZE / 2 - 0.5] * 2)
-    offset = centre - rotation @ (centre + shift)
-    return ndimage.affine_transform(grey, rotation, offset, order=1, mode="nearest").astype(np.float32)
+    return rotation, centre - rotation @ (centre + shift)
+
+
+def pose_plane(plane: np.ndarray, pose: Pose) -> np.ndarray:
+    """A [SIZE, SIZE] plane of the aligned frame (the face, or a region mask) moved by ``pose``."""
+    rotation, offset = pose
+    return ndimage.affine_transform(plane, rotation, offset, order=1, mode="nearest").astype(np.float32)
 
 
 def print_attack(live: np.ndarray, rng: np.random.Generator) -> np.ndarray:
