@@ -350,3 +350,21 @@ def test_detect_fas_adapts_to_your_own_crops_and_scores_with_them(monkeypatch, c
     code, _, err = run_cli(monkeypatch, capsys, "detect", "fas", "score", str(tmp_path / "live" / f"live{identities[0]}.png"),
                            "--adapted", str(tmp_path / "mine.safetensors"))
     assert code == 2 and model in err
+
+
+def test_detect_deepfake_on_a_folder_writes_one_json_line_per_image(monkeypatch, capsys, tmp_path):
+    from PIL import Image
+
+    from effigy.worlds.deepfakes import render_forgery
+    from effigy.worlds.faces import real_faces, split_identities
+
+    identities = [int(i) for i in split_identities("test")]
+    for family in ("real", "sbi", "swap"):
+        image, _ = render_forgery(identities[0], real_faces()[identities[0]], family, "phone", 0, 0, identities)
+        Image.fromarray((image.transpose(1, 2, 0) * 255).astype("uint8")).save(tmp_path / f"{family}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    code, out, _ = run_cli(monkeypatch, capsys, "detect", "deepfake", str(tmp_path), "--json")
+    assert code == 0
+    lines = [json.loads(line) for line in out.strip().splitlines()]
+    assert [Path(r["image"]).name for r in lines] == ["real.png", "sbi.png", "swap.png"]
+    assert all(0 <= r["p_fake"] <= 1 and r["verdict"] in ("real", "fake") and r["explanation"] for r in lines)

@@ -21,6 +21,7 @@ def _cases(tmp):
     a_file.write_text("x")
     binary = tmp / "binary.json"
     binary.write_bytes(bytes(range(256)) * 40)
+    (tmp / "empty").mkdir(exist_ok=True)
     cases = [
         # out of range, huge, wrong type
         (["bench", "quant", "--samples-per-class", "0"], "--samples-per-class"),
@@ -113,6 +114,12 @@ def _cases(tmp):
         (["detect", "fas", "adapt", "--spoof", str(tmp), "--save", str(tmp / "p.safetensors")], "--live"),
         (["detect", "fas", "score", str(binary), "--adapted", str(tmp / "none.safetensors")], "not a readable image"),
         (["bench", "fas", "--shots", "5,x"], "--shots"),
+        # deepfake detection
+        (["detect", "deepfake", str(tmp / "none.png")], "does not exist"),
+        (["detect", "deepfake", str(binary)], "not a readable image"),
+        (["detect", "deepfake", str(tmp / "empty")], "holds no images"),
+        (["detect", "deepfake", str(binary), "--model", "xception"], "--model"),
+        (["detect", "deepfake", str(binary), "--threshold", "2"], "--threshold"),
     ]
     for bad in NAN_INF:
         cases += [(["bench", "quant", f"--mp-bits={bad}"], "finite"),
@@ -121,6 +128,7 @@ def _cases(tmp):
                   (["accelerate", f"--threshold={bad}", "--out", str(tmp / "p.json")], "--threshold"),
                   (["bench", "litevar", f"--asc-threshold={bad}"], "--asc-threshold"),
                   (["detect", "robustness", f"--epsilon={bad}"], "--epsilon"),
+                  (["bench", "deepfake", f"--epsilon={bad}"], "--epsilon"),
                   (["kvquant", "generate", "--prompt", "hi", f"--budget-mb={bad}"], "--budget-mb")]
     return cases
 

@@ -1,4 +1,4 @@
-"""``effigy detect ...``: detectors of presentation attacks (``fas``)."""
+"""``effigy detect ...``: detectors of presentation attacks (``fas``) and of deepfakes (``deepfake``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -196,6 +196,42 @@ def _load_fas(model: str):
 
     check_choice(model, (SHIPPED, *(without_domain(d) for d in (*DOMAINS, *ATTACKS))), "--model")
     return load_zoo_model(model)
+
+
+@app.command("deepfake")
+def detect_deepfake(
+    images: list[Path] = typer.Argument(..., help="Face images or folders of them (PNG, JPEG, ...), resized to 64x64."),
+    model: str = typer.Option("deepfake-authguard", help="deepfake-authguard, deepfake-ce or deepfake-clip."),
+    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="P(fake) at which an image is called fake.",
+                                    callback=finite),
+    as_json: bool = typer.Option(False, "--json", help="One JSON line per image."),
+) -> None:
+    """P(fake) of each image, the verdict, and the closest artifact description in the encoder's image-text
+    space (the models trained with image-text contrast)."""
+    import json
+
+    import numpy as np
+
+    import effigy.detect.deepfake  # noqa: F401  (registers the models)
+    from effigy.detect.deepfake.model import fake_scores
+    from effigy.detect.deepfake.protocol import describe
+    from effigy.detect.deepfake.zoo import BASELINES, SHIPPED
+    from effigy.models.zoo import load_zoo_model
+    from effigy.worlds.faces import image_files, read_face_image
+
+    check_choice(model, (SHIPPED, *BASELINES), "--model")
+    files = image_files(images)
+    batch = np.stack([read_face_image(p) for p in files])  # every file checked before the model loads
+    loaded, _ = load_zoo_model(model)
+    scores, descriptions = fake_scores(loaded, batch), describe(loaded, batch)
+    rows = [{"image": str(p), "p_fake": float(s), "verdict": "fake" if s >= threshold else "real",
+             "explanation": d} for p, s, d in zip(files, scores, descriptions)]
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+    else:
+        print_rows(rows, [("image", "image"), ("p_fake", "P(fake)"), ("verdict", f"verdict (at {threshold:g})"),
+                          ("explanation", "closest description")], model)
 
 
 @app.command("robustness")

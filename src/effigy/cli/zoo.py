@@ -15,6 +15,7 @@ app = typer.Typer(help="Shipped models and the commands that trained them.", no_
 
 def register_package_models() -> None:
     """Import the packages that register their models in the zoo (it sits below them)."""
+    import effigy.detect.deepfake  # noqa: F401  (deepfake-authguard and its baselines)
     import effigy.detect.fas  # noqa: F401  (fas-protonet and its leave-one-domain-out models)
     import effigy.lidar  # noqa: F401  (lidar-ada3d)
 

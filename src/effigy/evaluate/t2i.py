@@ -18,7 +18,7 @@ from effigy.evaluate.measure import Progress, no_progress
 from effigy.metrics import fid_from_features
 from effigy.metrics.adherence import adherence
 from effigy.metrics.stats import paired_mean_difference
-from effigy.models.encoders.text_encoder import MiniLMTextEncoder
+from effigy.models.encoders.text_encoder import MiniLMTextEncoder, sentence_features
 from effigy.models.generators import t2i_shapes, t2i_shapes_lcm
 from effigy.models.judges import clip_standin, shapes_checker
 from effigy.models.zoo import load_zoo_model
@@ -75,7 +75,7 @@ class T2ISuite:
 
     def sentence_features(self, captions: list[str]) -> torch.Tensor:
         encoded = self.bank.encode(captions)
-        return clip_standin.sentence_features(encoded["encoder_hidden_states"], encoded["encoder_attention_mask"])
+        return sentence_features(encoded["encoder_hidden_states"], encoded["encoder_attention_mask"])
 
 
 def prompt_set(count: int, split: str = "heldout", seed: int = 0, kinds: tuple[str, ...] = KINDS) -> list[Scene]:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -114,3 +115,11 @@ def training_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, step: in
     optimizer.step()
     if progress is not None:
         progress(step, loss.item())
+
+
+def warmup_cosine(step: int, total: int, warmup: int = 50, floor: float = 0.0) -> float:
+    """The learning-rate factor of step ``step`` of ``total``: linear warm-up over ``warmup`` steps, then a
+    cosine decay from 1 to ``floor``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return float(floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(total - warmup, 1))))

@@ -128,6 +128,19 @@ for _entry in _ENTRIES:
     ZOO.register(_entry.name, _entry)
 
 
+def config_variant(base: type, name: str, **defaults) -> type:
+    """A dataclass config like ``base`` whose listed fields default to ``defaults``: the config of a zoo entry
+    that is the base model trained another way (a left-out domain, another loss), so that its own
+    ``effigy zoo train NAME`` reproduces it."""
+    import copy
+    import dataclasses
+
+    types = {f.name: f.type for f in dataclasses.fields(base)}
+    overridden = [(key, types[key], dataclasses.field(default_factory=lambda v=value: copy.deepcopy(v)))
+                  for key, value in defaults.items()]
+    return dataclasses.make_dataclass(name, overridden, bases=(base,))
+
+
 def zoo_entry(name: str) -> ZooEntry:
     return ZOO.get(name)
 

@@ -397,6 +397,31 @@ def render_faces(crops: Sequence[tuple[int, np.ndarray]], domains: Sequence[str]
                       np.array([p[0] for p in plan], dtype=np.int64))
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def image_files(paths: Sequence[Path]) -> list[Path]:
+    """The image files among ``paths``, each folder replaced by its images in name order (other files in a
+    folder are skipped; a named file is kept whatever its suffix, and read or refused by
+    :func:`read_face_image`).
+
+    Raises:
+        WorldError: a path does not exist, or a folder holds no images.
+    """
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise WorldError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}); add a few or name files.")
+            files += found
+        elif path.exists():
+            files.append(path)
+        else:
+            raise WorldError(f"{path} does not exist; give image files or folders of them.")
+    return files
+
+
 def read_face_image(path: Path) -> np.ndarray:
     """[3, SIZE, SIZE] in [0, 1]: a face crop from an image file (PNG, JPEG, ...), resized to the world's size.
 

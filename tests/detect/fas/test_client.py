@@ -28,7 +28,7 @@ def test_labelled_faces_read_both_folders(tmp_path):
     with pytest.raises(AdaptationError, match="not a folder"):
         read_face_folder(tmp_path / "none")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(AdaptationError, match="no face crops"):
+    with pytest.raises(WorldError, match="holds no images"):
         read_face_folder(tmp_path / "empty")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "a.png").write_bytes(b"not a png")

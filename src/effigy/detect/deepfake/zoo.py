@@ -1,0 +1,29 @@
+"""The deepfake encoders in the zoo, registered when ``effigy.detect.deepfake`` is imported: the AuthGuard
+encoder (cross-entropy + uncertainty-aware image-text contrastive) and its two baselines, trained the same
+way (cross-entropy alone; cross-entropy + plain contrastive)."""
+from __future__ import annotations
+
+import torch
+
+from effigy.detect.deepfake.model import DeepfakeConfig, build_model, train
+from effigy.models.zoo import ZOO, ZooEntry, config_variant
+
+SHIPPED = "deepfake-authguard"
+BASELINES = {"deepfake-ce": "none", "deepfake-clip": "plain"}
+
+
+def _register() -> None:
+    if SHIPPED in ZOO:
+        return
+    ZOO.register(SHIPPED, ZooEntry(
+        SHIPPED, "deepfake detector: EfficientNet-Lite0 (ImageNet start) trained with cross-entropy + "
+        "uncertainty-aware image-text contrastive learning on LLM-written captions (SBI and swap fakes)",
+        DeepfakeConfig, build_model, train, torch.float16))
+    for name, mode in BASELINES.items():
+        what = "cross-entropy alone" if mode == "none" else "cross-entropy + plain contrastive (no uncertainty)"
+        ZOO.register(name, ZooEntry(name, f"{SHIPPED}'s baseline: {what}", config_variant(
+            DeepfakeConfig, f"DeepfakeConfig{mode.title()}", contrastive=mode), build_model, train,
+                                    torch.float16))
+
+
+_register()

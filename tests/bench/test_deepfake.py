@@ -1,0 +1,41 @@
+import json
+
+import pytest
+
+import effigy.bench.deepfake as bench
+from effigy.bench.deepfake import DeepfakeBenchSettings, average_rows, run_deepfake_bench
+from effigy.bench.deepfake_report import write_deepfake_report
+from effigy.detect.deepfake.model import DeepfakeConfig, build_model
+from effigy.detect.deepfake.protocol import EvalSet
+from effigy.worlds.deepfakes import render_forgeries
+
+
+@pytest.fixture(scope="module")
+def small_sets():
+    seen = render_forgeries("dev", ["sbi", "swap"], ["phone"], 1, 1)
+    unseen = render_forgeries("dev", ["reenact"], ["phone"], 1, 1)
+    return [EvalSet("in distribution: sbi+swap", "nothing", seen), EvalSet("unseen family: reenact", "family", unseen)]
+
+
+def test_the_bench_writes_every_model_test_set_held_out_face_and_attack(monkeypatch, tmp_path, small_sets):
+    models = {}
+    monkeypatch.setattr(bench, "load_zoo_model", lambda name: models.setdefault(
+        name, (build_model(DeepfakeConfig(contrastive="plain")), DeepfakeConfig())))
+    monkeypatch.setattr(bench, "protocol_sets", lambda config, seed: small_sets)
+    result = run_deepfake_bench(DeepfakeBenchSettings(attack_steps=2, attacked_fakes=4, captions=False))
+    assert {(r["model"], r["test_set"]) for r in result["rows"]} == {
+        (m, s.name) for m in ("deepfake-ce", "deepfake-clip", "deepfake-authguard") for s in small_sets}
+    assert [r["model"] for r in result["averages"]] == ["deepfake-ce", "deepfake-clip", "deepfake-authguard"]
+    assert all(r["fakes_attacked"] == 4 and 0 <= r["pgd_auc"] <= 1 for r in result["pgd"])
+    assert len(result["held_out"]) == 6
+    paths = write_deepfake_report(result, tmp_path, "effigy bench deepfake")
+    assert json.loads(paths["json"].read_text())["benchmark"] == "deepfake"
+    assert "Under PGD" in paths["markdown"].read_text() and paths["picture"].stat().st_size > 0
+
+
+def test_averages_take_the_unseen_families_mean():
+    rows = [{"model": "m", "contrastive": "none", "held_out": h, "auc": a, "eer": 0.1, "ap": 0.9, "acc": 0.8}
+            for h, a in (("nothing", 0.99), ("family", 0.6), ("family", 0.8), ("domain", 0.7))]
+    (average,) = average_rows(rows)
+    assert average["in_distribution_auc"] == 0.99 and average["unseen_auc"] == pytest.approx(0.7)
+    assert average["unseen_domain_auc"] == 0.7 and average["unseen_acc"] == pytest.approx(0.8)
