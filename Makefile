@@ -31,6 +31,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 test-slow: $(STAMP)
+	# the service page's test drives the system Chromium (Debian's package; no browser is downloaded)
+	test -x /usr/bin/chromium || apt-get install -y --no-install-recommends chromium
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)

@@ -3,7 +3,7 @@ with ``ast`` (lazy imports inside functions included) and checked against the pa
 
 Layers, bottom up: base modules (errors, registry, serialize, memory) <- core <- mixedprec, nn <- checkpoint
 <- attention, kvcache; models, worlds, metrics (which may import each other and checkpoint) <- lidar,
-detect <- recipes <- evaluate <- bench <- cli, serve. The package façade (``effigy/__init__``) re-exports
+detect <- recipes <- evaluate <- bench <- serve <- cli. The package façade (``effigy/__init__``) re-exports
 from below recipes.
 """
 import ast
@@ -27,7 +27,8 @@ _below["lidar"] = _below["detect"] = set().union(*_below.values()) | {"attention
 _below["recipes"] = _below["lidar"] | {"lidar", "detect"}
 _below["evaluate"] = _below["recipes"] | {"recipes"}
 _below["bench"] = _below["evaluate"] | {"evaluate"}
-_below["cli"] = _below["serve"] = _below["bench"] | {"bench"}
+_below["serve"] = _below["bench"] | {"bench"}
+_below["cli"] = _below["serve"] | {"serve"}  # `effigy serve` starts the service
 _below["__init__"] = _below["recipes"]
 ALLOWED = {name: allowed | BASE for name, allowed in _below.items()}
 ALLOWED.update({"errors": set(), "registry": {"errors"}, "serialize": {"errors"}, "memory": {"errors"}})

@@ -120,6 +120,10 @@ def _cases(tmp):
         (["detect", "deepfake", str(tmp / "empty")], "holds no images"),
         (["detect", "deepfake", str(binary), "--model", "xception"], "--model"),
         (["detect", "deepfake", str(binary), "--threshold", "2"], "--threshold"),
+        (["serve", "--model", "xception"], "--model"),
+        (["serve", "--port", "0"], "--port"),
+        (["serve", "--max-mb", "0"], "--max-mb"),
+        (["serve", "--save-dir", str(a_file)], "--save-dir"),
     ]
     for bad in NAN_INF:
         cases += [(["bench", "quant", f"--mp-bits={bad}"], "finite"),

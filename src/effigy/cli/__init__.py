@@ -10,7 +10,7 @@ import logging
 import typer
 
 from effigy.bench import quiet_third_party_imports
-from effigy.cli import bench, detect, detect3d, flasheval, kvquant, methods, zoo
+from effigy.cli import bench, detect, detect3d, flasheval, kvquant, methods, serve, zoo
 from effigy.cli._common import console
 from effigy.errors import EffigyError
 
@@ -26,6 +26,7 @@ app.add_typer(flasheval.app, name="flasheval")
 app.add_typer(zoo.app, name="zoo")
 app.add_typer(detect3d.app, name="detect3d")
 app.add_typer(detect.app, name="detect")
+app.command("serve")(serve.serve)
 
 
 @app.callback()

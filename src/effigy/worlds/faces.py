@@ -428,13 +428,29 @@ def read_face_image(path: Path) -> np.ndarray:
     Raises:
         WorldError: the file is missing or is not an image.
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     if not path.is_file():
         raise WorldError(f"{path} is not a file; give face crops as image files (PNG, JPEG).")
+    return decode_face_image(path.read_bytes(), str(path))
+
+
+MAX_IMAGE_PIXELS = 40_000_000  # a face crop is far smaller; larger files are refused before decoding
+
+
+def decode_face_image(data: bytes, name: str = "the upload") -> np.ndarray:
+    """[3, SIZE, SIZE] in [0, 1]: an encoded image (PNG, JPEG, WebP, BMP) decoded and resized to the world's
+    size; one clear error for anything that is not a readable image of sane size.
+
+    Raises:
+        WorldError: the bytes are not an image, or it is larger than ``MAX_IMAGE_PIXELS``.
+    """
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise WorldError(f"{name} is {image.width}x{image.height} pixels; give a face crop of at most "
+                                 f"{MAX_IMAGE_PIXELS:,} pixels.")
             return from_pil(image.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR))
-    except (UnidentifiedImageError, OSError) as error:
-        raise WorldError(f"{path} is not a readable image ({type(error).__name__}); give PNG or JPEG face crops.") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as error:
+        raise WorldError(f"{name} is not a readable image ({type(error).__name__}); give PNG or JPEG face crops.") from None

@@ -1,0 +1,33 @@
+"""``effigy serve``: the HTTP detection service (FastAPI + uvicorn), on localhost unless told otherwise."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from effigy.cli._common import check_choice, console, finite, writable_folder
+
+
+def serve(
+    model: str = typer.Option("deepfake-authguard", help="deepfake-authguard, deepfake-ce or deepfake-clip."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 exposes it to the network)."),
+    port: int = typer.Option(8000, min=1, max=65535),
+    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="P(fake) at which an image is called fake.",
+                                    callback=finite),
+    max_mb: float = typer.Option(5.0, min=0.01, max=100.0, help="Largest upload accepted, in MB.", callback=finite),
+    save_dir: Optional[Path] = typer.Option(None, help="Keep each upload here (by default nothing is written)."),
+) -> None:
+    """Serve deepfake detection over HTTP: POST /detect (an image in, JSON out) and an upload page at /."""
+    from effigy.detect.deepfake.zoo import BASELINES, SHIPPED
+    from effigy.serve.app import ServiceSettings, create_app
+
+    check_choice(model, (SHIPPED, *BASELINES), "--model")
+    if save_dir is not None:
+        writable_folder(save_dir, "--save-dir")
+    settings = ServiceSettings(model, threshold, int(max_mb * 2**20), save_dir)
+    app = create_app(settings)
+    import uvicorn
+
+    console.print(f"effigy: {model} on http://{host}:{port}/ (POST /detect; Ctrl-C stops)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,1 @@
+"""The HTTP detection service (``effigy serve``): FastAPI, localhost by default."""
