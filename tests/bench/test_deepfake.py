@@ -22,7 +22,7 @@ def test_the_bench_writes_every_model_test_set_held_out_face_and_attack(monkeypa
     monkeypatch.setattr(bench, "load_zoo_model", lambda name: models.setdefault(
         name, (build_model(DeepfakeConfig(contrastive="plain")), DeepfakeConfig())))
     monkeypatch.setattr(bench, "protocol_sets", lambda config, seed: small_sets)
-    result = run_deepfake_bench(DeepfakeBenchSettings(attack_steps=2, attacked_fakes=4, captions=False))
+    result = run_deepfake_bench(DeepfakeBenchSettings(attack_steps=2, attacked_fakes=4, captions=False, explainer=False))
     assert {(r["model"], r["test_set"]) for r in result["rows"]} == {
         (m, s.name) for m in ("deepfake-ce", "deepfake-clip", "deepfake-authguard") for s in small_sets}
     assert [r["model"] for r in result["averages"]] == ["deepfake-ce", "deepfake-clip", "deepfake-authguard"]

@@ -99,3 +99,11 @@ def test_the_page_in_headless_chromium(detector, tmp_path):
         thread.join(timeout=10)
     assert "Likely" in text and "P(fake)" in text
     assert (OUTPUT / "serve_page.png").stat().st_size > 10_000
+
+
+def test_with_the_llm_explainer_the_answer_is_the_llms(detector):
+    from effigy.detect.deepfake.explain import verdict_of
+
+    explaining = TestClient(create_app(ServiceSettings(explain=True)))
+    answer = explaining.post("/detect", files={"image": ("face.png", _png("swap"), "image/png")}).json()
+    assert verdict_of(answer["explanation"]) in ("real", "fake", "unclear") and len(answer["explanation"]) > 10

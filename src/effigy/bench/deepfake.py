@@ -29,6 +29,8 @@ class DeepfakeBenchSettings(SettingsRecord):
     attack_steps: int = 10
     attacked_fakes: int = 100
     captions: bool = True  # measure the caption noise rate (loads the LLM)
+    explainer: bool = True  # the LLM-connected detector's answers (loads the LLM)
+    explained_images: int = 120  # per test set, seeded
 
 
 def protocol_rows(settings: DeepfakeBenchSettings, progress: Progress = no_progress) -> list[dict]:
@@ -80,6 +82,44 @@ def pgd_rows(settings: DeepfakeBenchSettings, progress: Progress = no_progress) 
     return rows
 
 
+def explainer_rows(settings: DeepfakeBenchSettings, progress: Progress = no_progress) -> list[dict]:
+    """Per test set: the LLM-connected detector's verdict accuracy beside its encoder's own (at 0.5) on the
+    same images, and how often its explanation of a fake names the true region and artifact, beside chance
+    (the same answers given to other fakes of the set)."""
+    from effigy.detect.deepfake.captions import faithful
+    from effigy.detect.deepfake.explain import Explainer, load_parts, verdict_of
+    from effigy.detect.deepfake.zoo import EXPLAINER
+
+    projector, config = load_zoo_model(EXPLAINER)
+    encoder, llm, tokenizer = load_parts(config.encoder)
+    explainer = Explainer(projector, encoder, llm, tokenizer)
+    _, encoder_config = load_zoo_model(config.encoder)
+    sets = protocol_sets(encoder_config, settings.seed)[:-1]  # in distribution and the unseen families
+    rows = []
+    advance = progress("LLM explanations", len(sets))
+    for evaluation in sets:
+        generator = np.random.default_rng(settings.seed)
+        picked = np.sort(generator.choice(len(evaluation.data), min(settings.explained_images, len(evaluation.data)),
+                                          replace=False))
+        data = evaluation.data.subset(picked)
+        answers = explainer.answer(data.images, config.max_new_tokens)
+        verdicts = np.array([verdict_of(a) for a in answers])
+        encoder_calls = fake_scores(encoder, data.images) >= 0.5
+        fakes = np.flatnonzero(data.fake)
+        named = [faithful(answers[i], str(data.family[i]), str(data.region[i])) for i in fakes]
+        shuffled = generator.permutation(fakes)
+        chance = [faithful(answers[j], str(data.family[i]), str(data.region[i])) for i, j in zip(fakes, shuffled)]
+        rows.append({"test_set": evaluation.name, "images": int(len(data)),
+                     "llm_verdict_accuracy": float((verdicts == np.where(data.fake, "fake", "real")).mean()),
+                     "encoder_accuracy": float((encoder_calls == data.fake).mean()),
+                     "unclear": float((verdicts == "unclear").mean()),
+                     "explanation_names_truth": float(np.mean(named)) if named else float("nan"),
+                     "chance": float(np.mean(chance)) if chance else float("nan"),
+                     "example": answers[int(fakes[0])] if len(fakes) else answers[0]})
+        advance()
+    return rows
+
+
 def caption_noise(settings: DeepfakeBenchSettings) -> dict:
     from effigy.detect.deepfake.captions import noise_rate, write_captions
 
@@ -96,5 +136,6 @@ def run_deepfake_bench(settings: DeepfakeBenchSettings, progress: Progress = no_
     return {"benchmark": "deepfake", "schema": RESULT_SCHEMA, "model": SHIPPED, "settings": settings.to_dict(),
             "machine": machine_facts(), "rows": rows, "averages": average_rows(rows),
             "held_out": held_out_rows(model, settings.seed), "pgd": pgd_rows(settings, progress),
-            "captions": caption_noise(settings) if settings.captions else None}
+            "captions": caption_noise(settings) if settings.captions else None,
+            "explainer": explainer_rows(settings, progress) if settings.explainer else None}
 

@@ -18,6 +18,10 @@ HELD_OUT_COLUMNS = [("face", "face"), ("kind", "image"), ("images", "images"), (
                     ("called_fake", "called fake"), ("correct", "correct")]
 PGD_COLUMNS = [("model", "model"), ("epsilon", "epsilon"), ("steps", "steps"), ("fakes_attacked", "fakes attacked"),
                ("clean_auc", "AUC clean"), ("pgd_auc", "AUC under PGD"), ("fakes_called_fake_after", "fakes still called fake")]
+EXPLAINER_COLUMNS = [("test_set", "test set"), ("images", "images"), ("llm_verdict_accuracy", "LLM verdict accuracy"),
+                     ("encoder_accuracy", "encoder accuracy (0.5)"), ("unclear", "no verdict"),
+                     ("explanation_names_truth", "explanation names region and artifact (fakes)"), ("chance", "chance"),
+                     ("example", "an answer to a fake")]
 PICTURE = "deepfake_families.png"
 
 
@@ -33,6 +37,14 @@ def render_markdown(result: dict, command: str) -> str:
                         "artifact of the family (fakes) or that describes an alteration (reals).\n\n"
                         + markdown_table(rates, [("kind", "kind"), ("noise_rate", "noise rate")])
                         + "\n\n" + markdown_table(examples, [("kind", "kind"), ("caption", "caption (first three)")]))
+    explainer = result.get("explainer")
+    explainer_text = ""
+    if explainer:
+        explainer_text = ("\n\n## Explained verdicts through SmolLM2 (`deepfake-explainer`)\n\nThe projector from "
+                          "`deepfake-authguard`'s feature map into SmolLM2-135M-Instruct, asked \"Is this face real or "
+                          f"fake, and why?\" (greedy, {s['explained_images']} seeded images per test set). Chance: the "
+                          "same answers given to other fakes of the set.\n\n"
+                          + markdown_table(explainer, EXPLAINER_COLUMNS))
     return (f"# Deepfake detection: AuthGuard-style encoder vs its baselines\n\nCommand: `{command}`\n\n"
             "Each model is EfficientNet-Lite0 from ImageNet weights, trained on the forgery world's train identities "
             "with SBI and face-swap fakes in the phone, webcam and laptop domains (`effigy zoo train NAME`); "
@@ -45,7 +57,7 @@ def render_markdown(result: dict, command: str) -> str:
             + "\n\n## Held-out real faces (`deepfake-authguard`, every domain, at 0.5)\n\n"
             + markdown_table(result["held_out"], HELD_OUT_COLUMNS)
             + f"\n\n## Under PGD (white-box, L-inf {s['epsilon']:.4g}, fakes pushed towards real)\n\n"
-            + markdown_table(result["pgd"], PGD_COLUMNS) + caption_text + "\n")
+            + markdown_table(result["pgd"], PGD_COLUMNS) + explainer_text + caption_text + "\n")
 
 
 def families_picture(path: Path, seed: int = 0) -> Path:

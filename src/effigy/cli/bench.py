@@ -422,6 +422,7 @@ def bench_deepfake(
     seed: int = typer.Option(0, min=0, max=2**31 - 1),
     epsilon: float = typer.Option(2 / 255, min=1e-6, max=1.0, help="PGD's L-infinity budget.", callback=finite),
     captions: bool = typer.Option(True, help="Also measure the captions' noise rate (loads SmolLM2)."),
+    explainer: bool = typer.Option(True, help="Also run the LLM-connected detector (loads SmolLM2)."),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -430,7 +431,7 @@ def bench_deepfake(
     from effigy.bench.deepfake import DeepfakeBenchSettings, run_deepfake_bench
     from effigy.bench.deepfake_report import AVERAGE_COLUMNS, write_deepfake_report
 
-    settings = DeepfakeBenchSettings(seed=seed, epsilon=epsilon, captions=captions)
+    settings = DeepfakeBenchSettings(seed=seed, epsilon=epsilon, captions=captions, explainer=explainer)
     stem = results_stem(out, "deepfake", "deepfake-authguard")
     with progress(not as_json) as reporter:
         result = run_deepfake_bench(settings, reporter)

@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from effigy.cli._common import check_choice, console, echo_json, finite, print_rows, progress
+from effigy.errors import EffigyError
 
 app = typer.Typer(help="Detect presentation attacks and generated images.", no_args_is_help=True)
 fas_app = typer.Typer(help="Face anti-spoofing: train the prototype model, evaluate it, adapt it to a new camera.",
@@ -204,10 +205,12 @@ def detect_deepfake(
     model: str = typer.Option("deepfake-authguard", help="deepfake-authguard, deepfake-ce or deepfake-clip."),
     threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="P(fake) at which an image is called fake.",
                                     callback=finite),
+    explain: bool = typer.Option(False, "--explain", help="Ask SmolLM2 through deepfake-explainer for each "
+                                 "image's answer (loads the LLM, ~20 s; deepfake-authguard only)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per image."),
 ) -> None:
     """P(fake) of each image, the verdict, and the closest artifact description in the encoder's image-text
-    space (the models trained with image-text contrast)."""
+    space (the models trained with image-text contrast), or with --explain the LLM's answer."""
     import json
 
     import numpy as np
@@ -220,10 +223,13 @@ def detect_deepfake(
     from effigy.worlds.faces import image_files, read_face_image
 
     check_choice(model, (SHIPPED, *BASELINES), "--model")
+    if explain and model != SHIPPED:
+        raise EffigyError(f"--explain reads {SHIPPED}'s features; drop --model {model} or --explain.")
     files = image_files(images)
     batch = np.stack([read_face_image(p) for p in files])  # every file checked before the model loads
     loaded, _ = load_zoo_model(model)
-    scores, descriptions = fake_scores(loaded, batch), describe(loaded, batch)
+    scores = fake_scores(loaded, batch)
+    descriptions = _llm_answers(batch) if explain else describe(loaded, batch)
     rows = [{"image": str(p), "p_fake": float(s), "verdict": "fake" if s >= threshold else "real",
              "explanation": d} for p, s, d in zip(files, scores, descriptions)]
     if as_json:
@@ -231,7 +237,16 @@ def detect_deepfake(
             typer.echo(json.dumps(row))
     else:
         print_rows(rows, [("image", "image"), ("p_fake", "P(fake)"), ("verdict", f"verdict (at {threshold:g})"),
-                          ("explanation", "closest description")], model)
+                          ("explanation", "LLM answer" if explain else "closest description")], model)
+
+
+def _llm_answers(images) -> list[str]:
+    from effigy.detect.deepfake.explain import Explainer, load_parts
+    from effigy.detect.deepfake.zoo import EXPLAINER
+    from effigy.models.zoo import load_zoo_model
+
+    projector, config = load_zoo_model(EXPLAINER)
+    return Explainer(projector, *load_parts(config.encoder)).answer(images, config.max_new_tokens)
 
 
 @app.command("robustness")

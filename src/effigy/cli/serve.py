@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from effigy.cli._common import check_choice, console, finite, writable_folder
+from effigy.errors import EffigyError
 
 
 def serve(
@@ -17,15 +18,20 @@ def serve(
                                     callback=finite),
     max_mb: float = typer.Option(5.0, min=0.01, max=100.0, help="Largest upload accepted, in MB.", callback=finite),
     save_dir: Optional[Path] = typer.Option(None, help="Keep each upload here (by default nothing is written)."),
+    explain: bool = typer.Option(False, "--explain", help="Answer with SmolLM2 through deepfake-explainer "
+                                 "(deepfake-authguard only; ~1 s an image on 2 cores)."),
 ) -> None:
     """Serve deepfake detection over HTTP: POST /detect (an image in, JSON out) and an upload page at /."""
     from effigy.detect.deepfake.zoo import BASELINES, SHIPPED
     from effigy.serve.app import ServiceSettings, create_app
 
     check_choice(model, (SHIPPED, *BASELINES), "--model")
+    if explain and model != SHIPPED:
+        raise EffigyError(f"--explain reads {SHIPPED}'s features; drop --model {model} or --explain.")
     if save_dir is not None:
         writable_folder(save_dir, "--save-dir")
-    settings = ServiceSettings(model, threshold, int(max_mb * 2**20), save_dir)
+    settings = ServiceSettings(model=model, explain=explain, threshold=threshold, max_bytes=int(max_mb * 2**20),
+                               save_dir=save_dir)
     app = create_app(settings)
     import uvicorn
 

@@ -27,30 +27,48 @@ class ServiceSettings:
     uploads are kept."""
 
     model: str = "deepfake-authguard"
+    explain: bool = False  # answer with SmolLM2 through deepfake-explainer (deepfake-authguard only)
     threshold: float = 0.5
     max_bytes: int = 5 * 1024 * 1024
     save_dir: Path | None = None
 
 
 class Detector:
-    """The loaded model and text encoder, scoring one decoded image at a time."""
+    """The loaded model, and what explains its verdicts (the text encoder, or the LLM), scoring one decoded
+    image at a time."""
 
-    def __init__(self, model_name: str) -> None:
+    def __init__(self, model_name: str, explain: bool = False) -> None:
         import effigy.detect.deepfake  # noqa: F401  (registers the models)
         from effigy.models.encoders.text_encoder import MiniLMTextEncoder
         from effigy.models.zoo import load_zoo_model
 
         self.name = model_name
         self.model, self.config = load_zoo_model(model_name)
-        self.text_encoder = MiniLMTextEncoder() if self.config.contrastive != "none" else None
+        self.text_encoder = MiniLMTextEncoder() if self.config.contrastive != "none" and not explain else None
+        self.explainer = _explainer(model_name) if explain else None
 
     def __call__(self, image: np.ndarray) -> tuple[float, str]:
-        """(P(fake), the closest artifact description) of one image [3, SIZE, SIZE] in [0, 1]."""
+        """(P(fake), the explanation: the LLM's answer, or the closest artifact description) of one image
+        [3, SIZE, SIZE] in [0, 1]."""
         from effigy.detect.deepfake.model import fake_scores
         from effigy.detect.deepfake.protocol import describe
 
         batch = image[None]
-        return float(fake_scores(self.model, batch)[0]), describe(self.model, batch, self.text_encoder)[0]
+        p_fake = float(fake_scores(self.model, batch)[0])
+        if self.explainer is not None:
+            return p_fake, self.explainer.answer(batch)[0]
+        return p_fake, describe(self.model, batch, self.text_encoder)[0]
+
+
+def _explainer(model_name: str):
+    from effigy.detect.deepfake.explain import Explainer, load_parts
+    from effigy.detect.deepfake.zoo import EXPLAINER
+    from effigy.models.zoo import load_zoo_model
+
+    projector, config = load_zoo_model(EXPLAINER)
+    if config.encoder != model_name:
+        raise EffigyError(f"the LLM explainer reads {config.encoder}'s features; serve --model {config.encoder}.")
+    return Explainer(projector, *load_parts(config.encoder))
 
 
 def create_app(settings: ServiceSettings = ServiceSettings(), detector: Detector | None = None):
@@ -68,7 +86,7 @@ def create_app(settings: ServiceSettings = ServiceSettings(), detector: Detector
     except ImportError:
         raise EffigyError("the service needs FastAPI: pip install 'effigy[serve]' (fastapi, uvicorn, "
                           "python-multipart).") from None
-    detector = detector or Detector(settings.model)
+    detector = detector or Detector(settings.model, settings.explain)
     app = FastAPI(title="effigy deepfake detection", version="1")
     storage = "nothing is stored" if settings.save_dir is None else "uploads are kept on the server"
     page = (PAGE.read_text().replace("{{MAX_MB}}", f"{settings.max_bytes / 2**20:g}")

@@ -1,14 +1,17 @@
-"""The deepfake encoders in the zoo, registered when ``effigy.detect.deepfake`` is imported: the AuthGuard
-encoder (cross-entropy + uncertainty-aware image-text contrastive) and its two baselines, trained the same
-way (cross-entropy alone; cross-entropy + plain contrastive)."""
+"""The deepfake models in the zoo, registered when ``effigy.detect.deepfake`` is imported: the AuthGuard
+encoder (cross-entropy + uncertainty-aware image-text contrastive), its two baselines trained the same way
+(cross-entropy alone; cross-entropy + plain contrastive), and the projector that lets SmolLM2 read the
+encoder (``deepfake-explainer``, trained on the shipped encoder)."""
 from __future__ import annotations
 
 import torch
 
+from effigy.detect.deepfake import explain
 from effigy.detect.deepfake.model import DeepfakeConfig, build_model, train
 from effigy.models.zoo import ZOO, ZooEntry, config_variant
 
 SHIPPED = "deepfake-authguard"
+EXPLAINER = "deepfake-explainer"
 BASELINES = {"deepfake-ce": "none", "deepfake-clip": "plain"}
 
 
@@ -24,6 +27,10 @@ def _register() -> None:
         ZOO.register(name, ZooEntry(name, f"{SHIPPED}'s baseline: {what}", config_variant(
             DeepfakeConfig, f"DeepfakeConfig{mode.title()}", contrastive=mode), build_model, train,
                                     torch.float16))
+    ZOO.register(EXPLAINER, ZooEntry(
+        EXPLAINER, f"projector from {SHIPPED}'s feature map into SmolLM2-135M-Instruct (LLaVA-style), trained on "
+        "answers built from the fakes' metadata; the encoder and the LLM are the shipped ones",
+        explain.ExplainerConfig, explain.build_model, explain.train, torch.float16))
 
 
 _register()

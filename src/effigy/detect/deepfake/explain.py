@@ -1,0 +1,190 @@
+"""Explained verdicts through a language model, as AuthGuard connects its encoder to an LLM (LLaVA-style).
+
+The frozen deepfake encoder's feature map (2x2 cells of a 64x64 face) and its pooled feature become five
+visual tokens; a two-layer projector maps them into SmolLM2-135M-Instruct's embedding space, in front of the
+question "Is this face real or fake, and why?". Only the projector is trained, on answers built from each
+training image's metadata ("Fake. The mouth is warped: ..."); the encoder and the LLM stay as shipped. The
+verdict is the answer's first word; the explanation is judged by whether it names the true region and an
+artifact of the true family (``captions.faithful``).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from effigy.detect.batches import map_face_batches
+from effigy.models.config import TrainConfig
+from effigy.models.encoders.image_encoder import IMAGE_FEATURES
+from effigy.models.training_state import training_step, warmup_cosine
+
+log = logging.getLogger(__name__)
+
+QUESTION = "Is this face real or fake, and why?"
+LLM_HIDDEN = 576  # SmolLM2-135M's embedding width
+VISUAL_TOKENS = 5  # 2x2 feature-map cells and the pooled feature
+ANSWERS = {
+    ("real", ""): "Real. Skin, light and edges agree everywhere, as in an untouched photo.",
+    ("sbi", "face"): "Fake. The whole face is blended with a shifted, recoloured copy of itself: a blending "
+                     "boundary and a colour mismatch.",
+    ("swap", "face"): "Fake. The whole face is another person's face blended in, with a seam at the boundary.",
+    ("reenact", "mouth"): "Fake. The mouth is warped: stretched and shifted against the rest of the face.",
+    ("reenact", "eyes"): "Fake. The eyes are warped: stretched and shifted against the rest of the face.",
+    ("upsample", "face"): "Fake. The whole face shows a checkerboard grid and a periodic pattern from a "
+                          "generator's upsampling.",
+}
+
+
+@dataclass
+class ExplainerConfig(TrainConfig):
+    """The projector and its training (the encoder and the LLM are the shipped ones, frozen).
+
+    Args:
+        encoder: the zoo's deepfake encoder whose features the LLM reads.
+        examples: training images drawn (seeded) from the encoder's training set.
+    """
+
+    encoder: str = "deepfake-authguard"
+    examples: int = 2400
+    train_steps: int = 300
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    max_new_tokens: int = 32
+    seed: int = 0
+    families: list[str] = field(default_factory=lambda: ["sbi", "swap"])
+
+
+class VisualProjector(nn.Module):
+    """LLaVA-1.5's projector: Linear, GELU, Linear, from encoder features to LLM embeddings."""
+
+    def __init__(self, config: ExplainerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.net = nn.Sequential(nn.Linear(IMAGE_FEATURES, LLM_HIDDEN), nn.GELU(), nn.Linear(LLM_HIDDEN, LLM_HIDDEN))
+
+    def forward(self, visual: torch.Tensor) -> torch.Tensor:
+        return self.net(visual)
+
+
+def visual_tokens(encoder: nn.Module, images: np.ndarray) -> torch.Tensor:
+    """[N, 5, 1280]: the encoder's 2x2 feature-map cells and their mean, for images [N, 3, 64, 64] in [0, 1]."""
+    def tokens(batch: torch.Tensor) -> torch.Tensor:
+        grid = encoder.backbone.extract_features(batch * 2 - 1).flatten(2).transpose(1, 2)  # [B, 4, 1280]
+        return torch.cat([grid, grid.mean(dim=1, keepdim=True)], dim=1)
+    return map_face_batches(tokens, images, 64)
+
+
+def answer_for(family: str, region: str) -> str:
+    return ANSWERS[(family, region)]
+
+
+def verdict_of(answer: str) -> str:
+    """'real', 'fake' or 'unclear' from an answer's first word."""
+    first = answer.strip().split(" ", 1)[0].strip(".,:;!").lower() if answer.strip() else ""
+    return first if first in ("real", "fake") else "unclear"
+
+
+class Explainer:
+    """The projector with the frozen encoder and LLM it serves: images in, answers out."""
+
+    def __init__(self, projector: VisualProjector, encoder: nn.Module, llm: nn.Module, tokenizer) -> None:
+        self.projector, self.encoder, self.llm, self.tokenizer = projector.eval(), encoder.eval(), llm.eval(), tokenizer
+        prefix, suffix = _prompt_pieces(tokenizer)
+        self.prefix = torch.tensor(tokenizer(prefix, add_special_tokens=False)["input_ids"])
+        self.suffix = torch.tensor(tokenizer(suffix, add_special_tokens=False)["input_ids"])
+
+    def prompt_embeddings(self, visual: torch.Tensor) -> torch.Tensor:
+        """[N, T, 576]: the chat prompt with the projected visual tokens in place of the image."""
+        embed = self.llm.get_input_embeddings()
+        n = len(visual)
+        return torch.cat([embed(self.prefix).expand(n, -1, -1), self.projector(visual),
+                          embed(self.suffix).expand(n, -1, -1)], dim=1)
+
+    @torch.no_grad()
+    def answer(self, images: np.ndarray, max_new_tokens: int = 32, batch_size: int = 32) -> list[str]:
+        """Greedy answers to the question, one per image."""
+        answers = []
+        visual = visual_tokens(self.encoder, images)
+        for start in range(0, len(visual), batch_size):
+            embeds = self.prompt_embeddings(visual[start: start + batch_size])
+            out = self.llm.generate(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
+                                    max_new_tokens=max_new_tokens, do_sample=False)
+            answers += [" ".join(t.split()) for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        return answers
+
+
+def _prompt_pieces(tokenizer) -> tuple[str, str]:
+    """The chat template around the image: (text before it, text after it up to the assistant's turn)."""
+    marker = "<image>"
+    text = tokenizer.apply_chat_template([{"role": "system", "content": "You judge whether faces are real."},
+                                          {"role": "user", "content": f"{marker} {QUESTION}"}],
+                                         tokenize=False, add_generation_prompt=True)
+    before, after = text.split(marker)
+    return before, after
+
+
+def _answer_batch(explainer: Explainer, visual: torch.Tensor, answers: list[str]) -> torch.Tensor:
+    """Cross-entropy of the answers' tokens (and the end of turn) given the prompt."""
+    tokenizer, embed = explainer.tokenizer, explainer.llm.get_input_embeddings()
+    ids = [tokenizer(a + "<|im_end|>", add_special_tokens=False)["input_ids"] for a in answers]
+    longest = max(map(len, ids))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    answer_ids = torch.tensor([i + [pad] * (longest - len(i)) for i in ids])
+    mask = torch.tensor([[1] * len(i) + [0] * (longest - len(i)) for i in ids])
+    prompt = explainer.prompt_embeddings(visual)
+    inputs = torch.cat([prompt, embed(answer_ids)], dim=1)
+    attention = torch.cat([torch.ones(prompt.shape[:2], dtype=torch.long), mask], dim=1)
+    logits = explainer.llm(inputs_embeds=inputs, attention_mask=attention).logits
+    predicted = logits[:, prompt.shape[1] - 1: -1]  # each answer token from the position before it
+    labels = answer_ids.masked_fill(mask == 0, -100)
+    return F.cross_entropy(predicted.reshape(-1, predicted.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+
+@lru_cache(maxsize=1)
+def load_parts(encoder_name: str):
+    """(encoder, llm, tokenizer): the shipped deepfake encoder and SmolLM2, frozen (loaded once a process)."""
+    import effigy.detect.deepfake  # noqa: F401  (registers the encoders)
+    from effigy.models.encoders.llm import load_smollm2
+    from effigy.models.zoo import load_zoo_model
+
+    encoder, _ = load_zoo_model(encoder_name)
+    llm, tokenizer = load_smollm2()
+    for module in (encoder, llm):
+        module.requires_grad_(False)
+    return encoder, llm, tokenizer
+
+
+def train(config: ExplainerConfig, progress: Callable[[int, float], None] | None = None) -> VisualProjector:
+    """Train the projector (seeded) on answers built from the encoder's training images' metadata."""
+    from effigy.detect.deepfake.data import training_images
+    from effigy.models.zoo import load_zoo_model
+
+    torch.manual_seed(config.seed)
+    encoder, llm, tokenizer = load_parts(config.encoder)
+    _, encoder_config = load_zoo_model(config.encoder)
+    data = training_images(encoder_config)
+    rows = np.random.default_rng(config.seed).choice(len(data), min(config.examples, len(data)), replace=False)
+    visual = visual_tokens(encoder, data.images[rows])
+    answers = [answer_for(str(data.family[r]), str(data.region[r])) for r in rows]
+    projector = VisualProjector(config)
+    explainer = Explainer(projector, encoder, llm, tokenizer)
+    projector.train()
+    optimizer = torch.optim.AdamW(projector.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(config.seed)
+    for step in range(config.train_steps):
+        pick = torch.randint(len(rows), (config.batch_size,), generator=generator)
+        loss = _answer_batch(explainer, visual[pick], [answers[int(i)] for i in pick])
+        training_step(optimizer, loss, step, config.learning_rate * warmup_cosine(step, config.train_steps, 20),
+                      progress=progress)
+    return projector.eval()
+
+
+def build_model(config: ExplainerConfig) -> VisualProjector:
+    """The projector's structure (weights loaded by the zoo)."""
+    return VisualProjector(config).eval()
