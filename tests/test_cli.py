@@ -368,3 +368,19 @@ def test_detect_deepfake_on_a_folder_writes_one_json_line_per_image(monkeypatch,
     lines = [json.loads(line) for line in out.strip().splitlines()]
     assert [Path(r["image"]).name for r in lines] == ["real.png", "sbi.png", "swap.png"]
     assert all(0 <= r["p_fake"] <= 1 and r["verdict"] in ("real", "fake") and r["explanation"] for r in lines)
+
+
+def test_detect_deepfake_explain_answers_with_the_llm(monkeypatch, capsys, tmp_path):
+    from PIL import Image
+
+    from effigy.detect.deepfake.explain import verdict_of
+    from effigy.worlds.deepfakes import render_forgery
+    from effigy.worlds.faces import real_faces, split_identities
+
+    identities = [int(i) for i in split_identities("test")]
+    image, _ = render_forgery(identities[2], real_faces()[identities[2]], "swap", "webcam", 0, 0, identities)
+    Image.fromarray((image.transpose(1, 2, 0) * 255).astype("uint8")).save(tmp_path / "swap.png")
+    code, out, _ = run_cli(monkeypatch, capsys, "detect", "deepfake", str(tmp_path / "swap.png"), "--explain", "--json")
+    assert code == 0
+    row = json.loads(out)
+    assert verdict_of(row["explanation"]) in ("real", "fake", "unclear") and len(row["explanation"]) > 10

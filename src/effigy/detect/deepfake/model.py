@@ -57,6 +57,7 @@ class DeepfakeConfig(TrainConfig):
     captions_per_kind: int = 16
     train_steps: int = 1500
     dropout: float = 0.2
+    image_size: int = 64  # the encoder's input: captures are resized to it (ImageNet features were learnt at 224)
     batch_size: int = 32
     learning_rate: float = 5e-4
     seed: int = 0
@@ -79,7 +80,8 @@ class DeepfakeEncoder(nn.Module):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """[N, 1280] pooled features of images in [0, 1] (dropped out while training)."""
-        return F.dropout(pooled_features(self.backbone, images * 2 - 1), self.config.dropout, self.training)
+        features = pooled_features(self.backbone, images * 2 - 1, self.config.image_size)
+        return F.dropout(features, self.config.dropout, self.training)
 
     def fake_logit(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(features).squeeze(1)
