@@ -233,16 +233,24 @@ def render_forgeries(split: str, families: Sequence[str] = FAMILIES, domains: Se
         The captures, in a fixed order.
     """
     identities = [int(i) for i in split_identities(split)]
-    plan = [(identity, domain, family, index) for identity in identities for domain in domains
+    crops = [(i, real_faces()[i]) for i in identities]
+    return render_forgery_crops(crops, families, domains, reals_per_identity, fakes_per_family, seed, identities)
+
+
+def render_forgery_crops(crops: Sequence[tuple[int, np.ndarray]], families: Sequence[str], domains: Sequence[str],
+                         reals_per_identity: int, fakes_per_family: int, seed: int,
+                         donors: Sequence[int]) -> ForgeryImages:
+    """Every capture of the given (identity key, 25x25 crop) pairs, in :func:`render_forgeries`'s order and
+    seeds, swap donors drawn from ``donors`` (the held-out faces go through here with keys of their own)."""
+    plan = [(identity, face, domain, family, index) for identity, face in crops for domain in domains
             for family, count in (("real", reals_per_identity), *((f, fakes_per_family) for f in families))
             for index in range(count)]
-    rows = [render_forgery(i, real_faces()[i], family, domain, index, seed, identities)
-            for i, domain, family, index in plan]
+    rows = [render_forgery(i, face, family, domain, index, seed, donors) for i, face, domain, family, index in plan]
     images = np.stack([image for image, _ in rows]) if rows else np.zeros((0, 3, SIZE, SIZE), np.float32)
     forgeries = [f for _, f in rows]
     column = lambda values: np.array(values, dtype=object)  # noqa: E731
     return ForgeryImages(
-        images, np.array([f is not None for f in forgeries]), column([p[2] for p in plan]),
+        images, np.array([f is not None for f in forgeries]), column([p[3] for p in plan]),
         column([f.region if f else "" for f in forgeries]), column([f.artifact if f else "" for f in forgeries]),
-        column([p[1] for p in plan]), np.array([p[0] for p in plan], dtype=np.int64),
+        column([p[2] for p in plan]), np.array([p[0] for p in plan], dtype=np.int64),
         np.array([f.donor if f else -1 for f in forgeries], dtype=np.int64))

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from effigy.detect.deepfake.captions import FACTS, KINDS
 from effigy.detect.deepfake.model import DeepfakeConfig, DeepfakeEncoder, fake_scores
 from effigy.metrics.detection import deepfake_report
-from effigy.worlds.deepfakes import FAMILIES, ForgeryImages, render_forgeries, render_forgery
+from effigy.worlds.deepfakes import FAMILIES, ForgeryImages, render_forgeries, render_forgery_crops
 from effigy.worlds.faces import DOMAINS, HELD_OUT_SHA256, SIZE, held_out_face, split_identities
 
 TEST_REALS, TEST_FAKES = 2, 2  # captures per test identity and domain: real ones, and fakes per family
@@ -60,18 +60,9 @@ def held_out_forgeries(name: str, seed: int = 0, per_domain: int = 2) -> Forgery
     """A held-out real face (``astronaut``, ``grace_hopper``) in every domain: real captures and its SBI and
     swap fakes (swap donors from the test identities)."""
     identity = 1000 + list(HELD_OUT_SHA256).index(name)
-    face = held_out_face(name)
     donors = [int(i) for i in split_identities("test")]
-    plan = [(domain, family, index) for domain in DOMAINS for family in ("real", "sbi", "swap")
-            for index in range(per_domain)]
-    rows = [render_forgery(identity, face, family, domain, index, seed, donors) for domain, family, index in plan]
-    fakes = [f for _, f in rows]
-    column = lambda values: np.array(values, dtype=object)  # noqa: E731
-    return ForgeryImages(np.stack([image for image, _ in rows]), np.array([f is not None for f in fakes]),
-                         column([p[1] for p in plan]), column([f.region if f else "" for f in fakes]),
-                         column([f.artifact if f else "" for f in fakes]), column([p[0] for p in plan]),
-                         np.full(len(plan), identity, dtype=np.int64),
-                         np.array([f.donor if f else -1 for f in fakes], dtype=np.int64))
+    return render_forgery_crops([(identity, held_out_face(name))], ("sbi", "swap"), tuple(DOMAINS), per_domain,
+                                per_domain, seed, donors)
 
 
 def held_out_rows(model: DeepfakeEncoder, seed: int = 0) -> list[dict]:
