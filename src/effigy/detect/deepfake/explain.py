@@ -9,8 +9,7 @@ artifact of the true family (``captions.faithful``).
 """
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
 
@@ -23,8 +22,6 @@ from effigy.detect.batches import map_face_batches
 from effigy.models.config import TrainConfig
 from effigy.models.encoders.image_encoder import IMAGE_FEATURES
 from effigy.models.training_state import training_step, warmup_cosine
-
-log = logging.getLogger(__name__)
 
 QUESTION = "Is this face real or fake, and why?"
 LLM_HIDDEN = 576  # SmolLM2-135M's embedding width
@@ -57,7 +54,6 @@ class ExplainerConfig(TrainConfig):
     learning_rate: float = 1e-3
     max_new_tokens: int = 32
     seed: int = 0
-    families: list[str] = field(default_factory=lambda: ["sbi", "swap"])
 
 
 class VisualProjector(nn.Module):
@@ -73,9 +69,10 @@ class VisualProjector(nn.Module):
 
 
 def visual_tokens(encoder: nn.Module, images: np.ndarray) -> torch.Tensor:
-    """[N, 5, 1280]: the encoder's 2x2 feature-map cells and their mean, for images [N, 3, 64, 64] in [0, 1]."""
+    """[N, cells + 1, 1280]: the encoder's feature-map cells (2x2 at its 64-pixel input) and their mean, for
+    images [N, 3, 64, 64] in [0, 1]."""
     def tokens(batch: torch.Tensor) -> torch.Tensor:
-        grid = encoder.backbone.extract_features(batch * 2 - 1).flatten(2).transpose(1, 2)  # [B, 4, 1280]
+        grid = encoder.feature_map(batch).flatten(2).transpose(1, 2)  # [B, cells, 1280]
         return torch.cat([grid, grid.mean(dim=1, keepdim=True)], dim=1)
     return map_face_batches(tokens, images, 64)
 

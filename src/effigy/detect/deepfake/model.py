@@ -11,7 +11,6 @@ plain InfoNCE; ``contrastive='plain'`` trains exactly that, ``'none'`` cross-ent
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -24,10 +23,8 @@ from effigy.detect.batches import map_face_batches
 from effigy.errors import ModelError
 from effigy.models.config import TrainConfig
 from effigy.models.contrastive import symmetric_info_nce
-from effigy.models.encoders.image_encoder import IMAGE_FEATURES, build_efficientnet_lite0, pooled_features
+from effigy.models.encoders.image_encoder import IMAGE_FEATURES, build_efficientnet_lite0, feature_map
 from effigy.models.training_state import training_step, warmup_cosine
-
-log = logging.getLogger(__name__)
 
 CONTRASTIVE = ("none", "plain", "uncertain")
 TEXT_DIM = 384  # all-MiniLM-L6-v2 sentence embeddings
@@ -78,10 +75,13 @@ class DeepfakeEncoder(nn.Module):
         self.text_proj = nn.Linear(TEXT_DIM, config.embed_dim)
         self.log_temperature = nn.Parameter(torch.tensor(2.66))  # exp(2.66) ~ 1/0.07, CLIP's start
 
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, 1280, h, w] the backbone's last feature map of images in [0, 1], at the config's input size."""
+        return feature_map(self.backbone, images * 2 - 1, self.config.image_size)
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """[N, 1280] pooled features of images in [0, 1] (dropped out while training)."""
-        features = pooled_features(self.backbone, images * 2 - 1, self.config.image_size)
-        return F.dropout(features, self.config.dropout, self.training)
+        return F.dropout(self.feature_map(images).mean(dim=(2, 3)), self.config.dropout, self.training)
 
     def fake_logit(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(features).squeeze(1)

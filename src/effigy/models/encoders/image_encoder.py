@@ -44,9 +44,14 @@ def load_efficientnet_lite0() -> nn.Module:
     return model.eval()
 
 
-def pooled_features(backbone: nn.Module, images: torch.Tensor, size: int | None = None) -> torch.Tensor:
-    """[N, 1280] average-pooled EfficientNet features of images [N, 3, H, W] in [-1, 1] (Lite models take
+def feature_map(backbone: nn.Module, images: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    """[N, 1280, h, w] EfficientNet's last feature map of images [N, 3, H, W] in [-1, 1] (Lite models take
     inputs scaled that way), resized to ``size`` first when given."""
     if size is not None and images.shape[-1] != size:
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-    return backbone.extract_features(images).mean(dim=(2, 3))
+    return backbone.extract_features(images)
+
+
+def pooled_features(backbone: nn.Module, images: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    """[N, 1280] the average-pooled :func:`feature_map`."""
+    return feature_map(backbone, images, size).mean(dim=(2, 3))
