@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from effigy.bench.variants import RESULT_SCHEMA
-from effigy.detect.deepfake.model import DeepfakeEncoder, fake_scores
+from effigy.detect.deepfake.model import fake_scores
 from effigy.detect.deepfake.protocol import evaluate, held_out_rows, protocol_sets
 from effigy.detect.deepfake.zoo import BASELINES, SHIPPED
 from effigy.evaluate.measure import Progress, machine_facts, no_progress
@@ -33,15 +33,33 @@ class DeepfakeBenchSettings(SettingsRecord):
     explained_images: int = 120  # per test set, seeded
 
 
-def protocol_rows(settings: DeepfakeBenchSettings, progress: Progress = no_progress) -> list[dict]:
+class _Loaded:
+    """Each model loaded once, and each configuration's test sets rendered once, for the whole run (the
+    protocol, PGD and the explainer share them)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed, self.models, self.sets = seed, {}, {}
+
+    def model(self, name: str):
+        if name not in self.models:
+            self.models[name] = load_zoo_model(name)
+        return self.models[name]
+
+    def test_sets(self, config):
+        key = (tuple(config.families), tuple(config.domains))
+        if key not in self.sets:
+            self.sets[key] = protocol_sets(config, self.seed)
+        return self.sets[key]
+
+
+def protocol_rows(loaded: _Loaded, progress: Progress = no_progress) -> list[dict]:
     """One row per (model, test set)."""
-    rows, cache = [], {}
+    rows = []
     advance = progress("deepfake protocol", len(MODELS))
     for name in MODELS:
-        model, config = load_zoo_model(name)
-        key = (tuple(config.families), tuple(config.domains))
-        sets = cache.setdefault(key, protocol_sets(config, settings.seed))
-        rows += [{"model": name, "contrastive": config.contrastive, **evaluate(model, s)} for s in sets]
+        model, config = loaded.model(name)
+        rows += [{"model": name, "contrastive": config.contrastive, **evaluate(model, s)}
+                 for s in loaded.test_sets(config)]
         advance()
     return rows
 
@@ -59,21 +77,22 @@ def average_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
-def pgd_rows(settings: DeepfakeBenchSettings, progress: Progress = no_progress) -> list[dict]:
+def pgd_rows(settings: DeepfakeBenchSettings, loaded: _Loaded, progress: Progress = no_progress) -> list[dict]:
     """Per model: AUC on the in-distribution test set before and after PGD pushes its fakes towards real."""
     from effigy.detect.robustness.attacks import FakeLogits, adversarial
 
     rows = []
     advance = progress("PGD", len(MODELS))
     for name in MODELS:
-        model, config = load_zoo_model(name)
-        data = protocol_sets(config, settings.seed)[0].data
+        model, config = loaded.model(name)
+        data = loaded.test_sets(config)[0].data
         fakes = np.flatnonzero(data.fake)[: settings.attacked_fakes]
         reals = np.flatnonzero(~data.fake)
         attacked = adversarial(FakeLogits(model), data.images[fakes], "pgd", settings.epsilon,
                                settings.attack_steps, settings.seed, away_from=1)
-        clean = fake_scores(model, data.images[np.concatenate([reals, fakes])])
-        under = np.concatenate([fake_scores(model, data.images[reals]), fake_scores(model, attacked)])
+        real_scores = fake_scores(model, data.images[reals])
+        clean = np.concatenate([real_scores, fake_scores(model, data.images[fakes])])
+        under = np.concatenate([real_scores, fake_scores(model, attacked)])
         labels = np.concatenate([np.zeros(len(reals), bool), np.ones(len(fakes), bool)])
         rows.append({"model": name, "epsilon": settings.epsilon, "steps": settings.attack_steps,
                      "fakes_attacked": int(len(fakes)), "clean_auc": auc(clean, labels), "pgd_auc": auc(under, labels),
@@ -82,19 +101,16 @@ def pgd_rows(settings: DeepfakeBenchSettings, progress: Progress = no_progress) 
     return rows
 
 
-def explainer_rows(settings: DeepfakeBenchSettings, progress: Progress = no_progress) -> list[dict]:
+def explainer_rows(settings: DeepfakeBenchSettings, loaded: _Loaded, progress: Progress = no_progress) -> list[dict]:
     """Per test set: the LLM-connected detector's verdict accuracy beside its encoder's own (at 0.5) on the
     same images, and how often its explanation of a fake names the true region and artifact, beside chance
     (the same answers given to other fakes of the set)."""
     from effigy.detect.deepfake.captions import faithful
-    from effigy.detect.deepfake.explain import Explainer, load_parts, verdict_of
-    from effigy.detect.deepfake.zoo import EXPLAINER
+    from effigy.detect.deepfake.explain import load_explainer, verdict_of
 
-    projector, config = load_zoo_model(EXPLAINER)
-    encoder, llm, tokenizer = load_parts(config.encoder)
-    explainer = Explainer(projector, encoder, llm, tokenizer)
-    _, encoder_config = load_zoo_model(config.encoder)
-    sets = protocol_sets(encoder_config, settings.seed)[:-1]  # in distribution and the unseen families
+    explainer, config = load_explainer()
+    encoder = explainer.encoder
+    sets = loaded.test_sets(loaded.model(config.encoder)[1])[:-1]  # in distribution and the unseen families
     rows = []
     advance = progress("LLM explanations", len(sets))
     for evaluation in sets:
@@ -120,10 +136,10 @@ def explainer_rows(settings: DeepfakeBenchSettings, progress: Progress = no_prog
     return rows
 
 
-def caption_noise(settings: DeepfakeBenchSettings) -> dict:
+def caption_noise(loaded: _Loaded) -> dict:
     from effigy.detect.deepfake.captions import noise_rate, write_captions
 
-    _, config = load_zoo_model(SHIPPED)
+    _, config = loaded.model(SHIPPED)
     pools = write_captions(config.captions_per_kind, config.seed)
     return {"writer": pools.writer, "per_kind": config.captions_per_kind, "noise_rate": noise_rate(pools),
             "examples": {f"{f}/{r}" if r else f: pool[:3] for (f, r), pool in pools.pools.items()}}
@@ -131,11 +147,12 @@ def caption_noise(settings: DeepfakeBenchSettings) -> dict:
 
 def run_deepfake_bench(settings: DeepfakeBenchSettings, progress: Progress = no_progress) -> dict:
     """``effigy bench deepfake``: the protocol rows and their averages, held-out faces, PGD, caption noise."""
-    rows = protocol_rows(settings, progress)
-    model: DeepfakeEncoder = load_zoo_model(SHIPPED)[0]
+    loaded = _Loaded(settings.seed)
+    rows = protocol_rows(loaded, progress)
     return {"benchmark": "deepfake", "schema": RESULT_SCHEMA, "model": SHIPPED, "settings": settings.to_dict(),
             "machine": machine_facts(), "rows": rows, "averages": average_rows(rows),
-            "held_out": held_out_rows(model, settings.seed), "pgd": pgd_rows(settings, progress),
-            "captions": caption_noise(settings) if settings.captions else None,
-            "explainer": explainer_rows(settings, progress) if settings.explainer else None}
+            "held_out": held_out_rows(loaded.model(SHIPPED)[0], settings.seed),
+            "pgd": pgd_rows(settings, loaded, progress),
+            "captions": caption_noise(loaded) if settings.captions else None,
+            "explainer": explainer_rows(settings, loaded, progress) if settings.explainer else None}
 

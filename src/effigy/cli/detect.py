@@ -218,13 +218,10 @@ def detect_deepfake(
     import effigy.detect.deepfake  # noqa: F401  (registers the models)
     from effigy.detect.deepfake.model import fake_scores
     from effigy.detect.deepfake.protocol import describe
-    from effigy.detect.deepfake.zoo import BASELINES, SHIPPED
     from effigy.models.zoo import load_zoo_model
     from effigy.worlds.faces import image_files, read_face_image
 
-    check_choice(model, (SHIPPED, *BASELINES), "--model")
-    if explain and model != SHIPPED:
-        raise EffigyError(f"--explain reads {SHIPPED}'s features; drop --model {model} or --explain.")
+    check_deepfake_model(model, explain)
     files = image_files(images)
     batch = np.stack([read_face_image(p) for p in files])  # every file checked before the model loads
     loaded, _ = load_zoo_model(model)
@@ -241,12 +238,20 @@ def detect_deepfake(
 
 
 def _llm_answers(images) -> list[str]:
-    from effigy.detect.deepfake.explain import Explainer, load_parts
-    from effigy.detect.deepfake.zoo import EXPLAINER
-    from effigy.models.zoo import load_zoo_model
+    from effigy.detect.deepfake.explain import load_explainer
 
-    projector, config = load_zoo_model(EXPLAINER)
-    return Explainer(projector, *load_parts(config.encoder)).answer(images, config.max_new_tokens)
+    explainer, config = load_explainer()
+    return explainer.answer(images, config.max_new_tokens)
+
+
+def check_deepfake_model(model: str, explain: bool) -> None:
+    """One clear error, before anything loads, for an unknown deepfake model or --explain on a model the LLM
+    explainer does not read."""
+    from effigy.detect.deepfake.zoo import BASELINES, SHIPPED
+
+    check_choice(model, (SHIPPED, *BASELINES), "--model")
+    if explain and model != SHIPPED:
+        raise EffigyError(f"--explain reads {SHIPPED}'s features; drop --model {model} or --explain.")
 
 
 @app.command("robustness")

@@ -6,8 +6,7 @@ from typing import Optional
 
 import typer
 
-from effigy.cli._common import check_choice, console, finite, writable_folder
-from effigy.errors import EffigyError
+from effigy.cli._common import console, finite, writable_folder
 
 
 def serve(
@@ -22,12 +21,10 @@ def serve(
                                  "(deepfake-authguard only; ~1 s an image on 2 cores)."),
 ) -> None:
     """Serve deepfake detection over HTTP: POST /detect (an image in, JSON out) and an upload page at /."""
-    from effigy.detect.deepfake.zoo import BASELINES, SHIPPED
+    from effigy.cli.detect import check_deepfake_model
     from effigy.serve.app import ServiceSettings, create_app
 
-    check_choice(model, (SHIPPED, *BASELINES), "--model")
-    if explain and model != SHIPPED:
-        raise EffigyError(f"--explain reads {SHIPPED}'s features; drop --model {model} or --explain.")
+    check_deepfake_model(model, explain)
     if save_dir is not None:
         writable_folder(save_dir, "--save-dir")
     settings = ServiceSettings(model=model, explain=explain, threshold=threshold, max_bytes=int(max_mb * 2**20),

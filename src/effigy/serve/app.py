@@ -39,13 +39,14 @@ class Detector:
 
     def __init__(self, model_name: str, explain: bool = False) -> None:
         import effigy.detect.deepfake  # noqa: F401  (registers the models)
+        from effigy.detect.deepfake.explain import load_explainer
         from effigy.models.encoders.text_encoder import MiniLMTextEncoder
         from effigy.models.zoo import load_zoo_model
 
         self.name = model_name
         self.model, self.config = load_zoo_model(model_name)
         self.text_encoder = MiniLMTextEncoder() if self.config.contrastive != "none" and not explain else None
-        self.explainer = _explainer(model_name) if explain else None
+        self.explainer = load_explainer(model_name)[0] if explain else None
 
     def __call__(self, image: np.ndarray) -> tuple[float, str]:
         """(P(fake), the explanation: the LLM's answer, or the closest artifact description) of one image
@@ -58,17 +59,6 @@ class Detector:
         if self.explainer is not None:
             return p_fake, self.explainer.answer(batch)[0]
         return p_fake, describe(self.model, batch, self.text_encoder)[0]
-
-
-def _explainer(model_name: str):
-    from effigy.detect.deepfake.explain import Explainer, load_parts
-    from effigy.detect.deepfake.zoo import EXPLAINER
-    from effigy.models.zoo import load_zoo_model
-
-    projector, config = load_zoo_model(EXPLAINER)
-    if config.encoder != model_name:
-        raise EffigyError(f"the LLM explainer reads {config.encoder}'s features; serve --model {config.encoder}.")
-    return Explainer(projector, *load_parts(config.encoder))
 
 
 def create_app(settings: ServiceSettings = ServiceSettings(), detector: Detector | None = None):

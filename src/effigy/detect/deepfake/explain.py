@@ -157,6 +157,19 @@ def load_parts(encoder_name: str):
     return encoder, llm, tokenizer
 
 
+def load_explainer(encoder_name: str | None = None) -> tuple[Explainer, ExplainerConfig]:
+    """The shipped ``deepfake-explainer`` with the encoder and LLM it reads; ``encoder_name``, when given, must
+    be that encoder (one clear error otherwise)."""
+    from effigy.detect.deepfake.zoo import EXPLAINER
+    from effigy.errors import ModelError
+    from effigy.models.zoo import load_zoo_model
+
+    projector, config = load_zoo_model(EXPLAINER)
+    if encoder_name is not None and encoder_name != config.encoder:
+        raise ModelError(f"{EXPLAINER} reads {config.encoder}'s features, not {encoder_name}'s; use {config.encoder}.")
+    return Explainer(projector, *load_parts(config.encoder)), config
+
+
 def train(config: ExplainerConfig, progress: Callable[[int, float], None] | None = None) -> VisualProjector:
     """Train the projector (seeded) on answers built from the encoder's training images' metadata."""
     from effigy.detect.deepfake.data import training_images
