@@ -25,18 +25,13 @@ def _register() -> None:
     ZOO.register(SHIPPED, ZooEntry(
         SHIPPED, "face anti-spoofing: small CNN + multi-centre live / spoof prototypes on the face world "
         "(all four capture domains, print / replay / mask attacks)", FASConfig, build_model, train, torch.float32))
-    for domain in DOMAINS:
-        config = config_variant(FASConfig, f"FASConfigWithout{domain.title()}",
-                                domains=[d for d in DOMAINS if d != domain])
-        ZOO.register(without_domain(domain), ZooEntry(
-            without_domain(domain), f"{SHIPPED} trained without the {domain} capture domain (its "
-            "leave-one-domain-out target)", config, build_model, train, torch.float32))
-    for attack in ATTACKS:
-        config = config_variant(FASConfig, f"FASConfigWithout{attack.title()}Attack",
-                                attacks=[a for a in ATTACKS if a != attack])
-        ZOO.register(without_domain(attack), ZooEntry(
-            without_domain(attack), f"{SHIPPED} trained without {attack} attacks (its leave-one-attack-out "
-            "target)", config, build_model, train, torch.float32))
-
+    variants = [(d, "", {"domains": [x for x in DOMAINS if x != d]},
+                 f"the {d} capture domain (its leave-one-domain-out target)") for d in DOMAINS]
+    variants += [(a, "Attack", {"attacks": [x for x in ATTACKS if x != a]},
+                  f"{a} attacks (its leave-one-attack-out target)") for a in ATTACKS]
+    for target, suffix, fields, what in variants:
+        config = config_variant(FASConfig, f"FASConfigWithout{target.title()}{suffix}", **fields)
+        ZOO.register(without_domain(target), ZooEntry(without_domain(target), f"{SHIPPED} trained without {what}",
+                                                      config, build_model, train, torch.float32))
 
 _register()
