@@ -28,3 +28,17 @@ def tiny_pixart():
         cross_attention_dim=16, sample_size=8, patch_size=2, caption_channels=12, norm_num_groups=1,
         use_additional_conditions=False,
     ).eval()
+
+
+@pytest.fixture
+def quick_synthetic(monkeypatch):
+    """A stand-in pool of generated face crops (mirrored real crops), so that rendering the synthetic family need
+    not sample the face DiT (the shipped generator has a test of its own in tests/models/test_zoo.py)."""
+    import numpy as np
+
+    from effigy.worlds import deepfakes
+    from effigy.worlds.faces import real_faces
+
+    pool = lambda seed, count=deepfakes.SYNTHETIC_POOL: np.ascontiguousarray(  # noqa: E731
+        real_faces()[np.arange(count) % 100, :, ::-1])
+    monkeypatch.setattr(deepfakes, "synthetic_crops", pool)

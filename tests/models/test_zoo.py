@@ -1,5 +1,6 @@
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,7 +49,22 @@ def test_shipped_dit_draws_the_requested_digits():
     assert (classifier(images).argmax(1) == labels).float().mean() >= 0.85
 
 
-@pytest.mark.parametrize("name", ["digits-classifier", "dit-digits"])
+def test_shipped_face_dit_draws_varied_face_like_crops():
+    """Generated crops match the mean training face about as unseen real crops do, and are not one face."""
+    from effigy.models.generators import dit_faces
+    from effigy.worlds.faces import real_faces, split_identities
+
+    dit, config = load_zoo_model("dit-faces")
+    crops = dit_faces.generate_faces(dit, config, 16, seed=5)
+    assert crops.shape == (16, 25, 25) and crops.min() >= 0 and crops.max() <= 1
+    standard = lambda x: (x - x.mean((-2, -1), keepdims=True)) / x.std((-2, -1), keepdims=True)  # noqa: E731
+    template = standard(real_faces()[split_identities("train")].mean(0))
+    unseen_real = real_faces()[split_identities("test")]
+    assert np.median((standard(crops) * template).mean((1, 2))) > np.median((standard(unseen_real) * template).mean((1, 2))) - 0.15
+    assert crops.std(axis=0).mean() > 0.5 * unseen_real.std(axis=0).mean()
+
+
+@pytest.mark.parametrize("name", ["digits-classifier", "dit-digits", "dit-faces"])
 def test_training_command_is_seeded_and_writes_a_loadable_record(tmp_path, name):
     first = train_zoo_model(name, tmp_path / "a", train_steps=3, batch_size=8)
     second = train_zoo_model(name, tmp_path / "b", train_steps=3, batch_size=8)

@@ -3,6 +3,7 @@ import pytest
 from scipy import ndimage
 
 from effigy.errors import WorldError
+from effigy.worlds import deepfakes
 from effigy.worlds.deepfakes import (
     FAMILIES,
     face_swap,
@@ -12,7 +13,9 @@ from effigy.worlds.deepfakes import (
     render_forgeries,
     render_forgery,
     self_blend,
+    synthetic_face,
     upsample_artifacts,
+    visible_cues,
 )
 from effigy.worlds.faces import SIZE, posed_live_face, real_faces, split_identities
 
@@ -71,12 +74,37 @@ def test_render_is_deterministic_by_seed_and_order_free():
     np.testing.assert_array_equal(alone, a.images[row])
 
 
-def test_rows_describe_the_forgeries_and_swaps_stay_in_the_split():
+def test_a_synthetic_face_keeps_the_real_captures_pose_and_light_and_replaces_the_face():
+    identity, keys = 3, [5, 1]
+    live, _ = posed_live_face(real_faces()[identity], identity, np.random.default_rng(keys))
+    same = synthetic_face(real_faces()[identity], identity, np.random.default_rng(keys))
+    np.testing.assert_array_equal(same.image, live)  # the real crop through the same draws: the very live face
+    other = synthetic_face(real_faces()[40], identity, np.random.default_rng(keys))
+    assert other.family == "synthetic" and other.region == "face" and (other.mask == 1).all()
+    assert np.abs(other.image - live).mean() > 0.02
+    with pytest.raises(WorldError, match="render_forgery"):
+        forge("synthetic", live, (np.eye(2), np.zeros(2)), np.random.default_rng(0))
+
+
+def test_visible_cues_read_the_change_off_the_pixels():
+    live, pose, _ = _posed(2)
+    mask = region_mask("face", pose, blur=2.0)
+    made = lambda image: deepfakes.Forgery(image.astype(np.float32), mask, "sbi", "face", "")  # noqa: E731
+    blurred = ndimage.gaussian_filter(live, (0, 1.5, 1.5))
+    assert visible_cues(live, made(live)) == "same texture, same colour, no seam"
+    assert visible_cues(live, made(mask * blurred + (1 - mask) * live)).startswith("blurred, same colour")
+    assert visible_cues(live, made(mask * (live + 0.1) + (1 - mask) * live)) == "same texture, brighter, visible seam"
+    warm = live + mask * np.array([0.06, 0.0, -0.06])[:, None, None]
+    assert visible_cues(live, made(warm)).split(", ")[1] == "warmer"
+
+
+def test_rows_describe_the_forgeries_and_swaps_stay_in_the_split(quick_synthetic):
     data = render_forgeries("test", families=FAMILIES, domains=["webcam"], reals_per_identity=1)
     assert data.images.shape[1:] == (3, SIZE, SIZE) and 0 <= data.images.min() and data.images.max() <= 1
     assert set(data.family) == {"real", *FAMILIES}
     assert (data.fake == (data.family != "real")).all()
     assert (data.region[~data.fake] == "").all() and (data.region[data.fake] != "").all()
+    assert (data.cues[~data.fake] == "").all() and all(len(c.split(", ")) == 3 for c in data.cues[data.fake])
     test_ids = set(split_identities("test").tolist())
     swaps = data.family == "swap"
     assert set(data.donor[swaps].tolist()) <= test_ids and (data.donor[swaps] != data.identity[swaps]).all()

@@ -16,7 +16,7 @@ from torch import nn
 
 from effigy.checkpoint.files import sha256_of
 from effigy.errors import CheckpointError
-from effigy.models.generators import dit_digits, t2i_shapes, t2i_shapes_lcm
+from effigy.models.generators import dit_digits, dit_faces, t2i_shapes, t2i_shapes_lcm
 from effigy.models.judges import clip_standin, digit_classifier, shapes_checker
 from effigy.models.lidar import centerpoint as lidar_centerpoint
 from effigy.models.lidar import train as lidar_train
@@ -47,6 +47,15 @@ _ENTRIES = (
         dit_digits.DiTDigitsConfig,
         dit_digits.build_transformer,
         dit_digits.train,
+        torch.float16,
+    ),
+    ZooEntry(
+        "dit-faces",
+        "one-class DiT (diffusers DiTTransformer2DModel) on the 60 train-split LFW face crops (grey, 24x24): the "
+        "deepfake world's synthetic faces",
+        dit_faces.DiTFacesConfig,
+        dit_faces.build_transformer,
+        dit_faces.train,
         torch.float16,
     ),
     ZooEntry(

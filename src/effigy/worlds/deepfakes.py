@@ -15,14 +15,17 @@ others):
   setting);
 - ``reenact``: the mouth or the eyes moved by a local displacement field (expression transfer's footprint);
 - ``upsample``: the inner face re-synthesised by a generator's upsampler: 2x transposed-convolution
-  checkerboard and a periodic spectral peak.
+  checkerboard and a periodic spectral peak;
+- ``synthetic``: an entirely generated face: a crop sampled from the shipped face DiT (``dit-faces``, trained
+  on the train split's real crops), posed, lit and captured like a real one.
 
-Every forgery changes its region's pixels only (``Forgery.mask`` is its support); ``ForgeryImages.region``
-and ``artifact`` say what a caption or an explanation should name.
+Every forgery changes its region's pixels only (``Forgery.mask`` is its support; a synthetic face's is the
+whole frame); ``ForgeryImages.region`` and ``artifact`` say what a caption or an explanation should name.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -41,14 +44,16 @@ from effigy.worlds.faces import (
     split_identities,
 )
 
-FAMILIES = ("sbi", "swap", "reenact", "upsample")
+FAMILIES = ("sbi", "swap", "reenact", "upsample", "synthetic")
 # Regions of the aligned 64x64 frame (before pose): centre row, centre column, half-height, half-width.
 REGIONS = {"face": (31.0, 28.0, 23.0, 17.0), "eyes": (19.5, 27.0, 6.0, 16.0), "nose": (31.0, 28.0, 8.0, 6.0),
            "mouth": (45.0, 28.0, 5.5, 10.0)}
 ARTIFACTS = {"sbi": "blending boundary and colour mismatch of the face with itself",
              "swap": "another person's face blended in, with a boundary and skin-tone seam",
              "reenact": "warped {region}: geometry moved against the rest of the face",
-             "upsample": "checkerboard and periodic spectral peaks of a generator's upsampler"}
+             "upsample": "checkerboard and periodic spectral peaks of a generator's upsampler",
+             "synthetic": "an entirely generated face: a small generator's smoothed, averaged features"}
+SYNTHETIC_POOL = 200  # generated crops per world seed; a synthetic capture draws one (an unseen test family)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class Forgery:
     region: str
     artifact: str
     donor: int = -1
+    cues: str = ""  # what the change looks like on the pixels (visible_cues), in words every family shares
 
 
 def region_mask(region: str, pose: Pose, blur: float = 0.0) -> np.ndarray:
@@ -146,6 +152,48 @@ def upsample_artifacts(live: np.ndarray, pose: Pose, rng: np.random.Generator) -
                    ARTIFACTS["upsample"])
 
 
+def visible_cues(live: np.ndarray, forgery: Forgery) -> str:
+    """What the change looks like, measured on the pixels rather than read from the recipe, in words every
+    family shares (so that a caption can say what an unseen forgery would also show): the texture inside the
+    support (blurred / sharpened, by its fine detail against the real face's), its colour (brighter / darker /
+    warmer / cooler) and whether a seam shows where the support fades out."""
+    inside = forgery.mask >= 0.5
+    if not inside.any():
+        return "same texture, same colour, no seam"
+    detail = lambda x: np.abs(x - ndimage.gaussian_filter(x, (0, 1.0, 1.0))).mean(0)[inside].mean()  # noqa: E731
+    ratio = detail(forgery.image) / (detail(live) + 1e-6)
+    texture = "blurred" if ratio < 0.85 else "sharpened" if ratio > 1.15 else "same texture"
+    shift = (forgery.image - live)[:, inside].mean(axis=1)  # per channel
+    brightness, cast = float(shift.mean()), float(shift[0] - shift[2])
+    if max(abs(brightness), abs(cast)) < 0.015:
+        colour = "same colour"
+    elif abs(brightness) >= abs(cast):
+        colour = "brighter" if brightness > 0 else "darker"
+    else:
+        colour = "warmer" if cast > 0 else "cooler"
+    ring = (forgery.mask > 0.1) & (forgery.mask < 0.9)
+    seam = ring.any() and float(np.abs(forgery.image - live).mean(0)[ring].mean()) > 0.03
+    return f"{texture}, {colour}, {'visible seam' if seam else 'no seam'}"
+
+
+@lru_cache(maxsize=2)
+def synthetic_crops(seed: int, count: int = SYNTHETIC_POOL) -> np.ndarray:
+    """[count, 25, 25] crops sampled (seeded) from the shipped face DiT, framed as the LFW crops; generated once
+    a process, since sampling a diffusion model is the slow part of rendering this family."""
+    from effigy.models.generators.dit_faces import generate_faces
+    from effigy.models.zoo import load_zoo_model
+
+    transformer, config = load_zoo_model("dit-faces")
+    return generate_faces(transformer, config, count, seed)
+
+
+def synthetic_face(crop: np.ndarray, identity: int, light: np.random.Generator) -> Forgery:
+    """A generated crop rendered as the live face would be: ``light`` is the real capture's own generator
+    state, so pose, light and skin tone match the real face's and only the face itself differs."""
+    image, _ = posed_live_face(crop, identity, light)
+    return Forgery(image, np.ones((SIZE, SIZE), np.float32), "synthetic", "face", ARTIFACTS["synthetic"])
+
+
 @dataclass
 class ForgeryImages:
     """Rendered captures, one row each: images [N, 3, SIZE, SIZE] in [0, 1]; ``fake``; ``family`` ('real' or
@@ -160,8 +208,9 @@ class ForgeryImages:
     domain: np.ndarray
     identity: np.ndarray
     donor: np.ndarray
+    cues: np.ndarray
 
-    FIELDS = ("images", "fake", "family", "region", "artifact", "domain", "identity", "donor")
+    FIELDS = ("images", "fake", "family", "region", "artifact", "domain", "identity", "donor", "cues")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -183,6 +232,8 @@ def forge(family: str, live: np.ndarray, pose: Pose, rng: np.random.Generator,
             raise WorldError("a face swap needs a donor face: give (identity, 25x25 crop).")
         return face_swap(live, pose, donor[1], donor[0], rng)
     makers = {"sbi": self_blend, "reenact": reenact, "upsample": upsample_artifacts}
+    if family == "synthetic":
+        raise WorldError("a synthetic face is generated, not edited from a live face: use render_forgery.")
     if family not in makers:
         raise WorldError(f"unknown forgery family {family!r}; use one of {', '.join(FAMILIES)}.")
     return makers[family](live, pose, rng)
@@ -214,7 +265,12 @@ def render_forgery(identity: int, face: np.ndarray, family: str, domain: str, in
             raise WorldError("a face swap needs another identity in the split to take the face from.")
         chosen = int(rng.choice(others))
         donor = (chosen, real_faces()[chosen])
-    forgery = forge(family, live, pose, rng, donor)
+    if family == "synthetic":
+        crop = synthetic_crops(seed)[int(rng.integers(SYNTHETIC_POOL))]
+        forgery = synthetic_face(crop, identity, _rng(*keys, 0))
+    else:
+        forgery = forge(family, live, pose, rng, donor)
+    forgery = replace(forgery, cues=visible_cues(live, forgery))
     return capture(forgery.image, DOMAINS[domain], rng), forgery
 
 
@@ -253,4 +309,4 @@ def render_forgery_crops(crops: Sequence[tuple[int, np.ndarray]], families: Sequ
         images, np.array([f is not None for f in forgeries]), column([p[3] for p in plan]),
         column([f.region if f else "" for f in forgeries]), column([f.artifact if f else "" for f in forgeries]),
         column([p[2] for p in plan]), np.array([p[0] for p in plan], dtype=np.int64),
-        np.array([f.donor if f else -1 for f in forgeries], dtype=np.int64))
+        np.array([f.donor if f else -1 for f in forgeries], dtype=np.int64), column([f.cues if f else "" for f in forgeries]))

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 REAL = "real"
 # (family, region) of every kind of image the world makes; the caption pools are keyed by it.
 KINDS = (("real", ""), ("sbi", "face"), ("swap", "face"), ("reenact", "mouth"), ("reenact", "eyes"),
-         ("upsample", "face"))
+         ("upsample", "face"), ("synthetic", "face"))
 FACTS = {
     ("real", ""): "real photo; no manipulation",
     ("sbi", "face"): "forgery: face blended with a shifted, recoloured copy of itself; region: whole face; "
@@ -32,6 +32,8 @@ FACTS = {
                          "rest of the face",
     ("upsample", "face"): "forgery: generator upsampling; region: whole face; artifact: checkerboard grid and "
                           "periodic pattern",
+    ("synthetic", "face"): "forgery: entirely generated face; region: whole face; artifact: smooth, averaged "
+                           "features of a generator, no real person",
 }
 SHOTS = (  # the few examples the LLM imitates (two fakes and a real face, none of them another kind's words)
     ("real photo; no manipulation",
@@ -47,21 +49,23 @@ SYSTEM = ("You write one-sentence descriptions of face images for a forensic dat
           "visible and name the region.")
 
 REGION_WORDS = {"face": ("face",), "mouth": ("mouth", "lip"), "eyes": ("eye",)}
-ARTIFACT_WORDS = {
-    "sbi": ("blend", "boundary", "colour", "color", "seam", "tone", "copy"),
-    "swap": ("someone else", "another", "other person", "swap", "seam", "boundary"),
+ARTIFACT_WORDS = {  # words only its own family's facts use, so that naming one family is not naming another
+    "sbi": ("copy", "itself", "recolour", "recolor", "colour", "color", "mismatch"),
+    "swap": ("someone else", "another", "other person", "swap", "donor", "different person"),
     "reenact": ("stretch", "shift", "warp", "moved", "distort", "out of line"),
     "upsample": ("checkerboard", "grid", "pattern", "periodic", "upsampl"),
+    "synthetic": ("generated", "synthetic", "smooth", "averaged", "artificial", "no real person", "not a real person"),
 }
 ALTERED_WORDS = ("blend", "seam", "someone else", "another", "swap", "stretch", "warp", "distort", "out of line",
-                 "checkerboard", "periodic", "upsampl", "fake", "manipulat", "alter", "forg", "synthetic")
+                 "checkerboard", "periodic", "upsampl", "fake", "manipulat", "alter", "forg", "synthetic", "generated")
 
 
 @dataclass(frozen=True)
 class CaptionPools:
-    """Captions per kind of image, and the model that wrote them."""
+    """Captions per kind of image ((family, region), or (family, region, visible cues)), and the model that
+    wrote them."""
 
-    pools: dict[tuple[str, str], list[str]]
+    pools: dict[tuple[str, ...], list[str]]
     writer: str
 
     def caption(self, family: str, region: str, index: int) -> str:
@@ -95,12 +99,13 @@ def _affirmed(text: str, word: str) -> bool:
 
 def noise_rate(pools: CaptionPools) -> dict[str, float]:
     """Share of captions that are not :func:`faithful`, per kind ('family/region') and overall."""
-    rates, wrong, total = {}, 0, 0
-    for (family, region), pool in pools.pools.items():
-        misses = sum(not faithful(c, family, region) for c in pool)
-        rates[f"{family}/{region}" if region else family] = misses / len(pool)
-        wrong, total = wrong + misses, total + len(pool)
-    rates["all"] = wrong / total
+    misses, counts = {}, {}
+    for (family, region, *_), pool in pools.pools.items():
+        kind = f"{family}/{region}" if region else family
+        misses[kind] = misses.get(kind, 0) + sum(not faithful(c, family, region) for c in pool)
+        counts[kind] = counts.get(kind, 0) + len(pool)
+    rates = {kind: misses[kind] / counts[kind] for kind in counts}
+    rates["all"] = sum(misses.values()) / sum(counts.values())
     return rates
 
 
@@ -117,18 +122,42 @@ def _prompt(tokenizer, facts: str) -> str:
 def write_captions(per_kind: int = 16, seed: int = 0, max_new_tokens: int = 40) -> CaptionPools:
     """``per_kind`` captions for each kind of image, sampled (temperature 0.8, top-p 0.9, seeded) from
     SmolLM2-135M-Instruct prompted with the kind's facts and three examples."""
+    result = CaptionPools(write_pools(tuple((kind, FACTS[kind]) for kind in KINDS), per_kind, seed, max_new_tokens),
+                          WRITER)
+    log.info("caption noise rate: %s", noise_rate(result))
+    return result
+
+
+WRITER = "SmolLM2-135M-Instruct (few-shot, temperature 0.8)"
+
+
+def cue_facts(family: str, region: str, cues: str) -> str:
+    """A fake's kind facts and what its change looks like on the pixels (``worlds.deepfakes.visible_cues``)."""
+    return FACTS[(family, region)] if family == REAL else f"{FACTS[(family, region)]}; visible: {cues}"
+
+
+@lru_cache(maxsize=2)
+def write_cue_captions(keys: tuple[tuple[str, str, str], ...], per_kind: int = 4, seed: int = 0,
+                       max_new_tokens: int = 40) -> CaptionPools:
+    """``per_kind`` captions per (family, region, cues): each image's caption says what its own change looks like
+    (blurred, darker, a visible seam...), in words that unseen families share, not only what kind it is."""
+    return CaptionPools(write_pools(tuple((key, cue_facts(*key)) for key in keys), per_kind, seed, max_new_tokens),
+                        WRITER)
+
+
+def write_pools(facts: tuple[tuple[tuple, str], ...], per_kind: int, seed: int, max_new_tokens: int
+                ) -> dict[tuple, list[str]]:
+    """``per_kind`` captions for each (key, facts) pair, in order, from one seeded sampler."""
     from effigy.models.encoders.llm import load_smollm2
 
     model, tokenizer = load_smollm2()
     torch.manual_seed(seed)
     pools = {}
-    for kind in KINDS:
-        batch = tokenizer([_prompt(tokenizer, FACTS[kind])] * per_kind, return_tensors="pt", padding=True,
+    for key, fact in facts:
+        batch = tokenizer([_prompt(tokenizer, fact)] * per_kind, return_tensors="pt", padding=True,
                           padding_side="left")
         with torch.no_grad():
             out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=True, temperature=0.8, top_p=0.9)
         texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-        pools[kind] = [" ".join(t.split()) or FACTS[kind] for t in texts]
-    result = CaptionPools(pools, "SmolLM2-135M-Instruct (few-shot, temperature 0.8)")
-    log.info("caption noise rate: %s", noise_rate(result))
-    return result
+        pools[key] = [" ".join(t.split()) or fact for t in texts]
+    return pools

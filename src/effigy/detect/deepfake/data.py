@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from effigy.detect.deepfake.captions import KINDS, write_captions
+from effigy.detect.deepfake.captions import KINDS, write_captions, write_cue_captions
 from effigy.detect.deepfake.model import DeepfakeConfig
 from effigy.worlds.deepfakes import ForgeryImages, render_forgeries
 
@@ -25,17 +25,31 @@ def kind_ids(data: ForgeryImages) -> np.ndarray:
     return np.array([KINDS.index((str(f), str(r))) for f, r in zip(data.family, data.region)])
 
 
-def caption_embeddings(config: DeepfakeConfig, kinds: np.ndarray) -> torch.Tensor:
-    """[N, 384] the MiniLM sentence embedding of each row's caption: a caption drawn (seeded) from its kind's
-    pool, fixed for the whole training."""
+def caption_keys(config: DeepfakeConfig, data: ForgeryImages) -> tuple[list[tuple[str, ...]], np.ndarray]:
+    """(the caption pools' keys, each row's index among them): (family, region) per row, or with
+    ``caption_detail='cues'`` (family, region, visible cues) per fake row."""
+    if config.caption_detail == "kind":
+        return list(KINDS), kind_ids(data)
+    rows = [(str(f), str(r), str(c)) for f, r, c in zip(data.family, data.region, data.cues)]
+    keys = sorted(set(rows))
+    index = {key: i for i, key in enumerate(keys)}
+    return keys, np.array([index[row] for row in rows])
+
+
+def caption_embeddings(config: DeepfakeConfig, data: ForgeryImages) -> tuple[torch.Tensor, np.ndarray]:
+    """([N, 384] the MiniLM sentence embedding of each row's caption, [N] its pool's id): a caption drawn
+    (seeded) from the row's pool, fixed for the whole training."""
     from effigy.models.encoders.text_encoder import MiniLMTextEncoder, sentence_features
 
-    pools = write_captions(config.captions_per_kind, config.seed)
-    captions = [caption for kind in KINDS for caption in pools.pools[kind]]
+    keys, ids = caption_keys(config, data)
+    per_kind = config.captions_per_kind
+    pools = (write_captions(per_kind, config.seed) if config.caption_detail == "kind"
+             else write_cue_captions(tuple(keys), per_kind, config.seed))
+    captions = [caption for key in keys for caption in pools.pools[key]]
     encoder = MiniLMTextEncoder()
     embedded = torch.cat([sentence_features(*encoder.encode(captions[i: i + 64])) for i in range(0, len(captions), 64)])
-    choice = np.random.default_rng(config.seed).integers(config.captions_per_kind, size=len(kinds))
-    return embedded[kinds * config.captions_per_kind + choice]
+    choice = np.random.default_rng(config.seed).integers(per_kind, size=len(ids))
+    return embedded[ids * per_kind + choice], ids
 
 
 def training_batch_source(config: DeepfakeConfig) -> Callable[[torch.Generator], Batch]:
@@ -45,9 +59,8 @@ def training_batch_source(config: DeepfakeConfig) -> Callable[[torch.Generator],
 
     data = training_images(config)
     images, fake = torch.from_numpy(data.images), torch.from_numpy(data.fake)
-    kinds = kind_ids(data)
-    text = caption_embeddings(config, kinds) if config.contrastive != "none" else None
-    groups = torch.from_numpy(kinds)
+    text, ids = caption_embeddings(config, data) if config.contrastive != "none" else (None, kind_ids(data))
+    groups = torch.from_numpy(ids)
 
     def batch(generator: torch.Generator) -> Batch:
         rows = torch.randint(len(images), (config.batch_size,), generator=generator)

@@ -27,6 +27,7 @@ from effigy.models.encoders.image_encoder import IMAGE_FEATURES, build_efficient
 from effigy.models.training_state import training_step, warmup_cosine
 
 CONTRASTIVE = ("none", "plain", "uncertain")
+CAPTION_DETAILS = ("kind", "cues")
 TEXT_DIM = 384  # all-MiniLM-L6-v2 sentence embeddings
 
 
@@ -39,8 +40,12 @@ class DeepfakeConfig(TrainConfig):
         families, domains: the forgery families and capture domains trained on (the protocol tests the rest).
         reals_per_identity, fakes_per_family: training captures per identity and domain.
         embed_dim: the shared image-text space. contrastive_weight: lambda. kl_weight: beta.
+        initial_log_var: where the log-variance head's bias starts (None: PyTorch's default draw); a low start
+            begins near plain InfoNCE and leaves the variance to grow where captions disagree.
         dropout: on the pooled features during training (the world has 60 training identities).
         captions_per_kind: captions the LLM writes per kind of image.
+        caption_detail: 'kind' (one pool per family and region) or 'cues' (one pool per family, region and
+            visible change: each image's caption also says how its change looks, ``visible_cues``).
     """
 
     contrastive: str = "uncertain"
@@ -51,7 +56,9 @@ class DeepfakeConfig(TrainConfig):
     embed_dim: int = 128
     contrastive_weight: float = 0.5
     kl_weight: float = 1e-3
+    initial_log_var: float | None = None
     captions_per_kind: int = 16
+    caption_detail: str = "kind"
     train_steps: int = 1500
     dropout: float = 0.2
     image_size: int = 64  # the encoder's input: captures are resized to it (ImageNet features were learnt at 224)
@@ -72,6 +79,8 @@ class DeepfakeEncoder(nn.Module):
         self.classifier = nn.Linear(IMAGE_FEATURES, 1)
         self.mean_head = nn.Linear(IMAGE_FEATURES, config.embed_dim)
         self.log_var_head = nn.Linear(IMAGE_FEATURES, config.embed_dim)
+        if config.initial_log_var is not None:
+            nn.init.constant_(self.log_var_head.bias, config.initial_log_var)
         self.text_proj = nn.Linear(TEXT_DIM, config.embed_dim)
         self.log_temperature = nn.Parameter(torch.tensor(2.66))  # exp(2.66) ~ 1/0.07, CLIP's start
 
@@ -133,6 +142,8 @@ def training_loss(model: DeepfakeEncoder, images: torch.Tensor, fake: torch.Tens
 def _check(config: DeepfakeConfig) -> None:
     if config.contrastive not in CONTRASTIVE:
         raise ModelError(f"unknown contrastive mode {config.contrastive!r}; use one of {', '.join(CONTRASTIVE)}.")
+    if config.caption_detail not in CAPTION_DETAILS:
+        raise ModelError(f"unknown caption detail {config.caption_detail!r}; use one of {', '.join(CAPTION_DETAILS)}.")
 
 
 def train(config: DeepfakeConfig, progress: Callable[[int, float], None] | None = None) -> DeepfakeEncoder:
