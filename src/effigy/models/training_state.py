@@ -105,9 +105,10 @@ def training_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, step: in
                   clip: tuple[nn.Module, float] | None = None,
                   progress: Callable[[int, float], None] | None = None) -> None:
     """One optimizer step of a training loop: set the step's learning rate, back-propagate ``loss``, clip the
-    gradient norm of ``clip``'s module (if given), step, and report (step, loss)."""
+    gradient norm of ``clip``'s module (if given), step, and report (step, loss). A parameter group with an
+    ``lr_scale`` entry runs at that multiple of ``lr``."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if clip is not None:
