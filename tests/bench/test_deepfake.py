@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 import effigy.bench.deepfake as bench
@@ -17,7 +18,8 @@ def small_sets():
     return [EvalSet("in distribution: sbi+swap", "nothing", seen), EvalSet("unseen family: reenact", "family", unseen)]
 
 
-def test_the_bench_writes_every_model_test_set_held_out_face_and_attack(monkeypatch, tmp_path, small_sets):
+def test_the_bench_writes_every_model_test_set_held_out_face_and_attack(monkeypatch, tmp_path, small_sets,
+                                                                        quick_synthetic):
     models = {}
     monkeypatch.setattr(bench, "load_zoo_model", lambda name: models.setdefault(
         name, (build_model(DeepfakeConfig(contrastive="plain")), DeepfakeConfig())))
@@ -28,9 +30,13 @@ def test_the_bench_writes_every_model_test_set_held_out_face_and_attack(monkeypa
     assert [r["model"] for r in result["averages"]] == ["deepfake-ce", "deepfake-clip", "deepfake-authguard"]
     assert all(r["fakes_attacked"] == 4 and 0 <= r["pgd_auc"] <= 1 for r in result["pgd"])
     assert len(result["held_out"]) == 6
+    generator = result["generator"]  # the stand-in pool is mirrored real crops: near the real ones by every measure
+    assert generator["generated"] == 200 and generator["fid_to_test_generated"] > 0
+    assert generator["detail_generated"] == pytest.approx(generator["detail_real_test"], rel=0.3)
     paths = write_deepfake_report(result, tmp_path, "effigy bench deepfake")
     assert json.loads(paths["json"].read_text())["benchmark"] == "deepfake"
     assert "Under PGD" in paths["markdown"].read_text() and paths["picture"].stat().st_size > 0
+    assert "dit-faces" in paths["markdown"].read_text() and paths["generator_picture"].stat().st_size > 0
 
 
 def test_averages_take_the_unseen_families_mean():
@@ -39,3 +45,13 @@ def test_averages_take_the_unseen_families_mean():
     (average,) = average_rows(rows)
     assert average["in_distribution_auc"] == 0.99 and average["unseen_auc"] == pytest.approx(0.7)
     assert average["unseen_domain_auc"] == 0.7 and average["unseen_acc"] == pytest.approx(0.8)
+
+
+def test_verdict_comparison_pairs_the_images():
+    from effigy.bench.deepfake import verdict_comparison
+
+    right = np.array([True, False] * 20)
+    same = verdict_comparison(right, right)
+    assert same["llm_verdict_accuracy"] == same["encoder_accuracy"] == 0.5 and same["difference_low"] == 0 == same["difference_high"]
+    better = verdict_comparison(np.ones(40, bool), right)
+    assert better["difference_low"] > 0 and better["images"] == 40

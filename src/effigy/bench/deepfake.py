@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from effigy.bench.variants import RESULT_SCHEMA
 from effigy.detect.deepfake.model import fake_scores
@@ -103,15 +104,16 @@ def pgd_rows(settings: DeepfakeBenchSettings, loaded: _Loaded, progress: Progres
 
 def explainer_rows(settings: DeepfakeBenchSettings, loaded: _Loaded, progress: Progress = no_progress) -> list[dict]:
     """Per test set: the LLM-connected detector's verdict accuracy beside its encoder's own (at 0.5) on the
-    same images, and how often its explanation of a fake names the true region and artifact, beside chance
-    (the same answers given to other fakes of the set)."""
+    same images, with a paired interval of the difference, and how often its explanation of a fake names the
+    true region and artifact, beside chance (the same answers given to other fakes of the set); then both
+    accuracies over all the sets' images together."""
     from effigy.detect.deepfake.captions import faithful
     from effigy.detect.deepfake.explain import load_explainer, verdict_of
 
     explainer, config = load_explainer()
     encoder = explainer.encoder
     sets = loaded.test_sets(loaded.model(config.encoder)[1])[:-1]  # in distribution and the unseen families
-    rows = []
+    rows, pooled = [], []
     advance = progress("LLM explanations", len(sets))
     for evaluation in sets:
         generator = np.random.default_rng(settings.seed)
@@ -125,15 +127,26 @@ def explainer_rows(settings: DeepfakeBenchSettings, loaded: _Loaded, progress: P
         named = [faithful(answers[i], str(data.family[i]), str(data.region[i])) for i in fakes]
         shuffled = generator.permutation(fakes)
         chance = [faithful(answers[j], str(data.family[i]), str(data.region[i])) for i, j in zip(fakes, shuffled)]
-        rows.append({"test_set": evaluation.name, "images": int(len(data)),
-                     "llm_verdict_accuracy": float((verdicts == np.where(data.fake, "fake", "real")).mean()),
-                     "encoder_accuracy": float((encoder_calls == data.fake).mean()),
+        llm_right, encoder_right = verdicts == np.where(data.fake, "fake", "real"), encoder_calls == data.fake
+        rows.append({"test_set": evaluation.name, **verdict_comparison(llm_right, encoder_right),
                      "unclear": float((verdicts == "unclear").mean()),
                      "explanation_names_truth": float(np.mean(named)) if named else float("nan"),
                      "chance": float(np.mean(chance)) if chance else float("nan"),
                      "example": answers[int(fakes[0])] if len(fakes) else answers[0]})
+        pooled.append((llm_right, encoder_right))
         advance()
-    return rows
+    together = [np.concatenate(column) for column in zip(*pooled)]
+    return rows + [{"test_set": "all of the above", **verdict_comparison(*together)}]
+
+
+def verdict_comparison(llm_right: np.ndarray, encoder_right: np.ndarray) -> dict:
+    """Both accuracies on the same images and the paired bootstrap interval of their difference (LLM - encoder)."""
+    from effigy.metrics.stats import paired_mean_difference
+
+    difference = paired_mean_difference(llm_right.astype(float), encoder_right.astype(float), seed=0)
+    return {"images": int(len(llm_right)), "llm_verdict_accuracy": float(llm_right.mean()),
+            "encoder_accuracy": float(encoder_right.mean()), "difference_low": difference.low,
+            "difference_high": difference.high}
 
 
 def caption_noise(loaded: _Loaded) -> dict:
@@ -145,6 +158,33 @@ def caption_noise(loaded: _Loaded) -> dict:
             "examples": {f"{f}/{r}" if r else f: pool[:3] for (f, r), pool in pools.pools.items()}}
 
 
+@torch.no_grad()
+def generator_quality(seed: int) -> dict:
+    """How close the synthetic family's generator (``dit-faces``) comes to real faces: the Frechet distance, in
+    ImageNet EfficientNet-Lite0 features, from the unseen test crops to as many generated crops as train crops,
+    beside the train crops' own distance (the floor real faces reach at these counts); the median distance to
+    the nearest training crop (memorising), beside the test crops'; and the fine detail (mean |x - blur(x)|)."""
+    from scipy import ndimage
+
+    from effigy.metrics.image import fid_from_features
+    from effigy.models.encoders.image_encoder import load_efficientnet_lite0, pooled_features
+    from effigy.worlds.deepfakes import synthetic_crops
+    from effigy.worlds.faces import real_faces, split_identities
+
+    train, test = real_faces()[split_identities("train")], real_faces()[split_identities("test")]
+    generated = synthetic_crops(seed)
+    backbone = load_efficientnet_lite0()
+    features = lambda crops: pooled_features(  # noqa: E731
+        backbone, torch.from_numpy(crops).unsqueeze(1).expand(-1, 3, -1, -1) * 2 - 1, 96)
+    nearest = lambda crops: float(np.median(((crops[:, None] - train[None]) ** 2).mean((2, 3)).min(1)))  # noqa: E731
+    detail = lambda crops: float(np.abs(crops - ndimage.gaussian_filter(crops, (0, 1, 1))).mean())  # noqa: E731
+    return {"generated": int(len(generated)), "fid_to_test_generated": fid_from_features(
+                features(generated[: len(train)]), features(test)),
+            "fid_to_test_real_train": fid_from_features(features(train), features(test)),
+            "nearest_train_mse_generated": nearest(generated), "nearest_train_mse_real_test": nearest(test),
+            "detail_generated": detail(generated), "detail_real_test": detail(test)}
+
+
 def run_deepfake_bench(settings: DeepfakeBenchSettings, progress: Progress = no_progress) -> dict:
     """``effigy bench deepfake``: the protocol rows and their averages, held-out faces, PGD, caption noise."""
     loaded = _Loaded(settings.seed)
@@ -152,6 +192,7 @@ def run_deepfake_bench(settings: DeepfakeBenchSettings, progress: Progress = no_
     return {"benchmark": "deepfake", "schema": RESULT_SCHEMA, "model": SHIPPED, "settings": settings.to_dict(),
             "machine": machine_facts(), "rows": rows, "averages": average_rows(rows),
             "held_out": held_out_rows(loaded.model(SHIPPED)[0], settings.seed),
+            "generator": generator_quality(settings.seed),
             "pgd": pgd_rows(settings, loaded, progress),
             "captions": caption_noise(loaded) if settings.captions else None,
             "explainer": explainer_rows(settings, loaded, progress) if settings.explainer else None}

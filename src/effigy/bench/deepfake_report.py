@@ -19,10 +19,14 @@ HELD_OUT_COLUMNS = [("face", "face"), ("kind", "image"), ("images", "images"), (
 PGD_COLUMNS = [("model", "model"), ("epsilon", "epsilon"), ("steps", "steps"), ("fakes_attacked", "fakes attacked"),
                ("clean_auc", "AUC clean"), ("pgd_auc", "AUC under PGD"), ("fakes_called_fake_after", "fakes still called fake")]
 EXPLAINER_COLUMNS = [("test_set", "test set"), ("images", "images"), ("llm_verdict_accuracy", "LLM verdict accuracy"),
-                     ("encoder_accuracy", "encoder accuracy (0.5)"), ("unclear", "no verdict"),
+                     ("encoder_accuracy", "encoder accuracy (0.5)"), ("difference_low", "LLM - encoder: 95% low"),
+                     ("difference_high", "95% high"), ("unclear", "no verdict"),
                      ("explanation_names_truth", "explanation names region and artifact (fakes)"), ("chance", "chance"),
                      ("example", "an answer to a fake")]
 PICTURE = "deepfake_families.png"
+GENERATOR_PICTURE = "deepfake_synthetic_faces.png"
+GENERATOR_COLUMNS = [("what", "crops"), ("fid", "Frechet distance to the test crops"),
+                     ("nearest", "median MSE to the nearest train crop"), ("detail", "fine detail")]
 
 
 def render_markdown(result: dict, command: str) -> str:
@@ -49,15 +53,40 @@ def render_markdown(result: dict, command: str) -> str:
             "Each model is EfficientNet-Lite0 from ImageNet weights, trained on the forgery world's train identities "
             "with SBI and face-swap fakes in the phone, webcam and laptop domains (`effigy zoo train NAME`); "
             "tested on the test identities: in distribution, on each unseen family (reenactment, upsampler "
-            "artifacts) and on the unseen kiosk domain (every family). Scores are P(fake); DeepfakeBench's frame "
+            "artifacts, synthetic faces) and on the unseen kiosk domain (every family). Scores are P(fake); DeepfakeBench's frame "
             f"AUC, EER, AP and ACC at 0.5. Seed {s['seed']}. {machine_line(result['machine'])}\n\n"
             f"![families]({PICTURE})\n\n## At a glance (unseen families: mean over them)\n\n"
             + markdown_table(result["averages"], AVERAGE_COLUMNS)
             + "\n\n## Every test set\n\n" + markdown_table(result["rows"], ROW_COLUMNS)
             + "\n\n## Held-out real faces (`deepfake-authguard`, every domain, at 0.5)\n\n"
-            + markdown_table(result["held_out"], HELD_OUT_COLUMNS)
+            + markdown_table(result["held_out"], HELD_OUT_COLUMNS) + generator_markdown(result.get("generator"))
             + f"\n\n## Under PGD (white-box, L-inf {s['epsilon']:.4g}, fakes pushed towards real)\n\n"
             + markdown_table(result["pgd"], PGD_COLUMNS) + explainer_text + caption_text + "\n")
+
+
+def generator_markdown(generator: dict | None) -> str:
+    """The synthetic family's generator beside real crops (a results file from before it existed has none)."""
+    if not generator:
+        return ""
+    g = generator
+    rows = [{"what": f"generated ({g['generated']}; the first 60 for the distance)", "fid": g["fid_to_test_generated"],
+             "nearest": g["nearest_train_mse_generated"], "detail": g["detail_generated"]},
+            {"what": "real: the 60 train crops (the distance), the 25 test crops (the rest)",
+             "fid": g["fid_to_test_real_train"], "nearest": g["nearest_train_mse_real_test"],
+             "detail": g["detail_real_test"]}]
+    return ("\n\n## The synthetic family's generator (`dit-faces`)\n\nGrey 25x25 crops from the face DiT trained on "
+            "the 60 train crops, beside real ones; Frechet distance in ImageNet EfficientNet-Lite0 features (96 px).\n\n"
+            f"![generated and real crops]({GENERATOR_PICTURE})\n\n" + markdown_table(rows, GENERATOR_COLUMNS))
+
+
+def generator_picture(path: Path, seed: int = 0) -> Path:
+    """16 generated crops (the synthetic family's pool) above 16 real test crops."""
+    from effigy.worlds.deepfakes import synthetic_crops
+    from effigy.worlds.faces import real_faces, split_identities
+
+    to_grid = lambda crops: torch.from_numpy(np.ascontiguousarray(crops[:16])).unsqueeze(1) * 2 - 1  # noqa: E731
+    return labelled_grid({"generated": to_grid(synthetic_crops(seed)),
+                          "real (test)": to_grid(real_faces()[split_identities("test")])}, path, scale=3, label_width=80)
 
 
 def families_picture(path: Path, seed: int = 0) -> Path:
@@ -78,5 +107,6 @@ def families_picture(path: Path, seed: int = 0) -> Path:
 def write_deepfake_report(result: dict, folder: Path, command: str) -> dict[str, Path]:
     """``<folder>/deepfake_authguard.{json,md}`` and the families picture."""
     json_path, md_path = write_results(result, render_markdown(result, command), folder, "deepfake_authguard")
-    return {"json": json_path, "markdown": md_path,
-            "picture": families_picture(folder / PICTURE, result["settings"]["seed"])}
+    seed = result["settings"]["seed"]
+    return {"json": json_path, "markdown": md_path, "picture": families_picture(folder / PICTURE, seed),
+            "generator_picture": generator_picture(folder / GENERATOR_PICTURE, seed)}
