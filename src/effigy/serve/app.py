@@ -40,12 +40,13 @@ class Detector:
     def __init__(self, model_name: str, explain: bool = False) -> None:
         import effigy.detect.deepfake  # noqa: F401  (registers the models)
         from effigy.detect.deepfake.explain import load_explainer
-        from effigy.models.encoders.text_encoder import MiniLMTextEncoder
+        from effigy.detect.deepfake.protocol import fact_features
         from effigy.models.zoo import load_zoo_model
 
         self.name = model_name
         self.model, self.config = load_zoo_model(model_name)
-        self.text_encoder = MiniLMTextEncoder() if self.config.contrastive != "none" and not explain else None
+        if self.config.contrastive != "none" and not explain:
+            fact_features()  # the descriptions' text features, embedded once, before the first upload
         self.explainer = load_explainer(model_name)[0] if explain else None
 
     def __call__(self, image: np.ndarray) -> tuple[float, str]:
@@ -58,7 +59,7 @@ class Detector:
         p_fake = float(fake_scores(self.model, batch)[0])
         if self.explainer is not None:
             return p_fake, self.explainer.answer(batch)[0]
-        return p_fake, describe(self.model, batch, self.text_encoder)[0]
+        return p_fake, describe(self.model, batch)[0]
 
 
 def create_app(settings: ServiceSettings = ServiceSettings(), detector: Detector | None = None):

@@ -108,8 +108,9 @@ class VisualProjector(nn.Module):
         self.logit_token = nn.Linear(1, LLM_HIDDEN)
         self.lora = nn.ParameterDict()
         for name, shape in lora_shapes(config.lora_rank).items() if config.lora_rank else ():
-            weight = torch.empty(shape)
-            nn.init.kaiming_uniform_(weight, a=5 ** 0.5) if ".lora_A." in name else nn.init.zeros_(weight)
+            weight = torch.zeros(shape)
+            if ".lora_A." in name:
+                nn.init.kaiming_uniform_(weight, a=5 ** 0.5)
             self.lora[name.replace(".", "__")] = nn.Parameter(weight)
 
     def forward(self, visual: Visual) -> torch.Tensor:

@@ -11,6 +11,7 @@ seen the same way. The held-out real faces (astronaut, grace_hopper) are judged 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -79,17 +80,24 @@ def held_out_rows(model: DeepfakeEncoder, seed: int = 0) -> list[dict]:
     return rows
 
 
+@lru_cache(maxsize=1)
+def fact_features() -> torch.Tensor:
+    """[kinds, 384] MiniLM sentence features of every kind's facts, embedded once a process (the service
+    describes every upload with them)."""
+    from effigy.models.encoders.text_encoder import MiniLMTextEncoder, sentence_features
+
+    with torch.no_grad():
+        return sentence_features(*MiniLMTextEncoder().encode([FACTS[kind] for kind in KINDS]))
+
+
 @torch.no_grad()
-def describe(model: DeepfakeEncoder, images: np.ndarray, text_encoder=None) -> list[str]:
+def describe(model: DeepfakeEncoder, images: np.ndarray) -> list[str]:
     """For a model trained with image-text contrast: each image's closest kind description (the facts the
     captions were written from), by cosine in the shared space; an empty string for a model without it."""
     if model.config.contrastive == "none":
         return [""] * len(images)
-    from effigy.models.encoders.text_encoder import MiniLMTextEncoder, sentence_features
-
-    encoder = text_encoder or MiniLMTextEncoder()
     facts = [FACTS[kind] for kind in KINDS]
-    text = F.normalize(model.text_proj(sentence_features(*encoder.encode(facts))), dim=1)
+    text = F.normalize(model.text_proj(fact_features()), dim=1)
     tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32).reshape(-1, 3, SIZE, SIZE))
     image = F.normalize(model.mean_head(model.features(tensor)), dim=1)
     return [facts[int(i)] for i in (image @ text.T).argmax(dim=1)]
