@@ -118,6 +118,9 @@ def _prompt(tokenizer, facts: str) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+WRITER = "SmolLM2-135M-Instruct (few-shot, temperature 0.8)"
+
+
 @lru_cache(maxsize=2)
 def write_captions(per_kind: int = 16, seed: int = 0, max_new_tokens: int = 40) -> CaptionPools:
     """``per_kind`` captions for each kind of image, sampled (temperature 0.8, top-p 0.9, seeded) from
@@ -126,9 +129,6 @@ def write_captions(per_kind: int = 16, seed: int = 0, max_new_tokens: int = 40) 
                           WRITER)
     log.info("caption noise rate: %s", noise_rate(result))
     return result
-
-
-WRITER = "SmolLM2-135M-Instruct (few-shot, temperature 0.8)"
 
 
 def cue_facts(family: str, region: str, cues: str) -> str:

@@ -147,12 +147,10 @@ def attach_lora(llm: nn.Module, projector: VisualProjector) -> None:
     from peft import LoraConfig, inject_adapter_in_model
 
     config = projector.config
-    layers = {name: module for name, module in llm.named_modules() if hasattr(module, "lora_A")}
-    if not layers and config.lora_rank:
+    if config.lora_rank and not _lora_layers(llm):
         inject_adapter_in_model(LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
                                            target_modules=list(LORA_TARGETS)), llm)
-        layers = {name: module for name, module in llm.named_modules() if hasattr(module, "lora_A")}
-    for name, module in layers.items():
+    for name, module in _lora_layers(llm).items():
         for part in ("lora_A", "lora_B"):
             key = f"{name}.{part}.weight".replace(".", "__")
             linear = getattr(module, part)["default"]
@@ -166,6 +164,11 @@ def attach_lora(llm: nn.Module, projector: VisualProjector) -> None:
         module.scaling["default"] = config.lora_alpha / config.lora_rank if config.lora_rank else 0.0
 
 
+def _lora_layers(llm: nn.Module) -> dict[str, nn.Module]:
+    """The LLM's peft LoRA layers by module name (none before :func:`attach_lora` first injects them)."""
+    return {name: module for name, module in llm.named_modules() if hasattr(module, "lora_A")}
+
+
 class Explainer:
     """The projector with the frozen encoder and LLM it serves (the LLM wearing the projector's LoRA): images
     in, answers out."""
@@ -176,6 +179,7 @@ class Explainer:
         prefix, suffix = _prompt_pieces(tokenizer)
         self.prefix = torch.tensor(tokenizer(prefix, add_special_tokens=False)["input_ids"])
         self.suffix = torch.tensor(tokenizer(suffix, add_special_tokens=False)["input_ids"])
+        self.verdict_ids = torch.tensor([tokenizer(v, add_special_tokens=False)["input_ids"][0] for v in VERDICTS])
 
     def prompt_embeddings(self, visual: Visual) -> torch.Tensor:
         """[N, T, 576]: the chat prompt with the projected visual tokens in place of the image."""
@@ -189,7 +193,7 @@ class Explainer:
         """One answer per image: the verdict word the LLM ranks higher, then its greedy explanation."""
         answers = []
         visual = visual_tokens(self.encoder, images)
-        verdict_ids = torch.tensor([self.tokenizer(v, add_special_tokens=False)["input_ids"][0] for v in VERDICTS])
+        verdict_ids = self.verdict_ids
         for start in range(0, len(visual), batch_size):
             prompt = self.prompt_embeddings(visual[start: start + batch_size])
             first = self.llm(inputs_embeds=prompt).logits[:, -1, verdict_ids].argmax(dim=1)
@@ -256,14 +260,13 @@ def load_explainer(encoder_name: str | None = None) -> tuple[Explainer, Explaine
 
 
 def train(config: ExplainerConfig, progress: Callable[[int, float], None] | None = None) -> VisualProjector:
-    """Train the projector (seeded) on answers built from the encoder's training images' metadata."""
+    """Train the projector and the LLM's LoRA (seeded) on answers built from the encoder's training images'
+    metadata."""
     from effigy.detect.deepfake.data import training_images
-    from effigy.models.zoo import load_zoo_model
 
     torch.manual_seed(config.seed)
     encoder, llm, tokenizer = load_parts(config.encoder)
-    _, encoder_config = load_zoo_model(config.encoder)
-    data = training_images(encoder_config)
+    data = training_images(encoder.config)
     rows = np.random.default_rng(config.seed).choice(len(data), min(config.examples, len(data)), replace=False)
     visual = visual_tokens(encoder, data.images[rows])
     answers = [answer_for(str(data.family[r]), str(data.region[r])) for r in rows]
@@ -271,7 +274,7 @@ def train(config: ExplainerConfig, progress: Callable[[int, float], None] | None
     explainer = Explainer(projector, encoder, llm, tokenizer)
     projector.train()
     lora = list(projector.lora.parameters())
-    others = [p for p in projector.parameters() if all(p is not q for q in lora)]
+    others = [p for name, p in projector.named_parameters() if not name.startswith("lora.")]
     optimizer = torch.optim.AdamW([{"params": others}, {"params": lora, "lr_scale": config.lora_lr_scale}],
                                   lr=config.learning_rate, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(config.seed)

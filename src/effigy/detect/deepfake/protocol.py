@@ -17,11 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from effigy.detect.batches import map_face_batches
 from effigy.detect.deepfake.captions import FACTS, KINDS
 from effigy.detect.deepfake.model import DeepfakeConfig, DeepfakeEncoder, fake_scores
 from effigy.metrics.detection import deepfake_report
 from effigy.worlds.deepfakes import FAMILIES, ForgeryImages, render_forgeries, render_forgery_crops
-from effigy.worlds.faces import DOMAINS, HELD_OUT_SHA256, SIZE, held_out_face, split_identities
+from effigy.worlds.faces import DOMAINS, HELD_OUT_SHA256, held_out_face, split_identities
 
 TEST_REALS, TEST_FAKES = 2, 2  # captures per test identity and domain: real ones, and fakes per family
 
@@ -96,8 +97,6 @@ def describe(model: DeepfakeEncoder, images: np.ndarray) -> list[str]:
     captions were written from), by cosine in the shared space; an empty string for a model without it."""
     if model.config.contrastive == "none":
         return [""] * len(images)
-    facts = [FACTS[kind] for kind in KINDS]
     text = F.normalize(model.text_proj(fact_features()), dim=1)
-    tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32).reshape(-1, 3, SIZE, SIZE))
-    image = F.normalize(model.mean_head(model.features(tensor)), dim=1)
-    return [facts[int(i)] for i in (image @ text.T).argmax(dim=1)]
+    image = map_face_batches(lambda batch: F.normalize(model.mean_head(model.features(batch)), dim=1), images, 128)
+    return [FACTS[KINDS[int(i)]] for i in (image @ text.T).argmax(dim=1)]
