@@ -42,3 +42,22 @@ def quick_synthetic(monkeypatch):
     pool = lambda seed, count=deepfakes.SYNTHETIC_POOL: np.ascontiguousarray(  # noqa: E731
         real_faces()[np.arange(count) % 100, :, ::-1])
     monkeypatch.setattr(deepfakes, "synthetic_crops", pool)
+
+
+@pytest.fixture
+def fake_gs(tmp_path, monkeypatch):
+    """A stand-in ``gs`` first on PATH that only records that it ran (Pillow's EPS plugin runs Ghostscript);
+    yields the file it writes. Pillow's cached look-up of gs is reset so that the stand-in is the one found."""
+    import os
+    import stat
+
+    from PIL import EpsImagePlugin
+
+    folder, marker = tmp_path / "fake-bin", tmp_path / "gs-ran"
+    folder.mkdir()
+    script = folder / "gs"
+    script.write_text(f"#!/bin/sh\necho \"$@\" >> {marker}\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)
+    yield marker

@@ -1,4 +1,5 @@
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -384,3 +385,46 @@ def test_detect_deepfake_explain_answers_with_the_llm(monkeypatch, capsys, tmp_p
     assert code == 0
     row = json.loads(out)
     assert verdict_of(row["explanation"]) in ("real", "fake") and len(row["explanation"]) > 10  # always a verdict
+
+
+def test_flasheval_without_out_never_writes_the_committed_results(monkeypatch, capsys, tmp_path):
+    """`search` reads the committed matrix by default and writes its subset under runs/, not beside it."""
+    import hashlib
+
+    committed = Path(__file__).resolve().parents[1] / "benchmarks/results/flasheval/t2i-shapes"
+    copy = tmp_path / "benchmarks/results/flasheval/t2i-shapes"
+    shutil.copytree(committed, copy)
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in copy.iterdir()}
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(monkeypatch, capsys, "flasheval", "search", "--subsets", "10", "--rounds", "1")
+    assert code == 0, err
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in copy.iterdir()} == before
+    written = sorted(p.name for p in (tmp_path / "runs").rglob("*.json"))
+    assert written == ["subset_adherence_50.json", "subset_clip_score_50.json"]
+    code, _, err = run_cli(monkeypatch, capsys, "flasheval", "search", "--subsets", "10", "--rounds", "1", "--out",
+                           str(tmp_path / "mine.json"))
+    assert code == 0 and sorted(p.name for p in tmp_path.glob("mine_*.json")) == [
+        "mine_adherence.json", "mine_clip_score.json"]  # one file per metric, named from --out
+
+
+def test_kvquant_generate_keeps_the_text_when_the_budget_runs_out(monkeypatch, capsys):
+    from effigy.kvcache.progressive import PMKVQCache
+
+    code, out, err = run_cli(monkeypatch, capsys, "kvquant", "generate", "--prompt", "hi", "--max-new-tokens", "2000")
+    assert code == 2 and "it holds 1,152" in err and not out  # refused before generating
+    monkeypatch.setattr(PMKVQCache, "check_fits", lambda self, length: None)  # as before the check: fails late
+    code, out, err = run_cli(monkeypatch, capsys, "kvquant", "generate", "--prompt", "hi", "--max-new-tokens", "100",
+                             "--budget-mb", "0.2", "--window", "8")
+    assert code == 2 and "exceed its budget" in err and len(err.strip().splitlines()) == 1
+    assert len(out.strip()) > 5  # what was generated before the budget ran out
+
+
+def test_serve_refuses_a_busy_port_before_saying_it_runs(monkeypatch, capsys):
+    from effigy.serve.app import bind
+
+    busy = bind("127.0.0.1", 0)
+    try:
+        code, _, err = run_cli(monkeypatch, capsys, "serve", "--port", str(busy.getsockname()[1]))
+    finally:
+        busy.close()
+    assert code == 2 and "cannot listen on 127.0.0.1" in err and "running" not in err and "http://" not in err

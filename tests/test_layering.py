@@ -1,7 +1,7 @@
 """The import rule of ../shared/ARCHITECTURE.md, enforced: every ``import effigy.X`` in src/effigy is parsed
 with ``ast`` (lazy imports inside functions included) and checked against the packages X may import.
 
-Layers, bottom up: base modules (errors, registry, serialize, memory) <- core <- mixedprec, nn <- checkpoint
+Layers, bottom up: base modules (errors, registry, serialize, memory, images) <- core <- mixedprec, nn <- checkpoint
 <- attention, kvcache; models, worlds, metrics (which may import each other and checkpoint) <- lidar,
 detect <- recipes <- evaluate <- bench <- serve <- cli. The package façade (``effigy/__init__``) re-exports
 from below recipes.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "effigy"
 
-BASE = {"errors", "registry", "serialize", "memory"}
+BASE = {"errors", "registry", "serialize", "memory", "images"}
 DOMAIN = {"models", "worlds", "metrics"}
 _below = {
     "core": set(),
@@ -31,7 +31,7 @@ _below["serve"] = _below["bench"] | {"bench"}
 _below["cli"] = _below["serve"] | {"serve"}  # `effigy serve` starts the service
 _below["__init__"] = _below["recipes"]
 ALLOWED = {name: allowed | BASE for name, allowed in _below.items()}
-ALLOWED.update({"errors": set(), "registry": {"errors"}, "serialize": {"errors"}, "memory": {"errors"}})
+ALLOWED.update({"errors": set(), "registry": {"errors"}, "serialize": {"errors"}, "memory": {"errors"}, "images": {"errors"}})
 # core is numeric: no model libraries
 FORBIDDEN_THIRD_PARTY = {"core": ("diffusers", "transformers", "torch.nn.modules")}
 

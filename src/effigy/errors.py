@@ -55,3 +55,7 @@ class SparseError(EffigyError):
 
 class AdaptationError(EffigyError):
     """A test-time adaptation asked for with target samples it cannot use (none, unlabelled, one class)."""
+
+
+class ImageError(WorldError):
+    """An image file or upload that is not a PNG, JPEG, WebP or BMP of sane size (decided by its bytes)."""

@@ -43,7 +43,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise self._error(f"unknown {self.kind} {name!r}: {self._choices(name)}.") from None
+            raise self._error(f"unknown {self.kind} {name!r:.80}: {self._choices(name)}.") from None
 
     def _choices(self, name: str) -> str:
         listed = ", ".join(self._entries)

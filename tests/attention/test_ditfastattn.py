@@ -149,6 +149,8 @@ def test_plan_json_round_trip_and_errors(tmp_path, tiny_dit, tiny_pixart):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(PlanError, match="unreadable as JSON"):
         AttentionPlan.load(tmp_path / "bad.json")
+    with pytest.raises(PlanError, match="1 block"):  # fewer block rows than the model's blocks: refused on apply
+        apply_ditfastattn(tiny_dit, _plan(tiny_dit, [[FULL], [SHARE_STEP]], [900, 500]))
 
 
 @torch.no_grad()

@@ -157,3 +157,32 @@ def test_block_attention_equals_dense_attention_with_the_band_mask():
     reference = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     torch.testing.assert_close(litevar._attention(q, k, v, gather, None), reference)
     assert gather.pairs == 16 * 21 + sum(len(r) for r in keys[0]) < 2 * 16 * 21
+
+
+def _damaged(plan, change):
+    data = plan.to_dict()
+    change(data)
+    return mdwa.LiteVARPlan.from_dict(data)
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: d.update(scales=d["scales"][::-1]), "scales"),
+    (lambda d: d.update(scales=[s + 1 for s in d["scales"]]), "scales"),
+    (lambda d: d["windows"][0].pop(), "windows must be"),
+    (lambda d: d["windows"].pop(), "windows must be"),
+    (lambda d: d["windows"][0][0][2].pop(), "windows must be"),
+    (lambda d: d["windows"][0][0][2].__setitem__(0, 1.5), "half-width"),
+    (lambda d: d["windows"][0][0][2].__setitem__(0, "1"), "half-width"),
+    (lambda d: d["windows"][0][0][2].__setitem__(0, 99), "half-width"),
+    (lambda d: d["windows"][0][0][2].__setitem__(0, True), "half-width"),
+    (lambda d: d["windows"][1][0].__setitem__(2, [mdwa.DROPPED] * 3), "drops every key scale"),
+    (lambda d: [row.__setitem__(slice(None), [mdwa.DROPPED] * len(row)) for layer in d["windows"] for head in layer
+                for row in head], "drops every key scale"),
+    (lambda d: d.update(full_scales=99), "full_scales"),
+    (lambda d: d.update(coverage=0.0), "coverage"),
+])
+def test_a_damaged_plan_is_refused_before_sampling(change, words):
+    model, tokenizer = tiny_var(), tiny_tokenizer()
+    plan = mdwa.design_litevar_plan(model, tokenizer, LABELS, coverage=0.8)
+    with pytest.raises(PlanError, match=words):
+        litevar.apply_litevar(model, _damaged(plan, change))

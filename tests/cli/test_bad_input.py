@@ -16,6 +16,137 @@ NAN_INF = ("nan", "inf", "-inf")
 PACKAGE = Path(effigy.__file__).resolve().parent
 
 
+def _reliability_fixtures(tmp):
+    """The third reliability pass's fixture files (fx/ in the issue): images in foreign formats and of absurd
+    sizes, damaged score files and subsets, a half-written KITTI root, a damaged zoo folder."""
+    import numpy as np
+
+    from effigy.evaluate.flasheval.matrix import ScoreMatrix
+    from effigy.worlds.kitti import export_kitti
+    from effigy.worlds.lidar import simulate_frame
+    from tests.images import eps_bytes, other_format, strip_png
+
+    fx = tmp / "fx"
+    fx.mkdir(exist_ok=True)
+    (fx / "eps_as.png").write_bytes(eps_bytes())
+    for kind in ("TIFF", "GIF", "ICO"):
+        (fx / f"{kind.lower()}_as.png").write_bytes(other_format(kind))
+    (fx / "strip.png").write_bytes(strip_png(40_000_000, 1))
+    (fx / "huge.png").write_bytes(strip_png(9000, 9000))
+    (fx / "blank_line.csv").write_text("model,p1,p2\n\na,1,2\nb,3,4\nc,5,6\n")
+    (fx / "binary.csv").write_bytes(b"model,p1,p2\n\x00\xff\xfe" * 20)
+    np.savez(fx / "objects.npz", scores=np.ones((3, 4)), models=np.array([{"a": 1}, 2, 3], dtype=object))
+    rng = np.random.default_rng(0)
+    matrix = ScoreMatrix({"adherence": rng.random((4, 6))}, [{"name": f"v{i}"} for i in range(4)],
+                         [{"id": str(i)} for i in range(6)], {"prompt_set": {"count": 6, "split": "heldout", "seed": 0}})
+    matrix.save(fx / "matrix.json")
+    meta = json.loads((fx / "matrix.json").read_text())
+    for key in ("metrics", "provenance"):
+        (fx / f"no_{key}.json").write_text(json.dumps({k: v for k, v in meta.items() if k != key}))
+        (fx / f"no_{key}.safetensors").write_bytes((fx / "matrix.safetensors").read_bytes())
+    (fx / "unnamed.json").write_text(json.dumps({**meta, "variants": [{"id": 1}] * 4}))
+    (fx / "unnamed.safetensors").write_bytes((fx / "matrix.safetensors").read_bytes())
+    (fx / "no_table.json").write_text(json.dumps({**meta, "metrics": ["adherence", "clip_score"]}))
+    (fx / "no_table.safetensors").write_bytes((fx / "matrix.safetensors").read_bytes())
+    subset = {"format": "effigy-flasheval-subset/1", "metric": "adherence", "prompt_indices": [0, 2],
+              "prompt_set": {"count": 6, "split": "heldout", "seed": 0}}
+    broken = {"count_text": {"prompt_set": {"count": "6", "split": "heldout", "seed": 0}},
+              "bool_indices": {"prompt_indices": [True, False]},
+              "empty_set": {"prompt_set": {}}, "prompts_text": {"prompts": "a prompt"},
+              "short_weights": {"weights": [1.0]}, "text_weights": {"weights": ["1", "2"]},
+              "huge_count": {"prompt_set": {"count": 10**12, "split": "heldout", "seed": 0}},
+              "no_metric": {"metric": None}, "bogus_metric": {"metric": "beauty"}}
+    for name, change in broken.items():
+        (fx / f"subset_{name}.json").write_text(json.dumps({**subset, **change}))
+    interrupted = export_kitti([simulate_frame(s) for s in (1, 2, 3)], fx / "kitti")
+    (interrupted / "label_2" / "000002.txt").unlink()
+    (interrupted / "ImageSets" / "train.txt").unlink()
+    nan_root = export_kitti([simulate_frame(1)], fx / "kitti_nan", split="val")
+    points = np.fromfile(nan_root / "velodyne" / "000000.bin", np.float32)
+    points[3::4] = np.nan
+    points.tofile(nan_root / "velodyne" / "000000.bin")
+    empty = export_kitti([simulate_frame(1)], fx / "kitti_empty", split="val")
+    (empty / "label_2" / "000000.txt").write_text("")
+    (fx / "zoo").mkdir()
+    (fx / "zoo" / "MANIFEST.json").write_bytes(bytes(range(256)))
+    (fx / "same").mkdir()
+    (fx / "same" / "a.png").write_bytes(strip_png(8, 8))
+    (fx / "head.json").mkdir()
+    (fx / "full").mkdir()
+    (fx / "full" / "x").write_text("x")
+    return fx
+
+
+def _reliability_cases(tmp, fx):
+    package = str(PACKAGE / "subset.json")
+    cases = [(["detect", "deepfake", str(fx / f"{kind}_as.png")], "not a readable image")
+             for kind in ("eps", "tiff", "gif", "ico")]
+    cases += [
+        (["detect", "deepfake", str(fx / "strip.png")], "40000000x1 pixels"),
+        (["detect", "deepfake", str(fx / "huge.png")], "9000x9000 pixels"),
+        (["detect", "fas", "score", str(fx / "eps_as.png")], "not a readable image"),
+        (["detect", "deepfake", str(fx / "eps_as.png"), "--threshold", "nan"], "--threshold"),
+        (["serve", "--threshold", "nan"], "--threshold"),
+        (["serve", "--host", ""], "--host"),
+        (["serve", "--host", "no such host!"], "--host"),
+        (["detect", "fas", "adapt", "--domain", ""], "--domain"),
+        (["detect", "fas", "train", "--without", "", "--out", str(tmp / "z")], "--without"),
+        (["detect", "fas", "eval", "--domains", ",,,"], "--domains"),
+        (["detect", "robustness", "--domains", ","], "--domains"),
+        (["detect", "fas", "adapt", "--live", str(fx / "same"), "--save", str(tmp / "x.pt")], ".safetensors"),
+        (["detect", "fas", "adapt", "--live", str(fx / "same"), "--save", str(fx / "head.safetensors")], "is a folder"),
+        (["detect", "fas", "adapt", "--live", str(fx / "same"), "--spoof", str(fx / "same"), "--save",
+          str(tmp / "h.safetensors")], "same folder"),
+        (["detect", "fas", "adapt", "--live", str(fx / "same"), "--save", str(tmp / "h.safetensors"), "--shots",
+          "1000", "--domain", "nosuch"], "drop them"),
+        (["detect", "fas", "score", str(fx / "same" / "a.png"), "--adapted", str(tmp / "none.safetensors")],
+         "are needed"),
+        # FlashEval: reads are checked, nothing is written before the search
+        (["flasheval", "search", "--scores", str(fx / "blank_line.csv"), "--out", str(tmp / "s.json")], "at least four"),
+        (["flasheval", "search", "--scores", str(fx / "binary.csv")], "not a readable score CSV"),
+        (["flasheval", "search", "--scores", str(fx / "objects.npz")], "NPZ"),
+        (["flasheval", "search", "--scores", str(fx / "no_metrics.json")], "'metrics' must be"),
+        (["flasheval", "search", "--scores", str(fx / "no_provenance.json")], "'provenance' must be"),
+        (["flasheval", "search", "--scores", str(fx / "unnamed.json")], "each with a 'name'"),
+        (["flasheval", "search", "--scores", str(fx / "no_table.json")], "no table"),
+        (["flasheval", "search", "--scores", str(fx / "matrix.json"), "--subsets", "999999999999"], "--subsets"),
+        (["flasheval", "search", "--scores", str(fx / "matrix.json"), "--metric", "beauty"], "not in this matrix"),
+        (["flasheval", "search", "--scores", str(fx / "matrix.json"), "--out", str(tmp)], "is a folder"),
+        (["flasheval", "search", "--scores", str(fx / "matrix.json"), "--out", str(tmp / "a_file" / "s.json")],
+         "is a file"),
+        (["flasheval", "search", "--scores", str(fx / "matrix.json"), "--out", package], "inside the installed"),
+        (["flasheval", "build", "--prompts", "4", "--out", str(tmp)], "is a folder"),
+        (["flasheval", "build", "--prompts", "4", "--cache", str(tmp / "a_file"), "--out", str(tmp / "m.json")],
+         "--cache"),
+        (["flasheval", "apply", "--subset", str(fx / "subset_count_text.json")], "prompt_set.count"),
+        (["flasheval", "apply", "--subset", str(fx / "subset_huge_count.json")], "prompt_set.count"),
+        (["flasheval", "apply", "--subset", str(fx / "subset_bool_indices.json")], "prompt_indices"),
+        (["flasheval", "apply", "--subset", str(fx / "subset_empty_set.json")], "prompt_set.count"),
+        (["flasheval", "apply", "--subset", str(fx / "subset_prompts_text.json")], "prompts, where given"),
+        (["flasheval", "apply", "--subset", str(fx / "subset_short_weights.json")], "weights"),
+        (["flasheval", "apply", "--subset", str(fx / "subset_text_weights.json")], "weights"),
+        (["flasheval", "apply", "--subset", str(fx / "subset_no_metric.json")], "metric must"),
+        (["flasheval", "apply", "--subset", str(fx / "subset_bogus_metric.json"), "--scores", str(fx / "matrix.json")],
+         "not in this matrix"),
+        # lidar
+        (["detect3d", "eval", "--kitti", str(fx / "kitti")], "label_2/000002.txt not found"),
+        (["detect3d", "eval", "--kitti", str(fx / "kitti"), "--split", "train"], "ImageSets/train.txt not found"),
+        (["detect3d", "eval", "--kitti", str(fx / "kitti_nan"), "--split", "val"], "NaN or infinite"),
+        (["detect3d", "eval", "--kitti", str(fx / "kitti_empty"), "--split", "val"], "no frame has a labelled"),
+        (["detect3d", "simulate", "--out", str(fx / "full")], "not empty"),
+        # zoo, kvquant, the commands the first suite did not reach
+        (["zoo", "train", "dit-digits", "--steps", "1", "--out", str(fx / "zoo")], "MANIFEST.json"),
+        (["zoo", "train", "x" * 20000, "--out", str(tmp / "z")], "unknown zoo model"),
+        (["zoo", "list", "--bogus"], "No such option"),
+        (["kvquant", "generate", "--prompt", "caf\udce9"], "UTF-8"),
+        (["kvquant", "bench", "--prompts", "9"], "--prompts"),
+        (["select-widths", "--checkpoint", str(tmp / "none"), "--allocation", str(tmp / "none.json"), "--out",
+          str(tmp / "sw")], "none"),
+        (["bench", "t2i-scorers", "--guidance", "-1"], "--guidance"),
+    ]
+    return cases
+
+
 def _cases(tmp):
     a_file = tmp / "a_file"
     a_file.write_text("x")
@@ -127,6 +258,7 @@ def _cases(tmp):
         (["serve", "--max-mb", "0"], "--max-mb"),
         (["serve", "--save-dir", str(a_file)], "--save-dir"),
     ]
+    cases += _reliability_cases(tmp, _reliability_fixtures(tmp))
     for bad in NAN_INF:
         cases += [(["bench", "quant", f"--mp-bits={bad}"], "finite"),
                   (["bench", "mixdq", f"--bits={bad}"], "finite"),
@@ -145,18 +277,45 @@ def test_every_bad_input_is_one_line_and_exit_code_2(tmp_path, monkeypatch, caps
     monkeypatch.chdir(tmp_path)  # a default output folder would appear here
     failures = []
     for args, expected in _cases(out):
-        before = sorted(p.name for p in out.iterdir())
+        before = _snapshot(out)
         monkeypatch.setattr(sys, "argv", ["effigy", *args])
         with pytest.raises(SystemExit) as exit_info:
             cli.main()
         err = capsys.readouterr().err.strip()
         lines = err.splitlines()
         ok = (exit_info.value.code == 2 and len(lines) == 1 and expected in err and "Traceback" not in err
-              and len(err) < 400 and sorted(p.name for p in out.iterdir()) == before
+              and len(err) < 400 and _snapshot(out) == before
               and not (tmp_path / "runs").exists())
         if not ok:
             failures.append(f"{' '.join(args)} -> exit {exit_info.value.code}: {err[:300]!r}")
     assert not failures, "\n".join(failures)
+
+
+def _snapshot(folder):
+    """Every file and folder under ``folder`` with its size and time: nothing is written, changed or left."""
+    return sorted((str(p.relative_to(folder)), *((p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else ()))
+                  for p in folder.rglob("*"))
+
+
+def _leaf_commands():
+    """Every command path that `effigy --help` and its groups list (e.g. ("detect", "fas", "adapt"))."""
+    import typer
+
+    def leaves(command, path=()):
+        children = getattr(command, "commands", None)
+        if not children:
+            yield path
+            return
+        for name, child in children.items():
+            yield from leaves(child, (*path, name))
+    return set(leaves(typer.main.get_command(cli.app)))
+
+
+def test_every_command_in_effigy_help_has_bad_input_cases(tmp_path):
+    """A new command fails this test until its bad input is in the table above."""
+    covered = {tuple(args[: len(path)]) for args, _ in _cases(tmp_path) for path in _leaf_commands()}
+    missing = sorted(" ".join(path) for path in _leaf_commands() if path not in covered)
+    assert len(_leaf_commands()) >= 35 and not missing, f"commands without bad-input cases: {missing}"
 
 
 def _saved(tiny_dit, folder):

@@ -23,7 +23,9 @@ def test_printed_table_fits_100_columns_and_drops_empty_ones(capsys):
     _common.print_rows(rows, columns, "wide")
     out = capsys.readouterr().out
     assert max(len(line) for line in out.splitlines()) <= _common.TABLE_WIDTH
-    assert "never set" not in out and "column number 0" in out and "more columns in the results file" in out
+    assert "never set" not in out and "column number 0" in out and "more columns with --json" in out
+    _common.print_rows(rows, columns, "wide", "more columns in the results file")
+    assert "more columns in the results file" in capsys.readouterr().out
 
 
 def test_one_comma_list_parser_names_the_option():

@@ -27,9 +27,12 @@ def test_the_local_pool_and_ray_build_the_same_matrix_and_a_build_resumes_from_i
     jobs = sorted((tmp_path / "local").glob("*.safetensors"))
     assert len(jobs) == 6  # 3 variants x 2 shards
     jobs[0].unlink()  # an interrupted build: one job never finished
+    jobs[1].write_bytes(jobs[1].read_bytes()[:40])  # a truncated job
+    from safetensors.numpy import save_file
+    save_file({"adherence": np.zeros(7), "clip_score": np.zeros(3)}, str(jobs[2]))  # a job of other shapes
     totals, progress = counting()
     resumed = build_matrix(TINY, tmp_path / "local", "local", workers=0, progress=progress)
-    assert totals == [1]  # only the missing job ran
+    assert totals == [3]  # only the missing and the damaged jobs ran again
     assert np.array_equal(resumed.table("adherence"), local.table("adherence"))
 
     path = resumed.save(tmp_path / "matrix")

@@ -73,3 +73,17 @@ def test_bad_sizes_and_splits_are_one_clear_error():
         search.flasheval_search(table, split, 0.0, search.SearchSettings(size=table.shape[1]))
     with pytest.raises(ScoreMatrixError, match="at least four"):
         search.Split.halves(3)
+
+
+def test_subsets_are_drawn_in_bounded_chunks_from_the_same_stream(monkeypatch):
+    """Chunked drawing (bounded memory for any --subsets) gives the very subsets one draw would."""
+    from effigy.evaluate.flasheval import search
+
+    pool = np.arange(40) * 3
+    whole = search._draw(np.random.default_rng(5), pool, 50, 7)
+    monkeypatch.setattr(search, "DRAW_FLOATS", 90)  # two rows of 40 keys at a time
+    assert np.array_equal(search._draw(np.random.default_rng(5), pool, 50, 7), whole)
+    assert all(len(set(row)) == 7 and set(row) <= set(pool) for row in whole)
+    with pytest.raises(ScoreMatrixError, match="subsets per round"):
+        search.flasheval_search(np.random.default_rng(0).random((6, 30)), search.Split.halves(6), 0.0,
+                                search.SearchSettings(size=5, subsets=search.MAX_SUBSETS + 1))

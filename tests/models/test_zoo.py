@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import numpy as np
@@ -25,6 +26,44 @@ def test_a_changed_weight_file_is_refused(tmp_path):
     data[-1] ^= 0xFF
     target.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="corrupt or was replaced"):
+        load_zoo_model("digits-classifier", tmp_path)
+
+
+def _copied_weights(tmp_path):
+    for item in WEIGHTS_DIR.iterdir():
+        if item.is_file():
+            shutil.copy(item, tmp_path / item.name)
+    return json.loads((tmp_path / "MANIFEST.json").read_text())
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda m, d: m["digits-classifier"].pop("file"), "needs 'file' and 'sha256'"),
+    (lambda m, d: m["digits-classifier"].pop("sha256"), "needs 'file' and 'sha256'"),
+    (lambda m, d: m.update({"digits-classifier": "digits-classifier.safetensors"}), "needs 'file' and 'sha256'"),
+    (lambda m, d: m["digits-classifier"].update(file="../../x.safetensors"), "not a plain file name"),
+    (lambda m, d: (m["digits-classifier"].update(file="folder"), (d / "folder").mkdir()), "a folder"),
+    (lambda m, d: m["digits-classifier"].pop("config"), "no config"),
+])
+def test_a_damaged_manifest_record_is_one_clear_error(tmp_path, change, words):
+    manifest = _copied_weights(tmp_path)
+    change(manifest, tmp_path)
+    (tmp_path / "MANIFEST.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=words):
+        load_zoo_model("digits-classifier", tmp_path)
+
+
+def test_nan_weights_behind_a_matching_sha256_are_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    manifest = _copied_weights(tmp_path)
+    path = tmp_path / "digits-classifier.safetensors"
+    tensors = load_file(str(path))
+    first = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[first].view(-1)[0] = float("nan")
+    save_file(tensors, str(path))
+    manifest["digits-classifier"]["sha256"] = sha256_of(path)
+    (tmp_path / "MANIFEST.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
         load_zoo_model("digits-classifier", tmp_path)
 
 

@@ -61,7 +61,57 @@ def test_garbled_label_or_calibration_text_is_refused(tmp_path):
     label.write_text("Car 0 0 0 1 2 3 4 h w l x y z r\n")
     with pytest.raises(WorldError, match="expected numbers"):
         import_kitti(tmp_path)
-    export_kitti([simulate_frame(1)], tmp_path)
-    (tmp_path / "calib" / "000000.txt").write_text("R0_rect: 1 0 0\nTr_velo_to_cam: 1 2 3\n")
+    export_kitti([simulate_frame(1)], tmp_path / "again")
+    (tmp_path / "again" / "calib" / "000000.txt").write_text("R0_rect: 1 0 0\nTr_velo_to_cam: 1 2 3\n")
     with pytest.raises(WorldError, match="numbers"):
-        import_kitti(tmp_path)
+        import_kitti(tmp_path / "again")
+
+
+def _root(tmp_path, frames=2):
+    return export_kitti([simulate_frame(s) for s in range(1, frames + 1)], tmp_path / "kitti", split="val")
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda r: (r / "velodyne" / "000001.bin").write_bytes(np.array([[1, 2, 3, np.nan]], np.float32).tobytes()),
+     "velodyne/000001.bin: 1 NaN or infinite"),
+    (lambda r: (r / "label_2" / "000001.txt").unlink(), "label_2/000001.txt not found"),
+    (lambda r: (r / "label_2" / "000000.txt").write_bytes(bytes(range(256))), "label_2/000000.txt is not a text file"),
+    (lambda r: (r / "label_2" / "000000.txt").write_text("Car 0 0 0 0 0 0 0 1.5 1.6 nan 1 1 10 0\n"),
+     "000000.txt:1: a box needs finite numbers"),
+    (lambda r: (r / "label_2" / "000000.txt").write_text("Car 0 0 0 0 0 0 0 1.5 -1.6 3.9 1 1 10 0\n"),
+     "positive height"),
+    (lambda r: (r / "calib" / "000000.txt").write_text((r / "calib" / "000000.txt").read_text().replace(
+        "R0_rect: 1.0", "R0_rect: 0.0").replace("R0_rect: 1.000000000000e+00", "R0_rect: 0.000000000000e+00")),
+     "singular"),
+    (lambda r: (r / "calib" / "000000.txt").write_text((r / "calib" / "000000.txt").read_text().replace(
+        "Tr_velo_to_cam: 0.000000000000e+00", "Tr_velo_to_cam: inf")), "NaN or infinite"),
+    (lambda r: (r / "calib" / "000000.txt").write_bytes(b"\xff\xfe" * 50), "is not a text file"),
+    (lambda r: (r / "ImageSets" / "val.txt").write_bytes(b"\x00\xff\x80" * 20), "is not a text file"),
+    (lambda r: (r / "ImageSets" / "val.txt").write_text("../../etc/passwd\n"), "not a frame id"),
+    (lambda r: (r / "ImageSets" / "val.txt").write_text(""), "has no frames"),
+    (lambda r: [(r / "label_2" / f"00000{i}.txt").write_text("") for i in (0, 1)], "no frame has a labelled"),
+])
+def test_every_file_of_every_frame_is_checked_and_named(tmp_path, damage, words):
+    root = _root(tmp_path)
+    damage(root)
+    with pytest.raises(WorldError, match=words.replace("(", r"\(")):
+        import_kitti(root, split="val", labelled=True)
+
+
+def test_an_interrupted_export_leaves_no_root_and_a_full_folder_is_refused(tmp_path, monkeypatch):
+    import effigy.worlds.kitti as kitti
+
+    calls = []
+
+    def failing(path, calib):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(kitti, "write_calib", failing)
+    with pytest.raises(KeyboardInterrupt):
+        export_kitti([simulate_frame(s) for s in (1, 2, 3)], tmp_path / "kitti", split="val")
+    assert list(tmp_path.iterdir()) == []  # neither the root nor its temporary folder
+    monkeypatch.undo()
+    root = _root(tmp_path)
+    with pytest.raises(WorldError, match="not an empty folder"):
+        export_kitti([simulate_frame(1)], root)

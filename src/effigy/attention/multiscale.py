@@ -112,8 +112,40 @@ class LiteVARPlan:
             raise PlanError(f"this LiteVAR plan was made for {self.model}, not for this model ({signature}); "
                             "design a plan for it with `effigy accelerate --model ... --recipe litevar-...`.")
         layers, n = signature["num_layers"], len(signature["scales"])
+        if list(self.scales) != list(signature["scales"]):
+            raise PlanError(f"the plan's scales {list(self.scales)[:12]} are not the model's {list(signature['scales'])}; "
+                            "the file is damaged: design the plan again.")
         if self.cfg_shared and (len(self.cfg_shared) != layers or any(len(r) != n for r in self.cfg_shared)):
             raise PlanError(f"the plan's cfg_shared table must be [{layers} layers][{n} scales]; the file is damaged.")
+        if not all(isinstance(f, bool) for row in self.cfg_shared for f in row):
+            raise PlanError("the plan's cfg_shared entries must be true or false; the file is damaged.")
+        if not (isinstance(self.full_scales, int) and 0 <= self.full_scales <= n and 0 < self.coverage <= 1
+                and 0 <= self.drop_mass < 1):
+            raise PlanError(f"the plan needs full_scales in 0..{n}, coverage in (0, 1] and drop_mass in [0, 1); "
+                            "the file is damaged.")
+        self._check_windows(layers, signature["heads"])
+
+    def _check_windows(self, layers: int, heads: int) -> None:
+        """``windows`` is [layers][heads][query scale][key scales up to it] of FULL, DROPPED or a half-width
+        (an integer from 0 to the key scale's side), and every query keeps some keys: a row that drops every
+        block would attend to nothing."""
+        n = len(self.scales)
+        shape = f"[{layers} layers][{heads} heads][{n} query scales][1..{n} key scales]"
+        if len(self.windows) != layers or any(len(layer) != heads for layer in self.windows) or any(
+                len(head) != n or any(len(row) != q + 1 for q, row in enumerate(head))
+                for layer in self.windows for head in layer):
+            raise PlanError(f"the plan's windows must be {shape}; the file is damaged or made for another model.")
+        for layer, by_head in enumerate(self.windows):
+            for head, rows in enumerate(by_head):
+                for q, row in enumerate(rows):
+                    where = f"windows[{layer}][{head}][{q}]"
+                    if not all(type(w) is int and (w in (FULL, DROPPED) or 0 <= w <= self.scales[k])
+                               for k, w in enumerate(row)):
+                        raise PlanError(f"the plan's {where} holds {row}: each entry is {FULL} (full), {DROPPED} "
+                                        "(dropped) or a half-width from 0 to the key scale's side.")
+                    if all(w == DROPPED for w in row):
+                        raise PlanError(f"the plan's {where} drops every key scale: those queries would attend to "
+                                        "nothing. Keep at least the query's own scale.")
 
     def key_indices(self, layer: int, head: int, query_scale: int) -> list[list[int]] | None:
         """Each query's kept keys (global positions) at ``query_scale``; None when every key is kept."""

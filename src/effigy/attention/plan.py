@@ -89,6 +89,10 @@ class AttentionPlan:
         if found != self.model:
             raise PlanError(f"this plan was calibrated for {self.model}, not for this model {found}; "
                             "run the calibration (effigy accelerate) on this model")
+        rows = {len(row) for row in self.techniques}
+        if rows and rows != {found["num_blocks"]}:
+            raise PlanError(f"the plan has {rows.pop()} block(s) per step, the model {found['num_blocks']}; the "
+                            "file is damaged: run the calibration (effigy accelerate) again")
 
     def to_dict(self) -> dict:
         return config_to_dict(self)

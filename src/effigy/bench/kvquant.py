@@ -92,10 +92,12 @@ def chat_ids(tokenizer, text: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def greedy(model, ids: torch.Tensor, tokens: int, cache) -> tuple[torch.Tensor, float]:
-    """``tokens`` new tokens (EOS ignored: a long trace is the point) and the seconds it took."""
+def greedy(model, ids: torch.Tensor, tokens: int, cache, streamer=None) -> tuple[torch.Tensor, float]:
+    """``tokens`` new tokens (EOS ignored: a long trace is the point) and the seconds it took; ``streamer``
+    (a transformers streamer) sees each token as it comes."""
     start = time.perf_counter()
-    out = model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, past_key_values=cache)
+    out = model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, past_key_values=cache,
+                         streamer=streamer)
     return out[:, ids.shape[1]:], time.perf_counter() - start
 
 

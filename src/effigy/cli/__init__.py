@@ -55,6 +55,13 @@ def main() -> None:
     raise SystemExit(code if isinstance(code, int) else 0)
 
 
+LONGEST_WORD = 160  # a pasted blob in an option is shortened in the error line, which stays one readable line
+
+
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {' '.join(message.split())}", soft_wrap=True, markup=True)
+    from rich.text import Text
+
+    words = (word if len(word) <= LONGEST_WORD else f"{word[:LONGEST_WORD - 20]}...({len(word):,} characters)"
+             for word in message.split())
+    console.print(Text.assemble(("error:", "red"), " ", " ".join(words)), soft_wrap=True)
     raise SystemExit(2) from None

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from effigy.errors import EffigyError
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False, highlight=False)  # user text (paths, names) is printed as it is
 TABLE_WIDTH = 100  # the printed table fits this; every column is in the results file
 LOG_EVERY = 0.1  # a progress line per tenth of a stage when not on a terminal
 
@@ -63,9 +63,11 @@ def command_line() -> str:
     return "effigy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-def print_rows(rows: list[dict], columns: list[tuple[str, str]], title: str) -> None:
+def print_rows(rows: list[dict], columns: list[tuple[str, str]], title: str,
+               rest: str = "more columns with --json") -> None:
     """A table of ``rows`` on stdout that fits ``TABLE_WIDTH``: columns without values are dropped, then
-    columns from the right until the rest fit (every column is in the results file)."""
+    columns from the right until the rest fit; ``rest`` says where the dropped ones are (--json, or the
+    results file a command wrote)."""
     from effigy.evaluate.report import format_value
 
     cells = {key: [format_value(row.get(key)) for row in rows] for key, _ in columns}
@@ -76,12 +78,12 @@ def print_rows(rows: list[dict], columns: list[tuple[str, str]], title: str) -> 
         if width > TABLE_WIDTH and shown:
             break
         shown.append((key, header))
-    table = Table(title=title, caption=None if len(shown) == len(filled) else "more columns in the results file")
+    table = Table(title=title, caption=None if len(shown) == len(filled) else rest)
     for key, header in shown:
         table.add_column(header, justify="left" if key in ("variant", "method", "name") else "right")
     for i in range(len(rows)):
         table.add_row(*(cells[key][i] for key, _ in shown))
-    Console(width=TABLE_WIDTH if not console.is_terminal else None).print(table)
+    Console(width=TABLE_WIDTH if not console.is_terminal else None, markup=False, highlight=False).print(table)
 
 
 def echo_json(data: object) -> None:
@@ -93,7 +95,7 @@ def show(result: dict, columns, title: str, files: dict[str, Path], as_json: boo
     if as_json:
         echo_json({**result, "files": {k: str(v) for k, v in files.items()}})
         return
-    print_rows(result["rows"], columns, title)
+    print_rows(result["rows"], columns, title, "more columns in the results file")
     console.print("wrote " + ", ".join(str(p) for p in files.values()))
 
 

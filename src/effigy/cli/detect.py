@@ -21,12 +21,26 @@ METRIC_COLUMNS = [("domain", "domain"), ("hter", "HTER"), ("apcer", "APCER"), ("
 
 
 def _domains(text: str | None, option: str = "--domains") -> list[str]:
+    """The capture domains a comma list names (all of them when the option is not given); a list that names
+    none (``''``, ``,,``) is an error, not "all"."""
     from effigy.worlds.faces import DOMAINS
 
-    names = [d.strip() for d in (text or ",".join(DOMAINS)).split(",") if d.strip()]
+    if text is None:
+        return list(DOMAINS)
+    names = [d.strip() for d in text.split(",") if d.strip()]
+    if not names:
+        raise EffigyError(f"{option} {text!r} names no capture domain; give one or more of {', '.join(DOMAINS)} "
+                          "(or leave the option out for all).")
     for name in names:
         check_choice(name, tuple(DOMAINS), option)
-    return names
+    return list(dict.fromkeys(names))
+
+
+def _one_domain(text: str, option: str) -> str:
+    """Exactly one capture domain (an empty value is an error, never a default)."""
+    from effigy.worlds.faces import DOMAINS
+
+    return check_choice(text.strip(), tuple(DOMAINS), option)
 
 
 @fas_app.command("train")
@@ -39,7 +53,7 @@ def fas_train(
     from effigy.cli.zoo import zoo_train
     from effigy.detect.fas.zoo import SHIPPED, without_domain
 
-    zoo_train(SHIPPED if without is None else without_domain(_domains(without, "--without")[0]), out, steps)
+    zoo_train(SHIPPED if without is None else without_domain(_one_domain(without, "--without")), out, steps)
 
 
 @fas_app.command("eval")
@@ -81,16 +95,18 @@ def fas_score(
     equal-error threshold), with the model's prototypes or an adapted head."""
     import numpy as np
 
-    from effigy.detect.fas.adapt import ClientHead
+    from effigy.detect.fas.adapt import ClientHead, SourceView
     from effigy.detect.fas.client import load_adapted
     from effigy.detect.fas.model import embed
     from effigy.detect.fas.protocol import source_threshold
+    from effigy.models.zoo import read_manifest
     from effigy.worlds.faces import read_face_image
 
     batch = np.stack([read_face_image(p) for p in images])  # every file checked before the model loads
     loaded, config = _load_fas(model)
-    head = (ClientHead(loaded.prototypes().detach(), config.scale) if adapted is None
-            else load_adapted(adapted, model, config.embed_dim))
+    source = SourceView(loaded.prototypes().detach(), config.scale)
+    head = (ClientHead(source.prototypes, config.scale) if adapted is None
+            else load_adapted(adapted, model, source, read_manifest().get(model, {}).get("sha256")))
     threshold = source_threshold(loaded, config)
     scores = head(embed(loaded, batch)).numpy()
     rows = [{"image": str(p), "p_live": float(s), "decision": "live" if s >= threshold else "attack"}
@@ -105,9 +121,11 @@ def fas_score(
 @fas_app.command("adapt")
 def fas_adapt(
     model: str = typer.Option("fas-protonet-without-webcam", help="The base model (seen only through features)."),
-    domain: str = typer.Option("webcam", help="The world's capture domain to adapt to (without --live)."),
+    domain: Optional[str] = typer.Option(None, help="The world's capture domain to adapt to (without --live; "
+                                         "default webcam)."),
     adaptor: str = typer.Option("ot-shift", help="One of: " + ", ".join(ADAPTORS) + "."),
-    shots: int = typer.Option(5, min=1, max=1000, help="World mode: labelled target samples per class."),
+    shots: Optional[int] = typer.Option(None, min=1, max=1000, help="World mode: labelled target samples per class "
+                                        "(default 5)."),
     live: Optional[Path] = typer.Option(None, help="Your camera's live face crops (a folder): adapt to them."),
     spoof: Optional[Path] = typer.Option(None, help="With --live: your camera's attack crops (a folder)."),
     save: Optional[Path] = typer.Option(None, help="With --live: write the adapted head here (.safetensors, "
@@ -119,13 +137,17 @@ def fas_adapt(
     tested on its test identities beside no adaptation) or your own crops (--live, --spoof, --save)."""
     check_choice(adaptor, tuple(ADAPTORS), "--adaptor")
     if live is not None or spoof is not None or save is not None:
+        if domain is not None or shots is not None:
+            raise EffigyError("--domain and --shots choose the world's samples; with --live / --spoof / --save "
+                              "your own crops are used: drop them.")
         _adapt_own_crops(model, adaptor, live, spoof, save, as_json)
         return
     from effigy.detect.fas.adapt import SourceView
     from effigy.detect.fas.protocol import check_shots, domain_data, evaluate_adaptor
 
+    shots = 5 if shots is None else shots
     check_shots(shots)
-    name = _domains(domain, "--domain")[0]
+    name = _one_domain("webcam" if domain is None else domain, "--domain")
     loaded, config = _load_fas(model)
     with progress(not as_json) as reporter:
         advance = reporter(f"rendering {name} and embedding it", 1)
@@ -150,14 +172,17 @@ def _adapt_own_crops(model: str, adaptor: str, live: Optional[Path], spoof: Opti
 
     from effigy.cli._common import writable_file
     from effigy.detect.fas.adapt import ClientHead, SourceView
-    from effigy.detect.fas.client import labelled_faces, save_adapted
+    from effigy.detect.fas.client import check_save_path, labelled_faces, save_adapted
     from effigy.detect.fas.model import embed
     from effigy.errors import AdaptationError
     from effigy.models.zoo import read_manifest
 
     if save is None:
         raise AdaptationError("--live / --spoof adapt to your own crops: give --save FILE.safetensors for the result.")
-    writable_file(save, "--save")
+    check_save_path(writable_file(save, "--save"))
+    if live is not None and spoof is not None and live.resolve() == spoof.resolve():
+        raise AdaptationError(f"--live and --spoof are the same folder ({live}); give live crops and attack crops "
+                              "in two folders.")
     images, flags = labelled_faces(live, spoof)  # every file read before the model loads
     chosen = _adaptor(adaptor)
     loaded, config = _load_fas(model)

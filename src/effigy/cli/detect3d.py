@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from effigy.cli._common import console, echo_json, print_rows, progress, writable_folder
+from effigy.errors import EffigyError
 
 app = typer.Typer(help="Lidar 3D detection: simulate frames, evaluate the detector, filter with Ada3D.",
                   no_args_is_help=True)
@@ -26,6 +27,8 @@ def simulate(
 
     check_choice(split, SPLITS, "--split")
     writable_folder(out)
+    if any(out.iterdir()):
+        raise EffigyError(f"--out {out} is not empty; simulate into a new folder (frame ids start at 000000).")
     with progress() as reporter:
         advance = reporter(f"simulating {frames} {split} frames", 1)
         data = simulate_split(split, frames)
@@ -56,7 +59,7 @@ def evaluate(
     from effigy.worlds.kitti import import_kitti
 
     check_choice(model, ("lidar-centerpoint", "lidar-ada3d"), "--model")
-    data = import_kitti(kitti, split, frames) if kitti is not None else None
+    data = import_kitti(kitti, split, frames, labelled=True) if kitti is not None else None
     loaded, _ = load_zoo_model(model)
     filtered = None
     if model == "lidar-ada3d":

@@ -7,7 +7,16 @@ from typing import Optional
 
 import typer
 
-from effigy.cli._common import check_choice, command_line, console, finite, progress, writable_folder
+from effigy.cli._common import (
+    check_choice,
+    command_line,
+    console,
+    finite,
+    fresh_run_folder,
+    progress,
+    writable_file,
+    writable_folder,
+)
 
 app = typer.Typer(help="FlashEval: a small prompt subset that ranks text-to-image variants like the full set.",
                   no_args_is_help=True)
@@ -23,18 +32,21 @@ def build(
     executor: str = typer.Option("local", help="local (process pool) or ray (RAY_ADDRESS, else a local cluster)."),
     workers: int = typer.Option(2, min=0, help="Worker processes (0: in this process)."),
     cache: Optional[Path] = typer.Option(None, help="Finished jobs (default: <out>.cache/); a rerun resumes."),
-    out: Path = typer.Option(MATRIX, help="The matrix: <out> (.json) and its .safetensors."),
+    out: Optional[Path] = typer.Option(None, help="The matrix: <out> (.json) and its .safetensors. Default: "
+                                       "runs/<time>/score_matrix.json; the committed matrix is written only when "
+                                       f"named ({MATRIX})."),
 ) -> None:
     """Score every variant on every prompt (adherence, CLIP-score stand-in); resumable from the cache."""
     from effigy.evaluate.flasheval.build import EXECUTORS, MatrixPlan, build_matrix, variants_from_file
     from effigy.evaluate.flasheval.variants import default_variants
 
     check_choice(executor, EXECUTORS, "--executor")
-    writable_folder(out.parent)
     specs = variants_from_file(variants) if variants is not None else default_variants()
+    out = writable_file(out if out is not None else fresh_run_folder() / "score_matrix.json")
+    cache = writable_folder(cache or out.with_suffix(".cache"), "--cache")
     plan = MatrixPlan(tuple(specs), prompts=prompts, seed=seed, shard_size=shard_size)
     with progress() as reporter:
-        matrix = build_matrix(plan, cache or out.with_suffix(".cache"), executor, workers, reporter)
+        matrix = build_matrix(plan, cache, executor, workers, reporter)
     matrix.provenance["command"] = command_line()
     path = matrix.save(out)
     console.print(f"score matrix: {len(matrix.variants)} variants x {len(matrix.prompts)} prompts, metrics "
@@ -48,12 +60,12 @@ def search_subset(
     metric: Optional[str] = typer.Option(None, help="The metric to rank by (default: each of the matrix's)."),
     size: int = typer.Option(50, min=1, help="Prompts in the subset."),
     rounds: int = typer.Option(8, min=1, max=100),
-    subsets: int = typer.Option(2000, min=10, help="Random subsets drawn per round."),
+    subsets: int = typer.Option(2000, min=10, max=1_000_000, help="Random subsets drawn per round."),
     margin: Optional[float] = typer.Option(None, min=0.0, callback=finite,
                                            help="Tie margin (default: the median paired standard error)."),
     seed: int = typer.Option(0, min=0, max=2**31 - 1),
-    out: Optional[Path] = typer.Option(None, help="The subset JSON (default: beside the matrix, "
-                                       "subset_<metric>_<size>.json)."),
+    out: Optional[Path] = typer.Option(None, help="The subset JSON; with several metrics, one file each with "
+                                       "_<metric> added to its name. Default: runs/<time>/subset_<metric>_<size>.json."),
 ) -> None:
     """FlashEval's iterative search on the training half of the variants; tau reported on the held-out half."""
     from effigy.evaluate.flasheval import read_scores
@@ -62,17 +74,28 @@ def search_subset(
     matrix = read_scores(scores)
     for name in matrix.provenance.get("left_out", []):
         console.print(f"left out {name!r}: scored on fewer prompts than the other models")
+    if metric is not None:
+        matrix.table(metric)  # an unknown metric is refused here, with the matrix's metrics named
     metrics = [metric] if metric is not None else matrix.metrics
     settings = SearchSettings(size=size, rounds=rounds, subsets=subsets, seed=seed)
+    run = fresh_run_folder() if out is None else None
+    paths = {name: writable_file(_subset_path(out or run, name, size, len(metrics), out is None))
+             for name in metrics}  # checked before the search
     with progress() as reporter:
         for name in metrics:
             record = search_and_record(matrix, name, settings, margin, reporter)
-            folder = scores if scores.is_dir() else scores.parent
-            path = out if out is not None and len(metrics) == 1 else \
-                writable_folder(folder) / f"subset_{name}_{size}.json"
-            path.write_text(json.dumps(record, indent=1) + "\n")
+            paths[name].write_text(json.dumps(record, indent=1) + "\n")
             console.print(f"{name}: {size} prompts, training tau {record['train_tau']:.3f}, held-out tau "
-                          f"{record['heldout_tau']:.3f} (random {size}: {record['random_heldout_tau_mean']:.3f}) -> {path}")
+                          f"{record['heldout_tau']:.3f} (random {size}: {record['random_heldout_tau_mean']:.3f}) -> "
+                          f"{paths[name]}")
+
+
+def _subset_path(out: Path, metric: str, size: int, metrics: int, is_run_folder: bool) -> Path:
+    """Where one metric's subset goes: into a fresh run folder by default, else ``--out`` (with ``_<metric>``
+    added when several metrics are searched); never the committed results unless named."""
+    if is_run_folder:
+        return out / f"subset_{metric}_{size}.json"
+    return out if metrics == 1 else out.with_name(f"{out.stem}_{metric}{out.suffix or '.json'}")
 
 
 @app.command("apply")

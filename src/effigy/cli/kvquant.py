@@ -8,6 +8,7 @@ import typer
 
 from effigy.cli import bench
 from effigy.cli._common import command_line, console, echo_json, positive, progress, writable_file
+from effigy.errors import EffigyError, KVBudgetError
 
 app = typer.Typer(help="PM-KVQ: progressive mixed-precision KV cache for long generation (any causal LM; "
                   "SmolLM2-135M ships).", no_args_is_help=True)
@@ -51,6 +52,23 @@ def kv_calibrate(
         console.print(f"widths per layer: {widths}; wrote {out}")
 
 
+class TokensSoFar:
+    """A transformers streamer that keeps the new tokens as they come (the prompt, sent first, is skipped)."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        self.tokens += value.reshape(-1).tolist()
+
+    def end(self) -> None:
+        pass
+
+
 @app.command("generate")
 def kv_generate(
     prompt: str = typer.Option(..., help="User message (through the model's chat template, where it has one)."),
@@ -69,10 +87,21 @@ def kv_generate(
     from effigy.memory import held_bytes
     from effigy.models.encoders.llm import load_causal_lm
 
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EffigyError("--prompt is not valid UTF-8 text; pass the message as UTF-8.") from None
     kwargs = {} if allocation is None else read_allocation(allocation)
     model, tokenizer, _ = load_causal_lm(model_name)
     cache = PMKVQCache(model, budget_mb, window=window, **kwargs)
-    new, seconds = greedy(model, chat_ids(tokenizer, prompt), max_new_tokens, cache)
+    ids = chat_ids(tokenizer, prompt)
+    cache.check_fits(ids.shape[1] + max_new_tokens)  # refused now, not after minutes of generation
+    kept = TokensSoFar()
+    try:
+        new, seconds = greedy(model, ids, max_new_tokens, cache, kept)
+    except KVBudgetError:
+        typer.echo(tokenizer.decode(kept.tokens, skip_special_tokens=True))  # what was generated is not lost
+        raise
     text = tokenizer.decode(new[0], skip_special_tokens=True)
     summary = {"text": text, "tokens": new.shape[1], "seconds": seconds, "kv_bytes_held": held_bytes(cache),
                "kv_bytes_counted": cache.nbytes, "widths": cache.widths()}

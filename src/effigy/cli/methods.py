@@ -100,11 +100,10 @@ def select_widths(
     from effigy.recipes import VIDIT_Q_GROUPS
     from effigy.recipes.mixed_precision import config_from_group_bits, read_group_bits
 
+    base, _ = multiwidth_info(checkpoint)  # both inputs checked before the output folder is made
+    group_bits = read_group_bits(allocation)
     writable_folder(out)
-
-    base, _ = multiwidth_info(checkpoint)
-    chosen = config_from_group_bits(model_from_config(checkpoint), base, VIDIT_Q_GROUPS,
-                                    read_group_bits(allocation))
+    chosen = config_from_group_bits(model_from_config(checkpoint), base, VIDIT_Q_GROUPS, group_bits)
     model = load_multiwidth(checkpoint, chosen.layer_bits)
     save(model, out)
     console.print(f"selected widths from {checkpoint} by {allocation}: {weight_nbytes(model):,} weight bytes; "

@@ -19,18 +19,22 @@ def serve(
     save_dir: Optional[Path] = typer.Option(None, help="Keep each upload here (by default nothing is written)."),
     explain: bool = typer.Option(False, "--explain", help="Answer with SmolLM2 through deepfake-explainer "
                                  "(deepfake-authguard only; ~1 s an image on 2 cores)."),
+    no_docs: bool = typer.Option(False, "--no-docs", help="Leave out FastAPI's /docs and /redoc pages (they load "
+                                 "their JavaScript from a CDN)."),
+    client_timeout: float = typer.Option(10.0, min=0.1, max=600.0, callback=finite,
+                                         help="Seconds a client has to send a request head (the body gets 3x)."),
 ) -> None:
     """Serve deepfake detection over HTTP: POST /detect (an image in, JSON out) and an upload page at /."""
     from effigy.cli.detect import check_deepfake_model
-    from effigy.serve.app import ServiceSettings, create_app
+    from effigy.serve.app import ServiceSettings, bind, create_app, run_service, url_of
 
     check_deepfake_model(model, explain)
     if save_dir is not None:
         writable_folder(save_dir, "--save-dir")
     settings = ServiceSettings(model=model, explain=explain, threshold=threshold, max_bytes=int(max_mb * 2**20),
-                               save_dir=save_dir)
+                               save_dir=save_dir, header_timeout=client_timeout, body_timeout=3 * client_timeout,
+                               docs=not no_docs)
+    sock = bind(host, port)  # a busy port or a bad host is refused before anything loads or says "running"
     app = create_app(settings)
-    import uvicorn
-
-    console.print(f"effigy: {model} on http://{host}:{port}/ (POST /detect; Ctrl-C stops)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    console.print(f"effigy: {model} on {url_of(sock)} (POST /detect; Ctrl-C stops)", soft_wrap=True)
+    run_service(app, settings, sock)

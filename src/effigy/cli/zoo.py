@@ -47,7 +47,7 @@ def zoo_train(
 
     The shipped weights are replaced only by the maintainer step in docs/models.md (copy the file and its
     manifest record after checking it), never by this command."""
-    from effigy.models.zoo import WEIGHTS_DIR, train_zoo_model, zoo_entry
+    from effigy.models.zoo import WEIGHTS_DIR, read_manifest, train_zoo_model, zoo_entry
 
     register_package_models()
 
@@ -58,6 +58,7 @@ def zoo_train(
         raise CheckpointError(f"--steps does not apply to {name}: it trains in several phases with their own lengths.")
     total = steps or zoo_entry(name).config_cls().train_steps  # an unknown name fails here, before --out is made
     writable_folder(out)
+    read_manifest(out / "MANIFEST.json")  # a damaged manifest there is refused before hours of training
     overrides = {} if steps is None else {"train_steps": steps}
     with progress() as reporter:
         advance = reporter(f"training {name}", total)

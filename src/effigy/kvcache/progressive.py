@@ -119,6 +119,12 @@ class ProgressiveKVLayer(DynamicLayer):
         self.main_keys, self.main_values = self.main_keys.narrow(self.bits), self.main_values.narrow(self.bits)
         self.width_history.append((self.length, self.bits))
 
+    def main_tokens_at(self, length: int) -> int:
+        """Tokens the main cache holds at sequence ``length`` (after the sink, less the recent window, whole
+        chunks only)."""
+        after_sink = max(0, length - self.sink)
+        return self.chunk * max(0, (after_sink - self.window) // self.chunk)
+
     @property
     def main_chunks(self) -> int:
         return self.main_tokens // self.chunk
@@ -200,6 +206,7 @@ class PMKVQCache(Cache):
                                     f"more than budget_mb={budget_mb}; allocate again for this budget")
             floors = list(allocation)
         self.budget_bytes = budget
+        self.geometry = (batch_size, kv_heads, head_dim, group_size)
         super().__init__(layers=[self.layer_class(b, f, f if start_bits is None else start_bits, sink, window, chunk,
                                                   group_size, i) for i, (b, f) in enumerate(zip(budgets, floors))])
 
@@ -209,6 +216,29 @@ class PMKVQCache(Cache):
 
     def widths(self) -> list[int]:
         return [layer.bits for layer in self.layers]
+
+    def fits(self, length: int) -> bool:
+        """Whether every layer holds ``length`` tokens within its budget at its lowest allowed width."""
+        batch, kv_heads, head_dim, group_size = self.geometry
+        return all(main_cache_bytes(layer.min_bits, layer.main_tokens_at(length), batch, kv_heads, head_dim,
+                                    group_size) <= layer.budget_bytes for layer in self.layers)
+
+    def check_fits(self, length: int) -> None:
+        """Refuse, before any work, a sequence the budget cannot hold even at the lowest widths (otherwise the
+        generation fails only when it gets there, minutes in).
+
+        Raises:
+            KVBudgetError: naming the longest sequence the budget holds.
+        """
+        if self.fits(length):
+            return
+        low, high = 0, length  # the longest length that fits, by bisection (fits is monotone in length)
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if self.fits(middle) else (low, middle - 1)
+        raise KVBudgetError(f"{length:,} tokens (prompt and new tokens) do not fit the KV budget of "
+                            f"{self.budget_bytes / 2**20:g} MiB even at the lowest widths; it holds {low:,}. Raise "
+                            "--budget-mb or ask for fewer --max-new-tokens.")
 
 
 def kv_geometry(config) -> tuple[int, int, int]:

@@ -22,11 +22,15 @@ from effigy.errors import CheckpointError
 log = logging.getLogger(__name__)
 STATE_FILE = "training_state.safetensors"
 META_FILE = "training_state.json"
+META_KEY = "effigy_training_meta"  # the step and config, in the tensors file's header
 
 
 def save_training_state(folder: Path, step: int, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
                         generator: torch.Generator, config: dict) -> None:
-    """Write the state after ``step`` completed steps; the files are replaced atomically."""
+    """Write the state after ``step`` completed steps. The step, config and optimizer scalars go into the
+    safetensors file's own header too, so the tensors and the step that made them are replaced in one atomic
+    rename (an interrupt between the two files' renames cannot pair new tensors with an old step); the JSON
+    beside it is a readable copy."""
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"{name}/{key}": value.detach().contiguous()
                for name, module in modules.items() for key, value in module.state_dict().items()}
@@ -35,7 +39,7 @@ def save_training_state(folder: Path, step: int, modules: dict[str, nn.Module], 
     meta = {"step": step, "config": config, "param_groups": [_group_scalars(g) for g in optimizer.param_groups]}
     from safetensors.torch import save_file
 
-    save_file(tensors, str(folder / f"{STATE_FILE}.tmp"))
+    save_file(tensors, str(folder / f"{STATE_FILE}.tmp"), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
     (folder / f"{META_FILE}.tmp").write_text(json.dumps(meta, indent=1, sort_keys=True))
     os.replace(folder / f"{STATE_FILE}.tmp", folder / STATE_FILE)
     os.replace(folder / f"{META_FILE}.tmp", folder / META_FILE)
@@ -45,9 +49,9 @@ def resume_training_state(folder: Path | None, modules: dict[str, nn.Module], op
                           generator: torch.Generator, config: dict) -> int:
     """Restore a saved run into ``modules``, ``optimizer`` and ``generator``; returns the completed steps
     (0 when there is nothing to resume). A state written with another config is refused, not mixed in."""
-    if folder is None or not (folder / META_FILE).exists():
+    if folder is None or not ((folder / META_FILE).exists() or (folder / STATE_FILE).exists()):
         return 0
-    meta = read_json(folder / META_FILE)
+    meta = _state_meta(folder)
     if meta.get("config") != json.loads(json.dumps(config)):  # as JSON stores it: tuples are lists there
         raise CheckpointError(f"{folder} holds a training state of another config; delete it or use another "
                               "--checkpoint-dir to start this run afresh.")
@@ -59,6 +63,28 @@ def resume_training_state(folder: Path | None, modules: dict[str, nn.Module], op
     generator.set_state(tensors["generator"])
     log.info("resumed training from %s at step %d", folder, meta["step"])
     return int(meta["step"])
+
+
+def _state_meta(folder: Path) -> dict:
+    """The step and config the saved tensors were written with: from the tensors file's header (states written
+    since the header held it), else from the JSON beside it."""
+    from safetensors import safe_open
+
+    if (folder / STATE_FILE).exists():
+        try:
+            with safe_open(str(folder / STATE_FILE), "pt") as handle:
+                header = (handle.metadata() or {}).get(META_KEY)
+        except Exception:  # safetensors' own errors: a damaged file is reported when its tensors are read
+            header = None
+        if header is not None:
+            try:
+                meta = json.loads(header)
+            except json.JSONDecodeError:
+                raise CheckpointError(f"{folder / STATE_FILE} has a damaged header; delete {folder} to start "
+                                      "afresh.") from None
+            if isinstance(meta, dict) and isinstance(meta.get("step"), int):
+                return meta
+    return read_json(folder / META_FILE)
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:

@@ -170,23 +170,47 @@ def load_zoo_model(name: str, weights_dir: str | Path = WEIGHTS_DIR) -> tuple[nn
 
     entry = zoo_entry(name)
     weights_dir = Path(weights_dir)
-    record = read_manifest(weights_dir / "MANIFEST.json").get(name)
+    manifest_path = weights_dir / "MANIFEST.json"
+    record = read_manifest(manifest_path).get(name)
     if record is None:
         raise CheckpointError(f"no shipped weights for {name!r}; train them with `effigy zoo train {name}`.")
-    path = weights_dir / record["file"]
-    if not path.exists():
-        raise CheckpointError(f"{path} is missing; reinstall effigy or run `effigy zoo train {name}`.")
+    path = _weights_file(manifest_path, name, record)
     actual = sha256_of(path)
     if actual != record["sha256"]:
         raise CheckpointError(
             f"{path} has sha256 {actual[:12]}..., the manifest expects {record['sha256'][:12]}...: the file is "
             f"corrupt or was replaced. Reinstall effigy or run `effigy zoo train {name}`."
         )
+    if not isinstance(record.get("config"), dict):
+        raise CheckpointError(f"{manifest_path}: {name}'s record has no config object; reinstall effigy or run "
+                              f"`effigy zoo train {name}`.")
     config = entry.config_cls.from_dict(record["config"])
     model = entry.build(config)
     state = read_safetensors(path)
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise CheckpointError(f"{path}: tensor {bad!r} holds NaN or infinite values (the sha256 matches a damaged "
+                              f"training run); run `effigy zoo train {name}` again.")
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.eval(), config
+
+
+def _weights_file(manifest_path: Path, name: str, record: object) -> Path:
+    """The weights file a manifest record names, checked: a record is an object with a plain file name (no
+    folders, so it cannot point outside the weights folder) and a sha256, and the file exists."""
+    if not isinstance(record, dict) or not isinstance(record.get("file"), str) or not isinstance(
+            record.get("sha256"), str):
+        raise CheckpointError(f"{manifest_path}: {name}'s record needs 'file' and 'sha256' strings; reinstall "
+                              f"effigy or run `effigy zoo train {name}`.")
+    file = record["file"]
+    if Path(file).name != file or file in ("", ".", ".."):
+        raise CheckpointError(f"{manifest_path}: {name}'s file {file[:80]!r} is not a plain file name in the weights "
+                              "folder; the manifest is damaged.")
+    path = manifest_path.parent / file
+    if not path.is_file():
+        raise CheckpointError(f"{path} is {'a folder, not a weights file' if path.is_dir() else 'missing'}; "
+                              f"reinstall effigy or run `effigy zoo train {name}`.")
+    return path
 
 
 def train_zoo_model(
@@ -204,6 +228,7 @@ def train_zoo_model(
     weights_dir.mkdir(parents=True, exist_ok=True)
     if not os.access(weights_dir, os.W_OK):
         raise CheckpointError(f"cannot write to {weights_dir}; choose another --out folder before training.")
+    read_manifest(weights_dir / "MANIFEST.json")  # a damaged manifest there is refused now, not after training
     extra = {"checkpoint_dir": training_state_dir(name, weights_dir)} if entry.resumable else {}
     return write_zoo_weights(name, entry.train(config, progress, **extra), config, weights_dir)
 
@@ -220,7 +245,9 @@ def write_zoo_weights(name: str, model: nn.Module, config: object, weights_dir: 
     weights_dir = Path(weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
     path = weights_dir / f"{name}.safetensors"
-    save_file({k: v.detach().to(entry.dtype).contiguous() for k, v in model.state_dict().items()}, str(path))
+    save_file({k: v.detach().to(entry.dtype).contiguous() for k, v in model.state_dict().items()},
+              str(path.with_name(path.name + ".partial")))
+    os.replace(path.with_name(path.name + ".partial"), path)
     manifest = read_manifest(weights_dir / "MANIFEST.json")
     manifest[name] = {
         "file": path.name,
@@ -229,5 +256,7 @@ def write_zoo_weights(name: str, model: nn.Module, config: object, weights_dir: 
         "config": config.to_dict(),
         "train_command": f"effigy zoo train {name}",
     }
-    (weights_dir / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    partial = weights_dir / "MANIFEST.json.partial"
+    partial.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, weights_dir / "MANIFEST.json")
     return path

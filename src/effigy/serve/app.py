@@ -23,14 +23,19 @@ PAGE = Path(__file__).with_name("page.html")
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    """What the service runs: the model, the verdict threshold, the upload limit, and where (if anywhere)
-    uploads are kept."""
+    """What the service runs and what bounds it: the model, the verdict threshold, the upload limit, the
+    client timeouts, the work queue, and where (if anywhere) uploads are kept."""
 
     model: str = "deepfake-authguard"
     explain: bool = False  # answer with SmolLM2 through deepfake-explainer (deepfake-authguard only)
     threshold: float = 0.5
     max_bytes: int = 5 * 1024 * 1024
     save_dir: Path | None = None
+    header_timeout: float = 10.0  # seconds for a client to send a whole request head
+    body_timeout: float = 30.0  # seconds for a client to send its whole body
+    workers: int = 1  # threads decoding and scoring uploads (the model uses every core itself)
+    max_pending: int = 16  # requests admitted to the work queue at once; one more is answered 503
+    docs: bool = True  # FastAPI's /docs and /redoc pages (their JavaScript comes from a CDN)
 
 
 class Detector:
@@ -77,8 +82,14 @@ def create_app(settings: ServiceSettings = ServiceSettings(), detector: Detector
     except ImportError:
         raise EffigyError("the service needs FastAPI: pip install 'effigy[serve]' (fastapi, uvicorn, "
                           "python-multipart).") from None
+    from effigy.serve.limits import MULTIPART_OVERHEAD, BodyLimit, WorkQueue
+
     detector = detector or Detector(settings.model, settings.explain)
-    app = FastAPI(title="effigy deepfake detection", version="1")
+    app = FastAPI(title="effigy deepfake detection", version="1", **({} if settings.docs else
+                  {"docs_url": None, "redoc_url": None, "openapi_url": None}))
+    app.add_middleware(BodyLimit, max_body=settings.max_bytes + MULTIPART_OVERHEAD, body_timeout=settings.body_timeout)
+    _one_sentence_errors(app)
+    queue = WorkQueue(settings.workers, settings.max_pending)
     storage = "nothing is stored" if settings.save_dir is None else "uploads are kept on the server"
     page = (PAGE.read_text().replace("{{MAX_MB}}", f"{settings.max_bytes / 2**20:g}")
             .replace("{{MODEL}}", detector.name).replace("{{STORAGE}}", storage))
@@ -94,18 +105,19 @@ def create_app(settings: ServiceSettings = ServiceSettings(), detector: Detector
     @app.post("/detect")
     async def detect(image: UploadFile = File(..., description="a face image: PNG, JPEG, WebP or BMP")) -> dict:
         data = await _read_limited(image, settings.max_bytes, HTTPException)
-        if image.content_type not in ACCEPTED_TYPES:
+        media_type = _media_type(image.content_type)
+        if media_type not in ACCEPTED_TYPES:
             raise HTTPException(415, f"{image.content_type or 'an unnamed type'} is not accepted; upload "
                                      f"{', '.join(t.split('/')[1].upper() for t in ACCEPTED_TYPES)}.")
-        from effigy.worlds.faces import decode_face_image
-
+        if queue.full():
+            raise HTTPException(503, f"the service is busy ({queue.max_pending} uploads in progress); retry in a "
+                                     "moment.", headers={"Retry-After": "1"})
         try:
-            decoded = decode_face_image(data, image.filename or "the upload")
+            p_fake, explanation = await queue.run(_score, detector, data, image.filename or "the upload")
         except EffigyError as error:
             raise HTTPException(422, str(error)) from None
-        p_fake, explanation = detector(decoded)
         if settings.save_dir is not None:
-            _keep(settings.save_dir, data, image.content_type)
+            _keep(settings.save_dir, data, media_type)
         verdict = "fake" if p_fake >= settings.threshold else "real"
         return {"p_fake": p_fake, "verdict": verdict, "threshold": settings.threshold, "explanation": explanation,
                 "model": detector.name}
@@ -113,8 +125,33 @@ def create_app(settings: ServiceSettings = ServiceSettings(), detector: Detector
     return app
 
 
+def _score(detector: Detector, data: bytes, name: str) -> tuple[float, str]:
+    """Decode (effigy's one decoder: format by the bytes, pixel cap, EXIF orientation) and score; runs in the
+    work queue's threads, never on the event loop."""
+    from effigy.worlds.faces import decode_face_image
+
+    return detector(decode_face_image(data, name))
+
+
+def _media_type(content_type: str | None) -> str:
+    """``IMAGE/PNG; charset=binary`` -> ``image/png``: media types are case-insensitive and take parameters."""
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def _one_sentence_errors(app) -> None:
+    """A request the endpoint cannot read (no ``image`` field, not a form) is one sentence, like every other
+    4xx, not FastAPI's list of validation records."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    @app.exception_handler(RequestValidationError)
+    async def unreadable(_request, _error) -> JSONResponse:
+        return JSONResponse({"detail": "send the face image as a multipart form field named 'image'."}, 422)
+
+
 async def _read_limited(upload, max_bytes: int, http_error) -> bytes:
-    """The upload's bytes; a 413 as soon as they pass ``max_bytes``, a 422 for an empty file."""
+    """The upload's bytes (already in memory: :class:`~effigy.serve.limits.BodyLimit` read and bounded the
+    body); a 413 when the file itself passes ``max_bytes``, a 422 for an empty file."""
     data = await upload.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise http_error(413, f"the upload is over {max_bytes / 2**20:g} MB; send a smaller face image.")
@@ -130,3 +167,51 @@ def _keep(folder: Path, data: bytes, content_type: str) -> Path:
     path.write_bytes(data)
     log.info("kept upload %s", path)
     return path
+
+
+def bind(host: str, port: int):
+    """A listening socket on ``host``:``port``, bound before anything says the service runs; one clear error
+    for an empty host, an unknown name or a busy port."""
+    import socket
+
+    if not host.strip():
+        raise EffigyError("--host is empty; give an interface such as 127.0.0.1 (0.0.0.0 exposes the service).")
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError):
+        raise EffigyError(f"--host {host!r} is not an address or a known host name; try 127.0.0.1.") from None
+    family, kind, proto, _, address = info
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as error:
+        sock.close()
+        raise EffigyError(f"cannot listen on {host}:{port} ({error.strerror or error}); is another service using "
+                          "it? Pick another --port.") from None
+    return sock
+
+
+def url_of(sock) -> str:
+    """``http://HOST:PORT/`` of a bound socket (IPv6 hosts in brackets)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
+def service_server(app, settings: ServiceSettings):
+    """The uvicorn server for ``app`` with its clients bounded: a request head within ``header_timeout``, idle
+    keep-alive connections closed after 5 s, at most ``4 * max_pending`` connections and requests at once (more
+    are answered 503 by uvicorn). ``server.run(sockets=[sock])`` serves until Ctrl-C or ``should_exit``."""
+    import uvicorn
+
+    from effigy.serve.limits import header_timeout_protocol
+
+    config = uvicorn.Config(app, http=header_timeout_protocol(settings.header_timeout), log_level="warning",
+                            timeout_keep_alive=5, limit_concurrency=4 * settings.max_pending)
+    return uvicorn.Server(config)
+
+
+def run_service(app, settings: ServiceSettings, sock) -> None:
+    """Serve ``app`` on the bound ``sock`` until Ctrl-C (see :func:`service_server`)."""
+    service_server(app, settings).run(sockets=[sock])

@@ -137,9 +137,10 @@ def split_identities(split: str) -> np.ndarray:
 def held_out_face(name: str) -> np.ndarray:
     """[25, 25] grey crop of a held-out real face (``astronaut`` or ``grace_hopper``), found by scikit-image's
     LBP frontal-face cascade and cut like an ``lfw_subset`` crop. Only for checks: never train on it."""
-    from PIL import Image
     from skimage import data
     from skimage.feature import Cascade
+
+    from effigy.images import decode_image
 
     if name not in HELD_OUT_SHA256:
         raise WorldError(f"unknown held-out face {name!r}; use one of {', '.join(HELD_OUT_SHA256)}.")
@@ -148,7 +149,7 @@ def held_out_face(name: str) -> np.ndarray:
     else:
         from matplotlib import cbook
         path = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-    image = np.asarray(Image.open(io.BytesIO(_checked_bytes(path, HELD_OUT_SHA256[name], name))).convert("RGB"))
+    image = np.asarray(decode_image(_checked_bytes(path, HELD_OUT_SHA256[name], name), name))
     boxes = Cascade(data.lbp_frontal_face_cascade_filename()).detect_multi_scale(
         img=image, scale_factor=1.2, step_ratio=1, min_size=(60, 60), max_size=(400, 400))
     if not boxes:
@@ -333,7 +334,7 @@ def jpeg(pil, quality: int):
 
     buffer = io.BytesIO()
     pil.save(buffer, "JPEG", quality=quality)
-    return Image.open(buffer).convert("RGB")
+    return Image.open(buffer, formats=("JPEG",)).convert("RGB")
 
 
 def capture(image: np.ndarray, domain: CaptureDomain, rng: np.random.Generator) -> np.ndarray:
@@ -423,34 +424,30 @@ def image_files(paths: Sequence[Path]) -> list[Path]:
 
 
 def read_face_image(path: Path) -> np.ndarray:
-    """[3, SIZE, SIZE] in [0, 1]: a face crop from an image file (PNG, JPEG, ...), resized to the world's size.
+    """[3, SIZE, SIZE] in [0, 1]: a face crop from an image file (PNG, JPEG, WebP, BMP by its bytes), upright
+    by its EXIF orientation, resized to the world's size.
 
     Raises:
-        WorldError: the file is missing or is not an image.
+        ImageError: the file is missing, too large, or not one of those images.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise WorldError(f"{path} is not a file; give face crops as image files (PNG, JPEG).")
-    return decode_face_image(path.read_bytes(), str(path))
+    from effigy.images import read_image_file
 
-
-MAX_IMAGE_PIXELS = 40_000_000  # a face crop is far smaller; larger files are refused before decoding
+    return _world_sized(read_image_file(path))
 
 
 def decode_face_image(data: bytes, name: str = "the upload") -> np.ndarray:
-    """[3, SIZE, SIZE] in [0, 1]: an encoded image (PNG, JPEG, WebP, BMP) decoded and resized to the world's
-    size; one clear error for anything that is not a readable image of sane size.
+    """[3, SIZE, SIZE] in [0, 1]: encoded bytes through effigy's one decoder (:func:`effigy.images.decode_image`:
+    format allowlist by the bytes, pixel cap before decoding, EXIF orientation), resized to the world's size.
 
     Raises:
-        WorldError: the bytes are not an image, or it is larger than ``MAX_IMAGE_PIXELS``.
+        ImageError: the bytes are not a PNG, JPEG, WebP or BMP image of sane size.
     """
-    from PIL import Image, UnidentifiedImageError
+    from effigy.images import decode_image
 
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise WorldError(f"{name} is {image.width}x{image.height} pixels; give a face crop of at most "
-                                 f"{MAX_IMAGE_PIXELS:,} pixels.")
-            return from_pil(image.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR))
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as error:
-        raise WorldError(f"{name} is not a readable image ({type(error).__name__}); give PNG or JPEG face crops.") from None
+    return _world_sized(decode_image(data, name))
+
+
+def _world_sized(pil) -> np.ndarray:
+    from PIL import Image
+
+    return from_pil(pil.resize((SIZE, SIZE), Image.BILINEAR))

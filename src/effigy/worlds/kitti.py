@@ -8,6 +8,7 @@ z the box centre; classes other than effigy's three (Van, Truck, DontCare, ...) 
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +44,22 @@ def write_calib(path: Path, calib: dict[str, np.ndarray]) -> None:
                             for key in ("P0", "P1", "P2", "P3", "R0_rect", "Tr_velo_to_cam", "Tr_imu_to_velo")))
 
 
+def read_text(path: Path) -> str:
+    """A KITTI text file (label, calibration, split list) as text, or one error naming it: binary content is
+    not a KITTI file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise WorldError(f"{path} is not a text file; a KITTI {path.parent.name} file is UTF-8 text.") from None
+    except OSError as error:
+        raise WorldError(f"{path} cannot be read ({error.strerror or error}).") from None
+
+
 def read_calib(path: Path) -> dict[str, np.ndarray]:
+    """A KITTI calibration file, checked: every matrix finite, and the lidar-to-camera map invertible."""
     shapes = {"R0_rect": (3, 3), "Tr_velo_to_cam": (3, 4), "Tr_imu_to_velo": (3, 4)}
     calib = {}
-    for line in path.read_text().splitlines():
+    for line in read_text(path).splitlines():
         if ":" not in line:
             continue
         key, values = line.split(":", 1)
@@ -60,6 +73,11 @@ def read_calib(path: Path) -> dict[str, np.ndarray]:
     if missing:
         raise WorldError(f"{path}: calibration lacks {', '.join(sorted(missing))}; a KITTI calib file has "
                          "P0-P3, R0_rect, Tr_velo_to_cam and Tr_imu_to_velo.")
+    bad = sorted(key for key, matrix in calib.items() if not np.isfinite(matrix).all())
+    if bad:
+        raise WorldError(f"{path}: {', '.join(bad)} holds NaN or infinite numbers.")
+    if abs(np.linalg.det(lidar_to_camera(calib))) < 1e-9:
+        raise WorldError(f"{path}: R0_rect @ Tr_velo_to_cam is singular: boxes cannot be placed in the lidar frame.")
     return calib
 
 
@@ -93,7 +111,10 @@ def label_lines_to_boxes(lines: list[str], calib: dict[str, np.ndarray], path: P
                              f"this one has {len(fields)}.")
         if fields[0] not in CLASSES:
             continue
-        h, w, length, cx, cy, cz, ry = _floats(fields[8:15], f"{path}:{number}")
+        h, w, length, cx, cy, cz, ry = values = _floats(fields[8:15], f"{path}:{number}")
+        if not np.isfinite(values).all() or min(h, w, length) <= 0:
+            raise WorldError(f"{path}:{number}: a box needs finite numbers and positive height, width and "
+                             "length.")
         bottom = to_lidar @ np.array([cx, cy, cz, 1.0])
         boxes.append([bottom[0], bottom[1], bottom[2] + h / 2, length, w, h, wrap_angle(-ry - np.pi / 2)])
         labels.append(fields[0])
@@ -129,12 +150,30 @@ def _corners(box: np.ndarray) -> np.ndarray:
 
 
 def export_kitti(frames: list[Frame], root: str | Path, split: str = "train") -> Path:
-    """Write ``frames`` in the KITTI object layout under ``root`` (ids numbered from the split file's end).
+    """Write ``frames`` in the KITTI object layout under ``root`` (ids numbered from 0), atomically: the files
+    go to a temporary folder beside ``root``, renamed to ``root`` at the end, so an interrupted export leaves no
+    half-written root to be read later.
 
     Returns:
         The root.
     """
+    import os
+    import shutil
+
     root = Path(root)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise WorldError(f"{root} is not an empty folder; write the frames into a new one.")
+    partial = root.with_name(f".{root.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        _write_frames(frames, partial, split)
+        os.replace(partial, root)  # onto an absent or empty folder
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return root
+
+
+def _write_frames(frames: list[Frame], root: Path, split: str) -> None:
     for sub in ("velodyne", "label_2", "calib", "ImageSets"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     calib = simulated_calib()
@@ -148,16 +187,22 @@ def export_kitti(frames: list[Frame], root: str | Path, split: str = "train") ->
         write_calib(root / "calib" / f"{frame_id}.txt", calib)
         ids.append(frame_id)
     (root / "ImageSets" / f"{split}.txt").write_text("".join(i + "\n" for i in ids))
-    return root
 
 
-def import_kitti(root: str | Path, split: str | None = None, limit: int | None = None) -> list[Frame]:
-    """Frames from a KITTI object root: the ids of ``ImageSets/<split>.txt``, or every ``velodyne/*.bin``.
+FRAME_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a KITTI frame id names files: no separators, no '..'
+
+
+def import_kitti(root: str | Path, split: str | None = None, limit: int | None = None,
+                 labelled: bool = False) -> list[Frame]:
+    """Frames from a KITTI object root: the ids of ``ImageSets/<split>.txt``, or every ``velodyne/*.bin``;
+    every file of every frame is checked, and an error names the file (and line) that is wrong.
 
     Args:
         root: the folder holding velodyne/, label_2/ (optional: test sets have none) and calib/.
         split: an ImageSets file name without ``.txt``.
         limit: read at most this many frames.
+        labelled: every frame must have a label file (evaluation: a frame without one would count its
+            detections as false positives), and at least one object of effigy's classes must be labelled.
     """
     root = Path(root)
     if not (root / "velodyne").is_dir():
@@ -167,24 +212,39 @@ def import_kitti(root: str | Path, split: str | None = None, limit: int | None =
         listing = root / "ImageSets" / f"{split}.txt"
         if not listing.is_file():
             raise WorldError(f"{listing} not found: give a split that has an ImageSets file, or none for every frame.")
-        ids = listing.read_text().split()
+        ids = read_text(listing).split()
+        bad = next((i for i in ids if not FRAME_ID.fullmatch(i)), None)
+        if bad is not None:
+            raise WorldError(f"{listing}: {bad[:40]!r} is not a frame id (letters, digits, _ and - only).")
     else:
         ids = sorted(p.stem for p in (root / "velodyne").glob("*.bin"))
-    return [_read_frame(root, frame_id) for frame_id in ids[:limit]]
+    if not ids:
+        raise WorldError(f"{root} has no frames{f' in ImageSets/{split}.txt' if split else ' (velodyne/*.bin)'}; "
+                         "point at a KITTI object root with frames.")
+    frames = [_read_frame(root, frame_id, labelled) for frame_id in ids[:limit]]
+    if labelled and not any(len(f.labels) for f in frames):
+        raise WorldError(f"{root}: no frame has a labelled {', '.join(CLASSES)}; average precision needs some.")
+    return frames
 
 
-def _read_frame(root: Path, frame_id: str) -> Frame:
+def _read_frame(root: Path, frame_id: str, labelled: bool) -> Frame:
     velodyne = root / "velodyne" / f"{frame_id}.bin"
     if not velodyne.is_file():
         raise WorldError(f"{velodyne} not found: the split lists frame {frame_id} but velodyne/ has no such file.")
     raw = np.fromfile(velodyne, dtype=np.float32)
     if raw.size % 4:
         raise WorldError(f"{velodyne}: {raw.size} floats is not a whole number of (x, y, z, reflectance) points.")
+    if not np.isfinite(raw).all():
+        raise WorldError(f"{velodyne}: {int((~np.isfinite(raw)).sum())} NaN or infinite values; every point's x, y, "
+                         "z and reflectance must be finite.")
     label = root / "label_2" / f"{frame_id}.txt"
     boxes, labels = np.zeros((0, 7)), []
+    if labelled and not label.is_file():
+        raise WorldError(f"{label} not found: evaluation needs a label file for every frame (an empty one for a "
+                         "frame without objects).")
     if label.is_file():
         calib = root / "calib" / f"{frame_id}.txt"
         if not calib.is_file():
             raise WorldError(f"{calib} not found: a labelled KITTI frame needs its calibration to place the boxes.")
-        boxes, labels = label_lines_to_boxes(label.read_text().splitlines(), read_calib(calib), label)
+        boxes, labels = label_lines_to_boxes(read_text(label).splitlines(), read_calib(calib), label)
     return Frame(raw.reshape(-1, 4), boxes, labels, frame_id)

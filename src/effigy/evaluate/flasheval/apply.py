@@ -5,6 +5,7 @@ variant is compared like with like; their full-set means are reported beside for
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -23,13 +24,44 @@ def read_subset(path: str | Path) -> dict:
     if not isinstance(record, dict) or record.get("format") != SUBSET_FORMAT:
         raise ScoreMatrixError(f"{path} is not a FlashEval subset (format "
                                f"{record.get('format') if isinstance(record, dict) else None!r}, expected {SUBSET_FORMAT!r}).")
+    _check_subset(Path(path), record)
+    return record
+
+
+MAX_PROMPTS = 100_000  # the largest prompt set `effigy flasheval build` makes
+
+
+def _check_subset(path: Path, record: dict) -> None:
+    """The subset record's schema, one rule at a time, naming the file (what `apply` relies on)."""
+    from effigy.serialize import require
+
+    def rule(condition: bool, text: str) -> None:
+        require(condition, path, text, ScoreMatrixError)
+
+    def is_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
     indices = record.get("prompt_indices")
-    if not isinstance(indices, list) or not indices or not all(isinstance(i, int) and i >= 0 for i in indices):
-        raise ScoreMatrixError(f"{path}: prompt_indices must be a non-empty list of prompt columns.")
-    if not isinstance(record.get("prompt_set"), dict):
+    rule(isinstance(indices, list) and 0 < len(indices) <= MAX_PROMPTS and all(is_int(i) and i >= 0 for i in indices),
+         "prompt_indices must be a non-empty list of prompt columns (non-negative integers)")
+    rule(len(set(indices)) == len(indices), "prompt_indices must name each prompt once")
+    rule(isinstance(record.get("metric"), str) and record["metric"], "metric must name the matrix metric searched on")
+    spec = record.get("prompt_set")
+    if not isinstance(spec, dict):
         raise ScoreMatrixError(f"{path} was searched on an external matrix (no effigy prompt set): effigy can only "
                                "sample its own prompts; use a subset of a matrix from `effigy flasheval build`.")
-    return record
+    rule(is_int(spec.get("count")) and 2 <= spec["count"] <= MAX_PROMPTS,
+         f"prompt_set.count must be an integer from 2 to {MAX_PROMPTS:,}")
+    rule(isinstance(spec.get("split"), str) and is_int(spec.get("seed")) and spec["seed"] >= 0,
+         "prompt_set needs split (a name) and seed (a non-negative integer)")
+    rule(max(indices) < spec["count"], f"prompt_indices name prompt {max(indices)} of a {spec['count']}-prompt set")
+    prompts = record.get("prompts", [])
+    rule(isinstance(prompts, list) and all(isinstance(p, dict) for p in prompts),
+         "prompts, where given, must be a list of objects (id, text)")
+    weights = record.get("weights")
+    rule(weights is None or (isinstance(weights, list) and len(weights) == len(indices) and all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w > 0 for w in weights)),
+        "weights, where given, must be one positive finite number per prompt index")
 
 
 def subset_scenes(record: dict) -> list:
@@ -63,6 +95,7 @@ def score_variant(spec: VariantSpec, scenes: list, seed: int, metric: str,
 
 def place_variant(matrix: ScoreMatrix, record: dict, spec: VariantSpec) -> dict:
     """The new variant's subset score, and its rank among the matrix's variants by their subset scores."""
+    known_table = matrix.table(record["metric"])  # a metric the matrix lacks is refused before any sampling
     scenes = subset_scenes(record)
     if len(matrix.prompts) != record["prompt_set"]["count"]:
         raise ScoreMatrixError(f"the subset was searched on a {record['prompt_set']['count']}-prompt matrix, this one "
@@ -70,7 +103,7 @@ def place_variant(matrix: ScoreMatrix, record: dict, spec: VariantSpec) -> dict:
     scores, seconds = score_variant(spec, scenes, record["prompt_set"]["seed"], record["metric"])
     weights = np.ones(len(scores)) if record.get("weights") is None else np.asarray(record["weights"])
     score = float(scores @ weights / weights.sum())
-    known = matrix.table(record["metric"])[:, record["prompt_indices"]] @ weights / weights.sum()
+    known = known_table[:, record["prompt_indices"]] @ weights / weights.sum()
     order = np.argsort(-known, kind="stable")
     rank = int((known > score).sum()) + 1
     above = matrix.names[order[rank - 2]] if rank > 1 else None

@@ -115,9 +115,11 @@ def build_matrix(plan: MatrixPlan, cache: str | Path, executor: str = "local", w
     if executor not in EXECUTORS:
         raise ScoreMatrixError(f"executor {executor!r} is unknown: choose one of {', '.join(EXECUTORS)}.")
     cache = Path(cache)
+    if cache.exists() and not cache.is_dir():
+        raise ScoreMatrixError(f"--cache {cache} is not a folder; pass a folder for finished jobs.")
     cache.mkdir(parents=True, exist_ok=True)
     todo = [(v, s) for v in range(len(plan.variants)) for s in range(len(plan.shards))
-            if not plan.cache_file(cache, plan.variants[v], s).is_file()]
+            if _cached_job(plan.cache_file(cache, plan.variants[v], s), len(plan.shards[s])) is None]
     log.info("score matrix: %d of %d jobs cached, %d to run", len(plan.variants) * len(plan.shards) - len(todo),
              len(plan.variants) * len(plan.shards), len(todo))
     advance = progress("scoring (variant, shard) jobs", len(todo))
@@ -179,13 +181,32 @@ def _write_job(path: Path, scores: dict[str, np.ndarray]) -> None:
     partial.replace(path)  # a job is cached whole or not at all
 
 
-def _assemble(plan: MatrixPlan, cache: Path, executor: str) -> ScoreMatrix:
+def _cached_job(path: Path, prompts: int) -> dict[str, np.ndarray] | None:
+    """A finished job's scores, or None when it is missing or damaged (truncated, other shapes, NaN): a damaged
+    job is logged and run again rather than trusted or crashed on."""
     from safetensors.numpy import load_file
 
+    if not path.is_file():
+        return None
+    try:
+        job = load_file(str(path))
+    except Exception as exc:  # safetensors' own error types for a truncated or foreign file
+        log.warning("cached job %s is unreadable (%s); running it again", path, type(exc).__name__)
+        return None
+    if not all(m in job and job[m].shape == (prompts,) and np.isfinite(job[m]).all() for m in METRICS):
+        log.warning("cached job %s does not hold %d finite scores per metric; running it again", path, prompts)
+        return None
+    return job
+
+
+def _assemble(plan: MatrixPlan, cache: Path, executor: str) -> ScoreMatrix:
     tables = {m: np.zeros((len(plan.variants), plan.prompts)) for m in METRICS}
     for v, spec in enumerate(plan.variants):
         for s, shard in enumerate(plan.shards):
-            job = load_file(str(plan.cache_file(cache, spec, s)))
+            job = _cached_job(plan.cache_file(cache, spec, s), len(shard))
+            if job is None:
+                raise ScoreMatrixError(f"the cached job {plan.cache_file(cache, spec, s)} changed during the build; "
+                                       "run the build again.")
             for m in METRICS:
                 tables[m][v, shard.start : shard.stop] = job[m]
     prompts = [{"id": f"{plan.split}-{plan.seed}-{i:05d}", "text": scene.caption, "kind": scene.kind}

@@ -98,7 +98,31 @@ class ScoreMatrix:
             tables = load_file(str(weights))
         except Exception as exc:  # safetensors' own error types
             raise ScoreMatrixError(f"{weights} is not a readable safetensors file ({exc}); build it again.") from None
-        return cls({m: tables[m] for m in meta["metrics"]}, meta["variants"], meta["prompts"], meta["provenance"])
+        _check_meta(base.with_suffix(".json"), meta, tables)
+        return cls({m: tables[m].astype(np.float64) for m in meta["metrics"]}, meta["variants"], meta["prompts"],
+                   meta["provenance"])
+
+
+def _check_meta(path: Path, meta: dict, tables: dict) -> None:
+    """The matrix file's schema, one rule at a time, naming the file: what the search and the bench rely on."""
+    from effigy.serialize import require
+
+    def rule(condition: bool, text: str) -> None:
+        require(condition, path, text, ScoreMatrixError)
+
+    metrics, variants, prompts = meta.get("metrics"), meta.get("variants"), meta.get("prompts")
+    rule(isinstance(metrics, list) and metrics and all(isinstance(m, str) for m in metrics),
+         "'metrics' must be a non-empty list of metric names")
+    rule(isinstance(variants, list) and all(isinstance(v, dict) and isinstance(v.get("name"), str) for v in variants),
+         "'variants' must be a list of objects, each with a 'name'")
+    rule(len({v["name"] for v in variants}) == len(variants), "variant names must be distinct")
+    rule(isinstance(prompts, list) and all(isinstance(p, dict) and "id" in p for p in prompts),
+         "'prompts' must be a list of objects, each with an 'id'")
+    rule(isinstance(meta.get("provenance"), dict), "'provenance' must be an object (how the matrix was made)")
+    for metric in metrics:
+        rule(metric in tables, f"metric {metric!r} has no table in the .safetensors file")
+        rule(tables[metric].ndim == 2 and np.issubdtype(tables[metric].dtype, np.floating),
+             f"metric {metric!r} must be a 2-D float table [variants, prompts]")
 
 
 def read_scores(path: str | Path, metric: str = "score") -> ScoreMatrix:
@@ -127,32 +151,46 @@ def read_scores(path: str | Path, metric: str = "score") -> ScoreMatrix:
 
 
 def _from_csv(path: Path, metric: str) -> ScoreMatrix:
-    with path.open(newline="") as handle:
-        rows = list(csv.reader(handle))
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]  # blank lines skipped
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+        raise ScoreMatrixError(f"{path} is not a readable score CSV ({type(exc).__name__}); save it as UTF-8 text "
+                               "with a header of prompt ids and a row per model.") from None
     if len(rows) < 3 or len(rows[0]) < 3:
         raise ScoreMatrixError(f"{path}: a score CSV needs a header of prompt ids and a row per model (name, then "
                                "one score per prompt), at least two models and two prompts.")
     prompts = rows[0][1:]
     by_model = {}
     for line, row in enumerate(rows[1:], start=2):
+        if len(row) > len(rows[0]) or row[0] in by_model:
+            problem = "a model named twice" if row[0] in by_model else "more cells than the header"
+            raise ScoreMatrixError(f"{path} row {line}: {problem}; each row is one model's name and one score per "
+                                   "header prompt.")
         try:
             by_model[row[0]] = {p: float(v) for p, v in zip(prompts, row[1:]) if v.strip() != ""}
         except ValueError:
-            raise ScoreMatrixError(f"{path} line {line}: a score that is not a number; every cell after the model "
+            raise ScoreMatrixError(f"{path} row {line}: a score that is not a number; every cell after the model "
                                    "name is one prompt's score.") from None
     return _complete_models(by_model, metric, str(path))
 
 
 def _from_npz(path: Path, metric: str) -> ScoreMatrix:
     try:
-        data = np.load(path, allow_pickle=False)
-        scores = np.asarray(data["scores"], dtype=np.float64)
-    except (KeyError, ValueError, OSError) as exc:
-        raise ScoreMatrixError(f"{path}: not an NPZ with a numeric 'scores' array [models, prompts] ({exc}).") from None
+        with np.load(path, allow_pickle=False) as data:
+            scores = np.asarray(data["scores"], dtype=np.float64)
+            models = [str(m) for m in data["models"]] if "models" in data else None
+            prompts = [str(p) for p in data["prompts"]] if "prompts" in data else None
+    except (KeyError, ValueError, TypeError, OSError, EOFError) as exc:  # object arrays need pickle: refused
+        raise ScoreMatrixError(f"{path}: not an NPZ with a numeric 'scores' array [models, prompts] and optional "
+                               f"string 'models' / 'prompts' ({type(exc).__name__}).") from None
     if scores.ndim != 2:
         raise ScoreMatrixError(f"{path}: 'scores' must be [models, prompts], got shape {scores.shape}.")
-    models = [str(m) for m in data["models"]] if "models" in data else [f"model{i}" for i in range(len(scores))]
-    prompts = [str(p) for p in data["prompts"]] if "prompts" in data else [str(i) for i in range(scores.shape[1])]
+    models = models or [f"model{i}" for i in range(len(scores))]
+    prompts = prompts or [str(i) for i in range(scores.shape[1])]
+    if len(models) != len(scores) or len(prompts) != scores.shape[1] or len(set(models)) != len(models):
+        raise ScoreMatrixError(f"{path}: 'models' ({len(models)}) and 'prompts' ({len(prompts)}) must name each row "
+                               f"and column of 'scores' {scores.shape} once.")
     by_model = {m: {p: float(v) for p, v in zip(prompts, row) if np.isfinite(v)} for m, row in zip(models, scores)}
     return _complete_models(by_model, metric, str(path))
 
@@ -166,15 +204,16 @@ def _from_per_model_json(folder: Path, metric: str) -> ScoreMatrix:
     by_model = {}
     for file in files:
         data = read_json_file(file, "a FlashEval score file (prompt id -> score)", ScoreMatrixError)
-        if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
-            raise ScoreMatrixError(f"{file}: expected a JSON object mapping prompt id -> numeric score.")
+        if not isinstance(data, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                 and np.isfinite(v) for v in data.values()):
+            raise ScoreMatrixError(f"{file}: expected a JSON object mapping prompt id -> finite numeric score.")
         by_model[file.stem] = {str(k): float(v) for k, v in data.items()}
     return _complete_models(by_model, metric, str(folder))
 
 
 def _complete_models(by_model: dict[str, dict[str, float]], metric: str, source: str) -> ScoreMatrix:
     """The models scored on the most prompts, on the prompts they share; the rest reported and left out."""
-    full = max(len(s) for s in by_model.values())
+    full = max((len(s) for s in by_model.values()), default=0)
     left_out = sorted(m for m, s in by_model.items() if len(s) < full)
     for model in left_out:
         log.warning("%s: model %r is scored on %d of %d prompts; left out (not padded)", source, model,

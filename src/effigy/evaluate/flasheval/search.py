@@ -25,6 +25,8 @@ from effigy.metrics.ranking import margin_kendall_tau
 log = logging.getLogger(__name__)
 SUBSET_FORMAT = "effigy-flasheval-subset/1"
 CHUNK = 256  # subsets scored per vectorised call
+DRAW_FLOATS = 2**24  # random keys drawn at once (128 MB), whatever the subset count and prompt pool
+MAX_SUBSETS = 1_000_000  # subsets per round: a bound on the search's time and on the drawn indices' memory
 
 
 @dataclass(frozen=True)
@@ -105,14 +107,20 @@ def heldout_tau(table: np.ndarray, split: Split, subset: Subset, margin: float) 
 
 def _draw(rng: np.random.Generator, pool: np.ndarray, count: int, size: int) -> np.ndarray:
     """``count`` subsets of ``size`` distinct prompts from ``pool``."""
-    keys = rng.random((count, len(pool)))
-    return pool[np.argpartition(keys, size - 1, axis=1)[:, :size]]
+    rows = max(1, DRAW_FLOATS // len(pool))  # drawn in chunks: the same stream as one draw, bounded memory
+    chosen = np.empty((count, size), dtype=pool.dtype)
+    for start in range(0, count, rows):
+        keys = rng.random((min(rows, count - start), len(pool)))
+        chosen[start : start + len(keys)] = pool[np.argpartition(keys, size - 1, axis=1)[:, :size]]
+    return chosen
 
 
 def flasheval_search(table: np.ndarray, split: Split, margin: float, settings: SearchSettings = SearchSettings(),
                      progress: Progress = no_progress) -> Subset:
     """The published iterative search on the training variants of ``table`` [variants, prompts]."""
     n_prompts = table.shape[1]
+    if not 1 <= settings.subsets <= MAX_SUBSETS:
+        raise ScoreMatrixError(f"{settings.subsets} subsets per round: choose between 1 and {MAX_SUBSETS:,}.")
     if not 1 <= settings.size < n_prompts:
         raise ScoreMatrixError(f"subset size {settings.size}: choose between 1 and {n_prompts - 1} (the matrix has "
                                f"{n_prompts} prompts).")
