@@ -5,6 +5,7 @@ from effigy.core.quant import QuantSpec
 from effigy.errors import CheckpointError, EffigyError, QuantizationError
 from effigy.models import register_model_class  # noqa: F401  (registers effigy's own model classes for load)
 from effigy.nn import QuantConfig, QuantLinear
+from effigy.nn.compile import compile
 from effigy.nn.quantize import quantize, set_backend, weight_nbytes
 
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ __all__ = [
     "QuantizationError",
     "apply_ditfastattn",
     "calibrate_plan",
+    "compile",
     "load",
     "quantize",
     "remove_ditfastattn",

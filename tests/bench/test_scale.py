@@ -60,3 +60,17 @@ def test_report_names_skipped_variants_and_says_weights_are_random():
         "rows": [{"variant": "fp32"}], "layers": [], "skipped": {"vidit-q-w8a8 int": "slow here"}}
     text = render_scale(result, "effigy bench scale")
     assert "Random weights" in text and "Not run on this machine: vidit-q-w8a8 int (slow here)" in text
+
+
+def test_compiled_rows_record_their_compile_time_and_keep_4_bit_weights_small(tiny_architecture):
+    """The compiled variants run through effigy.compile: their rows carry the first call (compile) time and a
+    ratio against bf16 compiled; compiled W4 linears still hold under 0.17x of their fp32 bytes."""
+    variants = ("fp32", "bf16 compiled", "vidit-q-w8a8 compiled", "rtn-w4a8 compiled")
+    settings = scale_bench.ScaleBenchSettings(architecture="tiny", tokens=(16,), variants=variants, repeats=1,
+                                              measure_memory=False)
+    rows = {r["variant"]: r for r in scale_bench.run_model_section(settings, 16)}
+    assert rows["bf16 compiled"]["speedup_vs_bf16_compiled"] == 1 and rows["bf16 compiled"]["compiled"]
+    assert not rows["fp32"]["compiled"] and rows["vidit-q-w8a8 compiled"]["first_call_s"] > 0
+    assert rows["rtn-w4a8 compiled"]["linear_held_bytes_ratio"] < 0.17
+    assert rows["vidit-q-w8a8 compiled"]["linear_held_bytes_ratio"] < 0.3
+    assert all(0 < r["relative_output_error"] < 0.1 for n, r in rows.items() if n != "fp32")

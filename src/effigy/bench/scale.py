@@ -134,6 +134,21 @@ VARIANTS.register("rtn-w4a8 int4 kernel (fake A8)", _effigy("rtn-w4a8", "int4", 
 VARIANTS.register("rtn-w4a16 int4", _effigy("rtn-w4a16", "int4"))
 
 
+def _compiled(build: Callable[[nn.Module], nn.Module]) -> Callable[[nn.Module], nn.Module]:
+    """``build`` then :func:`effigy.compile` with this CPU's settings (compiled at the first call)."""
+    from effigy.nn.compile import compile as effigy_compile
+
+    return lambda model: effigy_compile(build(model))
+
+
+# compiled rows: every float and integer path under the same inductor settings (docs/kernels.md)
+for _name, _build in (("fp32", lambda model: model), ("bf16", Bf16Call), ("torchao w8a8", _torchao),
+                      ("vidit-q-w8a8", _effigy("vidit-q-w8a8", "reference")),
+                      ("rtn-w4a8", _effigy("rtn-w4a8", "reference")),
+                      ("rtn-w4a16 int4", _effigy("rtn-w4a16", "int4"))):
+    VARIANTS.register(f"{_name} compiled", _compiled(_build))
+
+
 def build_variant(name: str, fp_model: nn.Module, in_place: bool = False) -> nn.Module:
     """The variant ``name`` of ``fp_model`` (a copy unless ``in_place``)."""
     return VARIANTS.get(name)(fp_model if in_place else copy.deepcopy(fp_model))
@@ -143,6 +158,21 @@ def linear_bytes(model: nn.Module, names: list[str]) -> int:
     """Bytes held by the named (quantized or float) linear layers of ``model``."""
     modules = dict(model.named_modules())
     return held_bytes([modules[n] for n in names if n in modules])
+
+
+@torch.no_grad()
+def first_call_seconds(models: dict[str, nn.Module], inputs: dict, progress: Progress = no_progress) -> dict[str, float]:
+    """Seconds of each model's first call: the compile time of a compiled model (and its first run)."""
+    import time
+
+    advance = progress("first calls (compiling)", len(models))
+    seconds = {}
+    for name, model in models.items():
+        start = time.perf_counter()
+        model(**inputs)
+        seconds[name] = time.perf_counter() - start
+        advance()
+    return seconds
 
 
 @torch.no_grad()
@@ -170,11 +200,14 @@ def _fresh_process_memory(architecture: str, tokens: int, seed: int, name: str, 
         model(**inputs)
     called = rss_mib()
     return {"peak_rss_build_mib": built["peak_rss_mib"], "rss_converted_mib": built["rss_mib"],
-            "peak_rss_call_mib": called["peak_rss_mib"] if reset else None}
+            "peak_rss_call_mib": called["peak_rss_mib"] if reset else None, "rss_after_call_mib": called["rss_mib"]}
 
 
 def unwrapped(model: nn.Module) -> nn.Module:
-    """The diffusers model inside a :class:`Bf16Call` (or the model itself)."""
+    """The diffusers model inside a compiled model and a :class:`Bf16Call` (or the model itself)."""
+    from effigy.nn.compile import CompiledModel
+
+    model = model.model if isinstance(model, CompiledModel) else model
     return model.model if isinstance(model, Bf16Call) else model
 
 
@@ -202,6 +235,7 @@ def run_model_section(settings: ScaleBenchSettings, tokens: int, progress: Progr
         gc.collect()
         return_freed_memory_to_os()
         advance()
+    first_call = first_call_seconds(models, inputs, progress)
     seconds, outputs = time_interleaved(models, inputs, settings.repeats, progress)
     reference = outputs["fp32"]
     rows = []
@@ -212,6 +246,8 @@ def run_model_section(settings: ScaleBenchSettings, tokens: int, progress: Progr
                      "linear_held_bytes_ratio": linear_bytes(inner, targets) / fp_linear_bytes,
                      "latency_s": seconds[name], "latency_ratio_vs_fp32": seconds[name] / seconds["fp32"],
                      "speedup_vs_fp32": seconds["fp32"] / seconds[name],
+                     "speedup_vs_bf16_compiled": seconds["bf16 compiled"] / seconds[name] if "bf16 compiled" in seconds
+                     else None, "first_call_s": first_call[name], "compiled": name.endswith(" compiled"),
                      "relative_output_error": ((outputs[name] - reference).norm() / reference.norm()).item()})
     del models, outputs
     gc.collect()

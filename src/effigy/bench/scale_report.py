@@ -4,10 +4,12 @@ from __future__ import annotations
 from effigy.evaluate.report import machine_line, markdown_table
 
 MODEL_COLUMNS = [("variant", "variant"), ("tokens", "tokens"), ("backends", "effigy backend"),
-                 ("speedup_vs_fp32", "speed-up vs fp32"), ("relative_output_error", "output error vs fp32"),
+                 ("speedup_vs_fp32", "speed-up vs fp32 eager"), ("speedup_vs_bf16_compiled", "vs bf16 compiled"),
+                 ("relative_output_error", "output error vs fp32"), ("first_call_s", "first call (s)"),
                  ("held_bytes", "bytes held"), ("held_bytes_ratio", "held / fp32"),
                  ("linear_held_bytes_ratio", "quantized linears held / fp32"),
-                 ("rss_converted_mib", "RSS converted (MiB)"), ("peak_rss_call_mib", "peak RSS of the call (MiB)"),
+                 ("rss_converted_mib", "RSS converted (MiB)"), ("rss_after_call_mib", "RSS after first call (MiB)"),
+                 ("peak_rss_call_mib", "peak RSS of the call (MiB)"),
                  ("peak_rss_build_mib", "peak RSS building (MiB)")]
 LAYER_COLUMNS = [("layer", "layer"), ("shape", "shape"), ("tokens", "tokens"), ("path", "path"), ("backend", "backend"),
                  ("speedup_vs_fp32", "speed-up vs fp32"), ("latency_ms", "ms"), ("held_bytes_ratio", "held / fp32"),
@@ -27,7 +29,10 @@ def render_scale(result: dict, command: str) -> str:
              f"{result['settings']['repeats']} interleaved rounds after a warm-up, measured in this one run. "
              "Bytes held: distinct tensor storages reachable from the model (effigy.memory.held_bytes); RSS: "
              "a fresh process per variant that builds the fp32 model, converts it (RSS converted) and runs one "
-             "call (its peak counted from after conversion).",
+             "call (its peak counted from after conversion; for a compiled variant the call compiles it, so RSS "
+             "after it is the compiled model's resident memory, frozen constants included). Rows without "
+             "'compiled' run eagerly: eager integer timings are eager. Compiled rows use effigy.compile's inductor "
+             "settings for this CPU (see docs/kernels.md); 'first call' is the compile time plus one call.",
              f"## One transformer call (CFG batch of {result['settings']['cfg_batch']})",
              markdown_table(result["rows"], MODEL_COLUMNS)]
     parts += [f"Not run on this machine: {name} ({why})." for name, why in result.get("skipped", {}).items()]

@@ -1,7 +1,8 @@
 """Integer matrix multiplication paths, and which one this machine can run exactly.
 
 Every path computes ``Y = (s_x * Xq) @ (s_w * Wq)^T`` from int8 operands with int32 accumulation:
-  int_mm    - ``torch._int_mm``: exact, fast on CUDA, a slow reference kernel on CPU.
+  int_mm    - ``torch._int_mm``: exact; fast on CUDA and on CPUs with VNNI (eager, and fused under
+              ``torch.compile``: :func:`effigy.compile`), a slow reference kernel on CPUs without it.
   fbgemm    - PyTorch's fbgemm int8 GEMM on x86 CPUs: the fast CPU path. It multiplies unsigned
               8-bit activations by signed 8-bit weights; on CPUs without VNNI instructions pairs of
               products are summed in int16 with saturation, so activations must stay within 7 bits
@@ -57,14 +58,43 @@ def check_fbgemm_activation_bits(act_bits: int) -> None:
 def int_matmul(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
     """Exact int32 ``xq @ wq.T`` for int8 ``xq`` [M, K] and ``wq`` [N, K].
 
-    Uses ``torch._int_mm`` where its shape rules hold (M > 16, K and N multiples of 8), else an
-    int32 matmul, which is exact too.
+    Uses ``torch._int_mm`` where K and N are multiples of 8 (16 rows or fewer padded with zero rows), else
+    an int32 matmul, which is exact too.
     """
-    m, k = xq.shape
-    n = wq.shape[0]
-    if m > 16 and k % 8 == 0 and n % 8 == 0:
-        return torch._int_mm(xq.to(torch.int8), wq.to(torch.int8).t())
-    return xq.to(torch.int32) @ wq.to(torch.int32).t()
+    return int_matmul_kn(xq.to(torch.int8), wq.to(torch.int8).t())
+
+
+def int_matmul_kn(xq: torch.Tensor, w_kn: torch.Tensor) -> torch.Tensor:
+    """Exact int32 ``xq @ w_kn`` for int8 ``xq`` [M, K] and int8 ``w_kn`` [K, N] (the weights already in the
+    layout the GEMM reads, so the graph holds no transpose): ``torch._int_mm`` where its shape rules hold,
+    else an int32 matmul. Written as the graph ``torch.compile`` fuses (activation quantization into the
+    kernel before it, scales and bias into the one after) and, with inductor's freezing, lowers to oneDNN."""
+    rows = xq.shape[0]
+    if xq.shape[1] % 8 or w_kn.shape[1] % 8:
+        return xq.to(torch.int32) @ w_kn.to(torch.int32)
+    if rows <= 16:  # _int_mm wants more than 16 rows; zero rows cost less than an int32 matmul (no fast kernel)
+        return torch._int_mm(torch.nn.functional.pad(xq, (0, 0, 0, 17 - rows)), w_kn)[:rows]
+    return torch._int_mm(xq, w_kn)
+
+
+def cpu_has_amx() -> bool:
+    """True where the CPU has AMX tiles (inductor's int8 GEMM templates and oneDNN's int8 path run on them)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
+
+
+def cpu_isa_class() -> str:
+    """What decides which integer or bf16 path wins here: "AMX", "AVX512-VNNI", "AVX2-VNNI" or "AVX2 only"."""
+    if cpu_has_amx():
+        return "AMX"
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        flags = ""
+    if "avx512_vnni" in flags:
+        return "AVX512-VNNI" + ("+BF16" if "avx512_bf16" in flags else "")
+    return "AVX2-VNNI" if "avx_vnni" in flags else "AVX2 only"
 
 
 def fbgemm_prepack(wq: torch.Tensor, w_scale: torch.Tensor) -> object:

@@ -104,6 +104,7 @@ def machine_facts() -> dict:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "vnni": kernels.cpu_has_vnni(),
+        "isa": kernels.cpu_isa_class(),  # which integer / bf16 path can win here (docs/kernels.md)
         "python": platform.python_version(),
     }
 

@@ -97,6 +97,41 @@ class FbgemmBackend(IntBackend):
         return y.mul_(scale) if layer.bias is None else torch.addcmul(layer.bias, y, scale)
 
 
+class GraphInt8Backend(IntBackend):
+    """8-bit weights held as one int8 matrix in the GEMM's own layout [in, out], and a forward written as the
+    graph ``torch.compile`` turns into fast integer kernels: symmetric per-token int8 activations (their
+    quantization fuses into the elementwise kernel before the GEMM), ``torch._int_mm``, then the per-token
+    and per-channel scales and the bias (fused after it). With inductor's freezing the same graph is lowered
+    to oneDNN's ``qlinear_pointwise`` (:func:`effigy.compile` turns that on where it pays: AMX CPUs).
+    The held bytes equal the 8-bit packed grid's; eager, it runs ``torch._int_mm`` directly."""
+
+    name = "graph-int8"
+    kernel_form = True
+
+    def check(self, layer) -> None:
+        super().check(layer)
+        if layer.weight_spec.bits != 8:
+            raise QuantizationError(f"backend={self.name!r} holds 8-bit weights as int8; {layer.weight_spec.bits}-bit "
+                                    "weights would double their bytes: use backend='int' (unpacked inside the "
+                                    "graph, held packed) or 'int4'.")
+
+    def hold(self, layer, grid: torch.Tensor) -> torch.Tensor:
+        layer._buffers["weight_packed"] = None
+        return grid.to(torch.int8).t().contiguous()
+
+    def grid(self, layer) -> torch.Tensor:
+        return layer.kernel_weight.t()
+
+    def held_nbytes(self, layer) -> int:
+        return layer.kernel_weight.numel()
+
+    def forward(self, layer, x: torch.Tensor) -> torch.Tensor:
+        scale = layer.integer_act_scale(x)
+        acc = kernels.int_matmul_kn(quantize(x, layer.act_spec, scale, torch.zeros_like(scale)), layer.kernel_weight)
+        y = acc.to(torch.float32) * scale * layer.weight_scale.reshape(1, -1)
+        return y if layer.bias is None else y + layer.bias
+
+
 class Int4Backend(KernelBackend):
     """PyTorch's int4 CPU kernel, weight-only (bf16 activations; quantized activations are simulated)."""
 
@@ -130,6 +165,6 @@ class Int4Backend(KernelBackend):
 
 
 KERNEL_BACKENDS: Registry[KernelBackend] = Registry("backend", QuantizationError)
-for _backend in (KernelBackend(), IntBackend(), FbgemmBackend(), Int4Backend()):
+for _backend in (KernelBackend(), IntBackend(), FbgemmBackend(), GraphInt8Backend(), Int4Backend()):
     KERNEL_BACKENDS.register(_backend.name, _backend)
 BACKENDS = (*KERNEL_BACKENDS.names(), "auto")  # "auto": the fastest exact one, timed (see backend_choice)

@@ -90,7 +90,7 @@ def _check_layer_names(config: QuantConfig, targets: dict[str, nn.Module]) -> No
         raise QuantizationError("fp_first_token does not combine with timestep_ranges > 1; choose one.")
 
 
-INTEGER_ACTIVATION_BACKENDS = ("int", "fbgemm")
+INTEGER_ACTIVATION_BACKENDS = ("int", "fbgemm", "graph-int8")
 
 
 def backend_for(config: QuantConfig, layer: str) -> str:

@@ -1,0 +1,79 @@
+"""From which batch does compiled W8A8 overtake compiled FP on the shipped models? At 64 tokens per image the
+digits DiT's layers are small, so per-call overheads (quantizing activations, launching kernels) can outweigh
+the int8 GEMM's gain. One denoiser call (a CFG pair per image) of the shipped `dit-digits`, fp32 compiled
+against `vidit-q-w8a8` compiled (effigy.compile), and bf16 compiled, at growing batches; timed interleaved,
+medians of 7 calls after the compile.
+
+    python benchmarks/scripts/compiled_crossover.py   # ~5 min on 2 cores
+"""
+import copy
+import json
+from pathlib import Path
+
+import torch
+
+import effigy
+from effigy.evaluate.measure import interleaved_medians, machine_facts
+from effigy.evaluate.report import machine_line, markdown_table
+from effigy.models.zoo import load_zoo_model
+from effigy.recipes import get_recipe
+
+OUT = Path("benchmarks/results/checks")
+BATCHES = (2, 8, 32, 128, 256)  # images per call, each a CFG pair (2x the rows)
+REPEATS = 7
+
+
+def inputs(model, images: int) -> dict:
+    g = torch.Generator().manual_seed(images)
+    side = model.config.sample_size
+    labels = torch.arange(2 * images) % 11  # the ten digits and the null class, as a CFG batch holds them
+    return {"hidden_states": torch.randn(2 * images, model.config.in_channels, side, side, generator=g),
+            "timestep": torch.full((2 * images,), 500), "class_labels": labels}
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    fp, _ = load_zoo_model("dit-digits")
+    static = {"dynamic": False}  # one compiled graph per batch size, as a server with fixed batches has
+    variants = {"fp32 compiled": effigy.compile(copy.deepcopy(fp), **static),
+                "bf16 compiled": effigy.compile(copy.deepcopy(fp).to(torch.bfloat16), **static),
+                "vidit-q-w8a8 compiled": effigy.compile(effigy.quantize(copy.deepcopy(fp), get_recipe("vidit-q-w8a8")),
+                                                        **static)}
+    rows = []
+    for images in BATCHES:
+        batch = inputs(fp, images)
+        cast = {k: v.bfloat16() if v.is_floating_point() else v for k, v in batch.items()}
+        calls = {name: (lambda m=model, b=(cast if "bf16" in name else batch): m(**b).sample.float())
+                 for name, model in variants.items()}
+        with torch.no_grad():
+            for call in calls.values():
+                call()  # compile (static shapes: once per batch)
+            seconds, _ = interleaved_medians(calls, REPEATS)
+        rows.append({"images": images, **{f"{name} ms": seconds[name] * 1e3 for name in calls},
+                     "w8a8 vs fp32 compiled": seconds["fp32 compiled"] / seconds["vidit-q-w8a8 compiled"],
+                     "w8a8 vs bf16 compiled": seconds["bf16 compiled"] / seconds["vidit-q-w8a8 compiled"]})
+        print(rows[-1], flush=True)
+    ahead = [r["images"] for r in rows if r["w8a8 vs fp32 compiled"] >= 1]
+    crossover = next((images for images in BATCHES if all(i in ahead for i in BATCHES if i >= images)), None)
+    result = {"check": "compiled_crossover", "model": "dit-digits", "machine": machine_facts(), "rows": rows,
+              "w8a8_ahead_from_images": crossover}
+    columns = [("images", "images per call (CFG pairs)"), ("fp32 compiled ms", "fp32 compiled (ms)"),
+               ("bf16 compiled ms", "bf16 compiled (ms)"), ("vidit-q-w8a8 compiled ms", "W8A8 compiled (ms)"),
+               ("w8a8 vs fp32 compiled", "W8A8 speed-up vs fp32 compiled"),
+               ("w8a8 vs bf16 compiled", "vs bf16 compiled")]
+    verdict = (f"Compiled W8A8 is at least as fast as compiled fp32 from {crossover} images per call on."
+               if crossover else "Compiled W8A8 did not overtake compiled fp32 at any batch measured.")
+    markdown = "\n\n".join([
+        "# From which batch does compiled W8A8 overtake compiled FP on the shipped digits DiT?",
+        f"Command: `python benchmarks/scripts/compiled_crossover.py` (seed 0)  \n{machine_line(result['machine'])}  \n"
+        f"ISA class: {result['machine']['isa']}. One denoiser call of the shipped `dit-digits` (64 tokens per image, a CFG "
+        f"pair per image), medians of {REPEATS} interleaved calls after the compile, ratios within this run.",
+        markdown_table(rows, columns), verdict])
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "compiled_crossover.json").write_text(json.dumps(result, indent=2) + "\n")
+    (OUT / "compiled_crossover.md").write_text(markdown + "\n")
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
