@@ -1,4 +1,4 @@
-"""From which batch does compiled W8A8 overtake compiled FP on the shipped models? At 64 tokens per image the
+"""At which batches is compiled W8A8 at least as fast as compiled FP on the shipped digits DiT? At 64 tokens per image the
 digits DiT's layers are small, so per-call overheads (quantizing activations, launching kernels) can outweigh
 the int8 GEMM's gain. One denoiser call (a CFG pair per image) of the shipped `dit-digits`, fp32 compiled
 against `vidit-q-w8a8` compiled (effigy.compile), and bf16 compiled, at growing batches; timed interleaved,
@@ -33,6 +33,9 @@ def inputs(model, images: int) -> dict:
 
 def main() -> None:
     torch.manual_seed(0)
+    # the three models share one forward code object: 3 models x 5 batches is over dynamo's default limit of 8
+    # compiled variants, past which a call silently runs eagerly
+    torch._dynamo.config.recompile_limit = 64
     fp, _ = load_zoo_model("dit-digits")
     static = {"dynamic": False}  # one compiled graph per batch size, as a server with fixed batches has
     variants = {"fp32 compiled": effigy.compile(copy.deepcopy(fp), **static),
@@ -54,17 +57,18 @@ def main() -> None:
                      "w8a8 vs bf16 compiled": seconds["bf16 compiled"] / seconds["vidit-q-w8a8 compiled"]})
         print(rows[-1], flush=True)
     ahead = [r["images"] for r in rows if r["w8a8 vs fp32 compiled"] >= 1]
-    crossover = next((images for images in BATCHES if all(i in ahead for i in BATCHES if i >= images)), None)
     result = {"check": "compiled_crossover", "model": "dit-digits", "machine": machine_facts(), "rows": rows,
-              "w8a8_ahead_from_images": crossover}
+              "w8a8_at_least_fp32_compiled_at_images": ahead}
     columns = [("images", "images per call (CFG pairs)"), ("fp32 compiled ms", "fp32 compiled (ms)"),
                ("bf16 compiled ms", "bf16 compiled (ms)"), ("vidit-q-w8a8 compiled ms", "W8A8 compiled (ms)"),
                ("w8a8 vs fp32 compiled", "W8A8 speed-up vs fp32 compiled"),
                ("w8a8 vs bf16 compiled", "vs bf16 compiled")]
-    verdict = (f"Compiled W8A8 is at least as fast as compiled fp32 from {crossover} images per call on."
-               if crossover else "Compiled W8A8 did not overtake compiled fp32 at any batch measured.")
+    behind = [r["images"] for r in rows if r["images"] not in ahead]
+    verdict = (f"Compiled W8A8 is at least as fast as compiled fp32 at {', '.join(map(str, ahead)) or 'no'} images per "
+               f"call, and behind it at {', '.join(map(str, behind)) or 'none'}: at 64 tokens per image and 128 "
+               "channels the int8 GEMM is cheap, and the per-token quantization around it grows with the rows.")
     markdown = "\n\n".join([
-        "# From which batch does compiled W8A8 overtake compiled FP on the shipped digits DiT?",
+        "# At which batches is compiled W8A8 at least as fast as compiled FP on the shipped digits DiT?",
         f"Command: `python benchmarks/scripts/compiled_crossover.py` (seed 0)  \n{machine_line(result['machine'])}  \n"
         f"ISA class: {result['machine']['isa']}. One denoiser call of the shipped `dit-digits` (64 tokens per image, a CFG "
         f"pair per image), medians of {REPEATS} interleaved calls after the compile, ratios within this run.",
