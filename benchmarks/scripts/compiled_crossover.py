@@ -7,14 +7,13 @@ medians of 7 calls after the compile.
     python benchmarks/scripts/compiled_crossover.py   # ~5 min on 2 cores
 """
 import copy
-import json
 from pathlib import Path
 
 import torch
 
 import effigy
 from effigy.evaluate.measure import interleaved_medians, machine_facts
-from effigy.evaluate.report import machine_line, markdown_table
+from effigy.evaluate.report import machine_line, markdown_table, write_results
 from effigy.models.zoo import load_zoo_model
 from effigy.recipes import get_recipe
 
@@ -73,9 +72,7 @@ def main() -> None:
         f"ISA class: {result['machine']['isa']}. One denoiser call of the shipped `dit-digits` (64 tokens per image, a CFG "
         f"pair per image), medians of {REPEATS} interleaved calls after the compile, ratios within this run.",
         markdown_table(rows, columns), verdict])
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "compiled_crossover.json").write_text(json.dumps(result, indent=2) + "\n")
-    (OUT / "compiled_crossover.md").write_text(markdown + "\n")
+    write_results(result, markdown, OUT, "compiled_crossover")
     print(markdown)
 
 

@@ -12,7 +12,6 @@ effigy.compile's per-CPU choice (docs/kernels.md) comes from this file.
     python benchmarks/scripts/compiled_int8_lowering.py   # ~2 min (more where a frozen call is slow)
 """
 import copy
-import json
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from torch._inductor.utils import run_and_get_code
 import effigy
 from effigy.core.kernels import cpu_isa_class
 from effigy.evaluate.measure import machine_facts
-from effigy.evaluate.report import machine_line, markdown_table
+from effigy.evaluate.report import machine_line, markdown_table, write_results
 from effigy.recipes import get_recipe
 
 OUT = Path("benchmarks/results/checks")
@@ -94,9 +93,7 @@ def main() -> None:
         "tokens, random weights (speed only), vidit-q-w8a8 on the graph-int8 backend; medians of 20 calls "
         f"(2 where one call takes over {SLOW:g} s), ratios measured in this one run.",
         markdown_table(rows, columns)])
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "compiled_int8_lowering.json").write_text(json.dumps(result, indent=2) + "\n")
-    (OUT / "compiled_int8_lowering.md").write_text(markdown + "\n")
+    write_results(result, markdown, OUT, "compiled_int8_lowering")
     print(markdown)
 
 
