@@ -40,7 +40,17 @@ def layer_paths(linear: nn.Linear) -> dict[str, nn.Module]:
     }
     if not cpu_has_vnni():  # torch._int_mm's CPU fallback: minutes per call at 4,096 tokens
         del paths["effigy vidit-q-w8a8 int"]
-    return paths
+    return {**paths, **compiled_paths(linear, paths["bf16"])}
+
+
+def compiled_paths(linear: nn.Linear, bf16: nn.Module) -> dict[str, nn.Module]:
+    """fp32, bf16 and effigy's W8A8 through :func:`effigy.compile` (static shapes: one graph per token count)."""
+    from effigy.nn.compile import compile as effigy_compile
+
+    w8a8 = get_recipe("vidit-q-w8a8")
+    quantized = QuantLinear.from_linear(linear, w8a8.weight, w8a8.activation)
+    return {"fp32 compiled": effigy_compile(linear, dynamic=False), "bf16 compiled": effigy_compile(bf16, dynamic=False),
+            "effigy vidit-q-w8a8 compiled": effigy_compile(quantized, dynamic=False)}
 
 
 class _Bf16(nn.Module):
@@ -57,8 +67,23 @@ def _median_seconds_interleaved(paths: dict[str, nn.Module], x: torch.Tensor, re
     return interleaved_medians({name: (lambda p=path: p(x)) for name, path in paths.items()}, repeats)[0]
 
 
+def unwrapped_layer(path: nn.Module) -> nn.Module:
+    """The layer inside a compiled path (what holds the bytes and names the backend)."""
+    from effigy.nn.compile import CompiledModel
+
+    return path.model if isinstance(path, CompiledModel) else path
+
+
 @torch.no_grad()
 def run_layer_section(tokens: tuple[int, ...], repeats: int, seed: int, progress: Progress = no_progress) -> list[dict]:
+    """Every path of :func:`layer_paths` on DiT-XL/2's three linear shapes at each of ``tokens``; compiled paths
+    compile once per shape (dynamo's limit on compiled variants raised for the section: the paths of one kind
+    share a forward, and a call past the limit would silently run eagerly)."""
+    with torch._dynamo.config.patch(recompile_limit=64):
+        return _layer_rows(tokens, repeats, seed, progress)
+
+
+def _layer_rows(tokens: tuple[int, ...], repeats: int, seed: int, progress: Progress) -> list[dict]:
     advance = progress("single layers", len(DIT_XL_LINEARS) * len(tokens))
     rows = []
     for layer_name, (fan_in, fan_out) in DIT_XL_LINEARS.items():
@@ -73,9 +98,9 @@ def run_layer_section(tokens: tuple[int, ...], repeats: int, seed: int, progress
             for name, path in paths.items():
                 out = path(x)
                 rows.append({"layer": layer_name, "shape": f"{fan_in}->{fan_out}", "tokens": count, "path": name,
-                             "backend": getattr(path, "backend", "-"),
+                             "backend": getattr(unwrapped_layer(path), "backend", "-"),
                              "speedup_vs_fp32": seconds["fp32"] / seconds[name], "latency_ms": 1e3 * seconds[name],
-                             "held_bytes_ratio": held_bytes(path) / fp_bytes,
+                             "held_bytes_ratio": held_bytes(unwrapped_layer(path)) / fp_bytes,
                              "relative_output_error": ((out - reference).norm() / reference.norm()).item()})
             advance()
     return rows
