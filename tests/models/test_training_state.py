@@ -34,3 +34,20 @@ def test_the_tensors_file_carries_its_own_step(tmp_path):
     assert torch.equal(restored.weight, model.weight)  # the step and the tensors belong together
     (torn / META_FILE).unlink()  # the tensors file alone is a whole state
     assert resume_training_state(torn, {"model": restored}, optimizer, generator, config) == 5
+
+
+def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path):
+    from effigy.checkpoint.files import replaced_atomically
+
+    target = tmp_path / "state.json"
+    target.write_text("old")
+    try:
+        with replaced_atomically(target) as partial:
+            partial.write_text("half")
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+    with replaced_atomically(target) as partial:
+        partial.write_text("new")
+    assert target.read_text() == "new"

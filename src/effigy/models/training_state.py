@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from effigy.checkpoint.files import read_json, read_safetensors
+from effigy.checkpoint.files import read_json, read_safetensors, replaced_atomically
 from effigy.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -39,10 +38,10 @@ def save_training_state(folder: Path, step: int, modules: dict[str, nn.Module], 
     meta = {"step": step, "config": config, "param_groups": [_group_scalars(g) for g in optimizer.param_groups]}
     from safetensors.torch import save_file
 
-    save_file(tensors, str(folder / f"{STATE_FILE}.tmp"), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
-    (folder / f"{META_FILE}.tmp").write_text(json.dumps(meta, indent=1, sort_keys=True))
-    os.replace(folder / f"{STATE_FILE}.tmp", folder / STATE_FILE)
-    os.replace(folder / f"{META_FILE}.tmp", folder / META_FILE)
+    with replaced_atomically(folder / STATE_FILE) as partial:
+        save_file(tensors, str(partial), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+    with replaced_atomically(folder / META_FILE) as partial:
+        partial.write_text(json.dumps(meta, indent=1, sort_keys=True))
 
 
 def resume_training_state(folder: Path | None, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,

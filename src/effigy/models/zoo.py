@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from effigy.checkpoint.files import sha256_of
+from effigy.checkpoint.files import replaced_atomically, sha256_of
 from effigy.errors import CheckpointError
 from effigy.models.generators import dit_digits, dit_faces, t2i_shapes, t2i_shapes_lcm
 from effigy.models.judges import clip_standin, digit_classifier, shapes_checker
@@ -245,9 +245,8 @@ def write_zoo_weights(name: str, model: nn.Module, config: object, weights_dir: 
     weights_dir = Path(weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
     path = weights_dir / f"{name}.safetensors"
-    save_file({k: v.detach().to(entry.dtype).contiguous() for k, v in model.state_dict().items()},
-              str(path.with_name(path.name + ".partial")))
-    os.replace(path.with_name(path.name + ".partial"), path)
+    with replaced_atomically(path) as partial:
+        save_file({k: v.detach().to(entry.dtype).contiguous() for k, v in model.state_dict().items()}, str(partial))
     manifest = read_manifest(weights_dir / "MANIFEST.json")
     manifest[name] = {
         "file": path.name,
@@ -256,7 +255,6 @@ def write_zoo_weights(name: str, model: nn.Module, config: object, weights_dir: 
         "config": config.to_dict(),
         "train_command": f"effigy zoo train {name}",
     }
-    partial = weights_dir / "MANIFEST.json.partial"
-    partial.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(partial, weights_dir / "MANIFEST.json")
+    with replaced_atomically(weights_dir / "MANIFEST.json") as partial:
+        partial.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return path

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -63,19 +62,17 @@ def save_adapted(path: Path, head: ClientHead, record: dict) -> tuple[Path, Path
     tensors' sha256), each written to a temporary name and moved into place, the record last."""
     from safetensors.torch import save_file
 
-    from effigy.checkpoint.files import sha256_of
+    from effigy.checkpoint.files import replaced_atomically, sha256_of
 
     path = check_save_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    save_file(head.tensors(), str(partial))
-    digest = sha256_of(partial)
-    os.replace(partial, path)
+    with replaced_atomically(path) as partial:
+        save_file(head.tensors(), str(partial))
+        digest = sha256_of(partial)
     sidecar = path.with_suffix(".json")
-    text = json.dumps({"format": FORMAT, "version": VERSION, "scale": head.scale, "sha256": digest, **record},
-                      indent=2) + "\n"
-    sidecar.with_name(sidecar.name + ".partial").write_text(text)
-    os.replace(sidecar.with_name(sidecar.name + ".partial"), sidecar)
+    with replaced_atomically(sidecar) as partial:
+        partial.write_text(json.dumps({"format": FORMAT, "version": VERSION, "scale": head.scale, "sha256": digest,
+                                       **record}, indent=2) + "\n")
     return path, sidecar
 
 

@@ -176,9 +176,10 @@ def _ray_job(plan: MatrixPlan, variant: int, shard: int) -> dict[str, np.ndarray
 def _write_job(path: Path, scores: dict[str, np.ndarray]) -> None:
     from safetensors.numpy import save_file
 
-    partial = path.with_suffix(".partial")
-    save_file(scores, str(partial))
-    partial.replace(path)  # a job is cached whole or not at all
+    from effigy.checkpoint.files import replaced_atomically
+
+    with replaced_atomically(path) as partial:  # a job is cached whole or not at all
+        save_file(scores, str(partial))
 
 
 def _cached_job(path: Path, prompts: int) -> dict[str, np.ndarray] | None:
