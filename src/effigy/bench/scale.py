@@ -207,7 +207,7 @@ def unwrapped(model: nn.Module) -> nn.Module:
     """The diffusers model inside a compiled model and a :class:`Bf16Call` (or the model itself)."""
     from effigy.nn.compile import CompiledModel
 
-    model = model.model if isinstance(model, CompiledModel) else model
+    model = CompiledModel.uncompiled(model)
     return model.model if isinstance(model, Bf16Call) else model
 
 

@@ -67,13 +67,6 @@ def _median_seconds_interleaved(paths: dict[str, nn.Module], x: torch.Tensor, re
     return interleaved_medians({name: (lambda p=path: p(x)) for name, path in paths.items()}, repeats)[0]
 
 
-def unwrapped_layer(path: nn.Module) -> nn.Module:
-    """The layer inside a compiled path (what holds the bytes and names the backend)."""
-    from effigy.nn.compile import CompiledModel
-
-    return path.model if isinstance(path, CompiledModel) else path
-
-
 @torch.no_grad()
 def run_layer_section(tokens: tuple[int, ...], repeats: int, seed: int, progress: Progress = no_progress) -> list[dict]:
     """Every path of :func:`layer_paths` on DiT-XL/2's three linear shapes at each of ``tokens``; compiled paths
@@ -84,6 +77,8 @@ def run_layer_section(tokens: tuple[int, ...], repeats: int, seed: int, progress
 
 
 def _layer_rows(tokens: tuple[int, ...], repeats: int, seed: int, progress: Progress) -> list[dict]:
+    from effigy.nn.compile import CompiledModel
+
     advance = progress("single layers", len(DIT_XL_LINEARS) * len(tokens))
     rows = []
     for layer_name, (fan_in, fan_out) in DIT_XL_LINEARS.items():
@@ -98,9 +93,9 @@ def _layer_rows(tokens: tuple[int, ...], repeats: int, seed: int, progress: Prog
             for name, path in paths.items():
                 out = path(x)
                 rows.append({"layer": layer_name, "shape": f"{fan_in}->{fan_out}", "tokens": count, "path": name,
-                             "backend": getattr(unwrapped_layer(path), "backend", "-"),
+                             "backend": getattr(CompiledModel.uncompiled(path), "backend", "-"),
                              "speedup_vs_fp32": seconds["fp32"] / seconds[name], "latency_ms": 1e3 * seconds[name],
-                             "held_bytes_ratio": held_bytes(unwrapped_layer(path)) / fp_bytes,
+                             "held_bytes_ratio": held_bytes(CompiledModel.uncompiled(path)) / fp_bytes,
                              "relative_output_error": ((out - reference).norm() / reference.norm()).item()})
             advance()
     return rows

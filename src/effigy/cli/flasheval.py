@@ -79,8 +79,7 @@ def search_subset(
     metrics = [metric] if metric is not None else matrix.metrics
     settings = SearchSettings(size=size, rounds=rounds, subsets=subsets, seed=seed)
     run = fresh_run_folder() if out is None else None
-    paths = {name: writable_file(_subset_path(out or run, name, size, len(metrics), out is None))
-             for name in metrics}  # checked before the search
+    paths = {name: writable_file(_subset_path(out, run, name, size, len(metrics))) for name in metrics}  # before the search
     with progress() as reporter:
         for name in metrics:
             record = search_and_record(matrix, name, settings, margin, reporter)
@@ -90,11 +89,11 @@ def search_subset(
                           f"{paths[name]}")
 
 
-def _subset_path(out: Path, metric: str, size: int, metrics: int, is_run_folder: bool) -> Path:
-    """Where one metric's subset goes: into a fresh run folder by default, else ``--out`` (with ``_<metric>``
-    added when several metrics are searched); never the committed results unless named."""
-    if is_run_folder:
-        return out / f"subset_{metric}_{size}.json"
+def _subset_path(out: Optional[Path], run: Optional[Path], metric: str, size: int, metrics: int) -> Path:
+    """Where one metric's subset goes: into the fresh ``run`` folder without ``--out``, else ``--out`` (with
+    ``_<metric>`` added when several metrics are searched); never the committed results unless named."""
+    if out is None:
+        return run / f"subset_{metric}_{size}.json"
     return out if metrics == 1 else out.with_name(f"{out.stem}_{metric}{out.suffix or '.json'}")
 
 

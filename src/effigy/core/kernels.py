@@ -25,13 +25,18 @@ FBGEMM_ZERO_POINT_8BIT = 128
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_has_vnni() -> bool:
-    """True where the CPU has AVX512-VNNI or AVX-VNNI (int8 dot products without int16 saturation)."""
+def _cpuinfo() -> str:
+    """/proc/cpuinfo's text (empty where there is none), read once a process."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = f.read()
+            return f.read()
     except OSError:
-        return False
+        return ""
+
+
+def cpu_has_vnni() -> bool:
+    """True where the CPU has AVX512-VNNI or AVX-VNNI (int8 dot products without int16 saturation)."""
+    flags = _cpuinfo()
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
@@ -87,11 +92,7 @@ def cpu_isa_class() -> str:
     """What decides which integer or bf16 path wins here: "AMX", "AVX512-VNNI", "AVX2-VNNI" or "AVX2 only"."""
     if cpu_has_amx():
         return "AMX"
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        flags = ""
+    flags = _cpuinfo()
     if "avx512_vnni" in flags:
         return "AVX512-VNNI" + ("+BF16" if "avx512_bf16" in flags else "")
     return "AVX2-VNNI" if "avx_vnni" in flags else "AVX2 only"

@@ -61,9 +61,13 @@ class IntBackend(KernelBackend):
 
     def forward(self, layer, x: torch.Tensor) -> torch.Tensor:
         scale = layer.integer_act_scale(x)
-        acc = kernels.int_matmul(quantize(x, layer.act_spec, scale, torch.zeros_like(scale)), layer.weight_grid())
+        acc = self.int_product(layer, quantize(x, layer.act_spec, scale, torch.zeros_like(scale)))
         y = acc.float() * scale * layer.weight_scale.reshape(1, -1)
         return y if layer.bias is None else y + layer.bias
+
+    def int_product(self, layer, xq: torch.Tensor) -> torch.Tensor:
+        """The exact int32 product of the int8 activations and the weight grid."""
+        return kernels.int_matmul(xq, layer.weight_grid())
 
 
 class FbgemmBackend(IntBackend):
@@ -102,7 +106,7 @@ class GraphInt8Backend(IntBackend):
     graph ``torch.compile`` turns into fast integer kernels: symmetric per-token int8 activations (their
     quantization fuses into the elementwise kernel before the GEMM), ``torch._int_mm``, then the per-token
     and per-channel scales and the bias (fused after it). With inductor's freezing the same graph is lowered
-    to oneDNN's ``qlinear_pointwise`` (:func:`effigy.compile` turns that on where it pays: AMX CPUs).
+    to oneDNN's ``qlinear_pointwise`` (:func:`effigy.compile` asks for it only when told: docs/kernels.md).
     The held bytes equal the 8-bit packed grid's; eager, it runs ``torch._int_mm`` directly."""
 
     name = "graph-int8"
@@ -125,11 +129,8 @@ class GraphInt8Backend(IntBackend):
     def held_nbytes(self, layer) -> int:
         return layer.kernel_weight.numel()
 
-    def forward(self, layer, x: torch.Tensor) -> torch.Tensor:
-        scale = layer.integer_act_scale(x)
-        acc = kernels.int_matmul_kn(quantize(x, layer.act_spec, scale, torch.zeros_like(scale)), layer.kernel_weight)
-        y = acc.to(torch.float32) * scale * layer.weight_scale.reshape(1, -1)
-        return y if layer.bias is None else y + layer.bias
+    def int_product(self, layer, xq: torch.Tensor) -> torch.Tensor:
+        return kernels.int_matmul_kn(xq, layer.kernel_weight)
 
 
 class Int4Backend(KernelBackend):

@@ -86,8 +86,7 @@ class CompiledModel(nn.Module):
             with torch.no_grad(), config.patch(self.settings.inductor_config()):
                 return self.compiled(*args, **kwargs)
         except Exception as error:  # torch's compile errors have no common base; only a failed lowering is retried
-            if not (self.settings.freezing or self.settings.max_autotune) or "Inductor" not in type(error).__name__ \
-                    and "BackendCompilerFailed" not in type(error).__name__:
+            if not (self.settings.freezing or self.settings.max_autotune) or not _failed_lowering(error):
                 raise
             log.warning("compiling with freezing / max-autotune failed (%s); compiling without them",
                         str(error).split("\n")[0][:120])
@@ -97,11 +96,22 @@ class CompiledModel(nn.Module):
             self.compiled = torch.compile(self.model, **self.compile_kwargs)
             return self.forward(*args, **kwargs)
 
+    @staticmethod
+    def uncompiled(model: nn.Module) -> nn.Module:
+        """The model inside ``model`` if it is a compiled one, else ``model`` (what holds the bytes)."""
+        return model.model if isinstance(model, CompiledModel) else model
+
     def __getattr__(self, name: str):
         try:
             return super().__getattr__(name)
         except AttributeError:
             return getattr(self._modules["model"], name)
+
+
+def _failed_lowering(error: Exception) -> bool:
+    """Whether ``error`` is inductor failing to compile the graph (what freezing / max-autotune can cause)."""
+    kind = type(error).__name__
+    return "Inductor" in kind or "BackendCompilerFailed" in kind
 
 
 def compile(model: nn.Module, freezing: bool | None = None, max_autotune: bool | None = None,

@@ -27,12 +27,12 @@ class _TooLarge(Exception):
     pass
 
 
-async def send_json(send: Callable, status: int, detail: str, headers: tuple = ()) -> None:
+async def send_json(send: Callable, status: int, detail: str) -> None:
     """An HTTP response of ``{"detail": detail}`` with ``status``, straight from ASGI (no app involved)."""
     body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close"), *headers]})
+                            (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
 
 
