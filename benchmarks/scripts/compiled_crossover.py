@@ -69,7 +69,7 @@ def main() -> None:
     markdown = "\n\n".join([
         "# At which batches is compiled W8A8 at least as fast as compiled FP on the shipped digits DiT?",
         f"Command: `python benchmarks/scripts/compiled_crossover.py` (seed 0)  \n{machine_line(result['machine'])}  \n"
-        f"ISA class: {result['machine']['isa']}. One denoiser call of the shipped `dit-digits` (64 tokens per image, a CFG "
+        f"One denoiser call of the shipped `dit-digits` (64 tokens per image, a CFG "
         f"pair per image), medians of {REPEATS} interleaved calls after the compile, ratios within this run.",
         markdown_table(rows, columns), verdict])
     write_results(result, markdown, OUT, "compiled_crossover")

@@ -89,7 +89,7 @@ def main() -> None:
     markdown = "\n\n".join([
         "# Compiled int8: which inductor setting wins on this CPU",
         f"Command: `python benchmarks/scripts/compiled_int8_lowering.py` (seed 0)  \n{machine_line(result['machine'])}  \n"
-        f"ISA class: {result['isa']}. One linear layer of DiT-XL/2's MLP ({IN} -> {OUT_FEATURES}) on {TOKENS} "
+        f"One linear layer of DiT-XL/2's MLP ({IN} -> {OUT_FEATURES}) on {TOKENS} "
         "tokens, random weights (speed only), vidit-q-w8a8 on the graph-int8 backend; medians of 20 calls "
         f"(2 where one call takes over {SLOW:g} s), ratios measured in this one run.",
         markdown_table(rows, columns)])

@@ -89,6 +89,8 @@ def _reliability_cases(tmp, fx):
         (["serve", "--threshold", "nan"], "--threshold"),
         (["serve", "--host", ""], "--host"),
         (["serve", "--host", "no such host!"], "--host"),
+        (["serve", "--client-timeout", "0"], "--client-timeout"),
+        (["serve", "--client-timeout", "nan"], "--client-timeout"),
         (["detect", "fas", "adapt", "--domain", ""], "--domain"),
         (["detect", "fas", "train", "--without", "", "--out", str(tmp / "z")], "--without"),
         (["detect", "fas", "eval", "--domains", ",,,"], "--domains"),

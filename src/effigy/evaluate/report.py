@@ -35,8 +35,9 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
 def machine_line(facts: dict) -> str:
     """The machine a result was measured on (from ``measure.machine_facts``), as results files state it:
     latencies, and on x86 which int8 kernels are exact, depend on it."""
+    isa = f", ISA class: {facts['isa']}" if "isa" in facts else ""  # files measured before it was recorded lack it
     return (f"Machine: {facts['cpu']}, {facts['torch_threads']} torch threads, torch {facts['torch']}, "
-            f"VNNI: {facts['vnni']}.")
+            f"VNNI: {facts['vnni']}{isa}.")
 
 
 def write_results(result: dict, markdown: str, directory: Path, stem: str) -> tuple[Path, Path]:
