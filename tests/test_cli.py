@@ -53,19 +53,27 @@ def test_quantize_writes_a_loadable_checkpoint(monkeypatch, capsys, tmp_path):
 
 
 def test_bench_quant_writes_json_markdown_and_grid(monkeypatch, capsys, tmp_path):
-    code, out, _ = run_cli(monkeypatch, capsys, "bench", "quant", "--samples-per-class", "2", "--steps", "2",
+    code, _, err = run_cli(monkeypatch, capsys, "bench", "quant", "--samples-per-class", "2", "--steps", "2",
                            "--sensitivity-steps", "1", "--mp-candidates", "4,8",
-                           "--no-memory", "--bootstrap-resamples", "100", "--out", str(tmp_path), "--json")
+                           "--no-memory", "--bootstrap-resamples", "100", "--compiled", "vidit-q-w8a8",
+                           "--crossover-batches", "2", "--out", str(tmp_path))
     assert code == 0
     result = json.loads((tmp_path / "quant/dit-digits/quant_dit_digits.json").read_text())
     names = [row["variant"] for row in result["rows"]]
     assert names[:3] == ["fp32", "naive-w8a8", "vidit-q-w8a8"] and names[3].endswith("-fbgemm")
     fast_w4 = fast_cpu_variant(get_recipe("vidit-q-w4a8")).name  # a7 without VNNI, a8 with it
-    assert names[4:] == ["rtn-w4a8", "vidit-q-w4a8", fast_w4, "vidit-q-w4a8-ts", "vidit-q-w4a8-mp"]
+    assert names[4:] == ["rtn-w4a8", "vidit-q-w4a8", fast_w4, "vidit-q-w4a8-ts", "vidit-q-w4a8-mp",
+                         "fp32 compiled", "vidit-q-w8a8 compiled"]
+    compiled = {row["variant"]: row for row in result["rows"] if row.get("compiled")}
+    assert all(row["output_error_vs_eager"] < 2e-2 and row["latency_ratio_vs_fp"] > 0 for row in compiled.values())
+    assert [r["images"] for r in result["crossover"]["rows"]] == [2]
+    sentence = "Compiled vidit-q-w8a8 is " + ("at least as fast" if result["crossover"]["behind_at_images"] == []
+                                             else "behind")
+    assert sentence in err.replace("\n", " ")  # printed under the table
     allocation = json.loads((tmp_path / "quant/dit-digits/quant_dit_digits_allocation.json").read_text())
     assert sum(allocation["table"]["sizes"].values()) * 4 >= allocation["assignment"]["total_bits"]
     assert len(allocation["assignment"]["bits"]) == 42  # one width per linear layer (the default granularity)
-    assert result["rows"][-1]["average_weight_bits"] <= 4.0 + 1e-9
+    assert next(r for r in result["rows"] if r["variant"] == "vidit-q-w4a8-mp")["average_weight_bits"] <= 4.0 + 1e-9
     assert "effigy bench quant" in result["command"] and result["settings"]["seed"] == 0
     assert all(row["latency_ms_per_image"] > 0 for row in result["rows"])
     regions = [0.05, 0.1, 0.15, 0.2, 0.3, None]
@@ -98,7 +106,7 @@ def test_bench_quant_writes_json_markdown_and_grid(monkeypatch, capsys, tmp_path
 
 def test_demo_writes_grid_and_report(monkeypatch, capsys, tmp_path):
     code, _, _ = run_cli(monkeypatch, capsys, "demo", "--samples-per-class", "2", "--steps", "2", "--no-memory",
-                         "--out", str(tmp_path))
+                         "--compiled", "none", "--crossover-batches", "none", "--out", str(tmp_path))
     assert code == 0
     assert (tmp_path / "grid.png").exists() and (tmp_path / "results.json").exists()
     assert "vidit-q-w8a8" in (tmp_path / "report.md").read_text()
@@ -247,8 +255,8 @@ def test_bench_quant_and_fastattn_on_the_text_to_image_model(monkeypatch, capsys
     code, _, _ = run_cli(monkeypatch, capsys, "bench", "quant", "--model", "t2i-shapes", "--samples-per-class", "2",
                          "--steps", "2", "--sensitivity-steps", "1", "--mp-candidates", "4,8", "--no-memory",
                          "--mp-granularity", "block", "--sensitivity-metric", "propagated", "--mp-around", "base",
-                         "--mp-max-moved", "inf", "--bootstrap-resamples", "100", "--out", str(tmp_path),
-                         "--json")
+                         "--mp-max-moved", "inf", "--bootstrap-resamples", "100", "--compiled", "none",
+                         "--out", str(tmp_path), "--json")
     assert code == 0
     result = json.loads((tmp_path / "quant/t2i-shapes/quant_t2i_shapes.json").read_text())
     assert result["settings"]["mp_max_moved"] == [None] and result["settings"]["sensitivity_metric"] == "propagated"

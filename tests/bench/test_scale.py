@@ -65,12 +65,44 @@ def test_report_names_skipped_variants_and_says_weights_are_random():
 def test_compiled_rows_record_their_compile_time_and_keep_4_bit_weights_small(tiny_architecture):
     """The compiled variants run through effigy.compile: their rows carry the first call (compile) time and a
     ratio against bf16 compiled; compiled W4 linears still hold under 0.17x of their fp32 bytes."""
-    variants = ("fp32", "bf16 compiled", "vidit-q-w8a8 compiled", "rtn-w4a8 compiled")
+    variants = ("fp32", "bf16 compiled", "vidit-q-w8a8 compiled", "rtn-w4a8 compiled", "rtn-w4a16 bf16 compiled")
     settings = scale_bench.ScaleBenchSettings(architecture="tiny", tokens=(16,), variants=variants, repeats=1,
                                               measure_memory=False)
     rows = {r["variant"]: r for r in scale_bench.run_model_section(settings, 16)}
     assert rows["bf16 compiled"]["speedup_vs_bf16_compiled"] == 1 and rows["bf16 compiled"]["compiled"]
     assert not rows["fp32"]["compiled"] and rows["vidit-q-w8a8 compiled"]["first_call_s"] > 0
     assert rows["rtn-w4a8 compiled"]["linear_held_bytes_ratio"] < 0.17
+    assert rows["rtn-w4a16 bf16 compiled"]["linear_held_bytes_ratio"] < 0.17  # bf16 activations, 4-bit weights
     assert rows["vidit-q-w8a8 compiled"]["linear_held_bytes_ratio"] < 0.3
     assert all(0 < r["relative_output_error"] < 0.1 for n, r in rows.items() if n != "fp32")
+
+
+def test_the_pixart_architecture_runs_text_conditioned_rows(monkeypatch):
+    """PixArt-alpha's trunk (adaLN-single, cross-attention to text tokens): a CFG call with text features, and
+    the recipes' quantized rows against its fp32 output, cross-attention layers among the quantized ones."""
+    monkeypatch.setitem(scale_bench.ARCHITECTURES, "pixart-alpha", dict(
+        num_layers=1, num_attention_heads=2, attention_head_dim=32, cross_attention_dim=64, caption_channels=48))
+    model = scale_bench.build_dit("pixart-alpha", 16, 0)
+    inputs = scale_bench.dit_inputs(model, 2, 0)
+    assert type(model).__name__ == "PixArtTransformer2DModel"
+    assert inputs["encoder_hidden_states"].shape == (2, scale_bench.TEXT_TOKENS, 48)
+    settings = scale_bench.ScaleBenchSettings(architecture="pixart-alpha", tokens=(16,), repeats=1,
+                                              variants=("fp32", "bf16", "quantize_dynamic int8",
+                                                        "vidit-q-w8a8 compiled"),
+                                              measure_memory=False)
+    rows = {r["variant"]: r for r in scale_bench.run_model_section(settings, 16)}
+    assert all(0 < r["relative_output_error"] < 0.1 for n, r in rows.items() if n != "fp32")
+    assert rows["vidit-q-w8a8 compiled"]["linear_held_bytes_ratio"] < 0.3
+    assert "attn2.to_k" in " ".join(scale_bench._w8a8_targets(model))
+    from effigy.evaluate.measure import machine_facts
+
+    report = render_scale({"architecture": "pixart-alpha", "weights": "random", "machine": machine_facts(),
+                           "settings": {"repeats": 1, "cfg_batch": 2}, "rows": [], "layers": []}, "cmd")
+    assert "cross-attention to 120" in report
+
+
+def test_the_freezing_variant_is_asked_for_never_a_default(tiny_architecture):
+    """On AMX CPUs freezing + max-autotune may pay; elsewhere it fails to lower or crawls: a row only on request."""
+    assert scale_bench.FROZEN in scale_bench.VARIANTS and scale_bench.FROZEN not in scale_bench.default_variants()
+    model = scale_bench.build_variant(scale_bench.FROZEN, scale_bench.build_dit("tiny", 16, 0))
+    assert model.settings.freezing and model.settings.max_autotune  # built, not yet compiled (the first call does)

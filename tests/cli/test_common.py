@@ -17,6 +17,19 @@ def test_progress_off_a_terminal_prints_a_line_per_tenth_with_elapsed_time(capsy
     assert len(lines) == 11 and all(line.startswith("[") and "s] " in line for line in lines)
 
 
+def test_progress_off_a_terminal_never_goes_silent_inside_a_long_step(capsys, monkeypatch):
+    import time
+
+    monkeypatch.setattr(_common, "HEARTBEAT_S", 0.2)
+    with _common.progress() as start:
+        advance = start("sampling fp32", 1)
+        time.sleep(0.9)  # one long step: no progress line of its own
+        advance()
+    lines = capsys.readouterr().err.strip().splitlines()
+    beats = [line for line in lines if "still working; last line: sampling fp32: 0/1" in line]
+    assert 2 <= len(beats) <= 6 and lines[-1].endswith("sampling fp32: 1/1")
+
+
 def test_printed_table_fits_100_columns_and_drops_empty_ones(capsys):
     columns = [("variant", "variant"), ("empty", "never set")] + [(f"c{i}", f"column number {i}") for i in range(12)]
     rows = [{"variant": "fp32", **{f"c{i}": 1.2345 * i for i in range(12)}}]
@@ -79,3 +92,13 @@ def test_results_default_to_a_fresh_run_folder_never_the_committed_results(tmp_p
     assert fresh_run_folder() != first.parents[2]  # an existing run folder is never reused
     committed = results_stem(Path("benchmarks/results"), "fastattn", "t2i-shapes")
     assert committed == Path("benchmarks/results/fastattn/t2i-shapes/fastattn_t2i_shapes")
+
+
+def test_the_compiled_options_defaults_are_the_benches_own():
+    from effigy.bench.mixdq import MixDQBenchSettings
+    from effigy.bench.quant import QuantBenchSettings
+
+    assert _common.parse_compiled(_common.COMPILED_DEFAULT, QuantBenchSettings.recipes) == QuantBenchSettings.compiled
+    assert _common.parse_batches(_common.CROSSOVER_DEFAULT) == QuantBenchSettings.crossover_batches
+    assert _common.parse_batches(_common.CROSSOVER_DEFAULT) == MixDQBenchSettings.crossover_batches
+    assert _common.parse_compiled("none", QuantBenchSettings.recipes) == ()

@@ -12,6 +12,7 @@ import torch
 from effigy.bench.mixdq_search import mixdq_variant
 from effigy.bench.quant import (
     QuantBenchSettings,
+    compiled_sections,
     measure_latency,
     measure_peak_memory,
     paired_comparisons,
@@ -43,6 +44,7 @@ class MixDQBenchSettings(QuantBenchSettings):
     recipes: tuple[str, ...] = ("vidit-q-w8a8", "rtn-w4a8", "vidit-q-w4a8", "vidit-q-w4a8-mp", "rtn-w4a16",
                                 *MIXDQ_RECIPES)
     fast_path_recipes: tuple[str, ...] = ("vidit-q-w8a8", "mixdq-w8a8")
+    compiled: tuple[str, ...] = ("vidit-q-w8a8", "mixdq-w8a8", "mixdq-w4a8")
     sensitivity_metric: str = "samples"
     sensitivity_steps: int = 4
     mp_max_moved: tuple[float | None, ...] = (0.05, 0.1, 0.2, None)
@@ -75,10 +77,11 @@ def run_mixdq_bench(settings: MixDQBenchSettings, progress: Progress = no_progre
     chance = world.chance(variants[0].images)
     renamed = {r: allocations[r]["name"] for r in MIXDQ_RECIPES if r in allocations}
     pairs = tuple(tuple(_renamed(n, renamed) for n in pair) for pair in PAIRS)
-    comparisons = paired_comparisons(world, variants, settings.seed, settings.bootstrap_resamples, pairs)
-    for steps in settings.latency_steps:
-        measure_latency(variants, load_suite(settings.model, replace(settings, steps=steps)), settings, progress,
-                        f"latency_ms_per_image_{steps}_steps")
+    comparisons = paired_comparisons(world, variants, settings.seed, settings.bootstrap_resamples, pairs, progress)
+    latency_runs = {f"latency_ms_per_image_{steps}_steps": load_suite(settings.model, replace(settings, steps=steps))
+                    for steps in settings.latency_steps}
+    for key, suite in latency_runs.items():
+        measure_latency(variants, suite, settings, progress, key)
     if settings.measure_memory:
         measure_peak_memory([v for v in variants if v.config is not None or v.name == "fp32"], settings, progress)
     if isinstance(peer, Variant):  # its parameters are torchao tensor subclasses: only the held bytes are measured
@@ -90,11 +93,16 @@ def run_mixdq_bench(settings: MixDQBenchSettings, progress: Progress = no_progre
         for steps in settings.latency_steps:
             row[f"latency_ratio_vs_fp_{steps}_steps"] = (row[f"latency_ms_per_image_{steps}_steps"]
                                                          / rows[0][f"latency_ms_per_image_{steps}_steps"])
+    compiled_settings = replace(settings, compiled=tuple(_renamed(n, renamed) for n in settings.compiled))
+    compiled, crossover = compiled_sections(world, variants, compiled_settings,
+                                            {k: suite.sample_latency for k, suite in latency_runs.items()}, progress,
+                                            rows_per_image=1)  # the student runs without CFG
+    rows += [c.row for c in compiled]
     return {
         "benchmark": "mixdq", "schema": RESULT_SCHEMA, "model": settings.model, "fid_features": world.fid_features,
         "task_metric": world.task_metric, "settings": settings.to_dict(), "machine": machine_facts(),
         "recipes": {v.name: v.config.to_dict() for v in variants if v.config is not None},
-        "rows": rows, "chance": chance, "allocations": allocations, "comparisons": comparisons,
+        "rows": rows, "chance": chance, "allocations": allocations, "comparisons": comparisons, "crossover": crossover,
         "peer": peer if isinstance(peer, dict) else {"library": peer.setting, "rows": [peer.name]},
         "images": {v.name: v.images for v in variants}, "grid_index": world.grid_index,
         "grid_labels": world.grid_labels,

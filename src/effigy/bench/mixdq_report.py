@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from effigy.bench.quant_report import render_comparisons
+from effigy.bench.quant_report import compiled_sections_text, render_comparisons
 from effigy.evaluate.pictures import labelled_grid
 from effigy.evaluate.report import machine_line, markdown_table, write_results
 
@@ -17,10 +17,11 @@ COLUMNS = [
     ("average_weight_bits", "avg weight bits"), ("held_bytes", "bytes held"),
     ("quantized_linear_bytes_ratio_fp16", "quantized linears / fp16"), ("peak_rss_mib", "peak RSS (MiB)"),
     ("latency_ratio_vs_fp_1_steps", "latency vs FP, 1 step"), ("latency_ratio_vs_fp_4_steps", "latency vs FP, 4 steps"),
+    ("latency_ratio_vs_fp_compiled_4_steps", "vs FP compiled, 4 steps"), ("first_call_s", "first call (s)"),
+    ("output_error_vs_eager", "output vs eager"),
 ]
-KEY_COLUMNS = [("variant", "variant"), ("adherence", "adherence"), ("ssim_vs_fp", "SSIM vs FP"),
-               ("fid_features", "FID (features)"), ("held_bytes", "bytes held"),
-               ("latency_ratio_vs_fp_4_steps", "latency vs FP, 4 steps")]
+KEY_COLUMNS = [("variant", "variant"), ("adherence", "adherence"), ("latency_ratio_vs_fp_4_steps", "latency vs FP, 4 steps"),
+               ("ssim_vs_fp", "SSIM vs FP"), ("fid_features", "FID (features)"), ("held_bytes", "bytes held")]
 
 
 def allocation_summary(name: str, record: dict) -> dict:
@@ -71,6 +72,7 @@ def render_markdown(result: dict, command: str) -> str:
                                               ("fp_activations", "activations in FP")]))
     if result.get("comparisons"):
         text += render_comparisons(result["comparisons"])
+    text += compiled_sections_text(result)
     peer = result.get("peer") or {}
     if peer.get("library") is None and peer.get("note"):
         text += f"\n\nPeer: {peer['note']}\n"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from effigy.bench.compiled import CROSSOVER_BATCHES, compiled_rows, crossover
 from effigy.bench.mixed_precision import mixed_precision_variant
 from effigy.bench.variants import RESULT_SCHEMA, Variant, add_changes_vs_baseline, interleaved_latency
 from effigy.evaluate.measure import Progress, machine_facts, no_progress, rss_mib, run_in_fresh_process
@@ -24,6 +25,7 @@ from effigy.nn.quantize import quantize, weight_nbytes
 from effigy.recipes import MIXED_PRECISION_RECIPES, fast_cpu_variant, get_recipe
 
 MIXED_PRECISION = "vidit-q-w4a8-mp"
+COMPILED_RECIPES = ("vidit-q-w8a8", "vidit-q-w4a8")  # what a user compiles: the W8A8 and W4A8 recipes
 # also run on the fbgemm integer GEMM: W8 and the int4-weight path (4-bit grid fed to the int8 kernel)
 FAST_PATH_RECIPES = ("vidit-q-w8a8", "vidit-q-w4a8")
 # (variant, baseline) pairs whose paired differences get bootstrap intervals: is MP better than uniform W4
@@ -52,6 +54,8 @@ class QuantBenchSettings(SamplingSettings):
     measure_memory: bool = True  # a fresh process per variant (~10 s each)
     peer: bool = True  # compare W8A8 with torchao's on one denoiser call, if torchao is installed
     bootstrap_resamples: int = 1000  # intervals of the paired differences (COMPARISONS)
+    compiled: tuple[str, ...] = COMPILED_RECIPES  # compiled rows (effigy.compile) of FP and these; () for none
+    crossover_batches: tuple[int, ...] = CROSSOVER_BATCHES  # where compiled W8A8 keeps up with compiled FP; () none
 
 
 def recipe_configs(world: BenchSuite, settings: QuantBenchSettings, progress: Progress = no_progress,
@@ -83,11 +87,13 @@ def run_quant_bench(settings: QuantBenchSettings, progress: Progress = no_progre
     configs, allocations = recipe_configs(world, settings, progress)
     variants = quantized_variants(world, configs)
     score_variants(world, variants, progress)
-    comparisons = paired_comparisons(world, variants, settings.seed, settings.bootstrap_resamples)
+    comparisons = paired_comparisons(world, variants, settings.seed, settings.bootstrap_resamples, progress=progress)
     measure_speed_and_memory(variants, world, settings, progress)
     peer = peer_comparison(world, variants, settings) if settings.peer else None
     task = world.task_metric
     add_changes_vs_baseline([v.row for v in variants], (task,))
+    compiled, crossover = compiled_sections(world, variants, settings, {"latency_ms_per_image": world.sample_latency},
+                                            progress)
     return {
         "benchmark": "quant",
         "schema": RESULT_SCHEMA,
@@ -97,13 +103,29 @@ def run_quant_bench(settings: QuantBenchSettings, progress: Progress = no_progre
         "settings": settings.to_dict(),
         "machine": machine_facts(),
         "recipes": {v.name: v.config.to_dict() for v in variants if v.config is not None},
-        "rows": [v.row for v in variants],
+        "rows": [v.row for v in variants] + [c.row for c in compiled],
         "allocation": allocations.get(MIXED_PRECISION),
         "comparisons": comparisons,
         "peer": peer,
+        "crossover": crossover,
         "images": {v.name: v.images for v in variants},
         "grid_index": world.grid_index,
     }
+
+
+def compiled_sections(world: BenchSuite, variants: list[Variant], settings: QuantBenchSettings,
+                      latency_runs: dict, progress: Progress, rows_per_image: int = 2) -> tuple[list[Variant], dict | None]:
+    """The compiled rows (FP and ``settings.compiled`` through effigy.compile, timed beside the eager FP) and the
+    batches at which the first of them that is W8A8 keeps up with compiled FP (``None`` when not asked)."""
+    if not settings.compiled:
+        return [], None
+    compiled = compiled_rows(variants, settings.compiled, latency_runs, world.denoiser_call(2),
+                             settings.latency_repeats, progress)
+    w8a8 = next((v for v in variants if v.name in settings.compiled and "w8a8" in v.name), None)
+    if not settings.crossover_batches or w8a8 is None:
+        return compiled, None
+    return compiled, crossover(world.fp_model, w8a8.model, world.denoiser_call, w8a8.name, progress,
+                               settings.crossover_batches, rows_per_image=rows_per_image)
 
 
 def score_variants(world: BenchSuite, variants: list[Variant], progress: Progress = no_progress) -> None:
@@ -131,15 +153,21 @@ def score_variants(world: BenchSuite, variants: list[Variant], progress: Progres
 
 
 def paired_comparisons(world: BenchSuite, variants: list[Variant], seed: int, resamples: int = 1000,
-                       pairs: tuple[tuple[str, str], ...] = COMPARISONS) -> list[dict]:
+                       pairs: tuple[tuple[str, str], ...] = COMPARISONS, progress: Progress = no_progress) -> list[dict]:
     """Bootstrap intervals of the differences of ``pairs`` (variant, baseline) this run has (against FP, the
     scores measured against FP itself are left out)."""
     images = {v.name: v.images for v in variants}
     fp_images = variants[0].images
-    return [{"variant": name, "baseline": baseline, "items": len(fp_images), "resamples": resamples,
-             "differences": world.compare(images[name], images[baseline], None if baseline == "fp32" else fp_images,
-                                          seed=seed, resamples=resamples)}
-            for name, baseline in pairs if name in images and baseline in images]
+    present = [(name, baseline) for name, baseline in pairs if name in images and baseline in images]
+    advance = progress(f"paired bootstrap intervals ({resamples:,} resamples)", len(present))
+    comparisons = []
+    for name, baseline in present:
+        comparisons.append({"variant": name, "baseline": baseline, "items": len(fp_images), "resamples": resamples,
+                            "differences": world.compare(images[name], images[baseline],
+                                                         None if baseline == "fp32" else fp_images, seed=seed,
+                                                         resamples=resamples)})
+        advance()
+    return comparisons
 
 
 def peer_comparison(world: BenchSuite, variants: list[Variant], settings: QuantBenchSettings) -> dict:

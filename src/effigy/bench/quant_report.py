@@ -26,12 +26,15 @@ COLUMNS = [
     ("peak_rss_mib", "peak RSS (MiB)"),
     ("latency_ms_per_image", "ms / image"),
     ("latency_ratio_vs_fp", "latency vs FP"),
+    ("latency_ratio_vs_fp_compiled", "latency vs FP compiled"),
+    ("first_call_s", "first call (s)"),
+    ("output_error_vs_eager", "output vs eager"),
 ]
 
 # what the CLI prints (the results files have every column)
 KEY_COLUMNS = [("variant", "variant"), ("class_accuracy", "class acc"), ("adherence", "adherence"),
-               ("psnr_vs_fp", "PSNR vs FP (dB)"), ("held_bytes", "bytes held"), ("peak_rss_mib", "peak RSS (MiB)"),
-               ("latency_ratio_vs_fp", "latency vs FP")]
+               ("latency_ratio_vs_fp", "latency vs FP"), ("psnr_vs_fp", "PSNR vs FP (dB)"),
+               ("held_bytes", "bytes held"), ("peak_rss_mib", "peak RSS (MiB)")]
 
 PEER_COLUMNS = [("variant", "variant"), ("relative_output_error", "relative output error vs FP"),
                 ("latency_ratio_vs_fp", "latency vs FP")]
@@ -148,6 +151,7 @@ def render_markdown(result: dict, command: str) -> str:
         text += render_validation(allocation, s)
     if result.get("comparisons"):
         text += render_comparisons(result["comparisons"])
+    text += compiled_sections_text(result)
     peer = result.get("peer")
     if peer is not None:
         text += "\n\n## W8A8 against peers (torchao, bf16, PyTorch's quantize_dynamic): one denoiser call\n\n"
@@ -159,6 +163,33 @@ def render_markdown(result: dict, command: str) -> str:
                      f"{s['latency_samples']} noisy inputs at t=500, median of {s['latency_repeats']} interleaved runs.\n\n"
                      + markdown_table(peer["rows"], PEER_COLUMNS))
     return text
+
+
+COMPILED_NOTE = ("Rows ending in 'compiled': the model through `effigy.compile` (this CPU's inductor settings, "
+                 "docs/kernels.md), timed in a run of their own, interleaved with the eager FP model, so their "
+                 "'latency vs FP' is against eager FP and 'latency vs FP compiled' against compiled FP; 'first call' "
+                 "is the compile plus one latency run; 'output vs eager': relative distance of one denoiser call from "
+                 "the same model run eagerly (kernel rounding). Other rows run eagerly: their timings are eager. "
+                 "Compiled rows have no peak RSS here (the compiler's own memory would dominate at this size; the "
+                 "compiled models' resident memory is in `effigy bench scale`).")
+
+
+def compiled_sections_text(result: dict) -> str:
+    """What the compiled rows are, and the crossover table, for a result that has them ("" otherwise)."""
+    text = "\n\n" + COMPILED_NOTE if any(row.get("compiled") for row in result["rows"]) else ""
+    return text + (render_crossover(result["crossover"]) if result.get("crossover") else "")
+
+
+def render_crossover(section: dict) -> str:
+    """Where compiled W8A8 keeps up with compiled FP: one denoiser call per batch, and the sentence."""
+    from effigy.bench.compiled import FP, SUFFIX, crossover_sentence
+
+    name = section["variant"] + SUFFIX
+    columns = [("images", "images per call"), (f"{FP}{SUFFIX} ms", f"{FP}{SUFFIX} (ms)"), (f"{name} ms", f"{name} (ms)"),
+               ("speedup_vs_fp_compiled", "speed-up vs FP compiled")]
+    return (f"\n\n## From which batch is compiled W8A8 worth it?\n\nOne denoiser call at each batch, static shapes "
+            f"(a graph per batch), median of {section['repeats']} interleaved calls after the compile.\n\n"
+            + markdown_table(section["rows"], columns) + "\n\n" + crossover_sentence(section))
 
 
 def sample_grid(result: dict, path: Path) -> Path:

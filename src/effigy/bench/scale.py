@@ -31,14 +31,19 @@ from effigy.evaluate.measure import (
 )
 from effigy.evaluate.report import SettingsRecord
 from effigy.memory import held_bytes
-from effigy.nn import QuantLinear, find_targets
-from effigy.nn.quantize import quantize
+from effigy.nn import find_targets
+from effigy.nn.quantize import backends_of, quantize
 from effigy.recipes import fast_cpu_variant, get_recipe
 from effigy.registry import Registry
 
-# name -> diffusers DiT arguments (DiT-XL/2: 28 blocks, hidden 16 x 72 = 1152, patch 2)
+# name -> diffusers transformer arguments (DiT-XL/2: 28 blocks, hidden 16 x 72 = 1152, patch 2; PixArt-alpha: the
+# same trunk with adaLN-single and cross-attention to 120 T5 tokens of 4,096 channels, without the 1,024-px
+# resolution / aspect-ratio micro-conditions, a few tiny embedders)
 ARCHITECTURES = {"dit-xl-2": dict(num_layers=28, num_attention_heads=16, attention_head_dim=72),
-                 "dit-s-2": dict(num_layers=12, num_attention_heads=6, attention_head_dim=64)}
+                 "dit-s-2": dict(num_layers=12, num_attention_heads=6, attention_head_dim=64),
+                 "pixart-alpha": dict(num_layers=28, num_attention_heads=16, attention_head_dim=72,
+                                      cross_attention_dim=1152, caption_channels=4096)}
+TEXT_TOKENS = 120  # PixArt-alpha's T5 prompt length
 SLOW_WITHOUT_VNNI = "torch._int_mm has no fast CPU kernel without VNNI (25-35x slower than fp32: `effigy bench kernels`)"
 
 
@@ -46,7 +51,8 @@ def default_variants() -> tuple[str, ...]:
     """Every variant, less the ``torch._int_mm`` ones on CPUs where one call would take minutes."""
     from effigy.core.kernels import cpu_has_vnni
 
-    return VARIANTS.names() if cpu_has_vnni() else tuple(v for v in VARIANTS if not uses_int_mm(v))
+    fast = tuple(v for v in VARIANTS if v != FROZEN)
+    return fast if cpu_has_vnni() else tuple(v for v in fast if not uses_int_mm(v))
 
 
 def chosen_variants(text: str) -> tuple[str, ...]:
@@ -78,23 +84,32 @@ class ScaleBenchSettings(SettingsRecord):
 
 
 def build_dit(architecture: str, tokens: int, seed: int) -> nn.Module:
-    """A seeded random diffusers ``DiTTransformer2DModel`` of ``architecture``'s size at ``tokens`` tokens."""
-    from diffusers import DiTTransformer2DModel
+    """A seeded random diffusers transformer of ``architecture``'s size at ``tokens`` tokens (a class-conditional
+    ``DiTTransformer2DModel``, or a text-conditional ``PixArtTransformer2DModel`` for ``pixart-alpha``)."""
+    from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel
 
     side = int(round(tokens ** 0.5)) * 2  # patch 2
     if (side // 2) ** 2 != tokens:
         raise EffigyError(f"{tokens} tokens is not a square number of 2x2 patches: use 256, 1024 or 4096")
     torch.manual_seed(seed)
-    return DiTTransformer2DModel(**ARCHITECTURES[architecture], in_channels=4, out_channels=8, sample_size=side,
-                                 patch_size=2, num_embeds_ada_norm=1000).eval()
+    shape = dict(in_channels=4, out_channels=8, sample_size=side, patch_size=2)
+    if architecture == "pixart-alpha":
+        return PixArtTransformer2DModel(**ARCHITECTURES[architecture], **shape, norm_type="ada_norm_single",
+                                        norm_elementwise_affine=False, norm_eps=1e-6,
+                                        use_additional_conditions=False).eval()
+    return DiTTransformer2DModel(**ARCHITECTURES[architecture], **shape, num_embeds_ada_norm=1000).eval()
 
 
 def dit_inputs(model: nn.Module, batch: int, seed: int) -> dict:
+    """One CFG call's inputs: conditional and null class (DiT), or a random prompt's and the empty prompt's T5
+    features (PixArt), for ``batch // 2`` pairs."""
     g = torch.Generator().manual_seed(seed + 1)
     side = model.config.sample_size
-    labels = torch.tensor([7, 1000] * (batch // 2))[:batch]  # conditional and null class
-    return {"hidden_states": torch.randn(batch, 4, side, side, generator=g), "timestep": torch.full((batch,), 500),
-            "class_labels": labels}
+    inputs = {"hidden_states": torch.randn(batch, 4, side, side, generator=g), "timestep": torch.full((batch,), 500)}
+    if getattr(model.config, "caption_channels", None):
+        text = torch.randn(batch, TEXT_TOKENS, model.config.caption_channels, generator=g)
+        return {**inputs, "encoder_hidden_states": text, "added_cond_kwargs": {"resolution": None, "aspect_ratio": None}}
+    return {**inputs, "class_labels": torch.tensor([7, 1000] * (batch // 2))[:batch]}
 
 
 def _w8a8_targets(model: nn.Module) -> list[str]:
@@ -134,19 +149,25 @@ VARIANTS.register("rtn-w4a8 int4 kernel (fake A8)", _effigy("rtn-w4a8", "int4", 
 VARIANTS.register("rtn-w4a16 int4", _effigy("rtn-w4a16", "int4"))
 
 
-def _compiled(build: Callable[[nn.Module], nn.Module]) -> Callable[[nn.Module], nn.Module]:
-    """``build`` then :func:`effigy.compile` with this CPU's settings (compiled at the first call)."""
+def _compiled(build: Callable[[nn.Module], nn.Module], **settings) -> Callable[[nn.Module], nn.Module]:
+    """``build`` then :func:`effigy.compile` with this CPU's settings, or ``settings`` (compiled at the first call)."""
     from effigy.nn.compile import compile as effigy_compile
 
-    return lambda model: effigy_compile(build(model))
+    return lambda model: effigy_compile(build(model), **settings)
 
 
 # compiled rows: every float and integer path under the same inductor settings (docs/kernels.md)
 for _name, _build in (("fp32", lambda model: model), ("bf16", Bf16Call), ("torchao w8a8", _torchao),
                       ("vidit-q-w8a8", _effigy("vidit-q-w8a8", "reference")),
                       ("rtn-w4a8", _effigy("rtn-w4a8", "reference")),
-                      ("rtn-w4a16 int4", _effigy("rtn-w4a16", "int4"))):
+                      ("rtn-w4a16 int4", _effigy("rtn-w4a16", "int4")),
+                      # W4A16 as the name says: 16-bit (bf16) activations, the 4-bit grid unpacked inside the graph
+                      ("rtn-w4a16 bf16", lambda model: Bf16Call(_effigy("rtn-w4a16", "reference")(model)))):
     VARIANTS.register(f"{_name} compiled", _compiled(_build))
+# for AMX CPUs, where inductor's C++ GEMM template has int8 tiles: asked for, never a default row (on the AVX512-VNNI
+# EPYC it fails to lower and falls back, with one logged line; freezing alone took 29.6 s a layer call there)
+FROZEN = "vidit-q-w8a8 compiled freezing+max-autotune"
+VARIANTS.register(FROZEN, _compiled(_effigy("vidit-q-w8a8", "reference"), freezing=True, max_autotune=True))
 
 
 def build_variant(name: str, fp_model: nn.Module, in_place: bool = False) -> nn.Module:
@@ -261,8 +282,7 @@ def run_model_section(settings: ScaleBenchSettings, tokens: int, progress: Progr
 
 
 def _backends(model: nn.Module) -> str:
-    names = sorted({m.backend for m in model.modules() if isinstance(m, QuantLinear)})
-    return ",".join(names) if names else "-"
+    return ",".join(backends_of(model)) or "-"
 
 
 def run_scale_bench(settings: ScaleBenchSettings, progress: Progress = no_progress,
@@ -273,7 +293,10 @@ def run_scale_bench(settings: ScaleBenchSettings, progress: Progress = no_progre
     from effigy.bench.scale_layers import run_layer_section
 
     rows = [row for tokens in settings.tokens for row in run_model_section(settings, tokens, progress)]
-    skipped = {v: SLOW_WITHOUT_VNNI for v in VARIANTS if v not in settings.variants and uses_int_mm(v)}
+    from effigy.core.kernels import cpu_has_vnni
+
+    skipped = {} if cpu_has_vnni() else {v: SLOW_WITHOUT_VNNI for v in VARIANTS
+                                         if v not in settings.variants and uses_int_mm(v)}
     result = {"benchmark": "scale", "schema": RESULT_SCHEMA, "architecture": settings.architecture, "weights": "random (seeded)",
               "skipped": skipped,
               "settings": settings.to_dict(), "machine": machine_facts(), "rows": rows,

@@ -33,9 +33,10 @@ def render_scale(result: dict, command: str) -> str:
              "after it is the compiled model's resident memory, frozen constants included). Rows without "
              "'compiled' run eagerly: eager integer timings are eager. Compiled rows use effigy.compile's inductor "
              "settings for this CPU (see docs/kernels.md); 'first call' is the compile time plus one call.",
-             f"## One transformer call (CFG batch of {result['settings']['cfg_batch']})",
+             f"## One transformer call (CFG batch of {result['settings']['cfg_batch']}{_text_inputs(result)})",
              markdown_table(result["rows"], MODEL_COLUMNS)]
-    parts += [f"Not run on this machine: {name} ({why})." for name, why in result.get("skipped", {}).items()]
+    if not result["machine"].get("vnni"):  # (files written on VNNI machines before this check listed them too)
+        parts += [f"Not run on this machine: {name} ({why})." for name, why in result.get("skipped", {}).items()]
     if result["layers"]:
         parts += ["## Single layers of DiT-XL/2's shapes", markdown_table(result["layers"], LAYER_COLUMNS)]
     if "kv" in result:
@@ -49,3 +50,10 @@ def render_scale(result: dict, command: str) -> str:
                   "Caches of SmolLM2's geometry filled with random keys and values in a fresh process each; no model "
                   "runs, no quality claim.", markdown_table(kv["memory_only"], KV_MEMORY_COLUMNS)]
     return "\n\n".join(parts)
+
+
+def _text_inputs(result: dict) -> str:
+    from effigy.bench.scale import TEXT_TOKENS
+
+    text = result["architecture"] == "pixart-alpha"
+    return f", cross-attention to {TEXT_TOKENS} random T5-sized text tokens" if text else ""

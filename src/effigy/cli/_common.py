@@ -6,6 +6,7 @@ import json
 import math
 import shlex
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from effigy.errors import EffigyError
 console = Console(stderr=True, markup=False, highlight=False)  # user text (paths, names) is printed as it is
 TABLE_WIDTH = 100  # the printed table fits this; every column is in the results file
 LOG_EVERY = 0.1  # a progress line per tenth of a stage when not on a terminal
+HEARTBEAT_S = 30.0  # without a terminal, a line at least this often, also inside a long step
 
 
 @contextmanager
@@ -34,7 +36,30 @@ def progress(enabled: bool = True) -> Iterator[Callable[[str, int], Callable[[],
                       console=console, transient=False) as bars:
             yield lambda description, total: _bar(bars, description, total)
     else:
-        yield _line_progress(time.perf_counter())
+        with _heartbeat(HEARTBEAT_S) as beat:
+            yield _line_progress(time.perf_counter(), beat)
+
+
+@contextmanager
+def _heartbeat(every_s: float) -> Iterator[dict]:
+    """A thread that prints ``still working; last line: ...`` when nothing was printed for ``every_s`` seconds, so a
+    log never goes silent during one long step (a sampling run, a compile). Yields the shared state the
+    progress lines update: the last line and when it was printed."""
+    state = {"text": "starting", "at": time.perf_counter(), "started": time.perf_counter()}
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(min(every_s, 1.0)):
+            if time.perf_counter() - state["at"] >= every_s:
+                _log_line(state, f"still working; last line: {state['text']}", keep_text=True)
+
+    thread = threading.Thread(target=beat, name="effigy-progress-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _bar(bars: Progress, description: str, total: int) -> Callable[[], None]:
@@ -42,21 +67,29 @@ def _bar(bars: Progress, description: str, total: int) -> Callable[[], None]:
     return lambda: bars.advance(task)
 
 
-def _line_progress(started: float) -> Callable[[str, int], Callable[[], None]]:
+def _line_progress(started: float, state: dict | None = None) -> Callable[[str, int], Callable[[], None]]:
+    state = state if state is not None else {"started": started}
+    state["started"] = started
+
     def start(description: str, total: int) -> Callable[[], None]:
         done, step = [0], max(1, math.ceil(total * LOG_EVERY))
-        _log_line(started, f"{description}: 0/{total}")
+        _log_line(state, f"{description}: 0/{total}")
 
         def advance() -> None:
             done[0] += 1
             if done[0] % step == 0 or done[0] == total:
-                _log_line(started, f"{description}: {done[0]}/{total}")
+                _log_line(state, f"{description}: {done[0]}/{total}")
         return advance
     return start
 
 
-def _log_line(started: float, text: str) -> None:
-    print(f"[{time.perf_counter() - started:7.1f}s] {text}", file=sys.stderr, flush=True)
+def _log_line(state: dict, text: str, keep_text: bool = False) -> None:
+    """One timestamped line on stderr; remembered (unless ``keep_text``) for the heartbeat's line."""
+    now = time.perf_counter()
+    print(f"[{now - state['started']:7.1f}s] {text}", file=sys.stderr, flush=True)
+    state["at"] = now
+    if not keep_text:
+        state["text"] = text
 
 
 def command_line() -> str:
@@ -143,6 +176,32 @@ def parse_counts(text: str, option: str, allow_empty: bool = True) -> tuple[int,
     if allow_empty and not text.strip():
         return ()
     return tuple(parse_list(text, option, int, lambda n: 1 <= n <= 65536, "256,1024", "every count must lie in 1..65536"))
+
+
+COMPILED_DEFAULT = "vidit-q-w8a8,vidit-q-w4a8"  # the benches' own defaults (bench.quant, bench.compiled; tested)
+CROSSOVER_DEFAULT = "2,8,32,128"
+COMPILED_HELP = ("Recipes that also get a compiled row (with FP), through effigy.compile, timed beside the eager FP; "
+                 "'none' for no compiled rows.")
+CROSSOVER_HELP = ("Images per call at which compiled W8A8 is timed against compiled FP (one graph each; "
+                  "'none' to skip).")
+
+
+def parse_compiled(text: str, recipes: tuple[str, ...], option: str = "--compiled") -> tuple[str, ...]:
+    """Names among the run's ``recipes`` (``none``: no compiled rows)."""
+    if text.strip() == "none":
+        return ()
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in recipes]
+    if unknown or not names:
+        raise EffigyError(f"{option} {text!r}: name recipes this run has ({', '.join(recipes)}), or 'none'.")
+    return names
+
+
+def parse_batches(text: str, option: str = "--crossover-batches") -> tuple[int, ...]:
+    """Images per call for a crossover section (``none``: skip it)."""
+    if text.strip() == "none":
+        return ()
+    return tuple(parse_list(text, option, int, lambda n: 1 <= n <= 4096, "2,8,32", "every batch must lie in 1..4096"))
 
 
 def parse_trust_regions(text: str) -> tuple[float | None, ...]:

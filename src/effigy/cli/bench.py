@@ -7,11 +7,18 @@ from typing import Optional
 import typer
 
 from effigy.cli._common import (
+    COMPILED_DEFAULT,
+    COMPILED_HELP,
+    CROSSOVER_DEFAULT,
+    CROSSOVER_HELP,
     check_choice,
     command_line,
+    console,
     finite,
     fresh_run_folder,
+    parse_batches,
     parse_bits,
+    parse_compiled,
     parse_counts,
     parse_floats,
     parse_shares,
@@ -62,7 +69,16 @@ def run_quant(settings, stem: Path, as_json: bool, renames: dict[str, str] | Non
         paths[kind] = paths[kind].replace(stem.parent / name)
     show({"rows": result["rows"]}, KEY_COLUMNS, f"{result['model']}: FP vs quantized (seed {settings.seed})", paths,
          as_json)
+    print_crossover(result, as_json)
     return paths
+
+
+def print_crossover(result: dict, as_json: bool) -> None:
+    """Under the table: from which batch compiled W8A8 keeps up with compiled FP (if the run measured it)."""
+    from effigy.bench.compiled import crossover_sentence
+
+    if result.get("crossover") and not as_json:
+        console.print(crossover_sentence(result["crossover"]))
 
 
 @app.command("quant")
@@ -88,10 +104,13 @@ def bench_quant(
     bootstrap_resamples: int = typer.Option(1000, min=100, help="Resamples of the paired bootstrap intervals "
                                             "(MP vs uniform W4A8, W8A8 / W4A8 vs FP)."),
     prompts: Optional[str] = typer.Option(None, help=PROMPTS_HELP),
+    compiled: str = typer.Option(COMPILED_DEFAULT, help=COMPILED_HELP),
+    crossover_batches: str = typer.Option(CROSSOVER_DEFAULT, help=CROSSOVER_HELP),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """FP, naive W8A8, ViDiT-Q W8A8 (+ its fbgemm run), RTN W4A8, ViDiT-Q W4A8 and W4A8-MP on a shipped model."""
+    """FP, naive W8A8, ViDiT-Q W8A8 (+ its fbgemm run), RTN W4A8, ViDiT-Q W4A8 and W4A8-MP on a shipped model,
+    eager and (FP, W8A8, W4A8) compiled."""
     from effigy.bench.mixed_precision import SENSITIVITY_METRIC_NAMES
     from effigy.bench.quant import QuantBenchSettings
     from effigy.recipes.mixed_precision import AROUND, GRANULARITIES
@@ -106,7 +125,8 @@ def bench_quant(
         sensitivity_metric=check_choice(sensitivity_metric, SENSITIVITY_METRIC_NAMES, "--sensitivity-metric"),
         mp_granularity=check_choice(mp_granularity, GRANULARITIES, "--mp-granularity"),
         mp_around=check_choice(mp_around, AROUND, "--mp-around"), mp_max_moved=parse_trust_regions(mp_max_moved),
-        bootstrap_resamples=bootstrap_resamples, prompts=checked_prompts(prompts))
+        bootstrap_resamples=bootstrap_resamples, prompts=checked_prompts(prompts),
+        compiled=parse_compiled(compiled, QuantBenchSettings.recipes), crossover_batches=parse_batches(crossover_batches))
     run_quant(settings, results_stem(out, "quant", model), as_json)
 
 
@@ -145,16 +165,21 @@ def bench_mixdq(
     ablations: bool = typer.Option(True, help="Also run MixDQ W4A8 without BOS handling and with one metric."),
     memory: bool = typer.Option(True, help="Peak RSS in a fresh process per variant (~10 s each)."),
     bootstrap_resamples: int = typer.Option(1000, min=100),
+    compiled: str = typer.Option("vidit-q-w8a8,mixdq-w8a8,mixdq-w4a8", help=COMPILED_HELP),
+    crossover_batches: str = typer.Option(CROSSOVER_DEFAULT, help=CROSSOVER_HELP),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """MixDQ on the few-step student t2i-shapes-lcm against uniform, ViDiT-Q and a peer, with ablations."""
+    """MixDQ on the few-step student t2i-shapes-lcm against uniform, ViDiT-Q and a peer, with ablations; eager
+    and (FP, W8A8, MixDQ W8A8 / W4A8) compiled."""
     from effigy.bench.mixdq import MixDQBenchSettings, run_mixdq_bench
     from effigy.bench.mixdq_report import KEY_COLUMNS, write_mixdq_report
     from effigy.bench.mixdq_search import check_mixdq_target
 
     settings = MixDQBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed, ablations=ablations,
-                                  measure_memory=memory, bootstrap_resamples=bootstrap_resamples, mixdq_bits=bits)
+                                  measure_memory=memory, bootstrap_resamples=bootstrap_resamples, mixdq_bits=bits,
+                                  compiled=parse_compiled(compiled, MixDQBenchSettings.recipes),
+                                  crossover_batches=parse_batches(crossover_batches))
     if bits is not None:
         check_mixdq_target("mixdq-w4a8", bits)  # before the analysis, not after it
         settings = MixDQBenchSettings(**{**settings.__dict__, "recipes": tuple(
@@ -164,6 +189,7 @@ def bench_mixdq(
         result = run_mixdq_bench(settings, reporter)
     paths = write_mixdq_report(result, stem.parent, stem.name, command_line())
     show({"rows": result["rows"]}, KEY_COLUMNS, f"{settings.model}: MixDQ (seed {seed})", paths, as_json)
+    print_crossover(result, as_json)
 
 
 @app.command("kernels")
@@ -180,7 +206,9 @@ def bench_kernels(seed: int = typer.Option(0, min=0, max=2**31 - 1),
 
 @app.command("scale")
 def bench_scale(
-    tokens: str = typer.Option("256", help="Token counts of the DiT-XL/2 calls (square numbers: 256, 1024, 4096)."),
+    architecture: str = typer.Option("dit-xl-2", help="dit-xl-2 (class-conditional DiT), pixart-alpha (its trunk "
+                                     "with cross-attention to 120 text tokens) or dit-s-2."),
+    tokens: str = typer.Option("256", help="Token counts of the model calls (square numbers: 256, 1024, 4096)."),
     layer_tokens: str = typer.Option("64,256,1024,4096", help="Token counts of the single-layer section ('' skips)."),
     kv_lengths: str = typer.Option("2048,8192", help="Context lengths of the KV section on SmolLM2 ('' skips it)."),
     variants: str = typer.Option("", help="Comma-separated subset of the model section's variants (default: all "
@@ -191,22 +219,24 @@ def bench_scale(
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """The recipes at DiT-XL/2 size (random weights): speed, bytes held and peak RSS; KV caches at 2k-32k."""
-    from effigy.bench.scale import ScaleBenchSettings, chosen_variants, run_scale_bench
+    """The recipes at DiT-XL/2 or PixArt-alpha size (random weights): speed, bytes held and peak RSS; KV caches at
+    2k-32k."""
+    from effigy.bench.scale import ARCHITECTURES, ScaleBenchSettings, chosen_variants, run_scale_bench
     from effigy.bench.scale_kv import KVScaleSettings
     from effigy.bench.scale_report import MODEL_COLUMNS, render_scale
 
-    settings = ScaleBenchSettings(tokens=parse_counts(tokens, "--tokens", allow_empty=False), repeats=repeats,
+    settings = ScaleBenchSettings(architecture=check_choice(architecture, ARCHITECTURES, "--architecture"),
+                                  tokens=parse_counts(tokens, "--tokens", allow_empty=False), repeats=repeats,
                                   measure_memory=memory, seed=seed, variants=chosen_variants(variants))
     lengths = parse_counts(kv_lengths, "--kv-lengths")
     kv = KVScaleSettings(lengths=lengths, seed=seed) if lengths else None
     layers = parse_counts(layer_tokens, "--layer-tokens")
-    stem = results_stem(out, "scale", "dit-xl-2", "scale")
+    stem = results_stem(out, "scale", architecture, "scale")
     with progress(not as_json) as reporter:
         result = run_scale_bench(settings, reporter, layers, kv)
     result["command"] = command_line()
     write_and_show(result, render_scale(result, result["command"]), MODEL_COLUMNS, stem,
-                   "recipes at DiT-XL/2 size (random weights)", as_json)
+                   f"recipes at {architecture} size (random weights)", as_json)
 
 
 @app.command("t2i-scorers")

@@ -7,13 +7,19 @@ from typing import Callable, Optional
 import typer
 
 from effigy.cli._common import (
+    COMPILED_DEFAULT,
+    COMPILED_HELP,
+    CROSSOVER_DEFAULT,
+    CROSSOVER_HELP,
     check_choice,
     command_line,
     console,
     echo_json,
     finite,
     fresh_run_folder,
+    parse_batches,
     parse_bits,
+    parse_compiled,
     progress,
     show,
     writable_file,
@@ -36,15 +42,20 @@ def demo(
     steps: int = typer.Option(20, min=1, max=200, help="DPM-Solver sampling steps."),
     seed: int = typer.Option(0, min=0, max=2**31 - 1),
     memory: bool = typer.Option(True, help="Measure peak memory in a fresh process per variant (~10 s each)."),
+    compiled: str = typer.Option(COMPILED_DEFAULT, help=COMPILED_HELP),
+    crossover_batches: str = typer.Option(CROSSOVER_DEFAULT, help=CROSSOVER_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable results instead of a table."),
 ) -> None:
-    """FP vs W8A8 and W4A8 quantized shipped digits DiT: image grid, quality, bytes, memory and latency.
+    """FP vs W8A8 and W4A8 quantized shipped digits DiT, eager and compiled: image grid, quality, bytes, memory,
+    latency, and the batches at which compiled W8A8 keeps up with compiled FP.
     (The mixed-precision search and the peer-library row are in `effigy bench quant`.)"""
     from effigy.bench.quant import QuantBenchSettings
     from effigy.cli.bench import run_quant
 
+    recipes = ("naive-w8a8", "vidit-q-w8a8", "rtn-w4a8", "vidit-q-w4a8")
     settings = QuantBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,
-                                  recipes=("naive-w8a8", "vidit-q-w8a8", "rtn-w4a8", "vidit-q-w4a8"), peer=False)
+                                  recipes=recipes, peer=False, compiled=parse_compiled(compiled, recipes),
+                                  crossover_batches=parse_batches(crossover_batches))
     run_quant(settings, writable_folder(out) / "report", as_json, renames={"grid": "grid.png", "json": "results.json"})
 
 

@@ -43,7 +43,9 @@ class KernelBackend:
         if layer.act_spec is not None:
             scale, zero_point = layer.act_qparams(x)
             x = dequantize(quantize(x, layer.act_spec, scale, zero_point), layer.act_spec, scale, zero_point)
-        return F.linear(x, weight, layer.bias)
+        # the GEMM runs in the activations' dtype: a bf16 model's weight-only layers unpack to bf16 (compiled, the
+        # unpacking fuses into one kernel and the GEMM is bf16's)
+        return F.linear(x, weight.to(x.dtype), layer.bias)
 
 
 class IntBackend(KernelBackend):

@@ -83,7 +83,7 @@ class CompiledModel(nn.Module):
         from torch._inductor import config
 
         try:
-            with torch.no_grad(), config.patch(self.settings.inductor_config()):
+            with torch.no_grad(), config.patch(self.settings.inductor_config()), _enough_recompiles():
                 return self.compiled(*args, **kwargs)
         except Exception as error:  # torch's compile errors have no common base; only a failed lowering is retried
             if not (self.settings.freezing or self.settings.max_autotune) or not _failed_lowering(error):
@@ -106,6 +106,16 @@ class CompiledModel(nn.Module):
             return super().__getattr__(name)
         except AttributeError:
             return getattr(self._modules["model"], name)
+
+
+def _enough_recompiles():
+    """Dynamo's limit on compiled variants of one code object, raised to at least 64 during a call.
+
+    Every model of one class shares its ``forward`` code object, and dynamo's default limit (8) counts the
+    graphs of all of them: an FP, a W8A8 and a W4A8 copy at a few batch sizes pass it, and past it a call
+    silently runs eagerly (measured: a bench's "compiled" rows timing eager code)."""
+    limit = max(torch._dynamo.config.recompile_limit, 64)
+    return torch._dynamo.config.patch(recompile_limit=limit)
 
 
 def _failed_lowering(error: Exception) -> bool:

@@ -193,10 +193,14 @@ class QuantLinear(nn.Module):
         return self.act_qparams(x)[0].expand(x.shape[0], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        x = balance_input(x.reshape(-1, self.in_features).float(), self.input_divisor, self.rotated)
+        shape, dtype = x.shape, x.dtype
+        x = x.reshape(-1, self.in_features)
+        if self.act_spec is not None or self.input_divisor is not None or self.rotated:
+            x = balance_input(x.float(), self.input_divisor, self.rotated)  # activation grids are computed in fp32
+        # a weight-only layer keeps the activations' dtype (W4A16 in a bf16 model: a bf16 GEMM); the output
+        # always has the input's dtype
         y = KERNEL_BACKENDS.get(self._backend).forward(self, x)
-        return y.reshape(*shape[:-1], self.out_features)
+        return y.reshape(*shape[:-1], self.out_features).to(dtype)
 
     def extra_repr(self) -> str:
         act = "none" if self.act_spec is None else f"{self.act_spec.bits}b {self.act_spec.granularity}"

@@ -226,6 +226,11 @@ def set_backend(model: nn.Module, backend: str) -> nn.Module:
     return model
 
 
+def backends_of(model: nn.Module) -> list[str]:
+    """The matmul paths of ``model``'s quantized layers, sorted (empty for a float model)."""
+    return sorted({m.backend for m in model.modules() if isinstance(m, QuantLinear)})
+
+
 def weight_nbytes(model: nn.Module, only_quantized_targets: bool = False) -> int:
     """Bytes of parameters and quantized-layer buffers the model holds (packed integers counted as packed)."""
     total = 0

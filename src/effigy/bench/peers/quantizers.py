@@ -63,7 +63,8 @@ class Bf16Call(nn.Module):
         self.model = model.to(torch.bfloat16)
 
     def forward(self, **inputs):
-        cast = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in inputs.items()}
+        cast = {k: v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else v
+                for k, v in inputs.items()}  # tensors only: PixArt also takes a dict of micro-conditions
         return SimpleNamespace(sample=self.model(**cast).sample.float())
 
 
