@@ -46,14 +46,15 @@ class Registry(Generic[T]):
             raise self._error(f"unknown {self.kind} {name!r:.80}: {self._choices(name)}.") from None
 
     def _choices(self, name: str) -> str:
-        listed = ", ".join(self._entries)
+        known = self.names()
+        listed = ", ".join(known)
         if self._listing is None or len(listed) <= 160:
             return f"choose one of {listed}"
         import difflib
 
-        close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        return f"{hint}`{self._listing}` lists all {len(self._entries)}"
+        return f"{hint}`{self._listing}` lists all {len(known)}"
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)

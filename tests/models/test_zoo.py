@@ -146,7 +146,6 @@ def test_shipped_var_reconstructs_and_draws_recognisable_digits():
 
 @torch.no_grad()
 def test_shipped_lidar_detector_and_ada3d_find_the_cars_of_unseen_frames():
-    import effigy.lidar  # noqa: F401  (registers lidar-ada3d)
     from effigy.lidar.ada3d import Ada3D, Ada3DConfig
     from effigy.models.lidar.train import detect, evaluate_detections, simulate_split
 
@@ -161,7 +160,6 @@ def test_shipped_lidar_detector_and_ada3d_find_the_cars_of_unseen_frames():
 
 
 def test_shipped_face_model_tells_live_from_spoof_on_unseen_identities_and_held_out_faces():
-    import effigy.detect.fas  # noqa: F401  (registers the face models)
     from effigy.detect.fas.protocol import held_out_captures
     from effigy.metrics.detection import auc
     from effigy.worlds.faces import render
@@ -179,3 +177,49 @@ def test_shipped_face_model_tells_live_from_spoof_on_unseen_identities_and_held_
     for attack in config.attacks:
         _, without = load_zoo_model(f"fas-protonet-without-{attack}")
         assert attack not in without.attacks and len(without.attacks) == 2 and len(without.domains) == 4
+
+
+def test_every_zoo_entry_loads_in_a_fresh_interpreter_whatever_was_imported_before():
+    """No registration by import: each declared name resolves from a bare ``effigy.models.zoo`` (a fresh
+    interpreter per provider, whose first lookup imports it), and every model with
+    shipped weights loads."""
+    import subprocess
+    import sys
+
+    from effigy.models.zoo import DECLARED
+
+    script = (
+        "import sys\n"
+        "from effigy.models.zoo import ZOO, load_zoo_model, read_manifest\n"
+        "shipped = read_manifest()\n"
+        "for name in sys.argv[1:]:\n"
+        "    entry = ZOO.get(name)\n"
+        "    assert entry.name == name\n"
+        "    if name in shipped:\n"
+        "        load_zoo_model(name)\n"
+        "print('ok', len(sys.argv) - 1)\n")
+    by_provider: dict[str, list[str]] = {}
+    for name, (_, where) in DECLARED.items():
+        by_provider.setdefault(where, []).append(name)
+    for names in by_provider.values():
+        done = subprocess.run([sys.executable, "-c", script, *names], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip() == f"ok {len(names)}"
+
+
+def test_each_provider_defines_exactly_the_names_declared_for_it():
+    import importlib
+
+    from effigy.models.zoo import DECLARED, HERE, TASKS, ZOO
+
+    providers = {where for _, where in DECLARED.values() if where != HERE}
+    for where in providers:
+        module, function = where.split(":")
+        defined = {entry.name for entry in getattr(importlib.import_module(module), function)()}
+        assert defined == {name for name, (_, w) in DECLARED.items() if w == where}
+    assert all(task in TASKS for task, _ in DECLARED.values())
+    assert "fas-protonet-without-kiosk" in ZOO.names("face-antispoofing")
+    assert ZOO.names("deepfake") == ("deepfake-authguard", "deepfake-ce", "deepfake-clip")
+    assert ZOO.task("shapes-clip") == "judge" and "lidar-ada3d" in ZOO.names("lidar")
+    with pytest.raises(CheckpointError, match="effigy zoo list"):
+        ZOO.get("fas-protonet-typo-and-much-longer")

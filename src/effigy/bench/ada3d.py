@@ -47,8 +47,6 @@ class LidarVariant:
 
 def build_variants(settings: Ada3DBenchSettings) -> list[LidarVariant]:
     """The rows of the table, each an ``Ada3D`` wrapper (keep 1 / 1 on plain norms is the dense detector)."""
-    import effigy.lidar  # noqa: F401  (registers lidar-ada3d)
-
     detector, _ = load_zoo_model(settings.detector)
     ada3d, _ = load_zoo_model(settings.ada3d)
     main_3d, main_2d = settings.keeps[0]

@@ -215,12 +215,9 @@ def _adaptor(key: str):
 
 
 def _load_fas(model: str):
-    import effigy.detect.fas  # noqa: F401  (registers the models)
-    from effigy.detect.fas.zoo import SHIPPED, without_domain
-    from effigy.models.zoo import load_zoo_model
-    from effigy.worlds.faces import ATTACKS, DOMAINS
+    from effigy.models.zoo import ZOO, load_zoo_model
 
-    check_choice(model, (SHIPPED, *(without_domain(d) for d in (*DOMAINS, *ATTACKS))), "--model")
+    check_choice(model, ZOO.names("face-antispoofing"), "--model")
     return load_zoo_model(model)
 
 
@@ -240,7 +237,6 @@ def detect_deepfake(
 
     import numpy as np
 
-    import effigy.detect.deepfake  # noqa: F401  (registers the models)
     from effigy.detect.deepfake.model import fake_scores
     from effigy.detect.deepfake.protocol import describe
     from effigy.models.zoo import load_zoo_model
@@ -272,9 +268,10 @@ def _llm_answers(images) -> list[str]:
 def check_deepfake_model(model: str, explain: bool) -> None:
     """One clear error, before anything loads, for an unknown deepfake model or --explain on a model the LLM
     explainer does not read."""
-    from effigy.detect.deepfake.zoo import BASELINES, SHIPPED
+    from effigy.detect.deepfake.zoo import SHIPPED
+    from effigy.models.zoo import ZOO
 
-    check_choice(model, (SHIPPED, *BASELINES), "--model")
+    check_choice(model, ZOO.names("deepfake"), "--model")
     if explain and model != SHIPPED:
         raise EffigyError(f"--explain reads {SHIPPED}'s features; drop --model {model} or --explain.")
 

@@ -13,19 +13,10 @@ from effigy.errors import CheckpointError
 app = typer.Typer(help="Shipped models and the commands that trained them.", no_args_is_help=True)
 
 
-def register_package_models() -> None:
-    """Import the packages that register their models in the zoo (it sits below them)."""
-    import effigy.detect.deepfake  # noqa: F401  (deepfake-authguard and its baselines)
-    import effigy.detect.fas  # noqa: F401  (fas-protonet and its leave-one-domain-out models)
-    import effigy.lidar  # noqa: F401  (lidar-ada3d)
-
-
 @app.command("list")
 def zoo_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Shipped models, their weight files and sha256."""
     from effigy.models.zoo import ZOO, read_manifest
-
-    register_package_models()
 
     manifest = read_manifest()
     rows = [{"name": n, "description": e.description, "sha256": manifest.get(n, {}).get("sha256", "not trained")[:16]}
@@ -48,8 +39,6 @@ def zoo_train(
     The shipped weights are replaced only by the maintainer step in docs/models.md (copy the file and its
     manifest record after checking it), never by this command."""
     from effigy.models.zoo import WEIGHTS_DIR, read_manifest, train_zoo_model, zoo_entry
-
-    register_package_models()
 
     if out.resolve() == WEIGHTS_DIR.resolve():
         raise CheckpointError(f"--out {out} is the package's shipped weights folder; train into another folder "

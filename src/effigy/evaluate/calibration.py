@@ -54,7 +54,7 @@ def quantization_source(name_or_path: str, prompts: list[str] | None = None, ste
         prompts: calibration prompts for a text-to-image pipeline (default: :data:`EVERYDAY_CAPTIONS`).
         steps: sampling steps of each calibration run.
     """
-    if name_or_path in ZOO:
+    if name_or_path in ZOO.names("generator"):
         from effigy.evaluate.suites import SamplingSettings, load_suite
 
         suite = load_suite(name_or_path, SamplingSettings(model=name_or_path, calibration_per_class=2, steps=steps))

@@ -1,5 +1,6 @@
 """``lidar-ada3d`` in the model zoo: the shipped detector fine-tuned with Ada3D filtering, with its importance
-predictor. Registered from here (the zoo sits below this package), when ``effigy.lidar`` is imported."""
+predictor. Declared in :data:`effigy.models.zoo.DECLARED`, built from here at its first lookup (the zoo sits
+below this package)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,7 @@ from effigy.lidar.ada3d import Ada3D, Ada3DConfig, ImportancePredictor, sparsity
 from effigy.lidar.training import Ada3DTrainConfig, fine_tune, train_predictor
 from effigy.models.lidar.centerpoint import CenterPoint, CenterPointConfig
 from effigy.models.lidar.train import simulate_split
-from effigy.models.zoo import ZOO, ZooEntry, load_zoo_model, read_manifest
+from effigy.models.zoo import ZooEntry, load_zoo_model, read_manifest
 
 DETECTOR = "lidar-centerpoint"
 
@@ -35,8 +36,9 @@ def train_ada3d(config: Ada3DTrainConfig, progress: Callable[[int, float], None]
     return fine_tune(detector.train(), predictor, frames, config, progress, finetune_dir)
 
 
-ZOO.register("lidar-ada3d", ZooEntry(
-    "lidar-ada3d",
-    "lidar-centerpoint fine-tuned with Ada3D input filtering (60% of voxels' cells, 30% of BEV cells kept), "
-    "sparsity-preserving norms in 2D, and its importance predictor",
-    Ada3DTrainConfig, build_ada3d, train_ada3d, torch.float32, resumable=True))
+def entries() -> list[ZooEntry]:
+    return [ZooEntry(
+        "lidar-ada3d",
+        "lidar-centerpoint fine-tuned with Ada3D input filtering (60% of voxels' cells, 30% of BEV cells kept), "
+        "sparsity-preserving norms in 2D, and its importance predictor",
+        Ada3DTrainConfig, build_ada3d, train_ada3d, torch.float32, resumable=True)]

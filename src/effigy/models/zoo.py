@@ -132,9 +132,73 @@ _ENTRIES = (
         torch.float32,
     ),
 )
-ZOO: Registry[ZooEntry] = Registry("zoo model", CheckpointError, listing="effigy zoo list")
-for _entry in _ENTRIES:
-    ZOO.register(_entry.name, _entry)
+HERE = "effigy.models.zoo"
+FAS, DEEPFAKE, LIDAR = "effigy.detect.fas.zoo:entries", "effigy.detect.deepfake.zoo:entries", "effigy.lidar.zoo:entries"
+TASKS = ("generator", "tokenizer", "judge", "face-antispoofing", "deepfake", "explainer", "lidar")
+# Every zoo model, in one place: name -> (task, where its entry is defined). Entries defined above this floor (the
+# detectors, Ada3D) are imported when first asked for, never as a side effect of importing their package.
+DECLARED: dict[str, tuple[str, str]] = {
+    "dit-digits": ("generator", HERE), "dit-faces": ("generator", HERE), "t2i-shapes": ("generator", HERE),
+    "t2i-shapes-lcm": ("generator", HERE), "var-digits": ("generator", HERE), "var-digits-vqvae": ("tokenizer", HERE),
+    "digits-classifier": ("judge", HERE), "shapes-checker": ("judge", HERE), "shapes-clip": ("judge", HERE),
+    "lidar-centerpoint": ("lidar", HERE), "lidar-ada3d": ("lidar", LIDAR),
+    "fas-protonet": ("face-antispoofing", FAS),
+    **{f"fas-protonet-without-{target}": ("face-antispoofing", FAS)
+       for target in ("phone", "webcam", "laptop", "kiosk", "print", "replay", "mask")},
+    "deepfake-authguard": ("deepfake", DEEPFAKE), "deepfake-ce": ("deepfake", DEEPFAKE),
+    "deepfake-clip": ("deepfake", DEEPFAKE), "deepfake-explainer": ("explainer", DEEPFAKE),
+}
+
+
+class DeclaredZoo(Registry[ZooEntry]):
+    """The zoo's registry: every name of :data:`DECLARED` is known from the start; an entry defined in a module
+    above this floor is built by importing that module's ``entries()`` at the first lookup of one of its names
+    (so ``load_zoo_model("fas-protonet")`` works in a fresh interpreter, whatever was imported before)."""
+
+    def __init__(self, declared: dict[str, tuple[str, str]], builtin: tuple[ZooEntry, ...]) -> None:
+        super().__init__("zoo model", CheckpointError, listing="effigy zoo list")
+        self._declared = declared
+        for entry in builtin:
+            self.register(entry.name, entry)
+
+    def get(self, name: str) -> ZooEntry:
+        if name in self._declared and name not in self._entries:
+            self._import_provider(self._declared[name][1])
+        return super().get(name)
+
+    def _import_provider(self, where: str) -> None:
+        import importlib
+
+        module, function = where.split(":")
+        for entry in getattr(importlib.import_module(module), function)():
+            if entry.name not in self._declared:
+                raise CheckpointError(f"{where} defines zoo model {entry.name!r}, which DECLARED does not list.")
+            if entry.name not in self._entries:
+                self.register(entry.name, entry)
+
+    def task(self, name: str) -> str:
+        """What the model is for (one of :data:`TASKS`)."""
+        self.get(name)  # an unknown name fails with the zoo's own error
+        return self._declared[name][0]
+
+    def names(self, task: str | None = None) -> tuple[str, ...]:
+        """Every declared name, or those of one task."""
+        return tuple(n for n, (t, _) in self._declared.items() if task is None or t == task)
+
+    def items(self) -> list[tuple[str, ZooEntry]]:
+        return [(name, self.get(name)) for name in self._declared]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._declared
+
+    def __iter__(self):
+        return iter(self._declared)
+
+    def __len__(self) -> int:
+        return len(self._declared)
+
+
+ZOO = DeclaredZoo(DECLARED, _ENTRIES)
 
 
 def config_variant(base: type, name: str, **defaults) -> type:

@@ -43,7 +43,6 @@ class Detector:
     image at a time."""
 
     def __init__(self, model_name: str, explain: bool = False) -> None:
-        import effigy.detect.deepfake  # noqa: F401  (registers the models)
         from effigy.detect.deepfake.explain import load_explainer
         from effigy.detect.deepfake.protocol import fact_features
         from effigy.models.zoo import load_zoo_model

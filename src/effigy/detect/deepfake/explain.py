@@ -236,7 +236,6 @@ def _answer_batch(explainer: Explainer, visual: Visual, answers: list[str]) -> t
 @lru_cache(maxsize=1)
 def load_parts(encoder_name: str):
     """(encoder, llm, tokenizer): the shipped deepfake encoder and SmolLM2, frozen (loaded once a process)."""
-    import effigy.detect.deepfake  # noqa: F401  (registers the encoders)
     from effigy.models.encoders.llm import load_smollm2
     from effigy.models.zoo import load_zoo_model
 

@@ -1,4 +1,5 @@
-"""The deepfake models in the zoo, registered when ``effigy.detect.deepfake`` is imported: the AuthGuard
+"""The deepfake models of the zoo (declared in :data:`effigy.models.zoo.DECLARED`, built from here at their
+first lookup): the AuthGuard
 encoder (cross-entropy + uncertainty-aware image-text contrastive), its two baselines trained the same way
 (cross-entropy alone; cross-entropy + plain contrastive), and the projector that lets SmolLM2 read the
 encoder (``deepfake-explainer``, trained on the shipped encoder)."""
@@ -8,29 +9,25 @@ import torch
 
 from effigy.detect.deepfake import explain
 from effigy.detect.deepfake.model import DeepfakeConfig, build_model, train
-from effigy.models.zoo import ZOO, ZooEntry, config_variant
+from effigy.models.zoo import ZooEntry, config_variant
 
 SHIPPED = "deepfake-authguard"
 EXPLAINER = "deepfake-explainer"
 BASELINES = {"deepfake-ce": "none", "deepfake-clip": "plain"}
 
 
-def _register() -> None:
-    if SHIPPED in ZOO:
-        return
-    ZOO.register(SHIPPED, ZooEntry(
+def entries() -> list[ZooEntry]:
+    """The shipped encoder, its two baselines and the explainer's projector."""
+    found = [ZooEntry(
         SHIPPED, "deepfake detector: EfficientNet-Lite0 (ImageNet start) trained with cross-entropy + "
         "uncertainty-aware image-text contrastive learning on LLM-written captions (SBI and swap fakes)",
-        DeepfakeConfig, build_model, train, torch.float16))
+        DeepfakeConfig, build_model, train, torch.float16)]
     for name, mode in BASELINES.items():
         what = "cross-entropy alone" if mode == "none" else "cross-entropy + plain contrastive (no uncertainty)"
-        ZOO.register(name, ZooEntry(name, f"{SHIPPED}'s baseline: {what}", config_variant(
-            DeepfakeConfig, f"DeepfakeConfig{mode.title()}", contrastive=mode), build_model, train,
-                                    torch.float16))
-    ZOO.register(EXPLAINER, ZooEntry(
+        found.append(ZooEntry(name, f"{SHIPPED}'s baseline: {what}", config_variant(
+            DeepfakeConfig, f"DeepfakeConfig{mode.title()}", contrastive=mode), build_model, train, torch.float16))
+    found.append(ZooEntry(
         EXPLAINER, f"projector from {SHIPPED}'s feature map into SmolLM2-135M-Instruct (LLaVA-style), trained on "
         "answers built from the fakes' metadata; the encoder and the LLM are the shipped ones",
         explain.ExplainerConfig, explain.build_model, explain.train, torch.float16))
-
-
-_register()
+    return found
