@@ -43,6 +43,11 @@ def _copied_weights(tmp_path):
     (lambda m, d: m["digits-classifier"].update(file="../../x.safetensors"), "not a plain file name"),
     (lambda m, d: (m["digits-classifier"].update(file="folder"), (d / "folder").mkdir()), "a folder"),
     (lambda m, d: m["digits-classifier"].pop("config"), "no config"),
+    # training configs go through the typed serialiser: an unknown key, a wrong type, another class's tag
+    (lambda m, d: m["digits-classifier"]["config"].update(dropout=0.5), "unknown ClassifierConfig fields"),
+    (lambda m, d: m["digits-classifier"]["config"].update(seed="zero"), "ClassifierConfig.seed must be int"),
+    (lambda m, d: m["digits-classifier"]["config"].update(format="effigy-train-config/FASConfig/1"),
+     "not a ClassifierConfig file"),
 ])
 def test_a_damaged_manifest_record_is_one_clear_error(tmp_path, change, words):
     manifest = _copied_weights(tmp_path)
@@ -223,3 +228,15 @@ def test_each_provider_defines_exactly_the_names_declared_for_it():
     assert ZOO.task("shapes-clip") == "judge" and "lidar-ada3d" in ZOO.names("lidar")
     with pytest.raises(CheckpointError, match="effigy zoo list"):
         ZOO.get("fas-protonet-typo-and-much-longer")
+
+
+def test_every_shipped_training_config_round_trips_with_its_format_tag():
+    from effigy.models.zoo import ZOO
+
+    manifest = read_manifest()
+    for name in ZOO.names():
+        config_cls = ZOO.get(name).config_cls
+        config = config_cls.from_dict(manifest[name]["config"])  # shipped records are untagged
+        written = config.to_dict()
+        assert written["format"] == f"effigy-train-config/{config_cls.__name__}/1"
+        assert config_cls.from_dict(json.loads(json.dumps(written))) == config
