@@ -112,3 +112,21 @@ def test_ditfastattn_removed_restores_the_outputs(model_name):
     run(fp)
     remove_ditfastattn(fp)
     assert torch.equal(run(fp), reference)
+
+
+def test_one_recipe_list_flags_every_recipe_with_its_kind():
+    """Every registered name, of every kind, is in RECIPE_KINDS with the kind it was registered with (never
+    inferred from its name); unknown names and kinds are one clear error."""
+    from effigy.errors import QuantizationError
+    from effigy.recipes import RECIPE_KINDS, check_recipe_name, recipe_names, register_recipe
+
+    assert set(RECIPE_KINDS) == set(RECIPES) | set(MIXED_PRECISION_RECIPES)
+    assert recipe_names("litevar") == LITEVAR_RECIPES and recipe_names("mixed-precision") == tuple(MIXED_PRECISION_RECIPES)
+    assert set(recipe_names("uniform")) == set(RECIPES) - set(LITEVAR_RECIPES)
+    assert recipe_names() == tuple(RECIPE_KINDS)
+    with pytest.raises(QuantizationError, match="LiteVAR recipe .*mixed-precision recipe"):
+        check_recipe_name("w3a3-magic")
+    with pytest.raises(QuantizationError, match="uniform or litevar"):
+        register_recipe(get_recipe("vidit-q-w8a8"), kind="mixed-precision")
+    with pytest.raises(QuantizationError, match="unknown recipe kind"):
+        recipe_names("ternary")

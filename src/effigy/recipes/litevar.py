@@ -17,7 +17,7 @@ from effigy.attention.litevar import AttentionQuant
 from effigy.core.quant import QuantSpec
 from effigy.errors import QuantizationError
 from effigy.nn.config import QuantConfig
-from effigy.recipes.base import RECIPES, register_recipe
+from effigy.recipes.base import RECIPES, recipe_names, register_recipe
 
 LITEVAR_INCLUDE = ("blocks.*",)
 LITEVAR_IGNORE = ("*.ff.2",)  # the MLP's second linear (after the GELU) stays in floating point
@@ -28,9 +28,9 @@ for _weight_bits, _act_bits in ((8, 8), (6, 6), (4, 8)):
         weight=QuantSpec(bits=_weight_bits, granularity="channel"),
         activation=QuantSpec(bits=_act_bits, granularity="token", dynamic=True),
         include=LITEVAR_INCLUDE, ignore=LITEVAR_IGNORE, name=f"litevar-w{_weight_bits}a{_act_bits}",
-    ))
+    ), kind="litevar")
 
-LITEVAR_RECIPES = tuple(name for name in RECIPES if name.startswith("litevar-"))
+LITEVAR_RECIPES = recipe_names("litevar")
 
 
 def litevar_attention_quant(recipe: str) -> AttentionQuant:

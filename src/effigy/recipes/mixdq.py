@@ -21,7 +21,7 @@ from dataclasses import replace
 from effigy.core.quant import QuantSpec
 from effigy.nn.config import QuantConfig
 from effigy.recipes.base import register_recipe
-from effigy.recipes.mixed_precision import MIXED_PRECISION_RECIPES, LayerGroups, MixedPrecisionRecipe
+from effigy.recipes.mixed_precision import LayerGroups, MixedPrecisionRecipe, register_mixed_precision
 
 CONTENT, QUALITY = "content", "quality"
 CONTENT_BITS, QUALITY_BITS, ACTIVATION_BITS = (2, 4, 8), (4, 8), (4, 8)
@@ -54,6 +54,6 @@ def without_bos_handling(config: QuantConfig) -> QuantConfig:
 for _name, _base, _weight_bits, _act_bits in (("mixdq-w8a8", MIXDQ_BASE_A8, 8.0, 8.0),
                                                ("mixdq-w4a8", MIXDQ_BASE_A8, 4.0, 8.0),
                                                ("mixdq-w3.66a16", MIXDQ_BASE_A16, 3.66, None)):
-    MIXED_PRECISION_RECIPES.register(_name, MixedPrecisionRecipe(
+    register_mixed_precision(MixedPrecisionRecipe(
         _name, base=_base.name, groups=MIXDQ_GROUPS, search="mixdq", weight_bits=_weight_bits,
         activation_bits=_act_bits))

@@ -92,6 +92,14 @@ class MixedPrecisionRecipe:
 MIXED_PRECISION_RECIPES: Registry[MixedPrecisionRecipe] = Registry("mixed-precision recipe", QuantizationError)
 
 
+def register_mixed_precision(recipe: MixedPrecisionRecipe) -> MixedPrecisionRecipe:
+    """Register a mixed-precision method under its name, flagged ``mixed-precision`` in the one recipe list."""
+    from effigy.recipes.base import RECIPE_KINDS
+
+    RECIPE_KINDS.register(recipe.name, "mixed-precision")
+    return MIXED_PRECISION_RECIPES.register(recipe.name, recipe)
+
+
 def measure_sensitivity(
     model: nn.Module, base: QuantConfig, groups: LayerGroups, evaluate: Evaluator, calib_loop=None,
     bits: tuple[int, ...] = (4, 6, 8), progress: Callable[[], None] = lambda: None,

@@ -13,9 +13,8 @@ in docs/notes/vidit-q.md.
 """
 from __future__ import annotations
 
-from effigy.recipes.mixed_precision import MIXED_PRECISION_RECIPES, LayerGroups, MixedPrecisionRecipe
+from effigy.recipes.mixed_precision import LayerGroups, MixedPrecisionRecipe, register_mixed_precision
 
 VIDIT_Q_GROUPS = LayerGroups(r"^(transformer_blocks\.\d+)\.(attn1|attn2|ff|norm1)\.",
                              {"attn1": "visual", "ff": "visual", "attn2": "alignment", "norm1": "visual"})
-VIDIT_Q_MP = MIXED_PRECISION_RECIPES.register(
-    "vidit-q-w4a8-mp", MixedPrecisionRecipe("vidit-q-w4a8-mp", base="vidit-q-w4a8", groups=VIDIT_Q_GROUPS))
+VIDIT_Q_MP = register_mixed_precision(MixedPrecisionRecipe("vidit-q-w4a8-mp", base="vidit-q-w4a8", groups=VIDIT_Q_GROUPS))
