@@ -187,6 +187,7 @@ def _cases(tmp):
         (["bench", "mixdq", "--steps", "9"], "--steps"),
         (["bench", "lcm", "--prompts", "1"], "--prompts"),
         (["demo", "--compiled", "fp8"], "--compiled"),
+        (["detect3d", "eval", "--model", "dit-digits"], "choose one of lidar-centerpoint, lidar-ada3d"),
         (["bench", "mixdq", "--compiled", "vidit-q-w8a8,nosuch"], "--compiled"),
         (["bench", "quant", "--crossover-batches", "0"], "--crossover-batches"),
         (["demo", "--crossover-batches", "two"], "--crossover-batches"),

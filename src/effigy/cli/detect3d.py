@@ -55,10 +55,10 @@ def evaluate(
     from effigy.cli._common import check_choice
     from effigy.lidar.ada3d import Ada3D, Ada3DConfig
     from effigy.models.lidar.train import detect, evaluate_detections, simulate_split
-    from effigy.models.zoo import load_zoo_model
+    from effigy.models.zoo import ZOO, load_zoo_model
     from effigy.worlds.kitti import import_kitti
 
-    check_choice(model, ("lidar-centerpoint", "lidar-ada3d"), "--model")
+    check_choice(model, ZOO.names("lidar"), "--model")
     data = import_kitti(kitti, split, frames, labelled=True) if kitti is not None else None
     loaded, _ = load_zoo_model(model)
     filtered = None
