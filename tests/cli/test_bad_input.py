@@ -247,6 +247,7 @@ def _cases(tmp):
         (["detect", "fas", "score", str(binary)], "not a readable image"),
         (["detect", "fas", "score", str(tmp / "none.png")], "not a file"),
         (["detect", "robustness", "--domains", "dslr"], "--domains"),
+        (["bench", "robustness", "--domains", "dslr"], "--domains"),
         (["detect", "fas", "adapt", "--live", str(tmp / "none"), "--save", str(tmp / "p.safetensors")], "not a folder"),
         (["detect", "fas", "adapt", "--live", str(tmp)], "--save"),
         (["detect", "fas", "adapt", "--spoof", str(tmp), "--save", str(tmp / "p.safetensors")], "--live"),

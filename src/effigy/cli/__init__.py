@@ -19,6 +19,7 @@ ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Cl
 app = typer.Typer(help="effigy: compress generative models, evaluate them cheaply, detect what they produce.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 methods.register(app)
+bench.app.command("robustness")(detect.robustness)  # a bench: it writes results like one (`detect robustness`: alias)
 app.add_typer(bench.app, name="bench")
 app.add_typer(methods.evaluate_app, name="evaluate")
 app.add_typer(kvquant.app, name="kvquant")

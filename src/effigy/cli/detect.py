@@ -276,7 +276,7 @@ def check_deepfake_model(model: str, explain: bool) -> None:
         raise EffigyError(f"--explain reads {SHIPPED}'s features; drop --model {model} or --explain.")
 
 
-@app.command("robustness")
+@app.command("robustness", help="The same as `effigy bench robustness` (this spelling is kept one release).")
 def robustness(
     domains: Optional[str] = typer.Option(None, help="Capture domains to attack in, comma-separated (default: all)."),
     attempts: int = typer.Option(1, min=1, max=100, help="Attempts per test identity, attack and domain."),
