@@ -178,6 +178,8 @@ def parse_counts(text: str, option: str, allow_empty: bool = True) -> tuple[int,
     return tuple(parse_list(text, option, int, lambda n: 1 <= n <= 65536, "256,1024", "every count must lie in 1..65536"))
 
 
+# options every command spells alike (one definition, not one copy a command)
+SEED = typer.Option(0, min=0, max=2**31 - 1, help="Random seed (every run with it gives the same numbers).")
 COMPILED_DEFAULT = "vidit-q-w8a8,vidit-q-w4a8"  # the benches' own defaults (bench.quant, bench.compiled; tested)
 CROSSOVER_DEFAULT = "2,8,32,128"
 COMPILED_HELP = ("Recipes that also get a compiled row (with FP), through effigy.compile, timed beside the eager FP; "

@@ -11,6 +11,7 @@ from effigy.cli._common import (
     COMPILED_HELP,
     CROSSOVER_DEFAULT,
     CROSSOVER_HELP,
+    SEED,
     check_choice,
     command_line,
     console,
@@ -86,7 +87,7 @@ def bench_quant(
     model: str = typer.Option("dit-digits", help="Shipped model: dit-digits or t2i-shapes."),
     samples_per_class: int = typer.Option(50, min=2, max=1000),
     steps: int = typer.Option(20, min=1, max=200),
-    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    seed: int = SEED,
     memory: bool = typer.Option(True, help="Measure peak memory in a fresh process per variant (~10 s each)."),
     mp_bits: float = typer.Option(4.0, help="Average weight bits the mixed-precision allocation may spend.", callback=finite),
     sensitivity_steps: int = typer.Option(10, min=1, max=50, help="Sampling steps of each sensitivity run."),
@@ -134,7 +135,7 @@ def bench_quant(
 def bench_lcm(
     prompts: int = typer.Option(240, min=6, max=10000, help="Held-out prompts of all kinds."),
     single_prompts: int = typer.Option(200, min=2, max=10000, help="Held-out single-object prompts (acceptance)."),
-    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    seed: int = SEED,
     weights: Optional[Path] = typer.Option(None, help="A student trained by `effigy zoo train t2i-shapes-lcm --out "
                                            "DIR` instead of the shipped one."),
     name: Optional[str] = typer.Option(None, help="Results file name (default lcm_t2i_shapes_lcm)."),
@@ -159,7 +160,7 @@ def bench_lcm(
 def bench_mixdq(
     samples_per_class: int = typer.Option(20, min=2, max=1000, help="Held-out prompts = 10 x this."),
     steps: int = typer.Option(4, min=1, max=8, help="LCM steps of the few-step student."),
-    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    seed: int = SEED,
     bits: Optional[float] = typer.Option(None, help="Average weight bits for mixdq-w4a8 instead of the three "
                                          "recipes' own targets (8, 4, 3.66).", callback=finite),
     ablations: bool = typer.Option(True, help="Also run MixDQ W4A8 without BOS handling and with one metric."),
@@ -193,7 +194,7 @@ def bench_mixdq(
 
 
 @app.command("kernels")
-def bench_kernels(seed: int = typer.Option(0, min=0, max=2**31 - 1),
+def bench_kernels(seed: int = SEED,
                   out: Optional[Path] = typer.Option(None, help=OUT_HELP),
                   as_json: bool = typer.Option(False, "--json")) -> None:
     """fp32 vs torch._int_mm vs fbgemm int8 GEMM on the digits DiT's layer shapes (exactness checked)."""
@@ -215,7 +216,7 @@ def bench_scale(
                                  "that run fast on this CPU)."),
     repeats: int = typer.Option(3, min=1, max=50),
     memory: bool = typer.Option(True, help="Peak RSS in a fresh process per variant."),
-    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    seed: int = SEED,
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -244,7 +245,7 @@ def bench_t2i_scorers(
     prompts: int = typer.Option(60, min=6, max=10000),
     steps: int = typer.Option(20, min=1, max=50),
     guidance: float = typer.Option(4.0, min=0.0, callback=finite),
-    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    seed: int = SEED,
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -268,7 +269,7 @@ def bench_fastattn(
     window: float = typer.Option(0.125, help="Window as a fraction of the token count.", callback=finite),
     samples_per_class: int = typer.Option(10, min=1, max=1000),
     steps: int = typer.Option(20, min=2, max=50),
-    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    seed: int = SEED,
     peers: bool = typer.Option(True, help="Also run diffusers' PAB, FasterCache, FirstBlockCache, TaylorSeer and "
                                "MagCache hooks."),
     prompts: Optional[str] = typer.Option(None, help=PROMPTS_HELP),
@@ -301,7 +302,7 @@ def bench_litevar(
     fastvar_keep: str = typer.Option("0.5,0.25", help="FastVAR peer: kept shares of the last scale's tokens."),
     samples_per_class: int = typer.Option(50, min=2, max=1000),
     guidance: float = typer.Option(3.0, min=0.0, max=20.0, callback=finite, help="CFG at the last scale."),
-    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    seed: int = SEED,
     memory: bool = typer.Option(True, help="Peak RSS of FP and each quantized model in a fresh process."),
     dit: bool = typer.Option(True, help="Also put the digits DiT beside the VAR (same labels and judges)."),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
@@ -332,7 +333,7 @@ def bench_kvquant(
     average_bits: str = typer.Option("4,6", help="Budgets as average stored bits per KV element (scales, fp16 "
                                      "window and sink included)."),
     agreement_tokens: int = typer.Option(128, min=8, max=131072),
-    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    seed: int = SEED,
     model: str = typer.Option("smollm2", help="Causal LM: smollm2 (shipped), a .gguf file or a local transformers "
                               "folder."),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
@@ -362,7 +363,7 @@ def bench_flasheval(
     sizes: str = typer.Option("10,20,50,100,200,500", help="Subset sizes to compare the methods at."),
     search_seeds: int = typer.Option(3, min=1, max=20),
     random_draws: int = typer.Option(200, min=10),
-    split_seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    split_seed: int = SEED,
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -389,7 +390,7 @@ def bench_ada3d(
                               "main one (3D-only, 2D-only, no-SP-BN, random and distance rows use it)."),
     test_frames: int = typer.Option(100, min=2, max=100_000, help="Simulated test frames to detect."),
     latency_frames: int = typer.Option(8, min=1, max=1000),
-    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    seed: int = SEED,
     memory: bool = typer.Option(True, help="Peak RSS of each variant in a fresh process."),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
@@ -425,7 +426,7 @@ def parse_keep_pairs(text: str) -> tuple[tuple[float, float], ...]:
 def bench_fas(
     shots: str = typer.Option("5,10", help="Labelled target samples per class the adaptors get, comma-separated."),
     draws: int = typer.Option(10, min=1, max=1000, help="Seeded draws of the target samples per setting."),
-    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    seed: int = SEED,
     tent: bool = typer.Option(True, help="Also run TENT (updates the model's norms)."),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json"),
@@ -449,7 +450,7 @@ def bench_fas(
 
 @app.command("deepfake")
 def bench_deepfake(
-    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    seed: int = SEED,
     epsilon: float = typer.Option(2 / 255, min=1e-6, max=1.0, help="PGD's L-infinity budget.", callback=finite),
     captions: bool = typer.Option(True, help="Also measure the captions' noise rate (loads SmolLM2)."),
     explainer: bool = typer.Option(True, help="Also run the LLM-connected detector (loads SmolLM2)."),

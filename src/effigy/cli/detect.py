@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from effigy.cli._common import check_choice, console, echo_json, finite, print_rows, progress
+from effigy.cli._common import SEED, check_choice, console, echo_json, finite, print_rows, progress
 from effigy.errors import EffigyError
 
 app = typer.Typer(help="Detect presentation attacks and generated images.", no_args_is_help=True)
@@ -130,7 +130,7 @@ def fas_adapt(
     spoof: Optional[Path] = typer.Option(None, help="With --live: your camera's attack crops (a folder)."),
     save: Optional[Path] = typer.Option(None, help="With --live: write the adapted head here (.safetensors, "
                                         "and a .json beside it); score with it by `score --adapted`."),
-    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    seed: int = SEED,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Adapt a base model to a camera with a few of its samples: the world's (a domain's dev identities, then
@@ -281,7 +281,7 @@ def robustness(
     domains: Optional[str] = typer.Option(None, help="Capture domains to attack in, comma-separated (default: all)."),
     attempts: int = typer.Option(1, min=1, max=100, help="Attempts per test identity, attack and domain."),
     epsilon: float = typer.Option(8.0, min=0.5, max=64.0, callback=finite, help="Adversarial L-infinity budget, in 1/255 units."),
-    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    seed: int = SEED,
     out: Optional[Path] = typer.Option(None, help="Results root: files go to <root>/robustness/fas-protonet/. "
                                        "Default: a fresh folder under runs/; the committed results use "
                                        "--out benchmarks/results."),

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from effigy.cli._common import (
+    SEED,
     check_choice,
     command_line,
     console,
@@ -26,7 +27,7 @@ MATRIX = Path("benchmarks/results/flasheval/t2i-shapes/score_matrix.json")
 @app.command("build")
 def build(
     prompts: int = typer.Option(1000, min=2, max=100_000, help="Held-out prompts, cycling single / relation / count."),
-    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    seed: int = SEED,
     variants: Optional[Path] = typer.Option(None, help="JSON list of variant definitions (default: effigy's 41)."),
     shard_size: int = typer.Option(100, min=1, help="Prompts per job (the unit of parallelism and of the cache)."),
     executor: str = typer.Option("local", help="local (process pool) or ray (RAY_ADDRESS, else a local cluster)."),
@@ -63,7 +64,7 @@ def search_subset(
     subsets: int = typer.Option(2000, min=10, max=1_000_000, help="Random subsets drawn per round."),
     margin: Optional[float] = typer.Option(None, min=0.0, callback=finite,
                                            help="Tie margin (default: the median paired standard error)."),
-    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    seed: int = SEED,
     out: Optional[Path] = typer.Option(None, help="The subset JSON; with several metrics, one file each with "
                                        "_<metric> added to its name. Default: runs/<time>/subset_<metric>_<size>.json."),
 ) -> None:

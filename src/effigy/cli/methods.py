@@ -11,6 +11,7 @@ from effigy.cli._common import (
     COMPILED_HELP,
     CROSSOVER_DEFAULT,
     CROSSOVER_HELP,
+    SEED,
     check_choice,
     command_line,
     console,
@@ -40,7 +41,7 @@ def demo(
     out: Path = typer.Option(Path("demo_out"), help="Folder for grid.png, report.md and results.json."),
     samples_per_class: int = typer.Option(20, min=2, max=1000, help="Samples per digit class for the quality metrics."),
     steps: int = typer.Option(20, min=1, max=200, help="DPM-Solver sampling steps."),
-    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    seed: int = SEED,
     memory: bool = typer.Option(True, help="Measure peak memory in a fresh process per variant (~10 s each)."),
     compiled: str = typer.Option(COMPILED_DEFAULT, help=COMPILED_HELP),
     crossover_batches: str = typer.Option(CROSSOVER_DEFAULT, help=CROSSOVER_HELP),
@@ -139,7 +140,7 @@ def accelerate_cmd(
                                         "validation run)."),
     steps: int = typer.Option(20, min=2, max=50),
     samples_per_class: int = typer.Option(2, min=1, max=1000, help="Images per class to check the plan on."),
-    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    seed: int = SEED,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """DiTFastAttn (DiTs) or LiteVAR (the VAR): calibrate (or load) a plan, apply it, and report attention FLOPs
@@ -197,7 +198,7 @@ def evaluate_t2i(
     steps: int = typer.Option(20, min=1, max=50),
     guidance: float = typer.Option(4.0, min=0.0, callback=finite),
     split: str = typer.Option("heldout", help="Prompt split: heldout (unseen colour-shape pairs) or train."),
-    seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    seed: int = SEED,
     grid: bool = typer.Option(False, "--grid", help="Also write a PNG of prompts and images."),
     out: Optional[Path] = typer.Option(None, help="Results root: files go to <root>/evaluate-t2i/<model>/ (default: "
                                        "a fresh folder under runs/)."),
