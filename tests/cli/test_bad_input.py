@@ -169,6 +169,7 @@ def _cases(tmp):
         (["bench", "kvquant", "--prompts", "9"], "--prompts"),
         (["bench", "scale", "--tokens", ""], "--tokens"),
         (["bench", "scale", "--kv-lengths", "0"], "--kv-lengths"),
+        (["bench", "scale", "--architecture", "sd-xl"], "--architecture"),
         (["evaluate", "t2i", "--prompts", "99999999999"], "--prompts"),
         (["evaluate", "t2i", "--model", "dit-digits"], "--model"),
         (["kvquant", "generate", "--prompt", "hi", "--budget-mb", "0"], "above 0"),

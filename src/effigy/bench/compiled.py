@@ -16,9 +16,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from effigy.bench.variants import Variant, interleaved_latency
+from effigy.bench.variants import Variant, interleaved_ms_per_image
 from effigy.evaluate.measure import Progress, interleaved_medians
 from effigy.memory import held_bytes
+from effigy.nn.compile import CompiledModel
+from effigy.nn.compile import compile as effigy_compile
+from effigy.nn.quantize import backends_of
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +34,6 @@ CROSSOVER_REPEATS = 5
 def compiled_variants(variants: list[Variant], names: tuple[str, ...]) -> list[Variant]:
     """``<name> compiled`` for FP and each of ``names`` this run has: :func:`effigy.compile` of a copy (compiling
     moves quantized layers onto the graph backends, and the eager rows keep theirs)."""
-    from effigy.nn.compile import compile as effigy_compile
-
     chosen = [v for v in variants if v.name == FP or v.name in names]
     return [Variant(v.name + SUFFIX, effigy_compile(copy.deepcopy(v.model)), v.config) for v in chosen]
 
@@ -63,7 +64,7 @@ def compiled_rows(variants: list[Variant], names: tuple[str, ...], latency_runs:
         first_run(variant.model)
         variant.row = {"variant": variant.name, "compiled": True, "first_call_s": time.perf_counter() - start,
                        "backend": _backends(variant.model),
-                       "held_bytes": held_bytes(_uncompiled(variant.model)),
+                       "held_bytes": held_bytes(CompiledModel.uncompiled(variant.model)),
                        "output_error_vs_eager": _relative_error(variant.model, source.model, denoiser_inputs)}
         advance()
     baseline = Variant(FP, eager[FP].model)
@@ -75,15 +76,13 @@ def compiled_rows(variants: list[Variant], names: tuple[str, ...], latency_runs:
 def _time_against_fp(baseline: Variant, compiled: list[Variant], key: str, run: Callable, repeats: int,
                      progress: Progress) -> None:
     """Interleaved medians of ``run`` for the eager FP and every compiled variant; ms per image and ratios."""
-    images = len(run(baseline.model))
     suffix = key.removeprefix("latency_ms_per_image")
     advance = progress(f"timing compiled{suffix.replace('_', ' ')}", repeats + 1)
-    seconds = interleaved_latency([baseline, *compiled], baseline.model, run, repeats, advance)
-    fp_compiled = seconds[FP + SUFFIX]
+    ms = interleaved_ms_per_image([baseline, *compiled], baseline.model, run, repeats, advance)
     for variant in compiled:
-        variant.row[key] = 1000 * seconds[variant.name] / images
-        variant.row[f"latency_ratio_vs_fp{suffix}"] = seconds[variant.name] / seconds[FP]
-        variant.row[f"latency_ratio_vs_fp_compiled{suffix}"] = seconds[variant.name] / fp_compiled
+        variant.row[key] = ms[variant.name]
+        variant.row[f"latency_ratio_vs_fp{suffix}"] = ms[variant.name] / ms[FP]
+        variant.row[f"latency_ratio_vs_fp_compiled{suffix}"] = ms[variant.name] / ms[FP + SUFFIX]
 
 
 def crossover(fp_model: nn.Module, quantized: nn.Module, denoiser_call: Callable[[int], dict], name: str,
@@ -97,10 +96,8 @@ def crossover(fp_model: nn.Module, quantized: nn.Module, denoiser_call: Callable
         ``{"variant", "rows": [{images, fp32 compiled ms, <name> compiled ms, speedup_vs_fp_compiled}],
         "at_least_fp_compiled_at_images": [...], "behind_at_images": [...]}``
     """
-    from effigy.nn.compile import compile as effigy_compile
-
     models = {FP + SUFFIX: effigy_compile(copy.deepcopy(fp_model), dynamic=False),
-              name + SUFFIX: effigy_compile(copy.deepcopy(_uncompiled(quantized)), dynamic=False)}
+              name + SUFFIX: effigy_compile(copy.deepcopy(CompiledModel.uncompiled(quantized)), dynamic=False)}
     advance = progress(f"where compiled {name} keeps up with compiled FP (batches {batches})", len(batches))
     rows = []
     for images in batches:
@@ -144,14 +141,6 @@ def _relative_error(compiled: nn.Module, eager: nn.Module, inputs: dict) -> floa
     return ((got - want).norm() / want.norm()).item()
 
 
-def _uncompiled(model: nn.Module) -> nn.Module:
-    from effigy.nn.compile import CompiledModel
-
-    return CompiledModel.uncompiled(model)
-
-
 def _backends(model: nn.Module) -> str:
     """The matmul paths of a model's quantized layers (``float`` for none)."""
-    from effigy.nn.quantize import backends_of
-
-    return "+".join(backends_of(_uncompiled(model))) or "float"
+    return "+".join(backends_of(CompiledModel.uncompiled(model))) or "float"

@@ -21,7 +21,7 @@ from effigy.attention.litevar import AttentionQuant, apply_litevar, remove_litev
 from effigy.attention.multiscale import LiteVARPlan, design_litevar_plan
 from effigy.bench.peers.fastvar import install_fastvar, remove_fastvar
 from effigy.bench.quant import average_weight_bits, measure_peak_memory
-from effigy.bench.variants import RESULT_SCHEMA, Variant, add_changes_vs_baseline, interleaved_latency
+from effigy.bench.variants import RESULT_SCHEMA, Variant, add_changes_vs_baseline, interleaved_ms_per_image
 from effigy.errors import BenchError
 from effigy.evaluate.measure import Progress, interleaved_medians, machine_facts, no_progress
 from effigy.evaluate.suites import VAR_TOP_K, BenchSuite, SamplingSettings, class_labels, load_suite
@@ -187,10 +187,9 @@ def run_litevar_bench(settings: LiteVARBenchSettings, progress: Progress = no_pr
         score(suite, variants, progress)
     comparisons = compare_with_fp(suite, variants, settings)
     advance = progress("timing", settings.latency_repeats + 1)
-    seconds = interleaved_latency(variants, suite.fp_model, suite.sample_latency, settings.latency_repeats, advance)
-    images = len(suite.sample_latency(suite.fp_model))
+    ms = interleaved_ms_per_image(variants, suite.fp_model, suite.sample_latency, settings.latency_repeats, advance)
     for variant in variants:
-        variant.row["latency_ms_per_image"] = 1000 * seconds[variant.name] / images
+        variant.row["latency_ms_per_image"] = ms[variant.name]
     if settings.measure_memory:  # the weights' memory: FP and each quantized model (attention hooks hold no weights)
         measure_peak_memory([v for v in variants if v.family == "fp" or v.config is not None], settings, progress)
     rows = [v.row for v in variants]

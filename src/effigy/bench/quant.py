@@ -16,7 +16,7 @@ from torch import nn
 
 from effigy.bench.compiled import CROSSOVER_BATCHES, compiled_rows, crossover
 from effigy.bench.mixed_precision import mixed_precision_variant
-from effigy.bench.variants import RESULT_SCHEMA, Variant, add_changes_vs_baseline, interleaved_latency
+from effigy.bench.variants import RESULT_SCHEMA, Variant, add_changes_vs_baseline, interleaved_ms_per_image
 from effigy.evaluate.measure import Progress, machine_facts, no_progress, rss_mib, run_in_fresh_process
 from effigy.evaluate.suites import BenchSuite, SamplingSettings, load_suite
 from effigy.memory import held_bytes
@@ -230,11 +230,10 @@ def measure_speed_and_memory(variants: list[Variant], world: BenchSuite, setting
 def measure_latency(variants: list[Variant], world: BenchSuite, settings: QuantBenchSettings, progress: Progress,
                     key: str = "latency_ms_per_image") -> None:
     """Milliseconds per image of the suite's latency run, variants interleaved, into each row's ``key``."""
-    images = len(world.sample_latency(variants[0].model))
     advance = progress("timing", settings.latency_repeats + 1)
-    seconds = interleaved_latency(variants, world.fp_model, world.sample_latency, settings.latency_repeats, advance)
+    ms = interleaved_ms_per_image(variants, world.fp_model, world.sample_latency, settings.latency_repeats, advance)
     for variant in variants:
-        variant.row[key] = 1000 * seconds[variant.name] / images
+        variant.row[key] = ms[variant.name]
 
 
 def measure_peak_memory(variants: list[Variant], settings: QuantBenchSettings, progress: Progress) -> None:

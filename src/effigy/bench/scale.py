@@ -20,6 +20,7 @@ from torch import nn
 
 from effigy.bench.peers.quantizers import Bf16Call, quantize_dynamic_int8, torchao_w8a8
 from effigy.bench.variants import RESULT_SCHEMA
+from effigy.core import kernels
 from effigy.errors import BenchError, EffigyError
 from effigy.evaluate.measure import (
     Progress,
@@ -49,10 +50,8 @@ SLOW_WITHOUT_VNNI = "torch._int_mm has no fast CPU kernel without VNNI (25-35x s
 
 def default_variants() -> tuple[str, ...]:
     """Every variant, less the ``torch._int_mm`` ones on CPUs where one call would take minutes."""
-    from effigy.core.kernels import cpu_has_vnni
-
     fast = tuple(v for v in VARIANTS if v != FROZEN)
-    return fast if cpu_has_vnni() else tuple(v for v in fast if not uses_int_mm(v))
+    return fast if kernels.cpu_has_vnni() else tuple(v for v in fast if not uses_int_mm(v))
 
 
 def chosen_variants(text: str) -> tuple[str, ...]:
@@ -293,9 +292,7 @@ def run_scale_bench(settings: ScaleBenchSettings, progress: Progress = no_progre
     from effigy.bench.scale_layers import run_layer_section
 
     rows = [row for tokens in settings.tokens for row in run_model_section(settings, tokens, progress)]
-    from effigy.core.kernels import cpu_has_vnni
-
-    skipped = {} if cpu_has_vnni() else {v: SLOW_WITHOUT_VNNI for v in VARIANTS
+    skipped = {} if kernels.cpu_has_vnni() else {v: SLOW_WITHOUT_VNNI for v in VARIANTS
                                          if v not in settings.variants and uses_int_mm(v)}
     result = {"benchmark": "scale", "schema": RESULT_SCHEMA, "architecture": settings.architecture, "weights": "random (seeded)",
               "skipped": skipped,

@@ -70,13 +70,8 @@ def _median_seconds_interleaved(paths: dict[str, nn.Module], x: torch.Tensor, re
 @torch.no_grad()
 def run_layer_section(tokens: tuple[int, ...], repeats: int, seed: int, progress: Progress = no_progress) -> list[dict]:
     """Every path of :func:`layer_paths` on DiT-XL/2's three linear shapes at each of ``tokens``; compiled paths
-    compile once per shape (dynamo's limit on compiled variants raised for the section: the paths of one kind
-    share a forward, and a call past the limit would silently run eagerly)."""
-    with torch._dynamo.config.patch(recompile_limit=64):
-        return _layer_rows(tokens, repeats, seed, progress)
-
-
-def _layer_rows(tokens: tuple[int, ...], repeats: int, seed: int, progress: Progress) -> list[dict]:
+    compile once per shape (effigy.compile's models raise dynamo's recompile limit during their calls: the
+    paths of one kind share a forward)."""
     from effigy.nn.compile import CompiledModel
 
     advance = progress("single layers", len(DIT_XL_LINEARS) * len(tokens))

@@ -54,13 +54,27 @@ def interleaved_latency(variants: list[Variant], default_model: nn.Module, run: 
                         repeats: int, after_round: Callable[[], None] = lambda: None) -> dict[str, float]:
     """Median seconds of ``run(model)`` per variant, all variants interleaved over ``repeats`` rounds after
     one warm-up round (weight caches, fbgemm prepacking), so machine noise hits them alike."""
+    return _interleaved_runs(variants, default_model, run, repeats, after_round)[0]
+
+
+def interleaved_ms_per_image(variants: list[Variant], default_model: nn.Module,
+                             run: Callable[[nn.Module], torch.Tensor], repeats: int,
+                             after_round: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """:func:`interleaved_latency` per image: each variant's median in milliseconds over the images its warm-up
+    run returned (no extra run to count them)."""
+    seconds, outputs = _interleaved_runs(variants, default_model, run, repeats, after_round)
+    return {name: 1000 * s / len(outputs[name]) for name, s in seconds.items()}
+
+
+def _interleaved_runs(variants: list[Variant], default_model: nn.Module, run: Callable[[nn.Module], object],
+                      repeats: int, after_round: Callable[[], None]) -> tuple[dict[str, float], dict[str, object]]:
     def call(variant: Variant) -> Callable[[], object]:
         def timed():
             with variant.active(default_model) as (model, _):
                 return run(model)
         return timed
 
-    return interleaved_medians({v.name: call(v) for v in variants}, repeats, after_round)[0]
+    return interleaved_medians({v.name: call(v) for v in variants}, repeats, after_round)
 
 
 def add_changes_vs_baseline(rows: list[dict], task_keys: tuple[str, ...] = ("class_accuracy", "adherence")) -> None:

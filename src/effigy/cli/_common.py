@@ -36,8 +36,8 @@ def progress(enabled: bool = True) -> Iterator[Callable[[str, int], Callable[[],
                       console=console, transient=False) as bars:
             yield lambda description, total: _bar(bars, description, total)
     else:
-        with _heartbeat(HEARTBEAT_S) as beat:
-            yield _line_progress(time.perf_counter(), beat)
+        with _heartbeat(HEARTBEAT_S) as state:
+            yield _line_progress(state)
 
 
 @contextmanager
@@ -45,7 +45,8 @@ def _heartbeat(every_s: float) -> Iterator[dict]:
     """A thread that prints ``still working; last line: ...`` when nothing was printed for ``every_s`` seconds, so a
     log never goes silent during one long step (a sampling run, a compile). Yields the shared state the
     progress lines update: the last line and when it was printed."""
-    state = {"text": "starting", "at": time.perf_counter(), "started": time.perf_counter()}
+    now = time.perf_counter()
+    state = {"text": "starting", "at": now, "started": now}
     stop = threading.Event()
 
     def beat() -> None:
@@ -67,10 +68,8 @@ def _bar(bars: Progress, description: str, total: int) -> Callable[[], None]:
     return lambda: bars.advance(task)
 
 
-def _line_progress(started: float, state: dict | None = None) -> Callable[[str, int], Callable[[], None]]:
-    state = state if state is not None else {"started": started}
-    state["started"] = started
-
+def _line_progress(state: dict) -> Callable[[str, int], Callable[[], None]]:
+    """A line per stage start, per tenth of it and at its end, timed from ``state["started"]``."""
     def start(description: str, total: int) -> Callable[[], None]:
         done, step = [0], max(1, math.ceil(total * LOG_EVERY))
         _log_line(state, f"{description}: 0/{total}")

@@ -29,6 +29,7 @@ from torch import nn
 from effigy.core import kernels
 from effigy.errors import QuantizationError
 from effigy.nn.quant_linear import QuantLinear
+from effigy.nn.quantize import backends_of
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,7 @@ def to_graph_backends(model: nn.Module, settings: CompileSettings) -> int:
     layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
     if layers and not kernels.cpu_has_vnni():
         log.warning("no VNNI on this CPU: torch._int_mm is slow here, so %d quantized layers keep their backends "
-                    "(%s) and only the rest of the model is compiled", len(layers),
-                    ", ".join(sorted({m.backend for m in layers})))
+                    "(%s) and only the rest of the model is compiled", len(layers), ", ".join(backends_of(model)))
         return 0
     moved = 0
     for layer in layers:
