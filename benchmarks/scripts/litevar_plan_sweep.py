@@ -17,10 +17,11 @@ import torch
 
 from effigy.attention.litevar import apply_litevar, remove_litevar, total_flops
 from effigy.attention.multiscale import design_litevar_plan
-from effigy.bench.litevar import LiteVARBenchSettings, _tokenizer_of
+from effigy.bench.litevar import LiteVARBenchSettings
 from effigy.evaluate.measure import machine_facts
 from effigy.evaluate.report import machine_line, markdown_table
 from effigy.evaluate.suites import class_labels, load_suite
+from effigy.workflows.accelerate import tokenizer_of
 
 OUT = Path("benchmarks/results/checks")
 VALIDATION_SEED = 20_000
@@ -39,7 +40,7 @@ def sweep() -> list[dict]:
     bench = LiteVARBenchSettings()
     settings = LiteVARBenchSettings(seed=VALIDATION_SEED)
     suite = load_suite(settings.model, settings)
-    tokenizer, model = _tokenizer_of(suite), suite.fp_model
+    tokenizer, model = tokenizer_of(suite), suite.fp_model
     labels = class_labels(bench.calibration_per_class)
     reference = suite.sample_eval(model)
     rows = []

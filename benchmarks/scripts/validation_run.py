@@ -2,13 +2,12 @@
 (seed 1, 10 per class / 100 prompts), the ViDiT-Q W4A8 balancing divisors, and how a check's rows are written
 (JSON + Markdown under benchmarks/results/checks)."""
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from effigy.bench.mixed_precision import validation_world
 from effigy.bench.quant import QuantBenchSettings
 from effigy.bench.quant_report import METRIC_NAMES
 from effigy.evaluate.measure import machine_facts
@@ -35,7 +34,9 @@ class ValidationRun:
 def validation_run(model_name: str) -> ValidationRun:
     settings = QuantBenchSettings(model=model_name, seed=0, samples_per_class=20)
     world = load_suite(model_name, settings)
-    validation = validation_world(settings)
+    # the mixed-precision search's validation run (effigy.workflows.mixed_precision.suite_runs)
+    validation = load_suite(model_name, replace(settings, seed=settings.seed + 1,
+                                                samples_per_class=min(settings.validation_per_class, 20)))
     divisors = balance_divisors(world.fp_model, get_recipe("vidit-q-w4a8"), world.sample_calibration)
     return ValidationRun(world, validation, divisors, validation.sample_eval(world.fp_model))
 

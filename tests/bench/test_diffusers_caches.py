@@ -9,6 +9,7 @@ from effigy.bench.peers.diffusers_caches import (
     magcache_ratios,
 )
 from effigy.models.generators.diffusion import sample_with_guidance, sampling_scheduler
+from effigy.nn.hooks import attach_hook, detach_hook
 
 STEPS = 8
 
@@ -54,10 +55,10 @@ def test_each_diffusers_cache_saves_attention_and_is_removed_cleanly(tiny_dit, m
     reference, full_flops = _run_counted(tiny_dit, run)
     ratios = magcache_ratios(tiny_dit, run, STEPS) if method == "magcache" else None
     cache = DiffusersCache(method, setting, STEPS, mag_ratios=ratios)
-    cache.install(tiny_dit)
+    attach_hook(tiny_dit, cache)
     cached, flops = _run_counted(tiny_dit, run)
     again, flops_again = _run_counted(tiny_dit, run)  # a second run starts from reset state
-    cache.remove(tiny_dit)
+    detach_hook(tiny_dit, cache.name)
     assert flops < full_flops
     assert torch.isfinite(cached).all() and not torch.equal(cached, reference)
     assert torch.allclose(again, cached, atol=1e-6) and flops_again == flops

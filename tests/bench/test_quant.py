@@ -33,13 +33,13 @@ def _tiny_world(model):
 def test_replayed_sensitivity_is_zero_for_fp_and_falls_with_the_width(tiny_dit, metric):
     from dataclasses import replace
 
-    from effigy.bench.mixed_precision import sensitivity_evaluator
     from effigy.mixedprec.sensitivity import record_denoiser_calls
     from effigy.nn.quantize import quantize
+    from effigy.workflows.mixed_precision import sensitivity_evaluator, suite_runs
 
     world = _tiny_world(tiny_dit)
     assert len(record_denoiser_calls(tiny_dit, world.sample_sensitivity)) == 4  # one call per step
-    evaluate = sensitivity_evaluator(world, metric, 3.0)
+    evaluate = sensitivity_evaluator(suite_runs(world, None), metric, 3.0)
     assert evaluate(tiny_dit) == {"visual": 0.0, "alignment": 0.0}
     base = get_recipe("rtn-w4a8")
     losses = {b: evaluate(quantize(copy.deepcopy(tiny_dit), replace(base, weight=replace(base.weight, bits=b))))
@@ -47,7 +47,7 @@ def test_replayed_sensitivity_is_zero_for_fp_and_falls_with_the_width(tiny_dit, 
     for name in ("visual", "alignment"):
         assert losses[3][name] > losses[4][name] > losses[8][name] > 0
     with pytest.raises(ValueError, match="denoiser"):
-        sensitivity_evaluator(world, "ssim")
+        sensitivity_evaluator(suite_runs(world, None), "ssim")
 
 
 @torch.no_grad()
@@ -69,15 +69,15 @@ def test_propagation_gains_measure_how_a_kick_at_each_call_moves_the_final_sampl
 def test_propagated_sensitivity_weights_each_call_by_its_gain(tiny_dit, monkeypatch):
     from dataclasses import replace
 
-    from effigy.bench import mixed_precision as mp_bench
     from effigy.mixedprec.sensitivity import cfg_parts, record_denoiser_calls
     from effigy.nn.quantize import quantize
+    from effigy.workflows import mixed_precision as mp_workflow
 
     world = _tiny_world(tiny_dit)
     base = get_recipe("rtn-w4a8")
     # only the first call counts when the others have no gain: the loss is that call's error alone
-    monkeypatch.setattr(mp_bench, "propagation_gains", lambda model, run, calls, guidance: [1.0, 0.0, 0.0, 0.0])
-    first_only = mp_bench.sensitivity_evaluator(world, "propagated", 3.0)
+    monkeypatch.setattr(mp_workflow, "propagation_gains", lambda model, run, calls, guidance, **_: [1.0, 0.0, 0.0, 0.0])
+    first_only = mp_workflow.sensitivity_evaluator(mp_workflow.suite_runs(world, None), "propagated", 3.0)
     model = quantize(copy.deepcopy(tiny_dit), replace(base, weight=replace(base.weight, bits=3)))
     calls = record_denoiser_calls(tiny_dit, world.sample_sensitivity)
     args, kwargs, fp_eps = calls[0]

@@ -19,8 +19,8 @@ def test_the_gguf_file_matches_its_pin():
 
 @pytest.mark.slow
 def test_smollm2_generates_with_the_progressive_cache():
-    from effigy.bench.kvquant import chat_ids, greedy
     from effigy.kvcache.progressive import PMKVQCache
+    from effigy.workflows.kvquant import chat_ids, greedy
 
     model, tokenizer = llm.load_smollm2()
     ids = chat_ids(tokenizer, "Name three colours.")

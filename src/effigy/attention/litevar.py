@@ -38,6 +38,7 @@ from effigy.attention.multiscale import (
 from effigy.attention.processor import FlopTally, _merge_heads
 from effigy.core.quant import QuantSpec, fake_quantize, qparams_from_range
 from effigy.errors import PlanError
+from effigy.nn.hooks import ModelHook, attach_hook, detach_hook
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,8 @@ class LiteVARProcessor:
     """Attention that computes only the plan's kept (query, key) pairs, on the halves the plan says."""
 
     def __init__(self, plan: LiteVARPlan, layer: int, quant: AttentionQuant | None = None,
-                 previous: object = None) -> None:
-        self.plan, self.layer, self.quant, self.previous = plan, layer, quant, previous  # previous: for removal
+                 ) -> None:
+        self.plan, self.layer, self.quant = plan, layer, quant
         self.gathers: dict[int, _ScaleGather | None] = {}
         self.pairs_computed = 0  # (query, key) pairs evaluated, over the batch rows that ran
         self.pairs_full = 0
@@ -215,18 +216,37 @@ def apply_litevar(model: nn.Module, plan: LiteVARPlan, quant: AttentionQuant | N
         raise PlanError(f"apply_litevar needs a LiteVARPlan (design_litevar_plan or LiteVARPlan.load), got "
                         f"{type(plan).__name__}.")
     plan.check_model(model)
-    layers = var_attention_layers(model)
-    processors = [LiteVARProcessor(plan, k, quant, layer.processor) for k, layer in enumerate(layers)]
-    for layer, processor in zip(layers, processors):
-        layer.set_processor(processor)
+    processors = [LiteVARProcessor(plan, k, quant) for k in range(len(var_attention_layers(model)))]
+    attach_hook(model, LiteVARHook(processors))
     return processors
 
 
-def remove_litevar(model: nn.Module) -> None:
-    """Put back the processors :func:`apply_litevar` replaced."""
-    for layer in var_attention_layers(model):
-        if isinstance(layer.processor, LiteVARProcessor):
-            layer.set_processor(layer.processor.previous)
+class LiteVARHook(ModelHook):
+    """LiteVAR's processors on every attention layer of a VAR; detaching puts the previous ones back."""
+
+    name = "litevar"
+
+    def __init__(self, processors: list[LiteVARProcessor]) -> None:
+        self.processors, self.originals = processors, []
+
+    def attach(self, model: nn.Module) -> None:
+        layers = var_attention_layers(model)
+        self.originals = [layer.processor for layer in layers]
+        for layer, processor in zip(layers, self.processors):
+            layer.set_processor(processor)
+
+    def detach(self, model: nn.Module) -> None:
+        for layer, processor in zip(var_attention_layers(model), self.originals):
+            layer.set_processor(processor)
+
+
+def remove_litevar(model: nn.Module) -> bool:
+    """Put back the processors :func:`apply_litevar` replaced.
+
+    Returns:
+        Whether LiteVAR was applied (on a model without it this does nothing, like every ``remove_*``).
+    """
+    return detach_hook(model, LiteVARHook.name) is not None
 
 
 def total_flops(processors: list[LiteVARProcessor]) -> dict:

@@ -17,6 +17,7 @@ from effigy.attention.cfg import conditional_half, to_both_halves
 from effigy.attention.plan import CFG_SHARED, FULL, SHARE_STEP, WINDOWED, AttentionPlan, self_attention_layers
 from effigy.attention.window import band_attention, band_pairs, half_window_for
 from effigy.errors import PlanError
+from effigy.nn.hooks import ModelHook, attach_hook, detach_hook
 
 
 @dataclass
@@ -214,25 +215,35 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).flatten(2)
 
 
-def attach(transformer: nn.Module, state: FastAttnState, step_hook: bool = True) -> None:
-    """Install the processors and (unless the caller drives the steps) the step hook; ``detach`` undoes both."""
-    if hasattr(transformer, "_effigy_fastattn"):
-        detach(transformer)
-    layers = self_attention_layers(transformer)
-    originals = [layer.processor for layer in layers]
-    for index, layer in enumerate(layers):
-        layer.set_processor(DiTFastAttnProcessor(state, index))
-    hook = transformer.register_forward_pre_hook(
-        lambda _m, args, kwargs: state.begin_call(timestep_of(args, kwargs)), with_kwargs=True) if step_hook else None
-    transformer._effigy_fastattn = (state, originals, hook)
+class DiTFastAttnHook(ModelHook):
+    """DiTFastAttn on a transformer: its processors on every self-attention layer and (unless the caller drives
+    the steps, as the plan search does) a pre-hook that advances the step at each call."""
 
+    name = "ditfastattn"
 
-def detach(transformer: nn.Module) -> None:
-    state, originals, hook = transformer.__dict__.pop("_effigy_fastattn")
-    if hook is not None:
-        hook.remove()
-    for layer, processor in zip(self_attention_layers(transformer), originals):
-        layer.set_processor(processor)
+    def __init__(self, state: FastAttnState, step_hook: bool = True) -> None:
+        self.state, self.step_hook = state, step_hook
+        self.originals: list = []
+
+    def attach(self, transformer: nn.Module) -> None:
+        layers = self_attention_layers(transformer)
+        self.originals = [layer.processor for layer in layers]
+        for index, layer in enumerate(layers):
+            layer.set_processor(DiTFastAttnProcessor(self.state, index))
+        if self.step_hook:
+            self.register(transformer, self._begin_call, with_kwargs=True)
+
+    def _begin_call(self, _module: nn.Module, args, kwargs) -> None:
+        self.state.begin_call(timestep_of(args, kwargs))
+
+    def detach(self, transformer: nn.Module) -> None:
+        self.unregister(transformer)
+        for layer, processor in zip(self_attention_layers(transformer), self.originals):
+            layer.set_processor(processor)
+
+    def reset(self) -> None:
+        """The next call starts a new sampling run (fresh caches, step 0)."""
+        self.state.last_timestep = None
 
 
 def apply_ditfastattn(pipe_or_transformer: nn.Module, plan: AttentionPlan) -> FastAttnState:
@@ -254,12 +265,16 @@ def apply_ditfastattn(pipe_or_transformer: nn.Module, plan: AttentionPlan) -> Fa
                         f"holding one); got {type(transformer).__name__}.")
     plan.check_model(transformer)
     state = FastAttnState(len(self_attention_layers(transformer)), plan.window_fraction, plan, plan.cfg)
-    attach(transformer, state)
+    attach_hook(transformer, DiTFastAttnHook(state))
     return state
 
 
-def remove_ditfastattn(pipe_or_transformer: nn.Module) -> None:
+def remove_ditfastattn(pipe_or_transformer: nn.Module) -> bool:
+    """Restore the processors :func:`apply_ditfastattn` replaced.
+
+    Returns:
+        Whether DiTFastAttn was applied (removing it from a model without it does nothing, like every
+        ``remove_*`` of effigy: :func:`effigy.nn.hooks.detach_hook`).
+    """
     transformer = getattr(pipe_or_transformer, "transformer", pipe_or_transformer)
-    if not hasattr(transformer, "_effigy_fastattn"):
-        raise PlanError("DiTFastAttn is not applied to this model")
-    detach(transformer)
+    return detach_hook(transformer, DiTFastAttnHook.name) is not None

@@ -30,9 +30,17 @@ from effigy.attention.plan import (
     model_signature,
     self_attention_layers,
 )
-from effigy.attention.processor import FastAttnState, attach, core_flops, detach, projection_flops, timestep_of
+from effigy.attention.processor import (
+    DiTFastAttnHook,
+    FastAttnState,
+    core_flops,
+    projection_flops,
+    timestep_of,
+)
 from effigy.attention.window import band_pairs, half_window_for
 from effigy.core.compare import cosine_distance, relative_l1, relative_l2
+from effigy.core.hooks import observing
+from effigy.nn.hooks import attach_hook, detach_hook
 from effigy.registry import Registry
 
 ErrorMetric = Callable[[torch.Tensor, torch.Tensor], float]
@@ -76,7 +84,7 @@ class _GreedySearch:
         self.timesteps: list[int] = []
         self.busy = False
 
-    def before(self, _module, args, kwargs) -> None:
+    def before(self, _name: str, _module, args, kwargs) -> None:
         if self.busy:
             return
         self.state.begin_call(timestep_of(args, kwargs))
@@ -85,7 +93,7 @@ class _GreedySearch:
         self.timesteps.append(int(round(self.state.last_timestep)))
         self.state.row, self.state.writing = [FULL] * self.num_blocks, False  # the reference forward
 
-    def after(self, _module, args, kwargs, output):
+    def after(self, _name: str, _module, args, kwargs, output):
         if self.busy:
             return None
         self.busy = True
@@ -159,15 +167,13 @@ def calibrate_plan(
     state.searching = True
     candidates = candidates_by_cost(self_attention_layers(transformer)[0], signature["num_tokens"], window_fraction, cfg)
     search = _GreedySearch(transformer, state, threshold, error_metric(metric), candidates, progress or (lambda: None))
-    attach(transformer, state, step_hook=False)  # the search's own pre-hook advances the steps
-    hooks = [transformer.register_forward_pre_hook(search.before, with_kwargs=True),
-             transformer.register_forward_hook(search.after, with_kwargs=True)]
+    attach_hook(transformer, DiTFastAttnHook(state, step_hook=False))  # the search's own pre-hook advances the steps
     try:
-        run_sampling()
+        with observing(transformer, [""], search.before, with_kwargs=True), \
+                observing(transformer, [""], search.after, "after", with_kwargs=True):
+            run_sampling()
     finally:
-        for hook in hooks:
-            hook.remove()
-        detach(transformer)
+        detach_hook(transformer, DiTFastAttnHook.name)
     if not search.rows:
         raise PlanError("the sampling run never called the transformer; nothing to calibrate")
     return AttentionPlan(search.rows, search.timesteps, window_fraction, threshold, metric, signature, cfg,

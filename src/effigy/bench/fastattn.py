@@ -8,7 +8,6 @@ computed; latency is measured with all variants interleaved, as a ratio to FP.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,6 +17,7 @@ from effigy.bench.peers.diffusers_caches import DiffusersCache, count_attention,
 from effigy.bench.variants import RESULT_SCHEMA, Variant, add_changes_vs_baseline, interleaved_latency
 from effigy.evaluate.measure import Progress, machine_facts, no_progress
 from effigy.evaluate.suites import BenchSuite, SamplingSettings, load_suite
+from effigy.nn.hooks import attach_hook, detach_hook
 
 DEFAULT_PEERS = (("pab", 2), ("pab", 3), ("pab", 5), ("fastercache", 2), ("fastercache", 3),
                  ("fbc", 0.03), ("fbc", 0.1), ("fbc", 0.3), ("taylorseer", 2), ("taylorseer", 3), ("taylorseer", 5),
@@ -72,13 +72,13 @@ def peer_variant(method: str, setting: float, steps: int, mag_ratios: list[float
     handles = {}
 
     def install(model):
-        cache.install(model)
+        attach_hook(model, cache)
         tally, handles["undo"] = count_attention(model)
         return lambda: _tally_totals(tally)
 
     def remove(model):
         handles.pop("undo")()
-        cache.remove(model)
+        detach_hook(model, cache.name)
 
     return Variant(f"{cache.name} {setting:g}", family=cache.name, setting=setting, install=install, remove=remove)
 
@@ -131,35 +131,3 @@ def _add_flop_fractions(rows: list[dict]) -> None:
         by = row.pop("by_technique", None)
         if by is not None:
             row["flops_by_technique"] = {t: v / fp["module_flops"] for t, v in by.items()}
-
-
-def accelerate(settings: FastAttnBenchSettings, threshold: float, plan_path: Path | None, out: Path,
-               recipe: str | None = None, progress: Progress = no_progress) -> dict:
-    """``effigy accelerate``: calibrate a DiTFastAttn plan on ``settings.model`` (or load ``plan_path``),
-    optionally after quantizing with ``recipe`` (the plan is then searched on the quantized model: both
-    methods at once), apply it, and compare samples against the same model without a plan.
-
-    Returns:
-        A summary: attention FLOP fractions, technique counts and PSNR vs no plan.
-    """
-    from effigy.metrics import psnr
-    from effigy.nn.quantize import quantize
-    from effigy.recipes import get_recipe
-
-    suite = load_suite(settings.model, settings)
-    transformer = suite.fp_model
-    if recipe is not None:
-        quantize(transformer, get_recipe(recipe), suite.sample_calibration)
-    reference = suite.sample_eval(transformer)
-    if plan_path is None:
-        plan = calibrate_plan(transformer, lambda: suite.sample_calibration(transformer), threshold,
-                              settings.window_fraction, progress=progress("calibrating", settings.steps))
-        plan.save(out)
-    else:
-        plan = AttentionPlan.load(plan_path)
-    state = apply_ditfastattn(transformer, plan)
-    images = suite.sample_eval(transformer)
-    remove_ditfastattn(transformer)
-    return {"model": settings.model, "recipe": recipe, "plan": str(plan_path or out), "threshold": plan.threshold,
-            **state.flops.fractions(), "technique_counts": plan.technique_counts(),
-            "psnr_vs_no_plan": psnr(images, reference)}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import math
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from effigy.bench.variants import RESULT_SCHEMA
-from effigy.errors import BenchError, KVBudgetError
+from effigy.errors import KVBudgetError
 from effigy.evaluate.measure import Progress, machine_facts, no_progress
 from effigy.evaluate.report import SettingsRecord
 from effigy.kvcache.baselines import fp16_cache, kivi_cache, rtn_cache, transformers_fp8_cache
@@ -31,6 +30,7 @@ from effigy.kvcache.calibrate import allocate_kv_bits, kv_sensitivity
 from effigy.kvcache.progressive import PMKVQCache, kv_geometry, main_cache_bytes
 from effigy.kvcache.reparam import fold_key_scales, search_key_scales
 from effigy.memory import held_bytes
+from effigy.workflows.kvquant import calibration_text, chat_ids, greedy
 
 COT_PROMPTS = (
     "A shop sells pencils at 3 dollars and notebooks at 7 dollars. Tom buys 4 pencils and 2 notebooks. "
@@ -40,17 +40,6 @@ COT_PROMPTS = (
     "Explain step by step how to find the greatest common divisor of 84 and 36, then verify it.",
     "Sara has twice as many apples as Ben. Together they have 27 apples. How many does each have? "
     "Work it out step by step.",
-)
-# calibration text: the FP model's own step-by-step answers to other problems than the evaluated ones
-CALIBRATION_PROMPTS = (
-    "A farmer has 45 sheep and sells 18 of them, then buys 7 more. How many sheep does he have now? "
-    "Solve it step by step.",
-    "A rectangle is 12 cm long and 5 cm wide. What are its area and its perimeter? Explain each step.",
-    "Lisa reads 14 pages a day. How many days does she need for a book of 200 pages? Think step by step.",
-    "What is 15 percent of 240? Show your reasoning step by step and check the result.",
-    "A bus carries 38 people. At the first stop 9 get off and 12 get on. How many are on the bus now? "
-    "Explain step by step.",
-    "Explain step by step how to convert 3.5 hours into minutes and seconds.",
 )
 ANSWER_START = "The passcode is"
 RETRIEVAL_ANSWER_TOKENS = 8
@@ -80,25 +69,6 @@ def model_slug(model: str) -> str:
     """The model's name in results paths: the shipped model's name, or a file or folder's stem."""
     stem = Path(model).stem if model.endswith(".gguf") or "/" in model else model
     return re.sub(r"[^a-z0-9.]+", "-", stem.lower()).strip("-")
-
-
-def chat_ids(tokenizer, text: str) -> torch.Tensor:
-    """The user message through the model's chat template; plain text for a base model without one."""
-    if not getattr(tokenizer, "chat_template", None):
-        return tokenizer(text, return_tensors="pt")["input_ids"]
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                        return_tensors="pt")
-    return ids if torch.is_tensor(ids) else ids["input_ids"]
-
-
-@torch.no_grad()
-def greedy(model, ids: torch.Tensor, tokens: int, cache, streamer=None) -> tuple[torch.Tensor, float]:
-    """``tokens`` new tokens (EOS ignored: a long trace is the point) and the seconds it took; ``streamer``
-    (a transformers streamer) sees each token as it comes."""
-    start = time.perf_counter()
-    out = model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, past_key_values=cache,
-                         streamer=streamer)
-    return out[:, ids.shape[1]:], time.perf_counter() - start
 
 
 @torch.no_grad()
@@ -180,20 +150,6 @@ def run_kv_bench(model, tokenizer, settings: KVBenchSettings, progress: Progress
             "calibration": f"FP greedy answers to {settings.calibration_sequences} calibration prompts, "
                            f"{settings.calibration_length} tokens each",
             "allocations": {k: v for k, v in tables.items() if k.startswith(("alloc", "alphas"))}}
-
-
-def calibration_text(model, tokenizer, sequences: int, length: int) -> list[torch.Tensor]:
-    """Real text for calibration: the FP model's greedy step-by-step answers to calibration prompts that
-    are not the evaluated ones (random token ids have other key/value statistics and gradients than the
-    text the cache will hold), ``sequences`` of them, each ``length`` tokens long, prompt included."""
-    if sequences > len(CALIBRATION_PROMPTS):
-        raise BenchError(f"{sequences} calibration sequences: there are {len(CALIBRATION_PROMPTS)} calibration prompts")
-    texts = []
-    for prompt in CALIBRATION_PROMPTS[:sequences]:
-        ids = chat_ids(tokenizer, prompt)[:, : length // 2]
-        new, _ = greedy(model, ids, length - ids.shape[1], DynamicCache(config=model.config))
-        texts.append(torch.cat([ids, new], 1)[0])
-    return texts
 
 
 def calibrate(model, sequences: list[torch.Tensor], settings: KVBenchSettings, target: int,

@@ -12,39 +12,33 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from effigy.attention.litevar import AttentionQuant, apply_litevar, remove_litevar, total_flops
-from effigy.attention.multiscale import LiteVARPlan, design_litevar_plan
+from effigy.attention.multiscale import LiteVARPlan
 from effigy.bench.peers.fastvar import install_fastvar, remove_fastvar
 from effigy.bench.quant import average_weight_bits, measure_peak_memory
 from effigy.bench.variants import RESULT_SCHEMA, Variant, add_changes_vs_baseline, interleaved_ms_per_image
 from effigy.errors import BenchError
 from effigy.evaluate.measure import Progress, interleaved_medians, machine_facts, no_progress
-from effigy.evaluate.suites import VAR_TOP_K, BenchSuite, SamplingSettings, class_labels, load_suite
+from effigy.evaluate.suites import BenchSuite, SamplingSettings, load_suite
 from effigy.memory import held_bytes
 from effigy.nn.quantize import quantize, weight_nbytes
 from effigy.recipes import LITEVAR_RECIPES, get_recipe, litevar_attention_quant
+from effigy.workflows.accelerate import LiteVARSettings, design_plans, tokenizer_of
 
 
 @dataclass
-class LiteVARBenchSettings(SamplingSettings):
-    model: str = "var-digits"
+class LiteVARBenchSettings(LiteVARSettings):
+    """The plan design's settings (MDWA at two coverage levels; the first is combined with ASC) and the bench's."""
+
     samples_per_class: int = 50
-    calibration_per_class: int = 4
     batch_size: int = 100
-    coverages: tuple[float, ...] = (0.95, 0.8)  # MDWA at two coverage levels; the first is combined with ASC
-    # drop_mass and asc_threshold: chosen on a validation run (seed 20000) by benchmarks/scripts/litevar_plan_sweep.py
-    drop_mass: float = 0.05
-    full_scales: int = 3
-    asc_threshold: float = 1.0
     recipes: tuple[str, ...] = LITEVAR_RECIPES
     combined_recipe: str = "litevar-w8a8"
     fastvar_keep: tuple[float, ...] = (0.5, 0.25)
-    top_k: int = VAR_TOP_K
     measure_memory: bool = True
     bootstrap_resamples: int = 1000
     compare_dit: bool = True
@@ -72,15 +66,6 @@ def fastvar_variant(plan: LiteVARPlan, keep: float) -> Variant:
         remove_litevar(target)
 
     return Variant(f"fastvar keep={keep:g}", family="fastvar", setting=keep, install=install, remove=remove)
-
-
-def design_plans(suite: BenchSuite, tokenizer: nn.Module, settings: LiteVARBenchSettings) -> dict[float, LiteVARPlan]:
-    """One plan per MDWA coverage, each with ASC decided at ``asc_threshold`` on the same calibration run."""
-    labels = class_labels(settings.calibration_per_class)
-    return {c: design_litevar_plan(suite.fp_model, tokenizer, labels, c, settings.drop_mass, settings.full_scales,
-                                   settings.asc_threshold, settings.guidance_scale, settings.seed + 10_000,
-                                   settings.top_k)
-            for c in settings.coverages}
 
 
 def _without_asc(plan: LiteVARPlan) -> LiteVARPlan:
@@ -180,7 +165,7 @@ def run_litevar_bench(settings: LiteVARBenchSettings, progress: Progress = no_pr
     if not settings.coverages:
         raise BenchError("give at least one MDWA coverage (--coverages).")
     suite = load_suite(settings.model, settings)
-    tokenizer = _tokenizer_of(suite)
+    tokenizer = tokenizer_of(suite)
     with torch.no_grad():
         plans = design_plans(suite, tokenizer, settings)
         variants = build_variants(suite, plans, settings)
@@ -212,51 +197,3 @@ def tokenizer_quality(tokenizer: nn.Module) -> dict:
     usage = codebook_usage(tokenizer, images[split_indices(len(images))[1]])
     return {"scales": list(tokenizer.scales), "codebook_size": tokenizer.config.codebook_size,
             "codes_used": usage.codes_used, "heldout_psnr_db": usage.psnr}
-
-
-def _tokenizer_of(suite: BenchSuite) -> nn.Module:
-    from effigy.models.zoo import load_zoo_model
-
-    return load_zoo_model(suite.fp_model.config.tokenizer)[0]
-
-
-@torch.no_grad()
-def accelerate_var(settings: LiteVARBenchSettings, plan: LiteVARPlan | None, plan_file: Path, recipe: str | None = None,
-                   progress: Progress = no_progress) -> dict:
-    """``effigy accelerate --model var-digits``: use ``plan`` (loaded from ``plan_file``), or design one (MDWA at
-    ``settings.coverages[0]``, ASC at ``settings.asc_threshold``) and save it to ``plan_file``; optionally
-    quantize with a LiteVAR ``recipe`` (its linears packed, its attention simulated at low bits), apply, and
-    compare samples against the FP model.
-
-    Returns:
-        A summary: attention FLOP fractions, class accuracy and FID of both, PSNR vs FP, held bytes.
-    """
-    from effigy.metrics import psnr
-
-    suite = load_suite(settings.model, settings)
-    fp_model = suite.fp_model
-    advance = progress("calibrating" if plan is None else "checking the plan", 3)
-    if plan is None:
-        plan = design_plans(suite, _tokenizer_of(suite), settings)[settings.coverages[0]]
-        plan.save(plan_file)
-    else:
-        plan.check_model(fp_model)
-    advance()
-    reference = suite.sample_eval(fp_model)
-    advance()
-    model, quant = fp_model, None
-    if recipe is not None:
-        quant = litevar_attention_quant(recipe)
-        model = quantize(copy.deepcopy(fp_model), get_recipe(recipe), suite.sample_calibration)
-    processors = apply_litevar(model, plan, quant)
-    images = suite.sample_eval(model)
-    remove_litevar(model)
-    advance()
-    flops, fp_quality, quality = total_flops(processors), suite.quality(reference, None), suite.quality(images, reference)
-    return {"model": settings.model, "recipe": recipe, "plan": str(plan_file), "coverage": plan.coverage,
-            "asc_threshold": plan.asc_threshold, "kept_pairs": plan.kept_fraction(), "asc_shared": plan.shared_fraction(),
-            "core_fraction": flops["core_flops"] / flops["full_core_flops"],
-            "module_fraction": flops["module_flops"] / flops["full_module_flops"],
-            "class_accuracy_fp": fp_quality["class_accuracy"], "class_accuracy": quality["class_accuracy"],
-            "fid_fp": fp_quality["fid_features"], "fid": quality["fid_features"], "psnr_vs_fp": psnr(images, reference),
-            "held_bytes_fp": held_bytes(fp_model), "held_bytes": held_bytes(model)}

@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from effigy.bench.mixdq_search import mixdq_variant
 from effigy.bench.quant import (
     QuantBenchSettings,
     compiled_sections,
@@ -24,7 +23,9 @@ from effigy.bench.variants import RESULT_SCHEMA, Variant, add_changes_vs_baselin
 from effigy.evaluate.measure import Progress, machine_facts, no_progress
 from effigy.evaluate.suites import load_suite
 from effigy.mixedprec.decoupled import RATIOS
+from effigy.recipes import MIXED_PRECISION_RECIPES
 from effigy.recipes.mixdq import CROSS_ATTENTION_KV, without_bos_handling
+from effigy.workflows.mixed_precision import SearchSettings, search, suite_runs
 
 MIXDQ_RECIPES = ("mixdq-w8a8", "mixdq-w4a8", "mixdq-w3.66a16")
 ABLATED = "mixdq-w4a8"
@@ -56,6 +57,14 @@ class MixDQBenchSettings(QuantBenchSettings):
     latency_samples: int = 20
     peer: bool = True
 
+    def search_settings(self, recipe: str) -> SearchSettings:
+        """ViDiT-Q-MP at ``mp_average_bits``; the MixDQ recipes at their own targets, or ``mixdq_bits``."""
+        searched = replace(super().search_settings(recipe), ratios=self.mp_ratios,
+                           activation_fp_fraction=self.activation_fp_fraction)
+        if MIXED_PRECISION_RECIPES.get(recipe).search == "mixdq":
+            return replace(searched, average_bits=self.mixdq_bits)
+        return searched
+
 
 @torch.no_grad()
 def run_mixdq_bench(settings: MixDQBenchSettings, progress: Progress = no_progress) -> dict:
@@ -64,8 +73,9 @@ def run_mixdq_bench(settings: MixDQBenchSettings, progress: Progress = no_progre
     if settings.ablations and ABLATED in allocations:
         chosen = next(c for c in configs if c.name == allocations[ABLATED]["name"])
         configs.append(flipped_bos_handling(chosen))
-        single, allocations[f"{ABLATED}-single-metric"] = mixdq_variant(world, settings, progress, ABLATED,
-                                                                      single_metric=True)
+        single, allocations[f"{ABLATED}-single-metric"] = search(
+            suite_runs(world, settings, settings.validation_per_class), ABLATED, settings.search_settings(ABLATED),
+            progress, single_metric=True)
         configs.append(single)
     variants = quantized_variants(world, configs)
     peer = weight_only_peer(world) if settings.peer else None

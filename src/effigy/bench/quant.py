@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from effigy.bench.compiled import CROSSOVER_BATCHES, compiled_rows, crossover
-from effigy.bench.mixed_precision import mixed_precision_variant
 from effigy.bench.variants import RESULT_SCHEMA, Variant, add_changes_vs_baseline, interleaved_ms_per_image
 from effigy.evaluate.measure import Progress, machine_facts, no_progress, rss_mib, run_in_fresh_process
 from effigy.evaluate.suites import BenchSuite, SamplingSettings, load_suite
@@ -23,6 +22,7 @@ from effigy.memory import held_bytes
 from effigy.nn import QuantConfig
 from effigy.nn.quantize import quantize, weight_nbytes
 from effigy.recipes import MIXED_PRECISION_RECIPES, fast_cpu_variant, get_recipe
+from effigy.workflows.mixed_precision import SearchSettings, search, suite_runs
 
 MIXED_PRECISION = "vidit-q-w4a8-mp"
 COMPILED_RECIPES = ("vidit-q-w8a8", "vidit-q-w4a8")  # what a user compiles: the W8A8 and W4A8 recipes
@@ -57,6 +57,13 @@ class QuantBenchSettings(SamplingSettings):
     compiled: tuple[str, ...] = COMPILED_RECIPES  # compiled rows (effigy.compile) of FP and these; () for none
     crossover_batches: tuple[int, ...] = CROSSOVER_BATCHES  # where compiled W8A8 keeps up with compiled FP; () none
 
+    def search_settings(self, recipe: str) -> SearchSettings:
+        """The mixed-precision search's settings from the bench's flags (``recipe``: the searched one)."""
+        return SearchSettings(average_bits=self.mp_average_bits, candidate_bits=self.mp_candidate_bits,
+                              granularity=self.mp_granularity, around=self.mp_around,
+                              sensitivity_metric=self.sensitivity_metric, max_moved=self.mp_max_moved,
+                              guidance_scale=self.guidance_scale)
+
 
 def recipe_configs(world: BenchSuite, settings: QuantBenchSettings, progress: Progress = no_progress,
                    fast_path_recipes: tuple[str, ...] = FAST_PATH_RECIPES) -> tuple[list[QuantConfig], dict[str, dict]]:
@@ -65,7 +72,8 @@ def recipe_configs(world: BenchSuite, settings: QuantBenchSettings, progress: Pr
     configs, allocations = [], {}
     for name in settings.recipes:
         if name in MIXED_PRECISION_RECIPES:
-            config, allocations[name] = mixed_precision_variant(world, settings, progress, name)
+            config, allocations[name] = search(suite_runs(world, settings, settings.validation_per_class), name,
+                                               settings.search_settings(name), progress)
         else:
             config = get_recipe(name)
         configs.append(config)

@@ -9,17 +9,16 @@ import logging
 
 import typer
 
-from effigy.bench import quiet_third_party_imports
 from effigy.cli import bench, detect, detect3d, flasheval, kvquant, methods, serve, zoo
 from effigy.cli._common import console
 from effigy.errors import EffigyError
+from effigy.quiet import quiet_third_party_imports
 
 # the click that typer runs on (its own copy): usage errors become effigy's one-line errors below
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 app = typer.Typer(help="effigy: compress generative models, evaluate them cheaply, detect what they produce.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 methods.register(app)
-bench.app.command("robustness")(detect.robustness)  # a bench: it writes results like one (`detect robustness`: alias)
 app.add_typer(bench.app, name="bench")
 app.add_typer(methods.evaluate_app, name="evaluate")
 app.add_typer(kvquant.app, name="kvquant")

@@ -274,3 +274,28 @@ def writable_file(path: Path, option: str = "--out") -> Path:
         raise EffigyError(f"{option} {path} is a folder; pass a file name to write.")
     writable_folder(path.parent, option)
     return path
+
+
+def deprecated(old_value, old: str, new: str, value=None):
+    """An old spelling of an option, kept one release: one line on stderr saying the new one, and its value
+    used where the new option was not given."""
+    if old_value is None:
+        return value
+    typer.echo(f"note: {old} is deprecated and will be removed in the next release; use {new}.", err=True)
+    return value if value is not None else old_value
+
+
+def parse_domains(text: str | None, option: str = "--domains") -> list[str]:
+    """The capture domains a comma list names (all of them when the option is not given); a list that names
+    none (``''``, ``,,``) is an error, not "all"."""
+    from effigy.worlds.faces import DOMAINS
+
+    if text is None:
+        return list(DOMAINS)
+    names = [d.strip() for d in text.split(",") if d.strip()]
+    if not names:
+        raise EffigyError(f"{option} {text!r} names no capture domain; give one or more of {', '.join(DOMAINS)} "
+                          "(or leave the option out for all).")
+    for name in names:
+        check_choice(name, tuple(DOMAINS), option)
+    return list(dict.fromkeys(names))

@@ -21,6 +21,7 @@ from effigy.cli._common import (
     parse_bits,
     parse_compiled,
     parse_counts,
+    parse_domains,
     parse_floats,
     parse_shares,
     parse_trust_regions,
@@ -112,9 +113,9 @@ def bench_quant(
 ) -> None:
     """FP, naive W8A8, ViDiT-Q W8A8 (+ its fbgemm run), RTN W4A8, ViDiT-Q W4A8 and W4A8-MP on a shipped model,
     eager and (FP, W8A8, W4A8) compiled."""
-    from effigy.bench.mixed_precision import SENSITIVITY_METRIC_NAMES
     from effigy.bench.quant import QuantBenchSettings
     from effigy.recipes.mixed_precision import AROUND, GRANULARITIES
+    from effigy.workflows.mixed_precision import SENSITIVITY_METRIC_NAMES
 
     candidates = parse_bits(mp_candidates)
     if not min(candidates) <= mp_bits <= max(candidates):  # the ILP could not meet it: say so before the analysis
@@ -175,14 +176,15 @@ def bench_mixdq(
     and (FP, W8A8, MixDQ W8A8 / W4A8) compiled."""
     from effigy.bench.mixdq import MixDQBenchSettings, run_mixdq_bench
     from effigy.bench.mixdq_report import KEY_COLUMNS, write_mixdq_report
-    from effigy.bench.mixdq_search import check_mixdq_target
+    from effigy.models.zoo import load_zoo_model
+    from effigy.workflows.mixed_precision import check_target
 
     settings = MixDQBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed, ablations=ablations,
                                   measure_memory=memory, bootstrap_resamples=bootstrap_resamples, mixdq_bits=bits,
                                   compiled=parse_compiled(compiled, MixDQBenchSettings.recipes),
                                   crossover_batches=parse_batches(crossover_batches))
     if bits is not None:
-        check_mixdq_target("mixdq-w4a8", bits)  # before the analysis, not after it
+        check_target(load_zoo_model(settings.model)[0], "mixdq-w4a8", bits)  # before the analysis, not after it
         settings = MixDQBenchSettings(**{**settings.__dict__, "recipes": tuple(
             r for r in settings.recipes if r not in ("mixdq-w8a8", "mixdq-w3.66a16"))})
     stem = results_stem(out, "mixdq", settings.model)
@@ -469,3 +471,52 @@ def bench_deepfake(
     paths = write_deepfake_report(result, stem.parent, command_line())
     show({**result, "rows": result["averages"]}, AVERAGE_COLUMNS, f"deepfake-authguard and baselines (seed {seed})",
          paths, as_json)
+
+
+@app.command("robustness")
+def bench_robustness(
+    domains: Optional[str] = typer.Option(None, help="Capture domains to attack in, comma-separated (default: all)."),
+    attempts: int = typer.Option(1, min=1, max=100, help="Attempts per test identity, attack and domain."),
+    epsilon: float = typer.Option(8.0, min=0.5, max=64.0, callback=finite, help="Adversarial L-infinity budget, in 1/255 units."),
+    seed: int = SEED,
+    out: Optional[Path] = typer.Option(None, help="Results root: files go to <root>/robustness/fas-protonet/. "
+                                       "Default: a fresh folder under runs/; the committed results use "
+                                       "--out benchmarks/results."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Every attack of the taxonomy (presentation, adversarial noise, deepfake and digital-replay injection)
+    against the passive model, its adaptors and the challenge-response verifier: APCER per attack, BPCER."""
+    from effigy.bench.robustness import run_robustness, write_robustness_report
+    from effigy.detect.robustness.harness import HarnessSettings
+
+    settings = HarnessSettings(domains=tuple(parse_domains(domains)), attempts_per_identity=attempts,
+                               epsilon=epsilon / 255, seed=seed)
+    stem = results_stem(out, "robustness", "fas-protonet")
+    with progress(not as_json) as reporter:
+        result = run_robustness(settings, reporter)
+    paths = write_robustness_report(result, stem.parent, command_line())
+    columns = [("attack", "attack"), ("metric", "metric"), ("no adaptation", "passive"),
+               ("challenge-response verifier", "challenge-response")]
+    show(result, columns, f"fas-protonet under attack (seed {seed})", paths, as_json)
+
+
+def demo(
+    out: Path = typer.Option(Path("demo_out"), help="Folder for grid.png, report.md and results.json."),
+    samples_per_class: int = typer.Option(20, min=2, max=1000, help="Samples per digit class for the quality metrics."),
+    steps: int = typer.Option(20, min=1, max=200, help="DPM-Solver sampling steps."),
+    seed: int = SEED,
+    memory: bool = typer.Option(True, help="Measure peak memory in a fresh process per variant (~10 s each)."),
+    compiled: str = typer.Option(COMPILED_DEFAULT, help=COMPILED_HELP),
+    crossover_batches: str = typer.Option(CROSSOVER_DEFAULT, help=CROSSOVER_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable results instead of a table."),
+) -> None:
+    """FP vs W8A8 and W4A8 quantized shipped digits DiT, eager and compiled: image grid, quality, bytes, memory,
+    latency, and the batches at which compiled W8A8 keeps up with compiled FP.
+    (The mixed-precision search and the peer-library row are in `effigy bench quant`.)"""
+    from effigy.bench.quant import QuantBenchSettings
+
+    recipes = ("naive-w8a8", "vidit-q-w8a8", "rtn-w4a8", "vidit-q-w4a8")
+    settings = QuantBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,
+                                  recipes=recipes, peer=False, compiled=parse_compiled(compiled, recipes),
+                                  crossover_batches=parse_batches(crossover_batches))
+    run_quant(settings, writable_folder(out) / "report", as_json, renames={"grid": "grid.png", "json": "results.json"})

@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from effigy.cli._common import SEED, check_choice, console, echo_json, finite, print_rows, progress
+from effigy.cli import bench
+from effigy.cli._common import SEED, check_choice, console, echo_json, finite, parse_domains, print_rows, progress
 from effigy.errors import EffigyError
 
 app = typer.Typer(help="Detect presentation attacks and generated images.", no_args_is_help=True)
@@ -18,22 +19,6 @@ ADAPTORS = {"none": "no adaptation", "ot-shift": "training-free OT prototype shi
             "t3a": "T3A (unlabelled)", "linear-mixup": "mixup baseline"}
 METRIC_COLUMNS = [("domain", "domain"), ("hter", "HTER"), ("apcer", "APCER"), ("bpcer", "BPCER"), ("auc", "AUC"),
                   ("tpr_at_fpr_1", "TPR@FPR=1%"), ("threshold", "threshold")]
-
-
-def _domains(text: str | None, option: str = "--domains") -> list[str]:
-    """The capture domains a comma list names (all of them when the option is not given); a list that names
-    none (``''``, ``,,``) is an error, not "all"."""
-    from effigy.worlds.faces import DOMAINS
-
-    if text is None:
-        return list(DOMAINS)
-    names = [d.strip() for d in text.split(",") if d.strip()]
-    if not names:
-        raise EffigyError(f"{option} {text!r} names no capture domain; give one or more of {', '.join(DOMAINS)} "
-                          "(or leave the option out for all).")
-    for name in names:
-        check_choice(name, tuple(DOMAINS), option)
-    return list(dict.fromkeys(names))
 
 
 def _one_domain(text: str, option: str) -> str:
@@ -69,7 +54,7 @@ def fas_eval(
     from effigy.metrics.detection import detection_report
     from effigy.worlds.faces import render
 
-    names = _domains(domains)
+    names = parse_domains(domains)
     loaded, config = _load_fas(model)
     threshold = source_threshold(loaded, config)
     rows = []
@@ -276,30 +261,5 @@ def check_deepfake_model(model: str, explain: bool) -> None:
         raise EffigyError(f"--explain reads {SHIPPED}'s features; drop --model {model} or --explain.")
 
 
-@app.command("robustness", help="The same as `effigy bench robustness` (this spelling is kept one release).")
-def robustness(
-    domains: Optional[str] = typer.Option(None, help="Capture domains to attack in, comma-separated (default: all)."),
-    attempts: int = typer.Option(1, min=1, max=100, help="Attempts per test identity, attack and domain."),
-    epsilon: float = typer.Option(8.0, min=0.5, max=64.0, callback=finite, help="Adversarial L-infinity budget, in 1/255 units."),
-    seed: int = SEED,
-    out: Optional[Path] = typer.Option(None, help="Results root: files go to <root>/robustness/fas-protonet/. "
-                                       "Default: a fresh folder under runs/; the committed results use "
-                                       "--out benchmarks/results."),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Every attack of the taxonomy (presentation, adversarial noise, deepfake and digital-replay injection)
-    against the passive model, its adaptors and the challenge-response verifier: APCER per attack, BPCER."""
-    from effigy.bench.robustness import run_robustness, write_robustness_report
-    from effigy.cli._common import command_line, show
-    from effigy.cli.bench import results_stem
-    from effigy.detect.robustness.harness import HarnessSettings
-
-    settings = HarnessSettings(domains=tuple(_domains(domains)), attempts_per_identity=attempts,
-                               epsilon=epsilon / 255, seed=seed)
-    stem = results_stem(out, "robustness", "fas-protonet")
-    with progress(not as_json) as reporter:
-        result = run_robustness(settings, reporter)
-    paths = write_robustness_report(result, stem.parent, command_line())
-    columns = [("attack", "attack"), ("metric", "metric"), ("no adaptation", "passive"),
-               ("challenge-response verifier", "challenge-response")]
-    show(result, columns, f"fas-protonet under attack (seed {seed})", paths, as_json)
+app.command("robustness", help="The same as `effigy bench robustness` (this spelling is kept one release).")(
+    bench.bench_robustness)

@@ -8,7 +8,7 @@ import typer
 
 from effigy.cli import bench
 from effigy.cli._common import command_line, console, echo_json, positive, progress, writable_file
-from effigy.errors import EffigyError, KVBudgetError
+from effigy.errors import EffigyError
 
 app = typer.Typer(help="PM-KVQ: progressive mixed-precision KV cache for long generation (any causal LM; "
                   "SmolLM2-135M ships).", no_args_is_help=True)
@@ -30,22 +30,12 @@ def kv_calibrate(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Per-layer KV sensitivity (gradient-weighted) and the block-wise width allocation for a budget."""
-    from effigy.bench.kvquant import calibration_text
-    from effigy.kvcache.allocation import save_allocation
-    from effigy.kvcache.calibrate import allocate_kv_bits, kv_sensitivity
-    from effigy.kvcache.progressive import kv_geometry
-    from effigy.models.encoders.llm import load_causal_lm
+    from effigy.workflows.kvquant import calibrate_allocation
 
     writable_file(out)
-    model, tokenizer, _ = load_causal_lm(model_name)
-    _, kv_heads, head_dim = kv_geometry(model.config)
-    data = calibration_text(model, tokenizer, sequences, length)
-    stretch = max(1.0, target_length / length) if interpolate else 1.0
     with progress(not as_json) as reporter:
-        table = kv_sensitivity(model, data, stretch=stretch, group_size=group_size,
-                               progress=reporter("sensitivity", sequences))
-    widths = allocate_kv_bits(table, budget_mb, target_length, kv_heads, head_dim, group_size)
-    save_allocation(out, widths, budget_mb, target_length, group_size, table, command_line())
+        widths = calibrate_allocation(model_name, budget_mb, target_length, out, sequences, length, interpolate,
+                                      group_size, reporter, command_line())
     if as_json:
         echo_json({"allocation": widths, "out": str(out)})
     else:
@@ -81,33 +71,18 @@ def kv_generate(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Greedy generation with the progressive mixed-precision cache; prints text, bytes and widths."""
-    from effigy.bench.kvquant import chat_ids, greedy
-    from effigy.kvcache.allocation import read_allocation
-    from effigy.kvcache.progressive import PMKVQCache
-    from effigy.memory import held_bytes
-    from effigy.models.encoders.llm import load_causal_lm
+    from effigy.workflows.kvquant import generate
 
     try:
         prompt.encode("utf-8")
     except UnicodeEncodeError:
         raise EffigyError("--prompt is not valid UTF-8 text; pass the message as UTF-8.") from None
-    kwargs = {} if allocation is None else read_allocation(allocation)
-    model, tokenizer, _ = load_causal_lm(model_name)
-    cache = PMKVQCache(model, budget_mb, window=window, **kwargs)
-    ids = chat_ids(tokenizer, prompt)
-    cache.check_fits(ids.shape[1] + max_new_tokens)  # refused now, not after minutes of generation
-    kept = TokensSoFar()
-    try:
-        new, seconds = greedy(model, ids, max_new_tokens, cache, kept)
-    except KVBudgetError:
-        typer.echo(tokenizer.decode(kept.tokens, skip_special_tokens=True))  # what was generated is not lost
-        raise
-    text = tokenizer.decode(new[0], skip_special_tokens=True)
-    summary = {"text": text, "tokens": new.shape[1], "seconds": seconds, "kv_bytes_held": held_bytes(cache),
-               "kv_bytes_counted": cache.nbytes, "widths": cache.widths()}
+    summary = generate(model_name, prompt, budget_mb, allocation, max_new_tokens, window, TokensSoFar(),
+                       typer.echo)  # what was generated before the budget ran out is not lost
+    text, seconds = summary["text"], summary["seconds"]
     if as_json:
         echo_json(summary)
         return
     typer.echo(text)
     console.print(f"{summary['tokens']} tokens in {seconds:.1f} s; KV bytes held {summary['kv_bytes_held']:,} "
-                  f"(counted {cache.nbytes:,}); widths {summary['widths']}")
+                  f"(counted {summary['kv_bytes_counted']:,}); widths {summary['widths']}")

@@ -1,4 +1,4 @@
-"""The method verbs: demo, quantize, select-widths, accelerate, and evaluate t2i."""
+"""The method verbs: quantize, select-widths, accelerate, and evaluate t2i (``demo`` is the quant bench: cli/bench.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,21 +6,17 @@ from typing import Callable, Optional
 
 import typer
 
+from effigy.cli import bench
 from effigy.cli._common import (
-    COMPILED_DEFAULT,
-    COMPILED_HELP,
-    CROSSOVER_DEFAULT,
-    CROSSOVER_HELP,
     SEED,
     check_choice,
     command_line,
     console,
+    deprecated,
     echo_json,
     finite,
     fresh_run_folder,
-    parse_batches,
     parse_bits,
-    parse_compiled,
     progress,
     show,
     writable_file,
@@ -31,72 +27,72 @@ evaluate_app = typer.Typer(help="Score a model's outputs per prompt.", no_args_i
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(demo)
+    app.command()(bench.demo)  # the quant bench on the shipped DiT: a bench command
     app.command("quantize")(quantize_cmd)
     app.command("select-widths")(select_widths)
     app.command("accelerate")(accelerate_cmd)
 
 
-def demo(
-    out: Path = typer.Option(Path("demo_out"), help="Folder for grid.png, report.md and results.json."),
-    samples_per_class: int = typer.Option(20, min=2, max=1000, help="Samples per digit class for the quality metrics."),
-    steps: int = typer.Option(20, min=1, max=200, help="DPM-Solver sampling steps."),
-    seed: int = SEED,
-    memory: bool = typer.Option(True, help="Measure peak memory in a fresh process per variant (~10 s each)."),
-    compiled: str = typer.Option(COMPILED_DEFAULT, help=COMPILED_HELP),
-    crossover_batches: str = typer.Option(CROSSOVER_DEFAULT, help=CROSSOVER_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print machine-readable results instead of a table."),
-) -> None:
-    """FP vs W8A8 and W4A8 quantized shipped digits DiT, eager and compiled: image grid, quality, bytes, memory,
-    latency, and the batches at which compiled W8A8 keeps up with compiled FP.
-    (The mixed-precision search and the peer-library row are in `effigy bench quant`.)"""
-    from effigy.bench.quant import QuantBenchSettings
-    from effigy.cli.bench import run_quant
-
-    recipes = ("naive-w8a8", "vidit-q-w8a8", "rtn-w4a8", "vidit-q-w4a8")
-    settings = QuantBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,
-                                  recipes=recipes, peer=False, compiled=parse_compiled(compiled, recipes),
-                                  crossover_batches=parse_batches(crossover_batches))
-    run_quant(settings, writable_folder(out) / "report", as_json, renames={"grid": "grid.png", "json": "results.json"})
-
-
 def quantize_cmd(
-    recipe: str = typer.Option(..., help="Recipe name, e.g. vidit-q-w8a8, vidit-q-w4a8 or vidit-q-w4a8-mp."),
-    out: Path = typer.Option(..., help="Folder to write model.safetensors + JSON configs into."),
+    recipe: str = typer.Option(..., help="Recipe name, e.g. vidit-q-w8a8, vidit-q-w4a8, vidit-q-w4a8-mp or mixdq-w4a8 "
+                               "(a mixed-precision recipe runs its search on the model unless --allocation is given)."),
+    out: Path = typer.Option(..., help="Folder to write model.safetensors + JSON configs (and allocation.json) into."),
     model: str = typer.Option("dit-digits", help="A zoo model name, a diffusers pipeline folder (its transformer is "
                               "quantized) or a diffusers transformer folder."),
     backend: Optional[str] = typer.Option(None, help="Matmul path: reference | int | fbgemm | int4 | auto "
                                           "(the fastest exact path, timed here)."),
-    allocation: Optional[Path] = typer.Option(None, help="Bit allocation JSON for a mixed-precision recipe "
-                                              "(written by `effigy bench quant` as *_allocation.json)."),
+    allocation: Optional[Path] = typer.Option(None, help="Widths from an earlier search (allocation.json, or a "
+                                              "bench's *_allocation.json) instead of searching again."),
     widths: Optional[str] = typer.Option(None, help="Store every layer at each of these weight widths (e.g. "
                                          "4,6,8) in one multi-width checkpoint; pick later with select-widths."),
-    prompts: Optional[Path] = typer.Option(None, help="Calibration prompts for a pipeline folder, one per line "
-                                           "(default: 16 built-in everyday captions)."),
+    prompt_file: Optional[Path] = typer.Option(None, help="Calibration and search prompts for a pipeline folder, one "
+                                               "per line (default: 16 built-in everyday captions)."),
+    prompts_alias: Optional[Path] = typer.Option(None, "--prompts", hidden=True),
+    average_bits: Optional[float] = typer.Option(None, min=2.0, max=8.0, callback=finite,
+                                                 help="Mixed precision: average weight bits (default: the recipe's)."),
+    seed: int = SEED,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Quantize a model with a recipe and save it as safetensors + JSON."""
-    from effigy.evaluate.calibration import quantize_to_folder, read_prompts
+    """Quantize a model with a recipe and save it as safetensors + JSON; mixed-precision recipes search the
+    per-layer widths on the model itself (sensitivity analysis + integer program)."""
     from effigy.nn import BACKENDS
     from effigy.recipes import check_recipe_name
     from effigy.recipes.mixed_precision import read_group_bits
+    from effigy.workflows.mixed_precision import SearchSettings
+    from effigy.workflows.quantize import quantize_to_folder, read_prompts
 
+    prompt_file = deprecated(prompts_alias, "--prompts FILE", "--prompt-file FILE", prompt_file)
     check_recipe_name(recipe)
     if backend is not None:
         check_choice(backend, BACKENDS, "--backend")
     if allocation is not None:
         read_group_bits(allocation, recipe)  # a bad file fails here, before the model loads
     candidates = None if widths is None else parse_bits(widths, "--widths")
-    texts = None if prompts is None else read_prompts(prompts)
+    texts = None if prompt_file is None else read_prompts(prompt_file)
     writable_folder(out)
-    summary = quantize_to_folder(model, recipe, out, backend, allocation, candidates, texts)
+    with progress(not as_json) as reporter:
+        summary = quantize_to_folder(model, recipe, out, backend, allocation, candidates, texts,
+                                     SearchSettings(average_bits=average_bits), seed, reporter)
     if as_json:
         echo_json(summary)
     elif candidates is not None:
         console.print(f"{model} -> {summary['recipe']} at widths {summary['widths']}: multi-width checkpoint in {out}")
     else:
+        if "search" in summary:
+            _print_search(summary["search"])
         console.print(f"{model} -> {summary['recipe']}: {summary['fp32_held_bytes']:,} -> {summary['held_bytes']:,} "
                       f"bytes held ({summary['ratio']:.3f}x); saved to {out}")
+
+
+def _print_search(search: dict) -> None:
+    metrics = sorted(set(search["metric_per_group"].values()))
+    console.print(f"{search['recipe']}: {search['average_bits']:.2f} average weight bits; layers per width "
+                  f"{search['layers_per_width']}; groups scored by {', '.join(metrics)}; predicted loss "
+                  f"{search['predicted_loss']:.4g}")
+    for name, scores in search.get("measured", {}).items():
+        console.print(f"  measured on the validation run, {name.replace('_', ' ')}: "
+                      + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
+    console.print("  per-layer widths and the whole search record: allocation.json in the output folder")
 
 
 def select_widths(
@@ -123,8 +119,8 @@ def select_widths(
 
 
 def accelerate_cmd(
-    model: str = typer.Option("dit-digits", help="Shipped model: dit-digits or t2i-shapes (DiTFastAttn), var-digits "
-                              "(LiteVAR)."),
+    model: str = typer.Option("dit-digits", help="A shipped generator (dit-digits, t2i-shapes: DiTFastAttn; "
+                              "var-digits: LiteVAR) or a diffusers DiT / PixArt pipeline folder (DiTFastAttn)."),
     threshold: float = typer.Option(0.1, min=0.0, help="DiTFastAttn: search threshold on the relative output error.",
                                     callback=finite),
     plan: Optional[Path] = typer.Option(None, help="Apply this saved plan instead of calibrating a new one."),
@@ -138,25 +134,30 @@ def accelerate_cmd(
     asc_threshold: float = typer.Option(1.0, min=0.0, callback=finite, help="LiteVAR: ASC shares a (layer, scale) "
                                         "whose CFG halves differ by at most this (relative L1; default chosen on a "
                                         "validation run)."),
+    prompt_file: Optional[Path] = typer.Option(None, help="A pipeline folder's calibration prompts, one per line "
+                                               "(default: 16 built-in everyday captions, or class ids 0-7)."),
     steps: int = typer.Option(20, min=2, max=50),
-    samples_per_class: int = typer.Option(2, min=1, max=1000, help="Images per class to check the plan on."),
+    samples_per_class: int = typer.Option(2, min=1, max=1000, help="Shipped models: images per class to check the "
+                                          "plan on."),
     seed: int = SEED,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """DiTFastAttn (DiTs) or LiteVAR (the VAR): calibrate (or load) a plan, apply it, and report attention FLOPs
-    and quality vs no plan."""
-    from effigy.bench.fastattn import FastAttnBenchSettings, accelerate
+    """DiTFastAttn (DiTs, shipped or a pipeline folder) or LiteVAR (the VAR): calibrate (or load) a plan, apply it,
+    and report attention FLOPs and quality vs no plan."""
+    from effigy.evaluate.suites import SamplingSettings
+    from effigy.workflows.accelerate import accelerate_ditfastattn
+    from effigy.workflows.quantize import read_prompts
 
     if model == "var-digits":
         _accelerate_var(recipe, plan, out or Path("litevar_plan.json"), coverage, asc_threshold, samples_per_class,
                         seed, as_json)
         return
+    texts = None if prompt_file is None else read_prompts(prompt_file)
     out = out or Path("ditfastattn_plan.json")
-    settings = FastAttnBenchSettings(model=model, window_fraction=window, steps=steps,
-                                     samples_per_class=samples_per_class, seed=seed)
+    settings = SamplingSettings(model=model, steps=steps, samples_per_class=samples_per_class, seed=seed)
     writable_file(out)
     with progress(not as_json) as reporter:
-        summary = accelerate(settings, threshold, plan, out, recipe, reporter)
+        summary = accelerate_ditfastattn(model, threshold, plan, out, recipe, window, settings, texts, reporter)
     _print_summary(summary, as_json, lambda s: (
         f"{model}{' + ' + recipe if recipe else ''}, plan {s['plan']}: attention FLOPs {s['module_fraction']:.1%} "
         f"of full (QK/AV {s['core_fraction']:.1%}), PSNR vs no plan {s['psnr_vs_no_plan']:.1f} dB; techniques "
@@ -173,15 +174,15 @@ def _print_summary(summary: dict, as_json: bool, line: Callable[[dict], str]) ->
 def _accelerate_var(recipe: str | None, plan: Path | None, out: Path, coverage: float, asc_threshold: float,
                     samples_per_class: int, seed: int, as_json: bool) -> None:
     from effigy.attention.multiscale import LiteVARPlan
-    from effigy.bench.litevar import LiteVARBenchSettings, accelerate_var
     from effigy.recipes import LITEVAR_RECIPES
+    from effigy.workflows.accelerate import LiteVARSettings, accelerate_var
 
     if recipe is not None:
         check_choice(recipe, LITEVAR_RECIPES, "--recipe")
     loaded = None if plan is None else LiteVARPlan.load(plan)  # a bad file fails here, before any model loads
     writable_file(out)
-    settings = LiteVARBenchSettings(coverages=(coverage,), asc_threshold=asc_threshold,
-                                    samples_per_class=samples_per_class, seed=seed)
+    settings = LiteVARSettings(coverages=(coverage,), asc_threshold=asc_threshold, samples_per_class=samples_per_class,
+                               seed=seed, batch_size=100)
     with progress(not as_json) as reporter:
         summary = accelerate_var(settings, loaded, plan or out, recipe, reporter)
     _print_summary(summary, as_json, lambda s: (

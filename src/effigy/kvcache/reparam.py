@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.cache_utils import Cache, DynamicLayer
 
+from effigy.core.hooks import observing
 from effigy.errors import EffigyError
 from effigy.kvcache.progressive import kv_geometry
 from effigy.kvcache.quantizer import KVChunk
@@ -42,19 +43,21 @@ def capture_qkv(model: nn.Module, ids: torch.Tensor, stretch: float = 1.0) -> li
 
     attention = _attention_layers(model)
     queries, rotary = {}, {}
-    hooks = []
-    for i, attn in enumerate(attention):
-        hooks.append(attn.q_proj.register_forward_hook(lambda m, a, out, i=i: queries.__setitem__(i, out)))
-        hooks.append(attn.register_forward_pre_hook(
-            lambda m, args, kwargs, i=i: rotary.__setitem__(i, kwargs.get("position_embeddings", args[1] if len(args) > 1 else None)),
-            with_kwargs=True))
+
+    def keep_query(name: str, _module, _args, output) -> None:
+        queries[name] = output
+
+    def keep_rotary(name: str, _module, args, kwargs) -> None:
+        rotary[name] = kwargs.get("position_embeddings", args[1] if len(args) > 1 else None)
+
+    names = [f"model.layers.{i}.self_attn" for i in range(len(attention))]  # where _attention_layers found them
     cache = Cache(layers=[_KeepLayer() for _ in attention])
     positions = (torch.arange(ids.shape[1]) * stretch).round().long().unsqueeze(0)
-    try:
+    with observing(model, [f"{n}.q_proj" for n in names], keep_query, "after"), \
+            observing(model, names, keep_rotary, with_kwargs=True):
         model(ids, position_ids=positions, past_key_values=cache, use_cache=True)
-    finally:
-        for h in hooks:
-            h.remove()
+    queries = {i: queries[f"{n}.q_proj"] for i, n in enumerate(names)}
+    rotary = {i: rotary[n] for i, n in enumerate(names)}
     out = []
     for i, attn in enumerate(attention):
         q = queries[i].view(1, ids.shape[1], -1, attn.head_dim).transpose(1, 2)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from effigy.core.compare import relative_l2
+from effigy.core.hooks import observing
 
 # evaluate(model) -> {"visual": loss vs FP, "alignment": loss vs FP}, larger is worse
 Evaluator = Callable[[nn.Module], dict[str, float]]
@@ -27,25 +28,29 @@ def record_denoiser_calls(model: nn.Module, run: Callable[[nn.Module], object]) 
     """(args, kwargs, output sample) of every forward call of ``model`` during ``run(model)``."""
     calls, pending = [], []
 
-    def before(module, args, kwargs):
+    def before(_name, _module, args, kwargs):
         pending.append((args, kwargs))
 
-    def after(module, args, kwargs, output):
-        calls.append((*pending.pop(), output.sample.detach().clone()))
+    def after(_name, _module, _args, _kwargs, output):
+        calls.append((*pending.pop(), sample_of(output).detach().clone()))
 
-    handles = [model.register_forward_pre_hook(before, with_kwargs=True),
-               model.register_forward_hook(after, with_kwargs=True)]
-    try:
+    with observing(model, [""], before, with_kwargs=True), observing(model, [""], after, "after", with_kwargs=True):
         run(model)
-    finally:
-        for handle in handles:
-            handle.remove()
     return calls
 
 
-def cfg_parts(eps: torch.Tensor, guidance_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(guided prediction, guidance direction) of a ``[cond; uncond]`` batch."""
+def sample_of(output) -> torch.Tensor:
+    """A diffusers denoiser's prediction, whether returned as an output object or, as pipelines call it
+    (``return_dict=False``), a tuple."""
+    return output[0] if isinstance(output, tuple) else output.sample
+
+
+def cfg_parts(eps: torch.Tensor, guidance_scale: float, uncond_first: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(guided prediction, guidance direction) of a ``[cond; uncond]`` batch (``[uncond; cond]`` with
+    ``uncond_first``, as diffusers' text pipelines batch it)."""
     cond, uncond = eps.chunk(2)
+    if uncond_first:
+        cond, uncond = uncond, cond
     return uncond + guidance_scale * (cond - uncond), cond - uncond
 
 
@@ -54,7 +59,8 @@ def squared_relative_error(x: torch.Tensor, reference: torch.Tensor) -> float:
     return relative_l2(x, reference) ** 2
 
 
-def replay_evaluator(calls: list[tuple], guidance_scale: float, weights: list[float], relative: bool) -> Evaluator:
+def replay_evaluator(calls: list[tuple], guidance_scale: float, weights: list[float], relative: bool,
+                     uncond_first: bool = False) -> Evaluator:
     """Weighted sum over the replayed calls of the squared errors of the guided prediction (visual) and of
     the guidance direction (alignment; scaled by the guidance so both are changes of the guided
     prediction), relative to the FP call's own size or absolute.
@@ -64,6 +70,7 @@ def replay_evaluator(calls: list[tuple], guidance_scale: float, weights: list[fl
         guidance_scale: the classifier-free guidance the run samples with.
         weights: one weight per call (``1 / len(calls)`` each, or :func:`propagation_gains`).
         relative: divide each error by the FP call's size (True) or keep it absolute.
+        uncond_first: the order of the guidance batch (see :func:`cfg_parts`).
     """
     def error(x: torch.Tensor, reference: torch.Tensor) -> float:
         return squared_relative_error(x, reference) if relative else (x - reference).pow(2).sum().item()
@@ -73,8 +80,9 @@ def replay_evaluator(calls: list[tuple], guidance_scale: float, weights: list[fl
     def evaluate(model: nn.Module) -> dict[str, float]:
         visual = alignment = 0.0
         for weight, (args, kwargs, fp_eps) in zip(weights, calls):
-            (guided, direction), (fp_guided, fp_direction) = (cfg_parts(model(*args, **kwargs).sample, guidance_scale),
-                                                              cfg_parts(fp_eps, guidance_scale))
+            (guided, direction), (fp_guided, fp_direction) = (
+                cfg_parts(sample_of(model(*args, **kwargs)), guidance_scale, uncond_first),
+                cfg_parts(fp_eps, guidance_scale, uncond_first))
             visual += weight * error(guided, fp_guided)
             alignment += weight * scale * error(direction, fp_direction)
         return {"visual": visual, "alignment": alignment}
@@ -102,7 +110,7 @@ def decoupled_evaluator(fp_model: nn.Module, run: Run, calls: list[tuple], ssim:
     reference = run(fp_model)
 
     def evaluate(model: nn.Module) -> dict[str, float]:
-        quality = sum(squared_relative_error(model(*args, **kwargs).sample, fp_out)
+        quality = sum(squared_relative_error(sample_of(model(*args, **kwargs)), fp_out)
                       for args, kwargs, fp_out in calls) / len(calls)
         return {"content": 1 - ssim(run(model), reference), "quality": quality}
 
@@ -110,7 +118,7 @@ def decoupled_evaluator(fp_model: nn.Module, run: Run, calls: list[tuple], ssim:
 
 
 def propagation_gains(fp_model: nn.Module, run: Run, calls: list[tuple], guidance_scale: float, size: float = 0.05,
-                      seed: int = 0) -> list[float]:
+                      seed: int = 0, uncond_first: bool = False) -> list[float]:
     """For each denoiser call of the FP run: |change of the final samples|^2 / |kick|^2 when only that
     call's guided prediction is kicked by small seeded noise (``size`` x its std), divided by
     |final samples|^2, so that a gain-weighted sum of per-call squared errors estimates the relative
@@ -120,7 +128,7 @@ def propagation_gains(fp_model: nn.Module, run: Run, calls: list[tuple], guidanc
     generator = torch.Generator().manual_seed(seed)
     gains = []
     for index, (_args, _kwargs, fp_eps) in enumerate(calls):
-        guided = cfg_parts(fp_eps, guidance_scale)[0]
+        guided = cfg_parts(fp_eps, guidance_scale, uncond_first)[0]
         kick = size * guided.std() * torch.randn(guided.shape, generator=generator)
         with kicked_call(fp_model, index, torch.cat([kick, kick])):  # both halves: guided moves by kick
             kicked = run(fp_model)
@@ -134,17 +142,16 @@ def kicked_call(model: nn.Module, index: int, kick: torch.Tensor):
     """Adds ``kick`` to the output of the model's ``index``-th forward call inside the block."""
     count = [0]
 
-    def add(module, args, output):
+    def add(_name, _module, _args, output):
         if count[0] == index:
+            if isinstance(output, tuple):  # a pipeline's call (return_dict=False)
+                return (output[0] + kick, *output[1:])
             output.sample = output.sample + kick
         count[0] += 1
         return output
 
-    handle = model.register_forward_hook(add)
-    try:
+    with observing(model, [""], add, "after"):
         yield
-    finally:
-        handle.remove()
 
 
 def normalise_by_metric(raw: dict[str, dict[int, float]], metric: dict[str, str]) -> dict[str, dict[int, float]]:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effigy.core.hooks import observing
 from effigy.errors import QuantizationError
 from effigy.nn.quant_linear import QuantLinear
 
@@ -62,10 +63,10 @@ def first_token_outlier_ratio(model: nn.Module, layers: list[str], calib_loop) -
     ratios: list[float] = []
     masks: list[torch.Tensor | None] = [None]
 
-    def remember_mask(_module, _args, kwargs):
+    def remember_mask(_name, _module, _args, kwargs):
         masks[0] = kwargs.get("encoder_attention_mask")
 
-    def record(_module, args):
+    def record(_name, _module, args):
         x = args[0]
         if x.dim() == 3 and x.shape[1] > 1:
             peaks = x.abs().amax(dim=-1).float()  # [batch, tokens]
@@ -78,13 +79,8 @@ def first_token_outlier_ratio(model: nn.Module, layers: list[str], calib_loop) -
             if real.any():
                 ratios.append((peaks[real, 0] / median[real].clamp_min(1e-12)).mean().item())
 
-    handles = [model.register_forward_pre_hook(remember_mask, with_kwargs=True)]
-    handles += [model.get_submodule(name).register_forward_pre_hook(record) for name in layers]
-    try:
+    with observing(model, [""], remember_mask, with_kwargs=True), observing(model, layers, record):
         calib_loop(model)
-    finally:
-        for handle in handles:
-            handle.remove()
     if not ratios:
         raise QuantizationError("the calibration run never reached the first-token layers with [batch, tokens, "
                                 "features] inputs; check the recipe's fp_first_token patterns.")

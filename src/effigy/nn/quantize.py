@@ -13,11 +13,13 @@ import torch
 from torch import nn
 
 from effigy.core.hadamard import balance_input
+from effigy.core.hooks import observing
 from effigy.core.quant import MinMaxObserver, QuantSpec, channel_balance_divisor
 from effigy.errors import QuantizationError
 from effigy.memory import trim_freed_memory
 from effigy.nn.config import QuantConfig
 from effigy.nn.first_token import FirstTokenSplitLinear
+from effigy.nn.hooks import attach_hook
 from effigy.nn.quant_linear import QuantLinear
 from effigy.nn.replace import find_targets, replace_modules
 from effigy.nn.timestep_ranges import TimestepBalancedLinear, TimestepRanges
@@ -64,7 +66,7 @@ def quantize(
         replace_modules(model, targets, lambda name, linear: TimestepBalancedLinear.from_linear(
             linear, config.weight_spec_for(name), config.activation, divisors[name], ranges, config.backend,
             config.rotates(linear.in_features)))
-        ranges.attach(model)
+        attach_hook(model, ranges)
     else:
         def quantized(name: str, linear: nn.Linear) -> nn.Module:
             layer = QuantLinear.from_linear(
@@ -128,21 +130,14 @@ def _observe_inputs(model, targets, calib_loop, make_observer, transform=lambda 
     """Run ``calib_loop`` once with an observer (``make_observer(name)``) on each target's input (after
     ``transform``)."""
     observers = {name: make_observer(name) for name in targets}
-    _run_calibration(model, calib_loop, [
-        module.register_forward_pre_hook(lambda _m, args, n=name: observers[n].update(transform(n, args[0])))
-        for name, module in targets.items()
-    ])
+    with observing(model, targets, lambda name, _module, args: observers[name].update(transform(name, args[0]))):
+        _run_calibration(model, calib_loop)
     return observers
 
 
-def _run_calibration(model: nn.Module, calib_loop: Callable[[nn.Module], None], handles: list) -> None:
-    """Run ``calib_loop`` without gradients, then remove the observing hooks whatever happens."""
-    try:
-        with torch.no_grad():
-            calib_loop(model)
-    finally:
-        for handle in handles:
-            handle.remove()
+def _run_calibration(model: nn.Module, calib_loop: Callable[[nn.Module], None]) -> None:
+    with torch.no_grad():
+        calib_loop(model)
 
 
 def balance_divisors(model: nn.Module, config: QuantConfig, calib_loop: Callable[[nn.Module], None] | None
@@ -193,8 +188,8 @@ def _balance_divisors_by_range(model, targets, config, calib_loop, per_channel) 
         for k, rows in ranges.rows_per_range(x.shape[0]):
             observers[(name, k)].update(x[rows])
 
-    _run_calibration(model, calib_loop, [ranges.attach(model)] + [
-        m.register_forward_pre_hook(lambda _m, args, n=name: observe(n, args[0])) for name, m in targets.items()])
+    with ranges.attached(model), observing(model, targets, lambda name, _module, args: observe(name, args[0])):
+        _run_calibration(model, calib_loop)
     def divisor(name: str, linear: nn.Linear, k: int) -> torch.Tensor:
         seen = observers[(name, k)] if observers[(name, k)].lo is not None else observers[(name, overall)]
         return _divisor(seen, linear, config, f"layer {name!r}")
@@ -262,7 +257,7 @@ def quantized_skeleton(model: nn.Module, config: QuantConfig) -> nn.Module:
         ranges = TimestepRanges(config.timestep_ranges, config.num_train_timesteps)
         replace_modules(model, targets, lambda name, lin: TimestepBalancedLinear(
             [empty(name, lin) for _ in range(ranges.count)], ranges))
-        ranges.attach(model)
+        attach_hook(model, ranges)
     else:
         replace_modules(model, targets, empty_or_split)
     setattr(model, CONFIG_ATTR, config)

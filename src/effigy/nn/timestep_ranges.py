@@ -5,20 +5,26 @@ Why: activation outlier channels of a DiT move with the noise level, so one divi
 all timesteps fits none of them well. The price is one weight copy per range (counted in the bytes);
 ViDiT-Q's static-dynamic variant (one divisor + Hadamard rotation, ``rotate=True``) avoids it.
 
-The transformer's timestep reaches the layers through ``TimestepRanges``: a forward pre-hook on the
-root model records each sample's range index before the blocks run.
+The transformer's timestep reaches the layers through ``TimestepRanges``: a :class:`~effigy.nn.hooks.ModelHook`
+on the root model (``timestep-ranges``) records each sample's range index before the blocks run.
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
 
 from effigy.core.quant import QuantizationError, QuantSpec
+from effigy.nn.hooks import ModelHook, attach_hook, detach_hook
 from effigy.nn.quant_linear import QuantLinear
 
 
-class TimestepRanges:
+class TimestepRanges(ModelHook):
     """Splits [0, num_train_timesteps) into ``count`` equal ranges and tracks the current call's ranges."""
+
+    name = "timestep-ranges"
 
     def __init__(self, count: int, num_train_timesteps: int = 1000) -> None:
         if count < 1 or num_train_timesteps < count:
@@ -31,10 +37,25 @@ class TimestepRanges:
         t = torch.as_tensor(timestep).float().flatten()
         return (t * self.count / self.num_train_timesteps).long().clamp(0, self.count - 1)
 
-    def attach(self, model: nn.Module) -> torch.utils.hooks.RemovableHandle:
+    def attach(self, model: nn.Module) -> None:
         """Record the ranges at each call of ``model`` (a bound method, so ``copy.deepcopy(model)``
         gets a hook on its own copy of this object, shared with its own layers)."""
-        return model.register_forward_pre_hook(self._record, with_kwargs=True)
+        self.register(model, self._record, with_kwargs=True)
+
+    def detach(self, model: nn.Module) -> None:
+        self.unregister(model)
+
+    def reset(self) -> None:
+        self.current = None
+
+    @contextmanager
+    def attached(self, model: nn.Module) -> Iterator[None]:
+        """Attached for the length of the block (a calibration run)."""
+        attach_hook(model, self)
+        try:
+            yield
+        finally:
+            detach_hook(model, self.name)
 
     def _record(self, _module, args, kwargs) -> None:
         timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)

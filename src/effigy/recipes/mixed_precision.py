@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from effigy.core.hooks import observing
 from effigy.errors import QuantizationError
 from effigy.mixedprec import Assignment, SensitivityTable, allocate, average_bits_budget
 from effigy.mixedprec.sensitivity import Evaluator, normalise_by_metric
@@ -78,7 +79,7 @@ class LayerGroups:
 @dataclass(frozen=True)
 class MixedPrecisionRecipe:
     """A registered mixed-precision method: its name, the uniform recipe it starts from, its groups, and how
-    its widths are searched (``search``: a key of ``bench.mixed_precision.SEARCHES``) at which average
+    its widths are searched (``search``: a key of ``workflows.mixed_precision.SEARCHES``) at which average
     weight / activation widths (None: the bench's ``--mp-bits``; activations None: the base's, uniform)."""
 
     name: str
@@ -177,18 +178,11 @@ def activation_sizes(model: nn.Module, layers: list[str], calib_loop) -> dict[st
     """Input elements per sample of each layer, the largest seen over a calibration run."""
     sizes = dict.fromkeys(layers, 0)
 
-    def record(name: str):
-        def hook(_module, args):
-            sizes[name] = max(sizes[name], args[0].numel() // max(1, args[0].shape[0]))
-        return hook
+    def record(name: str, _module, args) -> None:
+        sizes[name] = max(sizes[name], args[0].numel() // max(1, args[0].shape[0]))
 
-    handles = [model.get_submodule(n).register_forward_pre_hook(record(n)) for n in layers]
-    try:
-        with torch.no_grad():
-            calib_loop(model)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with observing(model, layers, record), torch.no_grad():
+        calib_loop(model)
     return sizes
 
 

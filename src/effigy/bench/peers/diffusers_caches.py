@@ -15,7 +15,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -24,6 +24,7 @@ from torch import nn
 from effigy.attention.plan import self_attention_layers
 from effigy.attention.processor import FlopTally, core_flops, projection_flops, timestep_of
 from effigy.errors import BenchError, UnknownNameError
+from effigy.nn.hooks import ModelHook, attach_hook, detach_hook
 from effigy.registry import Registry
 
 SELF_ATTENTION_PATTERN = r"transformer_blocks\.\d+\.attn1"  # diffusers' defaults also catch cross-attention
@@ -57,12 +58,12 @@ def magcache_ratios(transformer: nn.Module, run: Callable[[], object], num_steps
     calibration mode (which prints them at the end of every sampling run); averaged over the runs."""
     cache = DiffusersCache("magcache", 0.0, num_steps)
     printed = io.StringIO()
-    cache.install(transformer)
+    attach_hook(transformer, cache)
     try:
         with contextlib.redirect_stdout(printed):
             run()
     finally:
-        cache.remove(transformer)
+        detach_hook(transformer, cache.name)
     lines = printed.getvalue().splitlines()
     runs = [ast.literal_eval(line) for line in lines if line.startswith("[") and line.endswith("]")]
     if not runs or any(len(r) != num_steps for r in runs):
@@ -85,19 +86,29 @@ class CountingProcessor:
         return self.inner(attn, hidden_states, *args, **kwargs)
 
 
-def count_attention(transformer: nn.Module) -> tuple[FlopTally, Callable[[], None]]:
-    """Install counting processors on the self-attention layers; returns the tally and an undo."""
-    tally = FlopTally()
-    layers = self_attention_layers(transformer)
-    originals = [layer.processor for layer in layers]
-    for layer in layers:
-        layer.set_processor(CountingProcessor(layer.processor, tally))
+class AttentionCounter(ModelHook):
+    """Counting processors around the self-attention layers' own: what each variant really computed."""
 
-    def undo() -> None:
-        for layer, processor in zip(layers, originals):
+    name = "attention-counter"
+
+    def __init__(self) -> None:
+        self.tally, self.originals = FlopTally(), []
+
+    def attach(self, transformer: nn.Module) -> None:
+        layers = self_attention_layers(transformer)
+        self.originals = [layer.processor for layer in layers]
+        for layer in layers:
+            layer.set_processor(CountingProcessor(layer.processor, self.tally))
+
+    def detach(self, transformer: nn.Module) -> None:
+        for layer, processor in zip(self_attention_layers(transformer), self.originals):
             layer.set_processor(processor)
 
-    return tally, undo
+
+def count_attention(transformer: nn.Module) -> tuple[FlopTally, Callable[[], None]]:
+    """Attach an :class:`AttentionCounter`; returns its tally and the undo."""
+    counter = attach_hook(transformer, AttentionCounter())
+    return counter.tally, lambda: detach_hook(transformer, AttentionCounter.name)
 
 
 def _pab(cache: "DiffusersCache"):  # recompute self-attention every `setting` steps, over the whole schedule
@@ -163,8 +174,9 @@ METHODS.register("magcache", CacheMethod(_magcache, "apply_mag_cache"))
 
 
 @dataclass
-class DiffusersCache:
-    """One diffusers caching method at one setting: ``install`` / ``remove`` on a transformer."""
+class DiffusersCache(ModelHook):
+    """One diffusers caching method at one setting, attached to a transformer as a :class:`ModelHook`
+    (``attach_hook`` / ``detach_hook``)."""
 
     method: str  # a name in METHODS
     setting: float
@@ -172,7 +184,6 @@ class DiffusersCache:
     mag_ratios: list[float] | None = None  # MagCache only: from magcache_ratios; None calibrates
     timestep: float = 1000.0
     step: int = -1
-    _handles: list = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -181,7 +192,7 @@ class DiffusersCache:
     def config(self):
         return METHODS.get(self.method).build_config(self)
 
-    def install(self, transformer: nn.Module) -> None:
+    def attach(self, transformer: nn.Module) -> None:
         import diffusers.hooks
         from diffusers.hooks import HookRegistry
 
@@ -189,10 +200,16 @@ class DiffusersCache:
         getattr(diffusers.hooks, method.apply)(transformer, self.config())
         HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
         self.step, self.timestep = -1, 1000.0
-        self._handles = [transformer.register_forward_pre_hook(self._before_call, with_kwargs=True)]
+        self.register(transformer, self._before_call, with_kwargs=True)
         if method.cfg_order_swapped:
-            self._handles += [transformer.register_forward_pre_hook(_swap_cfg_inputs, with_kwargs=True),
-                              transformer.register_forward_hook(_swap_cfg_output)]
+            self.register(transformer, self._swap_cfg_inputs, with_kwargs=True)
+            self.register(transformer, self._swap_cfg_output, "after")
+
+    def _swap_cfg_inputs(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return _swap_cfg_inputs(module, args, kwargs)
+
+    def _swap_cfg_output(self, module: nn.Module, args: tuple, output):
+        return _swap_cfg_output(module, args, output)
 
     def _before_call(self, module: nn.Module, args, kwargs) -> None:
         from diffusers.hooks import HookRegistry
@@ -208,11 +225,13 @@ class DiffusersCache:
         _set_cache_context(module, CacheContext("cfg-batch", step_index=self.step,
                                                 num_inference_steps=self.num_steps, timestep=timestep))
 
-    def remove(self, transformer: nn.Module) -> None:
+    def reset(self) -> None:
+        self.step = -1  # the next call starts a new sampling run
+
+    def detach(self, transformer: nn.Module) -> None:
         from diffusers.hooks import HookRegistry
 
-        for handle in self._handles:
-            handle.remove()
+        self.unregister(transformer)
         registry = HookRegistry.check_if_exists_or_initialize(transformer)
         for child in (registry, *registry._get_child_registries()):
             for name in list(child.hooks):

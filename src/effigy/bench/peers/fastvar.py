@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effigy.errors import BenchError
+from effigy.nn.hooks import ModelHook, attach_hook, detach_hook
 
 
 class FastVARPruning:
@@ -50,13 +51,28 @@ def _upsample_tokens(tokens: torch.Tensor, side: int, new_side: int) -> torch.Te
     return F.interpolate(grid, size=(new_side, new_side), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
 
 
+class FastVARHook(ModelHook):
+    """FastVAR's pruning in the VAR's own extension point, ``scale_hook``."""
+
+    name = "fastvar"
+
+    def __init__(self, pruning: FastVARPruning) -> None:
+        self.pruning = pruning
+
+    def attach(self, model: nn.Module) -> None:
+        model.scale_hook = self.pruning
+
+    def detach(self, model: nn.Module) -> None:
+        model.scale_hook = None
+
+
 def install_fastvar(model: nn.Module, keep: float) -> FastVARPruning:
     """Set the pruning hook on a VAR (``remove_fastvar`` takes it off)."""
     if not hasattr(model, "scale_hook"):
         raise BenchError(f"FastVAR pruning applies to effigy's VAR, not {type(model).__name__}.")
-    model.scale_hook = FastVARPruning(keep)
-    return model.scale_hook
+    return attach_hook(model, FastVARHook(FastVARPruning(keep))).pruning
 
 
-def remove_fastvar(model: nn.Module) -> None:
-    model.scale_hook = None
+def remove_fastvar(model: nn.Module) -> bool:
+    """Take FastVAR's pruning off; whether it was on (without it, nothing is done, like every ``remove_*``)."""
+    return detach_hook(model, FastVARHook.name) is not None

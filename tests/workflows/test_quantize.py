@@ -8,8 +8,8 @@ import torch
 
 import effigy
 from effigy import cli
-from effigy.evaluate.calibration import EVERYDAY_CAPTIONS, quantization_source
 from effigy.nn import QuantLinear
+from effigy.workflows.quantize import EVERYDAY_CAPTIONS, quantization_source
 
 WORDS = ["<pad>", "</s>", "<unk>", *"a red circle blue square on the left right of green triangle".split()]
 
@@ -81,7 +81,7 @@ def test_quantize_a_pipeline_folder_calibrates_by_running_the_pipeline(request, 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\n\nblue square on the left\n" if "pixart" in folder else "3\n7\n")
     code, out, err = _quantize_cli(monkeypatch, capsys, "--model", str(path), "--recipe", "vidit-q-w4a8",
-                                   "--prompts", str(prompts), "--out", str(tmp_path / "q"))
+                                   "--prompt-file", str(prompts), "--out", str(tmp_path / "q"))
     assert code == 0, err
     summary = json.loads(out)
     assert summary["held_bytes"] < summary["fp32_held_bytes"]
@@ -119,7 +119,7 @@ def test_pickled_pipeline_components_and_empty_prompt_files_are_refused(pixart_p
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n")
     code, _, err = _quantize_cli(monkeypatch, capsys, "--model", str(pixart_pipeline_folder), "--recipe",
-                                 "vidit-q-w8a8", "--prompts", str(empty), "--out", str(tmp_path / "q"))
+                                 "vidit-q-w8a8", "--prompt-file", str(empty), "--out", str(tmp_path / "q"))
     assert code == 2 and "holds no prompts" in err
     vae = pixart_pipeline_folder / "vae"
     for weights in vae.glob("*.safetensors"):
@@ -132,8 +132,8 @@ def test_pickled_pipeline_components_and_empty_prompt_files_are_refused(pixart_p
 
 @torch.no_grad()
 def test_the_shipped_text_to_image_model_quantizes_calibrated_and_loads_back_exactly(monkeypatch, capsys, tmp_path):
-    from effigy.evaluate.calibration import calibration_loop
     from effigy.recipes import get_recipe
+    from effigy.workflows.quantize import calibration_loop
 
     code, out, err = _quantize_cli(monkeypatch, capsys, "--model", "t2i-shapes", "--recipe", "vidit-q-w8a8", "--out",
                                    str(tmp_path / "q"))
@@ -156,3 +156,51 @@ def test_a_pipeline_whose_component_cannot_load_is_one_clear_error(pixart_pipeli
                                  "vidit-q-w8a8", "--out", str(tmp_path / "q"))
     assert code == 2 and "could not load the pipeline" in err and "Traceback" not in err
     assert "Loading pipeline components" not in err  # no third-party progress bar in the output
+
+
+@pytest.mark.parametrize("recipe", ["vidit-q-w4a8-mp", "mixdq-w4a8"])
+def test_a_mixed_precision_recipe_searches_the_widths_on_a_pipeline_folder(pixart_pipeline_folder, recipe, monkeypatch,
+                                                                           capsys, tmp_path):
+    from effigy.recipes.mixed_precision import MIXED_PRECISION_RECIPES, config_from_allocation_file
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\nblue square on the left\ngreen triangle\na blue circle right of a red square\n")
+    code, out, err = _quantize_cli(monkeypatch, capsys, "--model", str(pixart_pipeline_folder), "--recipe", recipe,
+                                   "--prompt-file", str(prompts), "--out", str(tmp_path / "q"))
+    assert code == 0, err
+    search = json.loads(out)["search"]
+    groups = MIXED_PRECISION_RECIPES.get(recipe).groups
+    record = json.loads((tmp_path / "q" / "allocation.json").read_text())
+    if "mixdq" in recipe:  # the sweep tried several allocations and kept the one nearest FP on the validation run
+        assert len({tuple(sorted(p["bits"].items())) for p in record["sweep"]}) > 1
+        assert record["sweep"][record["chosen"]]["mse_vs_fp"] == min(p["mse_vs_fp"] for p in record["sweep"])
+    else:  # trust regions: mixed candidates beside the uniform base, judged on the validation run
+        assert record["validation"][0]["moved_layers"] == 0 and max(r["moved_layers"] for r in record["validation"]) > 0
+    assert all(b in groups.candidates(n, (3, 4, 6, 8)) for n, b in search["layer_bits"].items())
+    assert search["average_bits"] == pytest.approx(4.0, abs=0.05)
+    assert set(search["metric_per_group"].values()) == ({"content", "quality"} if "mixdq" in recipe
+                                                        else {"visual", "alignment"})
+    assert search["measured"]["chosen"]
+    loaded = effigy.load(tmp_path / "q")
+    widths = {n: m.weight_spec.bits for n, m in loaded.named_modules() if isinstance(m, QuantLinear)}
+    assert widths == search["layer_bits"]
+    # the record beside the checkpoint rebuilds the same widths with no new search (effigy quantize --allocation)
+    float_model = quantization_source(str(pixart_pipeline_folder)).model
+    again = config_from_allocation_file(float_model, recipe, tmp_path / "q" / "allocation.json")
+    assert again.layer_bits == search["layer_bits"]
+
+
+def test_the_search_needs_the_pipeline_not_a_bare_transformer(pixart_pipeline_folder, monkeypatch, capsys, tmp_path):
+    code, _, err = _quantize_cli(monkeypatch, capsys, "--model", str(pixart_pipeline_folder / "transformer"),
+                                 "--recipe", "vidit-q-w4a8-mp", "--out", str(tmp_path / "q"))
+    assert code == 2 and "without its pipeline" in err and "Traceback" not in err
+
+
+def test_the_old_prompts_spelling_still_works_with_one_deprecation_line(pixart_pipeline_folder, monkeypatch, capsys,
+                                                                        tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    code, out, err = _quantize_cli(monkeypatch, capsys, "--model", str(pixart_pipeline_folder), "--recipe",
+                                   "vidit-q-w4a8", "--prompts", str(prompts), "--out", str(tmp_path / "q"))
+    assert code == 0 and json.loads(out)["recipe"] == "vidit-q-w4a8"
+    assert err.count("deprecated") == 1 and "--prompt-file" in err
