@@ -159,7 +159,7 @@ def test_accelerate_var_designs_a_litevar_plan_quantizes_and_reloads(monkeypatch
 
 def test_bench_litevar_writes_tables_masks_and_grid(monkeypatch, capsys, tmp_path):
     code, out, _ = run_cli(monkeypatch, capsys, "bench", "litevar", "--coverages", "0.9", "--recipes", "litevar-w8a8",
-                           "--fastvar-keep", "0.5", "--samples-per-class", "2", "--no-memory", "--no-dit",
+                           "--fastvar-keep", "0.5", "--samples-per-class", "2", "--no-memory", "--no-compare-dit",
                            "--out", str(tmp_path), "--json")
     assert code == 0
     result = json.loads(out)
@@ -200,8 +200,7 @@ def _mixed_allocation(tmp_path):
 
 
 def test_quantize_mixed_precision_from_a_saved_allocation(monkeypatch, capsys, tmp_path):
-    code, _, err = run_cli(monkeypatch, capsys, "quantize", "--recipe", "vidit-q-w4a8-mp", "--out", str(tmp_path))
-    assert code == 2 and "--allocation" in err
+    """--allocation reuses widths without a new search (the search itself: tests/workflows/test_quantize.py)."""
     allocation = _mixed_allocation(tmp_path)
     shipped = json.loads(allocation.read_text())
     code, out, _ = run_cli(monkeypatch, capsys, "quantize", "--recipe", "vidit-q-w4a8-mp", "--allocation",
@@ -220,7 +219,7 @@ def test_multiwidth_checkpoint_then_select_widths(monkeypatch, capsys, tmp_path)
     code, _, _ = run_cli(monkeypatch, capsys, "quantize", "--recipe", "vidit-q-w4a8", "--widths", "3,4,6,8",
                          "--out", str(tmp_path / "mw"))
     assert code == 0 and (tmp_path / "mw" / "multiwidth.safetensors").exists()
-    code, _, _ = run_cli(monkeypatch, capsys, "select-widths", "--checkpoint", str(tmp_path / "mw"),
+    code, _, _ = run_cli(monkeypatch, capsys, "select-widths", "--model", str(tmp_path / "mw"),
                          "--allocation", str(allocation), "--out", str(tmp_path / "sel"))
     assert code == 0
     chosen = effigy.load(tmp_path / "sel")
@@ -348,7 +347,7 @@ def test_detect_fas_adapts_to_your_own_crops_and_scores_with_them(monkeypatch, c
     model = "fas-protonet-without-webcam"
     code, out, _ = run_cli(monkeypatch, capsys, "detect", "fas", "adapt", "--model", model, "--adaptor",
                            "geodesic-mixup", "--live", str(tmp_path / "live"), "--spoof", str(tmp_path / "spoof"),
-                           "--save", str(tmp_path / "mine.safetensors"), "--json")
+                           "--out", str(tmp_path / "mine.safetensors"), "--json")
     assert code == 0
     rows = {r["crops"]: r for r in json.loads(out)["rows"]}
     assert rows["live"]["count"] == 4 and rows["attack"]["count"] == 8

@@ -1,4 +1,4 @@
-"""A searched subset in use: the benches' --prompts subset:FILE reads its prompts back from the seeded world."""
+"""A searched subset in use: the benches' --subset FILE reads its prompts back from the seeded world."""
 import json
 
 import numpy as np

@@ -11,55 +11,6 @@ from effigy import cli
 from effigy.nn import QuantLinear
 from effigy.workflows.quantize import EVERYDAY_CAPTIONS, quantization_source
 
-WORDS = ["<pad>", "</s>", "<unk>", *"a red circle blue square on the left right of green triangle".split()]
-
-
-def _vae():
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",),
-                         up_block_types=("UpDecoderBlock2D",), block_out_channels=(8,), latent_channels=4,
-                         norm_num_groups=4, layers_per_block=1, sample_size=8)
-
-
-def _scheduler():
-    from diffusers import DPMSolverMultistepScheduler
-
-    return DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
-
-
-@pytest.fixture
-def dit_pipeline_folder(tmp_path):
-    """A tiny class-conditional DiTPipeline (ImageNet-style: 1000 labels, the null label 1000)."""
-    from diffusers import DiTPipeline, DiTTransformer2DModel
-
-    transformer = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
-                                        num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=1000,
-                                        norm_num_groups=1)
-    DiTPipeline(transformer=transformer, vae=_vae(), scheduler=_scheduler(),
-                id2label={i: f"class{i}" for i in range(1000)}).save_pretrained(tmp_path / "dit")
-    return tmp_path / "dit"
-
-
-@pytest.fixture
-def pixart_pipeline_folder(tmp_path):
-    """A tiny PixArt-alpha pipeline: T5 encoder and a tiny unigram tokenizer (no sentencepiece needed)."""
-    from diffusers import PixArtAlphaPipeline, PixArtTransformer2DModel
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import T5Config, T5EncoderModel, T5TokenizerFast
-
-    words = Tokenizer(models.Unigram([(w, 0.0) for w in WORDS], unk_id=2))
-    words.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = T5TokenizerFast(tokenizer_object=words, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                extra_ids=0)
-    encoder = T5EncoderModel(T5Config(vocab_size=len(WORDS), d_model=16, d_kv=8, num_heads=2, num_layers=1, d_ff=32))
-    transformer = PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
-                                           num_layers=2, cross_attention_dim=16, sample_size=8, patch_size=2,
-                                           caption_channels=16, norm_num_groups=1, use_additional_conditions=False)
-    PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=encoder, vae=_vae(), transformer=transformer,
-                        scheduler=_scheduler()).save_pretrained(tmp_path / "pixart")
-    return tmp_path / "pixart"
-
 
 def _quantize_cli(monkeypatch, capsys, *args):
     monkeypatch.setattr(sys, "argv", ["effigy", "quantize", *args, "--json"])
@@ -158,9 +109,9 @@ def test_a_pipeline_whose_component_cannot_load_is_one_clear_error(pixart_pipeli
     assert "Loading pipeline components" not in err  # no third-party progress bar in the output
 
 
-@pytest.mark.parametrize("recipe", ["vidit-q-w4a8-mp", "mixdq-w4a8"])
-def test_a_mixed_precision_recipe_searches_the_widths_on_a_pipeline_folder(pixart_pipeline_folder, recipe, monkeypatch,
-                                                                           capsys, tmp_path):
+@pytest.mark.parametrize("recipe, average", [("vidit-q-w4a8-mp", 4.0), ("mixdq-w4a8", 4.0)])
+def test_a_mixed_precision_recipe_searches_the_widths_on_a_pipeline_folder(pixart_pipeline_folder, recipe, average,
+                                                                           monkeypatch, capsys, tmp_path):
     from effigy.recipes.mixed_precision import MIXED_PRECISION_RECIPES, config_from_allocation_file
 
     prompts = tmp_path / "prompts.txt"
@@ -177,7 +128,7 @@ def test_a_mixed_precision_recipe_searches_the_widths_on_a_pipeline_folder(pixar
     else:  # trust regions: mixed candidates beside the uniform base, judged on the validation run
         assert record["validation"][0]["moved_layers"] == 0 and max(r["moved_layers"] for r in record["validation"]) > 0
     assert all(b in groups.candidates(n, (3, 4, 6, 8)) for n, b in search["layer_bits"].items())
-    assert search["average_bits"] == pytest.approx(4.0, abs=0.05)
+    assert search["average_bits"] == pytest.approx(average, abs=0.05)
     assert set(search["metric_per_group"].values()) == ({"content", "quality"} if "mixdq" in recipe
                                                         else {"visual", "alignment"})
     assert search["measured"]["chosen"]
@@ -204,3 +155,10 @@ def test_the_old_prompts_spelling_still_works_with_one_deprecation_line(pixart_p
                                    "vidit-q-w4a8", "--prompts", str(prompts), "--out", str(tmp_path / "q"))
     assert code == 0 and json.loads(out)["recipe"] == "vidit-q-w4a8"
     assert err.count("deprecated") == 1 and "--prompt-file" in err
+
+
+def test_a_recipe_that_cannot_fit_the_model_is_one_clear_line(pixart_pipeline_folder, monkeypatch, capsys, tmp_path):
+    # mixdq-w3.66a16 quantizes weights in groups of 128 input channels; the tiny pipeline's layers have 16
+    code, _, err = _quantize_cli(monkeypatch, capsys, "--model", str(pixart_pipeline_folder), "--recipe",
+                                 "mixdq-w3.66a16", "--out", str(tmp_path / "q"))
+    assert code == 2 and "group_size=128 does not divide in_features=16" in err and len(err.splitlines()) == 1

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from effigy.bench.ada3d import Ada3DBenchSettings, run_ada3d_bench
+from effigy.bench.contract import Bench, in_folder
 from effigy.evaluate.report import machine_line, markdown_table, write_results
 from effigy.metrics.bev import DISTANCE_THRESHOLDS, IOU_THRESHOLDS, bev_corners
 
@@ -80,3 +82,8 @@ def write_ada3d_report(result: dict, folder: Path, command: str) -> dict[str, Pa
     scene = result.pop("scene")
     json_path, md_path = write_results(result, render_markdown(result, command), folder, stem)
     return {"json": json_path, "markdown": md_path, "picture": scene_picture(scene, folder / f"{stem}_scene.png")}
+
+
+BENCH = Bench("ada3d", Ada3DBenchSettings, run_ada3d_bench, in_folder(write_ada3d_report),
+              lambda result, s: (result, COLUMNS[:10], f"{s.detector}: Ada3D (seed {s.seed})"),
+              model=lambda s: s.detector)

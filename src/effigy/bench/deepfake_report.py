@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from effigy.bench.contract import Bench, in_folder
+from effigy.bench.deepfake import DeepfakeBenchSettings, run_deepfake_bench
 from effigy.evaluate.pictures import labelled_grid
 from effigy.evaluate.report import machine_line, markdown_table, write_results
 
@@ -110,3 +112,9 @@ def write_deepfake_report(result: dict, folder: Path, command: str) -> dict[str,
     seed = result["settings"]["seed"]
     return {"json": json_path, "markdown": md_path, "picture": families_picture(folder / PICTURE, seed),
             "generator_picture": generator_picture(folder / GENERATOR_PICTURE, seed)}
+
+
+BENCH = Bench("deepfake", DeepfakeBenchSettings, run_deepfake_bench, in_folder(write_deepfake_report),
+              lambda result, s: ({**result, "rows": result["averages"]}, AVERAGE_COLUMNS,
+                                 f"deepfake-authguard and baselines (seed {s.seed})"),
+              model=lambda s: "deepfake-authguard")

@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from effigy.bench.contract import Bench, in_folder
+from effigy.bench.fas import FASBenchSettings, run_fas_bench
 from effigy.evaluate.pictures import labelled_grid
 from effigy.evaluate.report import machine_line, markdown_table, write_results
 
@@ -62,3 +64,9 @@ def write_fas_report(result: dict, folder: Path, command: str) -> dict[str, Path
     json_path, md_path = write_results(result, render_markdown(result, command), folder, "fas_protonet")
     return {"json": json_path, "markdown": md_path,
             "picture": captures_picture(folder / PICTURE, result["settings"]["seed"])}
+
+
+BENCH = Bench("fas", FASBenchSettings, run_fas_bench, in_folder(write_fas_report),
+              lambda result, s: ({**result, "rows": result["averages"]}, AVERAGE_COLUMNS[:7],
+                                 f"fas-protonet: leave-one-domain-out (seed {s.seed})"),
+              model=lambda s: "fas-protonet")

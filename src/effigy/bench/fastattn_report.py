@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from effigy.attention.plan import TECHNIQUES
+from effigy.bench.contract import Bench, at_stem, rows_table
+from effigy.bench.fastattn import FastAttnBenchSettings, run_fastattn_bench
 from effigy.evaluate.pictures import category_maps, labelled_grid
 from effigy.evaluate.report import markdown_table, write_results
 
@@ -83,3 +85,7 @@ def write_fastattn_report(result: dict, directory: Path, stem: str, command: str
     maps = category_maps({f"t={key}": result["plans"][key]["techniques"] for key in picked}, TECHNIQUE_COLOURS,
                          directory / f"{stem}_plans.png", "rows: denoising steps (first at top); columns: blocks")
     return {"json": json_path, "markdown": md_path, "grid": grid, "plans": maps}
+
+
+BENCH = Bench("fastattn", FastAttnBenchSettings, run_fastattn_bench, at_stem(write_fastattn_report),
+              rows_table(COLUMNS, lambda result, s: f"{s.model}: DiTFastAttn and diffusers hooks (seed {s.seed})"))

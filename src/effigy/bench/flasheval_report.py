@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from effigy.bench.flasheval import METHODS
+from effigy.bench.contract import Bench, at_stem
+from effigy.bench.flasheval import METHODS, FlashEvalBenchSettings, run_flasheval_bench
 from effigy.evaluate.pictures import line_chart
 from effigy.evaluate.report import format_value, machine_line, write_results
 
@@ -61,3 +62,8 @@ def write_flasheval_report(result: dict, directory: Path, stem: str, command: st
                        directory / f"{stem}_tau.png", "prompts in the subset", "held-out tau")
     json_path, md_path = write_results(result, render(result, command, chart.name), directory, stem)
     return {"json": json_path, "markdown": md_path, "chart": chart}
+
+
+BENCH = Bench("flasheval", FlashEvalBenchSettings, run_flasheval_bench, at_stem(write_flasheval_report),
+              lambda result, s: ({"rows": table_rows(result)}, COLUMNS, "held-out Kendall tau by subset size"),
+              model=lambda s: "t2i-shapes")

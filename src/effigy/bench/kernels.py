@@ -6,14 +6,17 @@ arithmetic before it is timed.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from effigy.bench.contract import Bench, json_and_markdown
 from effigy.bench.variants import RESULT_SCHEMA
 from effigy.core import kernels
 from effigy.core.quant import QuantSpec, compute_qparams, quantize
 from effigy.errors import BenchError
 from effigy.evaluate.measure import machine_facts, median_seconds
-from effigy.evaluate.report import machine_line, markdown_table
+from effigy.evaluate.report import SettingsRecord, machine_line, markdown_table
 
 DIT_DIGITS_SHAPES = {"attn q/k/v/out": (128, 128), "ff in": (128, 512), "ff out": (512, 128)}
 
@@ -60,3 +63,18 @@ def render(result: dict) -> str:
     """The results file's Markdown: the command, the machine and one row per layer shape."""
     return (f"# Integer matmul paths on this CPU\n\nCommand: `{result['command']}` (seed {result['seed']})  \n"
             f"{machine_line(result['machine'])}\n\n" + markdown_table(result["rows"], KERNEL_COLUMNS))
+
+
+@dataclass
+class KernelBenchSettings(SettingsRecord):
+    """The digits DiT's layer shapes at ``tokens`` rows, each path timed ``repeats`` times."""
+
+    tokens: int = 2 * 20 * 64
+    repeats: int = 20
+    seed: int = 0
+
+
+BENCH = Bench("kernels", KernelBenchSettings,
+              lambda s, _progress: run_kernel_bench(s.tokens, s.repeats, s.seed), json_and_markdown(render),
+              lambda result, s: (result, KERNEL_COLUMNS, "integer matmul paths"),
+              model=lambda s: "layer-shapes", file_name="kernels")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from effigy.bench.contract import Bench, at_stem, rows_table
 from effigy.evaluate.measure import Progress, interleaved_medians, machine_facts, no_progress
 from effigy.evaluate.report import SettingsRecord
 from effigy.evaluate.t2i import T2ISuite, generate, prompt_set, run_t2i_eval, score_images, summarize
@@ -97,3 +98,8 @@ def write_lcm_report(result: dict, directory, stem: str, command: str) -> dict:
     grid = labelled_grid({name: images[:10] for name, images in result["images"].items()},
                          directory / f"{stem}_grid.png", label_width=230, column_labels=result["grid_labels"])
     return {"json": json_path, "markdown": md_path, "grid": grid}
+
+
+BENCH = Bench("lcm", LCMBenchSettings, run_lcm_bench, at_stem(write_lcm_report),
+              rows_table(KEY_COLUMNS, lambda result, s: "few-step student vs teacher"),
+              model=lambda s: "t2i-shapes-lcm")

@@ -6,6 +6,8 @@ from pathlib import Path
 import torch
 
 from effigy.attention.multiscale import LiteVARPlan
+from effigy.bench.contract import Bench, in_folder, rows_table
+from effigy.bench.litevar import LiteVARBenchSettings, run_litevar_bench
 from effigy.evaluate.pictures import labelled_grid
 from effigy.evaluate.report import machine_line, markdown_table, write_results
 
@@ -117,3 +119,6 @@ def write_litevar_report(result: dict, directory: Path, command: str) -> dict[st
     json_path, md_path = write_results(result, render_markdown(result, command), directory, stem)
     return {"json": json_path, "markdown": md_path, "grid": grid, **{f"masks c={c}": p for c, p in masks.items()}}
 
+
+BENCH = Bench("litevar", LiteVARBenchSettings, run_litevar_bench, in_folder(write_litevar_report),
+              rows_table(COLUMNS[:8], lambda result, s: f"var-digits: LiteVAR (seed {s.seed})"))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from effigy.bench.quant_report import compiled_sections_text, render_comparisons
+from effigy.bench.contract import Bench, at_stem, rows_table
+from effigy.bench.mixdq import MixDQBenchSettings, run_mixdq_bench
+from effigy.bench.quant_report import _crossover_note, compiled_sections_text, render_comparisons
 from effigy.evaluate.pictures import labelled_grid
 from effigy.evaluate.report import machine_line, markdown_table, write_results
 
@@ -89,3 +91,7 @@ def write_mixdq_report(result: dict, directory: Path, stem: str, command: str) -
     paths["grid"] = labelled_grid({n: images[index] for n, images in result["images"].items()},
                                   directory / f"{stem}_grid.png", column_labels=result.get("grid_labels"))
     return paths
+
+
+BENCH = Bench("mixdq", MixDQBenchSettings, run_mixdq_bench, at_stem(write_mixdq_report),
+              rows_table(KEY_COLUMNS, lambda result, s: f"{s.model}: MixDQ (seed {s.seed})"), note=_crossover_note)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from effigy.bench.contract import Bench, at_stem, rows_table
+from effigy.bench.quant import QuantBenchSettings, run_quant_bench
 from effigy.evaluate.pictures import labelled_grid
 from effigy.evaluate.report import machine_line, markdown_table, write_results
 from effigy.evaluate.suites import LOWER_IS_BETTER
@@ -215,3 +217,14 @@ def _prompts_line(s: dict) -> str:
     if s.get("prompts"):
         return f"the prompts of FlashEval subset `{s['prompts']}`"
     return f"{s['samples_per_class']} samples per class (text-to-image: 10 x that many held-out prompts)"
+
+
+def _crossover_note(result: dict) -> str | None:
+    from effigy.bench.compiled import crossover_sentence
+
+    return crossover_sentence(result["crossover"]) if result.get("crossover") else None
+
+
+BENCH = Bench("quant", QuantBenchSettings, run_quant_bench, at_stem(write_quant_report),
+              rows_table(KEY_COLUMNS, lambda result, s: f"{result['model']}: FP vs quantized (seed {s.seed})"),
+              note=_crossover_note)

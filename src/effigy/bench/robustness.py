@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from effigy.bench.contract import Bench, in_folder
 from effigy.bench.variants import RESULT_SCHEMA
 from effigy.detect.fas.protocol import standard_adaptors
 from effigy.detect.fas.zoo import SHIPPED
@@ -93,3 +94,10 @@ def write_robustness_report(result: dict, folder: Path, command: str) -> dict[st
     """``<folder>/robustness_fas_protonet.{json,md}`` and the picture."""
     json_path, md_path = write_results(result, render_markdown(result, command), folder, "robustness_fas_protonet")
     return {"json": json_path, "markdown": md_path, "picture": attacks_picture(folder / PICTURE, result["settings"]["seed"])}
+
+
+TABLE_COLUMNS = [("attack", "attack"), ("metric", "metric"), ("no adaptation", "passive"),
+                 ("challenge-response verifier", "challenge-response")]
+BENCH = Bench("robustness", HarnessSettings, run_robustness, in_folder(write_robustness_report),
+              lambda result, s: (result, TABLE_COLUMNS, f"fas-protonet under attack (seed {s.seed})"),
+              model=lambda s: "fas-protonet")

@@ -1,6 +1,11 @@
 """Markdown for ``effigy bench scale``: the model section, the per-layer section and the KV section."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from effigy.bench.contract import Bench, json_and_markdown
+from effigy.bench.scale import ScaleBenchSettings, run_scale_bench
+from effigy.bench.scale_kv import KVScaleSettings
 from effigy.evaluate.report import machine_line, markdown_table
 
 MODEL_COLUMNS = [("variant", "variant"), ("tokens", "tokens"), ("backends", "effigy backend"),
@@ -57,3 +62,19 @@ def _text_inputs(result: dict) -> str:
 
     text = result["architecture"] == "pixart-alpha"
     return f", cross-attention to {TEXT_TOKENS} random T5-sized text tokens" if text else ""
+
+
+@dataclass
+class ScaleRun:
+    """A scale bench run: the model section's settings, the per-layer token counts (empty: skipped) and the KV
+    section's settings (None: skipped)."""
+
+    calls: ScaleBenchSettings
+    layer_tokens: tuple[int, ...] = (64, 256, 1024, 4096)
+    kv: KVScaleSettings | None = None
+
+
+BENCH = Bench("scale", ScaleRun, lambda s, progress: run_scale_bench(s.calls, progress, s.layer_tokens, s.kv),
+              json_and_markdown(lambda result: render_scale(result, result["command"])),
+              lambda result, s: (result, MODEL_COLUMNS, f"recipes at {s.calls.architecture} size (random weights)"),
+              model=lambda s: s.calls.architecture, file_name="scale")

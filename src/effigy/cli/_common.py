@@ -131,14 +131,6 @@ def show(result: dict, columns, title: str, files: dict[str, Path], as_json: boo
     console.print("wrote " + ", ".join(str(p) for p in files.values()))
 
 
-def write_and_show(result: dict, markdown: str, columns, stem: Path, title: str, as_json: bool) -> None:
-    """Write ``stem``.json and ``stem``.md, then print the JSON or a table of the rows."""
-    from effigy.evaluate.report import write_results
-
-    json_path, md_path = write_results(result, markdown, stem.parent, stem.name)
-    show(result, columns, title, {"json": json_path, "markdown": md_path}, as_json)
-
-
 def parse_list(text: str, option: str, convert: Callable = float, valid: Callable = lambda v: True,
                example: str = "1,2", rule: str = "give one or more values") -> list:
     """The comma-separated values of one option, each converted and checked, or one clear error."""
@@ -179,6 +171,9 @@ def parse_counts(text: str, option: str, allow_empty: bool = True) -> tuple[int,
 
 # options every command spells alike (one definition, not one copy a command)
 SEED = typer.Option(0, min=0, max=2**31 - 1, help="Random seed (every run with it gives the same numbers).")
+JSON = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
+RESULTS_OUT = typer.Option(None, help="Results root: files go to <root>/<bench>/<model>/. Default: a fresh folder "
+                           "under runs/; the committed results are written with --out benchmarks/results.")
 COMPILED_DEFAULT = "vidit-q-w8a8,vidit-q-w4a8"  # the benches' own defaults (bench.quant, bench.compiled; tested)
 CROSSOVER_DEFAULT = "2,8,32,128"
 COMPILED_HELP = ("Recipes that also get a compiled row (with FP), through effigy.compile, timed beside the eager FP; "

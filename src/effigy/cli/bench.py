@@ -11,10 +11,13 @@ from effigy.cli._common import (
     COMPILED_HELP,
     CROSSOVER_DEFAULT,
     CROSSOVER_HELP,
+    JSON,
+    RESULTS_OUT,
     SEED,
     check_choice,
     command_line,
     console,
+    deprecated,
     finite,
     fresh_run_folder,
     parse_batches,
@@ -28,7 +31,6 @@ from effigy.cli._common import (
     progress,
     show,
     writable_folder,
-    write_and_show,
 )
 from effigy.errors import EffigyError
 
@@ -37,11 +39,15 @@ OUT_HELP = ("Results root: files go to <root>/<bench>/<model>/. Default: a fresh
             "results are written with --out benchmarks/results.")
 
 
-PROMPTS_HELP = "t2i models: subset:FILE evaluates on a FlashEval subset (`effigy flasheval search`) instead."
+SUBSET_HELP = "t2i models: evaluate on the prompts of this FlashEval subset (`effigy flasheval search`) instead."
 
 
-def checked_prompts(prompts: str | None) -> str | None:
-    """``--prompts subset:FILE``, its file read and checked before any model loads."""
+def checked_subset(subset: Path | None, prompts_alias: str | None = None) -> str | None:
+    """``--subset FILE`` (or the old ``--prompts subset:FILE``) as the suites read it, ``subset:FILE``; the file
+    read and checked before any model loads."""
+    prompts = deprecated(prompts_alias, "--prompts subset:FILE", "--subset FILE")
+    if subset is not None:
+        prompts = f"subset:{subset}"
     if prompts is None:
         return None
     from effigy.evaluate.suites import SamplingSettings, evaluation_scenes
@@ -58,29 +64,37 @@ def results_stem(out: Path | None, bench: str, model: str, name: str | None = No
     return folder / (name or f"{bench}_{slug}")
 
 
-def run_quant(settings, stem: Path, as_json: bool, renames: dict[str, str] | None = None) -> dict:
-    """The quantization bench (``bench quant`` and ``demo``): run, write its files (renamed per ``renames``,
-    e.g. {"json": "results.json"}), print."""
-    from effigy.bench.quant import run_quant_bench
-    from effigy.bench.quant_report import KEY_COLUMNS, write_quant_report
+def run_bench(name: str, settings, out: Path | None, as_json: bool, file_name: str | None = None,
+              renames: dict[str, str] | None = None, stem: Path | None = None) -> dict:
+    """Every bench command's tail: place the files (``<out>/<bench>/<model>/``), run with progress, write, print
+    the table (or the JSON) and the bench's note.
 
+    Args:
+        name: a declared bench (:data:`effigy.bench.contract.DECLARED`).
+        settings: its settings.
+        out: the results root (None: a fresh folder under runs/).
+        as_json: print the JSON instead of the table.
+        file_name: another stem for the files than the bench's own.
+        renames: files renamed after writing ({"json": "results.json"}: the demo's names).
+        stem: the files' own place instead of ``<out>/<bench>/<model>/`` (the demo's folder).
+    Returns:
+        The result.
+    """
+    from effigy.bench.contract import get_bench
+
+    bench = get_bench(name)
+    stem = stem or results_stem(out, name, bench.model(settings), file_name or bench.file_name)
     with progress(not as_json) as reporter:
-        result = run_quant_bench(settings, reporter)
-    paths = write_quant_report(result, stem.parent, stem.name, command_line())
-    for kind, name in (renames or {}).items():
-        paths[kind] = paths[kind].replace(stem.parent / name)
-    show({"rows": result["rows"]}, KEY_COLUMNS, f"{result['model']}: FP vs quantized (seed {settings.seed})", paths,
-         as_json)
-    print_crossover(result, as_json)
-    return paths
-
-
-def print_crossover(result: dict, as_json: bool) -> None:
-    """Under the table: from which batch compiled W8A8 keeps up with compiled FP (if the run measured it)."""
-    from effigy.bench.compiled import crossover_sentence
-
-    if result.get("crossover") and not as_json:
-        console.print(crossover_sentence(result["crossover"]))
+        result = bench.run(settings, reporter)
+    paths = bench.write(result, stem, command_line())
+    for kind, new_name in (renames or {}).items():
+        paths[kind] = paths[kind].replace(stem.parent / new_name)
+    shown, columns, title = bench.table(result, settings)
+    show(shown, columns, title, paths, as_json)
+    note = bench.note(result)
+    if note and not as_json:
+        console.print(note)
+    return result
 
 
 @app.command("quant")
@@ -90,7 +104,9 @@ def bench_quant(
     steps: int = typer.Option(20, min=1, max=200),
     seed: int = SEED,
     memory: bool = typer.Option(True, help="Measure peak memory in a fresh process per variant (~10 s each)."),
-    mp_bits: float = typer.Option(4.0, help="Average weight bits the mixed-precision allocation may spend.", callback=finite),
+    average_bits: float = typer.Option(4.0, help="Average weight bits the mixed-precision allocation may spend.",
+                                       callback=finite),
+    mp_bits_alias: Optional[float] = typer.Option(None, "--mp-bits", hidden=True, callback=finite),
     sensitivity_steps: int = typer.Option(10, min=1, max=50, help="Sampling steps of each sensitivity run."),
     mp_candidates: str = typer.Option("3,4,6,8", help="Candidate weight bit-widths of the mixed-precision search."),
     sensitivity_metric: str = typer.Option("denoiser", help="denoiser: errors of the replayed FP denoiser calls; "
@@ -105,11 +121,12 @@ def bench_quant(
                                        "group (attn1 / attn2 / ff / norm1)."),
     bootstrap_resamples: int = typer.Option(1000, min=100, help="Resamples of the paired bootstrap intervals "
                                             "(MP vs uniform W4A8, W8A8 / W4A8 vs FP)."),
-    prompts: Optional[str] = typer.Option(None, help=PROMPTS_HELP),
+    subset: Optional[Path] = typer.Option(None, help=SUBSET_HELP),
+    prompts_alias: Optional[str] = typer.Option(None, "--prompts", hidden=True),
     compiled: str = typer.Option(COMPILED_DEFAULT, help=COMPILED_HELP),
     crossover_batches: str = typer.Option(CROSSOVER_DEFAULT, help=CROSSOVER_HELP),
-    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
-    as_json: bool = typer.Option(False, "--json"),
+    out: Optional[Path] = RESULTS_OUT,
+    as_json: bool = JSON,
 ) -> None:
     """FP, naive W8A8, ViDiT-Q W8A8 (+ its fbgemm run), RTN W4A8, ViDiT-Q W4A8 and W4A8-MP on a shipped model,
     eager and (FP, W8A8, W4A8) compiled."""
@@ -117,9 +134,10 @@ def bench_quant(
     from effigy.recipes.mixed_precision import AROUND, GRANULARITIES
     from effigy.workflows.mixed_precision import SENSITIVITY_METRIC_NAMES
 
+    mp_bits = average_bits if mp_bits_alias is None else deprecated(mp_bits_alias, "--mp-bits", "--average-bits")
     candidates = parse_bits(mp_candidates)
     if not min(candidates) <= mp_bits <= max(candidates):  # the ILP could not meet it: say so before the analysis
-        raise EffigyError(f"--mp-bits {mp_bits:g} lies outside the candidate widths {candidates}; pick a budget "
+        raise EffigyError(f"--average-bits {mp_bits:g} lies outside the candidate widths {candidates}; pick a budget "
                           "between the narrowest and the widest.")
     settings = QuantBenchSettings(
         model=model, samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,
@@ -127,9 +145,9 @@ def bench_quant(
         sensitivity_metric=check_choice(sensitivity_metric, SENSITIVITY_METRIC_NAMES, "--sensitivity-metric"),
         mp_granularity=check_choice(mp_granularity, GRANULARITIES, "--mp-granularity"),
         mp_around=check_choice(mp_around, AROUND, "--mp-around"), mp_max_moved=parse_trust_regions(mp_max_moved),
-        bootstrap_resamples=bootstrap_resamples, prompts=checked_prompts(prompts),
+        bootstrap_resamples=bootstrap_resamples, prompts=checked_subset(subset, prompts_alias),
         compiled=parse_compiled(compiled, QuantBenchSettings.recipes), crossover_batches=parse_batches(crossover_batches))
-    run_quant(settings, results_stem(out, "quant", model), as_json)
+    run_bench("quant", settings, out, as_json)
 
 
 @app.command("lcm")
@@ -137,24 +155,22 @@ def bench_lcm(
     prompts: int = typer.Option(240, min=6, max=10000, help="Held-out prompts of all kinds."),
     single_prompts: int = typer.Option(200, min=2, max=10000, help="Held-out single-object prompts (acceptance)."),
     seed: int = SEED,
-    weights: Optional[Path] = typer.Option(None, help="A student trained by `effigy zoo train t2i-shapes-lcm --out "
-                                           "DIR` instead of the shipped one."),
+    model: Optional[Path] = typer.Option(None, help="A student folder written by `effigy zoo train t2i-shapes-lcm "
+                                         "--out DIR` (default: the shipped t2i-shapes-lcm)."),
+    weights_alias: Optional[Path] = typer.Option(None, "--weights", hidden=True),
     name: Optional[str] = typer.Option(None, help="Results file name (default lcm_t2i_shapes_lcm)."),
-    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
-    as_json: bool = typer.Option(False, "--json"),
+    out: Optional[Path] = RESULTS_OUT,
+    as_json: bool = JSON,
 ) -> None:
     """The few-step student t2i-shapes-lcm at 1, 2 and 4 steps against its teacher at 20 steps."""
-    from effigy.bench.lcm import KEY_COLUMNS, LCMBenchSettings, run_lcm_bench, write_lcm_report
+    from effigy.bench.lcm import LCMBenchSettings
 
+    weights = deprecated(weights_alias, "--weights DIR", "--model DIR", model)
     if weights is not None and not (weights / "MANIFEST.json").is_file():
-        raise EffigyError(f"--weights {weights} holds no MANIFEST.json; pass the --out folder of `effigy zoo train`.")
+        raise EffigyError(f"--model {weights} holds no MANIFEST.json; pass the --out folder of `effigy zoo train`.")
     settings = LCMBenchSettings(prompts=prompts, single_prompts=single_prompts, seed=seed,
                                 student_weights=None if weights is None else str(weights))
-    stem = results_stem(out, "lcm", "t2i-shapes-lcm", name)
-    with progress(not as_json) as reporter:
-        result = run_lcm_bench(settings, reporter)
-    paths = write_lcm_report(result, stem.parent, stem.name, command_line())
-    show({"rows": result["rows"]}, KEY_COLUMNS, "few-step student vs teacher", paths, as_json)
+    run_bench("lcm", settings, out, as_json, file_name=name)
 
 
 @app.command("mixdq")
@@ -162,23 +178,24 @@ def bench_mixdq(
     samples_per_class: int = typer.Option(20, min=2, max=1000, help="Held-out prompts = 10 x this."),
     steps: int = typer.Option(4, min=1, max=8, help="LCM steps of the few-step student."),
     seed: int = SEED,
-    bits: Optional[float] = typer.Option(None, help="Average weight bits for mixdq-w4a8 instead of the three "
-                                         "recipes' own targets (8, 4, 3.66).", callback=finite),
+    average_bits: Optional[float] = typer.Option(None, help="Average weight bits for mixdq-w4a8 instead of the three "
+                                                 "recipes' own targets (8, 4, 3.66).", callback=finite),
+    bits_alias: Optional[float] = typer.Option(None, "--bits", hidden=True, callback=finite),
     ablations: bool = typer.Option(True, help="Also run MixDQ W4A8 without BOS handling and with one metric."),
     memory: bool = typer.Option(True, help="Peak RSS in a fresh process per variant (~10 s each)."),
     bootstrap_resamples: int = typer.Option(1000, min=100),
     compiled: str = typer.Option("vidit-q-w8a8,mixdq-w8a8,mixdq-w4a8", help=COMPILED_HELP),
     crossover_batches: str = typer.Option(CROSSOVER_DEFAULT, help=CROSSOVER_HELP),
-    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
-    as_json: bool = typer.Option(False, "--json"),
+    out: Optional[Path] = RESULTS_OUT,
+    as_json: bool = JSON,
 ) -> None:
     """MixDQ on the few-step student t2i-shapes-lcm against uniform, ViDiT-Q and a peer, with ablations; eager
     and (FP, W8A8, MixDQ W8A8 / W4A8) compiled."""
-    from effigy.bench.mixdq import MixDQBenchSettings, run_mixdq_bench
-    from effigy.bench.mixdq_report import KEY_COLUMNS, write_mixdq_report
+    from effigy.bench.mixdq import MixDQBenchSettings
     from effigy.models.zoo import load_zoo_model
     from effigy.workflows.mixed_precision import check_target
 
+    bits = deprecated(bits_alias, "--bits", "--average-bits", average_bits)
     settings = MixDQBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed, ablations=ablations,
                                   measure_memory=memory, bootstrap_resamples=bootstrap_resamples, mixdq_bits=bits,
                                   compiled=parse_compiled(compiled, MixDQBenchSettings.recipes),
@@ -187,24 +204,17 @@ def bench_mixdq(
         check_target(load_zoo_model(settings.model)[0], "mixdq-w4a8", bits)  # before the analysis, not after it
         settings = MixDQBenchSettings(**{**settings.__dict__, "recipes": tuple(
             r for r in settings.recipes if r not in ("mixdq-w8a8", "mixdq-w3.66a16"))})
-    stem = results_stem(out, "mixdq", settings.model)
-    with progress(not as_json) as reporter:
-        result = run_mixdq_bench(settings, reporter)
-    paths = write_mixdq_report(result, stem.parent, stem.name, command_line())
-    show({"rows": result["rows"]}, KEY_COLUMNS, f"{settings.model}: MixDQ (seed {seed})", paths, as_json)
-    print_crossover(result, as_json)
+    run_bench("mixdq", settings, out, as_json)
 
 
 @app.command("kernels")
 def bench_kernels(seed: int = SEED,
-                  out: Optional[Path] = typer.Option(None, help=OUT_HELP),
-                  as_json: bool = typer.Option(False, "--json")) -> None:
+                  out: Optional[Path] = RESULTS_OUT,
+                  as_json: bool = JSON) -> None:
     """fp32 vs torch._int_mm vs fbgemm int8 GEMM on the digits DiT's layer shapes (exactness checked)."""
-    from effigy.bench.kernels import KERNEL_COLUMNS, render, run_kernel_bench
+    from effigy.bench.kernels import KernelBenchSettings
 
-    stem = results_stem(out, "kernels", "layer-shapes", "kernels")
-    result = {**run_kernel_bench(seed=seed), "command": command_line()}
-    write_and_show(result, render(result), KERNEL_COLUMNS, stem, "integer matmul paths", as_json)
+    run_bench("kernels", KernelBenchSettings(seed=seed), out, as_json)
 
 
 @app.command("scale")
@@ -219,14 +229,14 @@ def bench_scale(
     repeats: int = typer.Option(3, min=1, max=50),
     memory: bool = typer.Option(True, help="Peak RSS in a fresh process per variant."),
     seed: int = SEED,
-    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
-    as_json: bool = typer.Option(False, "--json"),
+    out: Optional[Path] = RESULTS_OUT,
+    as_json: bool = JSON,
 ) -> None:
     """The recipes at DiT-XL/2 or PixArt-alpha size (random weights): speed, bytes held and peak RSS; KV caches at
     2k-32k."""
-    from effigy.bench.scale import ARCHITECTURES, ScaleBenchSettings, chosen_variants, run_scale_bench
+    from effigy.bench.scale import ARCHITECTURES, ScaleBenchSettings, chosen_variants
     from effigy.bench.scale_kv import KVScaleSettings
-    from effigy.bench.scale_report import MODEL_COLUMNS, render_scale
+    from effigy.bench.scale_report import ScaleRun
 
     settings = ScaleBenchSettings(architecture=check_choice(architecture, ARCHITECTURES, "--architecture"),
                                   tokens=parse_counts(tokens, "--tokens", allow_empty=False), repeats=repeats,
@@ -234,12 +244,7 @@ def bench_scale(
     lengths = parse_counts(kv_lengths, "--kv-lengths")
     kv = KVScaleSettings(lengths=lengths, seed=seed) if lengths else None
     layers = parse_counts(layer_tokens, "--layer-tokens")
-    stem = results_stem(out, "scale", architecture, "scale")
-    with progress(not as_json) as reporter:
-        result = run_scale_bench(settings, reporter, layers, kv)
-    result["command"] = command_line()
-    write_and_show(result, render_scale(result, result["command"]), MODEL_COLUMNS, stem,
-                   f"recipes at {architecture} size (random weights)", as_json)
+    run_bench("scale", ScaleRun(settings, layers, kv), out, as_json)
 
 
 @app.command("t2i-scorers")
@@ -248,20 +253,13 @@ def bench_t2i_scorers(
     steps: int = typer.Option(20, min=1, max=50),
     guidance: float = typer.Option(4.0, min=0.0, callback=finite),
     seed: int = SEED,
-    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
-    as_json: bool = typer.Option(False, "--json"),
+    out: Optional[Path] = RESULTS_OUT,
+    as_json: bool = JSON,
 ) -> None:
     """Do the attribute checker and the CLIP-score stand-in rank degraded variants alike (Kendall tau)?"""
-    from effigy.evaluate.t2i import T2ISuite, run_scorer_agreement
-    from effigy.evaluate.t2i_report import SCORER_COLUMNS, render_scorer_agreement
+    from effigy.bench.t2i_scorers import ScorerAgreementSettings
 
-    stem = results_stem(out, "t2i-scorers", "t2i-shapes", "t2i_scorer_agreement")
-    suite = T2ISuite.load()
-    with progress(not as_json) as reporter:
-        result = run_scorer_agreement(suite, prompts, steps, guidance, seed, reporter)
-    result.update(command=command_line(), seed=seed, prompts=prompts)
-    title = f"Kendall tau = {result['kendall_tau']:.3f}"
-    write_and_show(result, render_scorer_agreement(result), SCORER_COLUMNS, stem, title, as_json)
+    run_bench("t2i-scorers", ScorerAgreementSettings(prompts, steps, guidance, seed), out, as_json)
 
 
 @app.command("fastattn")
@@ -274,23 +272,19 @@ def bench_fastattn(
     seed: int = SEED,
     peers: bool = typer.Option(True, help="Also run diffusers' PAB, FasterCache, FirstBlockCache, TaylorSeer and "
                                "MagCache hooks."),
-    prompts: Optional[str] = typer.Option(None, help=PROMPTS_HELP),
-    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
-    as_json: bool = typer.Option(False, "--json"),
+    subset: Optional[Path] = typer.Option(None, help=SUBSET_HELP),
+    prompts_alias: Optional[str] = typer.Option(None, "--prompts", hidden=True),
+    out: Optional[Path] = RESULTS_OUT,
+    as_json: bool = JSON,
 ) -> None:
     """DiTFastAttn threshold sweep vs diffusers cache hooks: attention FLOPs, latency, quality vs FP."""
-    from effigy.bench.fastattn import FastAttnBenchSettings, run_fastattn_bench
-    from effigy.bench.fastattn_report import COLUMNS, write_fastattn_report
+    from effigy.bench.fastattn import FastAttnBenchSettings
 
     settings = FastAttnBenchSettings(model=model, thresholds=parse_floats(thresholds, "--thresholds"),
                                      window_fraction=window, samples_per_class=samples_per_class, steps=steps,
                                      seed=seed, peers=FastAttnBenchSettings.peers if peers else (),
-                                     prompts=checked_prompts(prompts))
-    stem = results_stem(out, "fastattn", model)
-    with progress(not as_json) as reporter:
-        result = run_fastattn_bench(settings, reporter)
-    paths = write_fastattn_report(result, stem.parent, stem.name, command_line())
-    show({"rows": result["rows"]}, COLUMNS, f"{model}: DiTFastAttn and diffusers hooks (seed {seed})", paths, as_json)
+                                     prompts=checked_subset(subset, prompts_alias))
+    run_bench("fastattn", settings, out, as_json)
 
 
 @app.command("litevar")
@@ -306,13 +300,13 @@ def bench_litevar(
     guidance: float = typer.Option(3.0, min=0.0, max=20.0, callback=finite, help="CFG at the last scale."),
     seed: int = SEED,
     memory: bool = typer.Option(True, help="Peak RSS of FP and each quantized model in a fresh process."),
-    dit: bool = typer.Option(True, help="Also put the digits DiT beside the VAR (same labels and judges)."),
-    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
-    as_json: bool = typer.Option(False, "--json"),
+    compare_dit: bool = typer.Option(True, help="Also put the digits DiT beside the VAR (same labels and judges)."),
+    dit_alias: Optional[bool] = typer.Option(None, "--dit/--no-dit", hidden=True),
+    out: Optional[Path] = RESULTS_OUT,
+    as_json: bool = JSON,
 ) -> None:
     """LiteVAR on the digits VAR: MDWA, ASC, quantization, all combined, and FastVAR pruning, vs FP."""
-    from effigy.bench.litevar import LiteVARBenchSettings, run_litevar_bench
-    from effigy.bench.litevar_report import COLUMNS, write_litevar_report
+    from effigy.bench.litevar import LiteVARBenchSettings
     from effigy.recipes import LITEVAR_RECIPES
 
     chosen = tuple(check_choice(r.strip(), LITEVAR_RECIPES, "--recipes") for r in recipes.split(",") if r.strip())
@@ -320,12 +314,9 @@ def bench_litevar(
     cover = parse_shares(coverages, "--coverages")
     settings = LiteVARBenchSettings(coverages=cover, asc_threshold=asc_threshold, recipes=chosen, fastvar_keep=keep,
                                     samples_per_class=samples_per_class, guidance_scale=guidance, seed=seed,
-                                    measure_memory=memory, compare_dit=dit)
-    stem = results_stem(out, "litevar", settings.model)
-    with progress(not as_json) as reporter:
-        result = run_litevar_bench(settings, reporter)
-    paths = write_litevar_report(result, stem.parent, command_line())
-    show({"rows": result["rows"]}, COLUMNS[:8], f"var-digits: LiteVAR (seed {seed})", paths, as_json)
+                                    measure_memory=memory, compare_dit=compare_dit if dit_alias is None else
+                                    deprecated(dit_alias, "--dit/--no-dit", "--compare-dit/--no-compare-dit"))
+    run_bench("litevar", settings, out, as_json)
 
 
 @app.command("kvquant")
@@ -338,23 +329,16 @@ def bench_kvquant(
     seed: int = SEED,
     model: str = typer.Option("smollm2", help="Causal LM: smollm2 (shipped), a .gguf file or a local transformers "
                               "folder."),
-    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
-    as_json: bool = typer.Option(False, "--json"),
+    out: Optional[Path] = RESULTS_OUT,
+    as_json: bool = JSON,
 ) -> None:
     """PM-KVQ vs FP16, RTN, KIVI-style and its ablations at equal KV memory on a causal LM (SmolLM2-135M)."""
-    from effigy.bench.kvquant import KVBenchSettings, model_slug, run_kv_bench
-    from effigy.bench.kvquant_report import COLUMNS, render
-    from effigy.models.encoders.llm import load_causal_lm
+    from effigy.bench.kvquant import KVBenchSettings
 
     settings = KVBenchSettings(trace_tokens=trace_tokens, prompts=prompts, seed=seed, model=model,
                                average_bits=parse_floats(average_bits, "--average-bits"),
                                agreement_tokens=agreement_tokens)
-    stem = results_stem(out, "kvquant", model_slug(model))
-    lm, tokenizer, description = load_causal_lm(model)
-    with progress(not as_json) as reporter:
-        result = run_kv_bench(lm, tokenizer, settings, reporter, description)
-    result["command"] = command_line()
-    write_and_show(result, render(result), COLUMNS, stem, "PM-KVQ at equal KV memory", as_json)
+    run_bench("kvquant", settings, out, as_json)
 
 
 
@@ -366,12 +350,11 @@ def bench_flasheval(
     search_seeds: int = typer.Option(3, min=1, max=20),
     random_draws: int = typer.Option(200, min=10),
     split_seed: int = SEED,
-    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
-    as_json: bool = typer.Option(False, "--json"),
+    out: Optional[Path] = RESULTS_OUT,
+    as_json: bool = JSON,
 ) -> None:
     """FlashEval vs random, stratified and Anchor Points subsets: held-out tau vs size, and the paper's claim."""
-    from effigy.bench.flasheval import FlashEvalBenchSettings, run_flasheval_bench
-    from effigy.bench.flasheval_report import COLUMNS, table_rows, write_flasheval_report
+    from effigy.bench.flasheval import FlashEvalBenchSettings
     from effigy.evaluate.flasheval import ScoreMatrix
 
     size_list = parse_counts(sizes, "--sizes", allow_empty=False)
@@ -379,11 +362,7 @@ def bench_flasheval(
     settings = FlashEvalBenchSettings(matrix=str(matrix), sizes=size_list, search_seeds=search_seeds,
                                       random_draws=random_draws, split_seed=split_seed,
                                       claim_size=50 if 50 in size_list else size_list[0])
-    stem = results_stem(out, "flasheval", "t2i-shapes")
-    with progress(not as_json) as reporter:
-        result = run_flasheval_bench(settings, reporter)
-    paths = write_flasheval_report(result, stem.parent, stem.name, command_line())
-    show({"rows": table_rows(result)}, COLUMNS, "held-out Kendall tau by subset size", paths, as_json)
+    run_bench("flasheval", settings, out, as_json)
 
 
 @app.command("ada3d")
@@ -394,20 +373,15 @@ def bench_ada3d(
     latency_frames: int = typer.Option(8, min=1, max=1000),
     seed: int = SEED,
     memory: bool = typer.Option(True, help="Peak RSS of each variant in a fresh process."),
-    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
-    as_json: bool = typer.Option(False, "--json"),
+    out: Optional[Path] = RESULTS_OUT,
+    as_json: bool = JSON,
 ) -> None:
     """Ada3D on the lidar detector: keep shares, 3D / 2D alone, no SP-BN, random and distance filtering."""
-    from effigy.bench.ada3d import Ada3DBenchSettings, run_ada3d_bench
-    from effigy.bench.ada3d_report import COLUMNS, write_ada3d_report
+    from effigy.bench.ada3d import Ada3DBenchSettings
 
     settings = Ada3DBenchSettings(test_frames=test_frames, latency_frames=min(latency_frames, test_frames),
                                   keeps=parse_keep_pairs(keeps), seed=seed, measure_memory=memory)
-    stem = results_stem(out, "ada3d", settings.detector)
-    with progress(not as_json) as reporter:
-        result = run_ada3d_bench(settings, reporter)
-    paths = write_ada3d_report(result, stem.parent, command_line())
-    show(result, COLUMNS[:10], f"{settings.detector}: Ada3D (seed {seed})", paths, as_json)
+    run_bench("ada3d", settings, out, as_json)
 
 
 def parse_keep_pairs(text: str) -> tuple[tuple[float, float], ...]:
@@ -430,24 +404,18 @@ def bench_fas(
     draws: int = typer.Option(10, min=1, max=1000, help="Seeded draws of the target samples per setting."),
     seed: int = SEED,
     tent: bool = typer.Option(True, help="Also run TENT (updates the model's norms)."),
-    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
-    as_json: bool = typer.Option(False, "--json"),
+    out: Optional[Path] = RESULTS_OUT,
+    as_json: bool = JSON,
 ) -> None:
     """Face anti-spoofing, leave-one-domain-out: OT adaptors (training-free, geodesic mixup, one-class) against
     no adaptation, T3A, linear mixup and TENT; the held-out real faces."""
-    from effigy.bench.fas import FASBenchSettings, run_fas_bench
-    from effigy.bench.fas_report import AVERAGE_COLUMNS, write_fas_report
+    from effigy.bench.fas import FASBenchSettings
     from effigy.detect.fas.protocol import check_shots
 
     settings = FASBenchSettings(shots=parse_counts(shots, "--shots", allow_empty=False), draws=draws, seed=seed, tent=tent)
     for count in settings.shots:
         check_shots(count)
-    stem = results_stem(out, "fas", "fas-protonet")
-    with progress(not as_json) as reporter:
-        result = run_fas_bench(settings, reporter)
-    paths = write_fas_report(result, stem.parent, command_line())
-    show({**result, "rows": result["averages"]}, AVERAGE_COLUMNS[:7], f"fas-protonet: leave-one-domain-out (seed {seed})",
-         paths, as_json)
+    run_bench("fas", settings, out, as_json)
 
 
 @app.command("deepfake")
@@ -456,21 +424,15 @@ def bench_deepfake(
     epsilon: float = typer.Option(2 / 255, min=1e-6, max=1.0, help="PGD's L-infinity budget.", callback=finite),
     captions: bool = typer.Option(True, help="Also measure the captions' noise rate (loads SmolLM2)."),
     explainer: bool = typer.Option(True, help="Also run the LLM-connected detector (loads SmolLM2)."),
-    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
-    as_json: bool = typer.Option(False, "--json"),
+    out: Optional[Path] = RESULTS_OUT,
+    as_json: bool = JSON,
 ) -> None:
     """Deepfake detection: the AuthGuard-style encoder against cross-entropy alone and plain contrastive, on
     unseen forgery families and an unseen domain; held-out faces; AUC under PGD; caption noise."""
-    from effigy.bench.deepfake import DeepfakeBenchSettings, run_deepfake_bench
-    from effigy.bench.deepfake_report import AVERAGE_COLUMNS, write_deepfake_report
+    from effigy.bench.deepfake import DeepfakeBenchSettings
 
     settings = DeepfakeBenchSettings(seed=seed, epsilon=epsilon, captions=captions, explainer=explainer)
-    stem = results_stem(out, "deepfake", "deepfake-authguard")
-    with progress(not as_json) as reporter:
-        result = run_deepfake_bench(settings, reporter)
-    paths = write_deepfake_report(result, stem.parent, command_line())
-    show({**result, "rows": result["averages"]}, AVERAGE_COLUMNS, f"deepfake-authguard and baselines (seed {seed})",
-         paths, as_json)
+    run_bench("deepfake", settings, out, as_json)
 
 
 @app.command("robustness")
@@ -482,22 +444,15 @@ def bench_robustness(
     out: Optional[Path] = typer.Option(None, help="Results root: files go to <root>/robustness/fas-protonet/. "
                                        "Default: a fresh folder under runs/; the committed results use "
                                        "--out benchmarks/results."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JSON,
 ) -> None:
     """Every attack of the taxonomy (presentation, adversarial noise, deepfake and digital-replay injection)
     against the passive model, its adaptors and the challenge-response verifier: APCER per attack, BPCER."""
-    from effigy.bench.robustness import run_robustness, write_robustness_report
     from effigy.detect.robustness.harness import HarnessSettings
 
     settings = HarnessSettings(domains=tuple(parse_domains(domains)), attempts_per_identity=attempts,
                                epsilon=epsilon / 255, seed=seed)
-    stem = results_stem(out, "robustness", "fas-protonet")
-    with progress(not as_json) as reporter:
-        result = run_robustness(settings, reporter)
-    paths = write_robustness_report(result, stem.parent, command_line())
-    columns = [("attack", "attack"), ("metric", "metric"), ("no adaptation", "passive"),
-               ("challenge-response verifier", "challenge-response")]
-    show(result, columns, f"fas-protonet under attack (seed {seed})", paths, as_json)
+    run_bench("robustness", settings, out, as_json)
 
 
 def demo(
@@ -508,7 +463,7 @@ def demo(
     memory: bool = typer.Option(True, help="Measure peak memory in a fresh process per variant (~10 s each)."),
     compiled: str = typer.Option(COMPILED_DEFAULT, help=COMPILED_HELP),
     crossover_batches: str = typer.Option(CROSSOVER_DEFAULT, help=CROSSOVER_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print machine-readable results instead of a table."),
+    as_json: bool = JSON,
 ) -> None:
     """FP vs W8A8 and W4A8 quantized shipped digits DiT, eager and compiled: image grid, quality, bytes, memory,
     latency, and the batches at which compiled W8A8 keeps up with compiled FP.
@@ -519,4 +474,5 @@ def demo(
     settings = QuantBenchSettings(samples_per_class=samples_per_class, steps=steps, seed=seed, measure_memory=memory,
                                   recipes=recipes, peer=False, compiled=parse_compiled(compiled, recipes),
                                   crossover_batches=parse_batches(crossover_batches))
-    run_quant(settings, writable_folder(out) / "report", as_json, renames={"grid": "grid.png", "json": "results.json"})
+    run_bench("quant", settings, None, as_json, renames={"grid": "grid.png", "json": "results.json"},
+              stem=writable_folder(out) / "report")

@@ -7,7 +7,18 @@ from typing import Optional
 import typer
 
 from effigy.cli import bench
-from effigy.cli._common import SEED, check_choice, console, echo_json, finite, parse_domains, print_rows, progress
+from effigy.cli._common import (
+    JSON,
+    SEED,
+    check_choice,
+    console,
+    deprecated,
+    echo_json,
+    finite,
+    parse_domains,
+    print_rows,
+    progress,
+)
 from effigy.errors import EffigyError
 
 app = typer.Typer(help="Detect presentation attacks and generated images.", no_args_is_help=True)
@@ -45,7 +56,7 @@ def fas_train(
 def fas_eval(
     model: str = typer.Option("fas-protonet", help="fas-protonet or fas-protonet-without-DOMAIN."),
     domains: Optional[str] = typer.Option(None, help="Capture domains to test on, comma-separated (default: all)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JSON,
 ) -> None:
     """HTER / APCER / BPCER (at the source development set's equal-error threshold), AUC and TPR@FPR=1% on the
     face world's test identities, per domain."""
@@ -73,8 +84,8 @@ def fas_eval(
 def fas_score(
     images: list[Path] = typer.Argument(..., help="Face crops (PNG, JPEG), resized to 64x64."),
     model: str = typer.Option("fas-protonet", help="fas-protonet or fas-protonet-without-DOMAIN."),
-    adapted: Optional[Path] = typer.Option(None, help="An adapted head from `adapt --save` to score with."),
-    as_json: bool = typer.Option(False, "--json"),
+    adapted: Optional[Path] = typer.Option(None, help="An adapted head from `adapt --out` to score with."),
+    as_json: bool = JSON,
 ) -> None:
     """P(live) of each image and the decision at the model's source threshold (its development set's
     equal-error threshold), with the model's prototypes or an adapted head."""
@@ -113,17 +124,19 @@ def fas_adapt(
                                         "(default 5)."),
     live: Optional[Path] = typer.Option(None, help="Your camera's live face crops (a folder): adapt to them."),
     spoof: Optional[Path] = typer.Option(None, help="With --live: your camera's attack crops (a folder)."),
-    save: Optional[Path] = typer.Option(None, help="With --live: write the adapted head here (.safetensors, "
-                                        "and a .json beside it); score with it by `score --adapted`."),
+    out: Optional[Path] = typer.Option(None, help="With --live: write the adapted head here (.safetensors, "
+                                       "and a .json beside it); score with it by `score --adapted`."),
+    save_alias: Optional[Path] = typer.Option(None, "--save", hidden=True),
     seed: int = SEED,
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JSON,
 ) -> None:
     """Adapt a base model to a camera with a few of its samples: the world's (a domain's dev identities, then
-    tested on its test identities beside no adaptation) or your own crops (--live, --spoof, --save)."""
+    tested on its test identities beside no adaptation) or your own crops (--live, --spoof, --out)."""
+    save = deprecated(save_alias, "--save", "--out", out)
     check_choice(adaptor, tuple(ADAPTORS), "--adaptor")
     if live is not None or spoof is not None or save is not None:
         if domain is not None or shots is not None:
-            raise EffigyError("--domain and --shots choose the world's samples; with --live / --spoof / --save "
+            raise EffigyError("--domain and --shots choose the world's samples; with --live / --spoof / --out "
                               "your own crops are used: drop them.")
         _adapt_own_crops(model, adaptor, live, spoof, save, as_json)
         return
@@ -163,8 +176,8 @@ def _adapt_own_crops(model: str, adaptor: str, live: Optional[Path], spoof: Opti
     from effigy.models.zoo import read_manifest
 
     if save is None:
-        raise AdaptationError("--live / --spoof adapt to your own crops: give --save FILE.safetensors for the result.")
-    check_save_path(writable_file(save, "--save"))
+        raise AdaptationError("--live / --spoof adapt to your own crops: give --out FILE.safetensors for the result.")
+    check_save_path(writable_file(save, "--out"))
     if live is not None and spoof is not None and live.resolve() == spoof.resolve():
         raise AdaptationError(f"--live and --spoof are the same folder ({live}); give live crops and attack crops "
                               "in two folders.")
@@ -214,7 +227,7 @@ def detect_deepfake(
                                     callback=finite),
     explain: bool = typer.Option(False, "--explain", help="Ask SmolLM2 through deepfake-explainer for each "
                                  "image's answer (loads the LLM, ~20 s; deepfake-authguard only)."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON line per image."),
+    as_json: bool = JSON,
 ) -> None:
     """P(fake) of each image, the verdict, and the closest artifact description in the encoder's image-text
     space (the models trained with image-text contrast), or with --explain the LLM's answer."""

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from effigy.cli._common import console, echo_json, print_rows, progress, writable_folder
+from effigy.cli._common import JSON, console, echo_json, print_rows, progress, writable_folder
 from effigy.errors import EffigyError
 
 app = typer.Typer(help="Lidar 3D detection: simulate frames, evaluate the detector, filter with Ada3D.",
@@ -46,7 +46,7 @@ def evaluate(
     keep_3d: float = typer.Option(0.6, min=0.01, max=1.0, help="lidar-ada3d: share of occupied BEV cells whose "
                                   "voxels enter the 3D backbone."),
     keep_2d: float = typer.Option(0.3, min=0.01, max=1.0, help="lidar-ada3d: share of occupied BEV cells kept in 2D."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JSON,
 ) -> None:
     """BEV AP per class (rotated IoU and centre distance) of a shipped lidar model; for lidar-ada3d also what
     the filter kept and computed."""

@@ -8,10 +8,13 @@ from typing import Optional
 import typer
 
 from effigy.cli._common import (
+    JSON,
     SEED,
     check_choice,
     command_line,
     console,
+    deprecated,
+    echo_json,
     finite,
     fresh_run_folder,
     progress,
@@ -36,6 +39,7 @@ def build(
     out: Optional[Path] = typer.Option(None, help="The matrix: <out> (.json) and its .safetensors. Default: "
                                        "runs/<time>/score_matrix.json; the committed matrix is written only when "
                                        f"named ({MATRIX})."),
+    as_json: bool = JSON,
 ) -> None:
     """Score every variant on every prompt (adherence, CLIP-score stand-in); resumable from the cache."""
     from effigy.evaluate.flasheval.build import EXECUTORS, MatrixPlan, build_matrix, variants_from_file
@@ -46,10 +50,14 @@ def build(
     out = writable_file(out if out is not None else fresh_run_folder() / "score_matrix.json")
     cache = writable_folder(cache or out.with_suffix(".cache"), "--cache")
     plan = MatrixPlan(tuple(specs), prompts=prompts, seed=seed, shard_size=shard_size)
-    with progress() as reporter:
+    with progress(not as_json) as reporter:
         matrix = build_matrix(plan, cache, executor, workers, reporter)
     matrix.provenance["command"] = command_line()
     path = matrix.save(out)
+    if as_json:
+        echo_json({"variants": len(matrix.variants), "prompts": len(matrix.prompts), "metrics": list(matrix.metrics),
+                   "out": str(path)})
+        return
     console.print(f"score matrix: {len(matrix.variants)} variants x {len(matrix.prompts)} prompts, metrics "
                   f"{', '.join(matrix.metrics)} -> {path}")
 
@@ -67,6 +75,7 @@ def search_subset(
     seed: int = SEED,
     out: Optional[Path] = typer.Option(None, help="The subset JSON; with several metrics, one file each with "
                                        "_<metric> added to its name. Default: runs/<time>/subset_<metric>_<size>.json."),
+    as_json: bool = JSON,
 ) -> None:
     """FlashEval's iterative search on the training half of the variants; tau reported on the held-out half."""
     from effigy.evaluate.flasheval import read_scores
@@ -74,20 +83,28 @@ def search_subset(
 
     matrix = read_scores(scores)
     for name in matrix.provenance.get("left_out", []):
-        console.print(f"left out {name!r}: scored on fewer prompts than the other models")
+        note = f"left out {name!r}: scored on fewer prompts than the other models"
+        typer.echo(note, err=True) if as_json else console.print(note)
     if metric is not None:
         matrix.table(metric)  # an unknown metric is refused here, with the matrix's metrics named
     metrics = [metric] if metric is not None else matrix.metrics
     settings = SearchSettings(size=size, rounds=rounds, subsets=subsets, seed=seed)
     run = fresh_run_folder() if out is None else None
     paths = {name: writable_file(_subset_path(out, run, name, size, len(metrics))) for name in metrics}  # before the search
-    with progress() as reporter:
+    found = {}
+    with progress(not as_json) as reporter:
         for name in metrics:
             record = search_and_record(matrix, name, settings, margin, reporter)
             paths[name].write_text(json.dumps(record, indent=1) + "\n")
+            found[name] = {key: record[key] for key in ("train_tau", "heldout_tau", "random_heldout_tau_mean")} | {
+                "size": size, "out": str(paths[name])}
+            if as_json:
+                continue
             console.print(f"{name}: {size} prompts, training tau {record['train_tau']:.3f}, held-out tau "
                           f"{record['heldout_tau']:.3f} (random {size}: {record['random_heldout_tau_mean']:.3f}) -> "
                           f"{paths[name]}")
+    if as_json:
+        echo_json(found)
 
 
 def _subset_path(out: Optional[Path], run: Optional[Path], metric: str, size: int, metrics: int) -> Path:
@@ -103,7 +120,8 @@ def apply_subset(
     subset: Path = typer.Option(..., help="A subset JSON from `effigy flasheval search`."),
     scores: Path = typer.Option(MATRIX, help="The matrix the subset was searched on (the known ranking)."),
     name: str = typer.Option("new variant"),
-    generator: str = typer.Option("t2i-shapes", help="t2i-shapes or t2i-shapes-lcm."),
+    model: str = typer.Option("t2i-shapes", help="The generator of the new variant: t2i-shapes or t2i-shapes-lcm."),
+    generator_alias: Optional[str] = typer.Option(None, "--generator", hidden=True),
     sampler: str = typer.Option("dpm-solver++"),
     steps: int = typer.Option(20, min=1, max=50),
     guidance: float = typer.Option(3.0, min=0.0, callback=finite),
@@ -111,16 +129,21 @@ def apply_subset(
     allocation: Optional[str] = typer.Option(None, help="The allocation JSON of a mixed-precision recipe."),
     fastattn: Optional[float] = typer.Option(None, min=0.0, callback=finite, help="A DiTFastAttn threshold."),
     weight_noise: Optional[float] = typer.Option(None, min=0.0, callback=finite),
+    as_json: bool = JSON,
 ) -> None:
     """Score one new variant on the subset's prompts and place it among the matrix's variants."""
     from effigy.evaluate.flasheval import ScoreMatrix
     from effigy.evaluate.flasheval.apply import place_variant, read_subset
     from effigy.evaluate.flasheval.variants import VariantSpec
 
+    generator = deprecated(generator_alias, "--generator", "--model", None) or model
     record = read_subset(subset)
     matrix = ScoreMatrix.load(scores)
     spec = VariantSpec(name, generator, sampler, steps, guidance, recipe, allocation, fastattn, weight_noise)
     placed = place_variant(matrix, record, spec)
+    if as_json:
+        echo_json({"name": name, "metric": record["metric"], "size": record["size"], **placed})
+        return
     console.print(f"{name}: {record['metric']} {placed['score']:.4f} on {record['size']} prompts in "
                   f"{placed['seconds']:.1f} s; rank {placed['rank']} of {placed['of']} "
                   f"(between {placed['above']!r} and {placed['below']!r})")

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from effigy.cli import bench
-from effigy.cli._common import command_line, console, echo_json, positive, progress, writable_file
+from effigy.cli._common import JSON, command_line, console, echo_json, positive, progress, writable_file
 from effigy.errors import EffigyError
 
 app = typer.Typer(help="PM-KVQ: progressive mixed-precision KV cache for long generation (any causal LM; "
@@ -27,7 +27,7 @@ def kv_calibrate(
     interpolate: bool = typer.Option(True, help="Stretch calibration positions to the target length."),
     group_size: int = typer.Option(32, min=2, max=1024, help="KV elements per scale (a divisor of head_dim)."),
     model_name: str = typer.Option("smollm2", "--model", help=MODEL_HELP),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JSON,
 ) -> None:
     """Per-layer KV sensitivity (gradient-weighted) and the block-wise width allocation for a budget."""
     from effigy.workflows.kvquant import calibrate_allocation
@@ -68,7 +68,7 @@ def kv_generate(
     max_new_tokens: int = typer.Option(256, min=1, max=131072),
     window: int = typer.Option(128, min=0, max=131072),
     model_name: str = typer.Option("smollm2", "--model", help=MODEL_HELP),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JSON,
 ) -> None:
     """Greedy generation with the progressive mixed-precision cache; prints text, bytes and widths."""
     from effigy.workflows.kvquant import generate

@@ -8,6 +8,7 @@ import typer
 
 from effigy.cli import bench
 from effigy.cli._common import (
+    JSON,
     SEED,
     check_choice,
     command_line,
@@ -22,6 +23,7 @@ from effigy.cli._common import (
     writable_file,
     writable_folder,
 )
+from effigy.errors import EffigyError
 
 evaluate_app = typer.Typer(help="Score a model's outputs per prompt.", no_args_is_help=True)
 
@@ -51,7 +53,7 @@ def quantize_cmd(
     average_bits: Optional[float] = typer.Option(None, min=2.0, max=8.0, callback=finite,
                                                  help="Mixed precision: average weight bits (default: the recipe's)."),
     seed: int = SEED,
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JSON,
 ) -> None:
     """Quantize a model with a recipe and save it as safetensors + JSON; mixed-precision recipes search the
     per-layer widths on the model itself (sensitivity analysis + integer program)."""
@@ -96,9 +98,12 @@ def _print_search(search: dict) -> None:
 
 
 def select_widths(
-    checkpoint: Path = typer.Option(..., help="A multi-width checkpoint (effigy quantize --widths ...)."),
-    allocation: Path = typer.Option(..., help="Per-group widths: *_allocation.json from effigy bench quant."),
+    model: Optional[Path] = typer.Option(None, help="A multi-width checkpoint (effigy quantize --widths ...)."),
+    checkpoint_alias: Optional[Path] = typer.Option(None, "--checkpoint", hidden=True),
+    allocation: Path = typer.Option(..., help="Per-group widths: allocation.json of a search (effigy quantize, or "
+                                    "a bench's *_allocation.json)."),
     out: Path = typer.Option(..., help="Folder for the selected, ordinary quantized checkpoint."),
+    as_json: bool = JSON,
 ) -> None:
     """Pick each layer group's width from a multi-width checkpoint (no float model, no recalibration)."""
     from effigy.checkpoint import save
@@ -108,13 +113,20 @@ def select_widths(
     from effigy.recipes import VIDIT_Q_GROUPS
     from effigy.recipes.mixed_precision import config_from_group_bits, read_group_bits
 
+    checkpoint = deprecated(checkpoint_alias, "--checkpoint", "--model", model)
+    if checkpoint is None:
+        raise EffigyError("select-widths needs --model DIR: a multi-width checkpoint (effigy quantize --widths ...).")
     base, _ = multiwidth_info(checkpoint)  # both inputs checked before the output folder is made
     group_bits = read_group_bits(allocation)
     writable_folder(out)
     chosen = config_from_group_bits(model_from_config(checkpoint), base, VIDIT_Q_GROUPS, group_bits)
-    model = load_multiwidth(checkpoint, chosen.layer_bits)
-    save(model, out)
-    console.print(f"selected widths from {checkpoint} by {allocation}: {weight_nbytes(model):,} weight bytes; "
+    selected = load_multiwidth(checkpoint, chosen.layer_bits)
+    save(selected, out)
+    if as_json:
+        echo_json({"model": str(checkpoint), "allocation": str(allocation), "out": str(out),
+                   "counted_weight_bytes": weight_nbytes(selected), "layer_bits": chosen.layer_bits})
+        return
+    console.print(f"selected widths from {checkpoint} by {allocation}: {weight_nbytes(selected):,} weight bytes; "
                   f"saved to {out}")
 
 
@@ -140,7 +152,7 @@ def accelerate_cmd(
     samples_per_class: int = typer.Option(2, min=1, max=1000, help="Shipped models: images per class to check the "
                                           "plan on."),
     seed: int = SEED,
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JSON,
 ) -> None:
     """DiTFastAttn (DiTs, shipped or a pipeline folder) or LiteVAR (the VAR): calibrate (or load) a plan, apply it,
     and report attention FLOPs and quality vs no plan."""
@@ -203,7 +215,7 @@ def evaluate_t2i(
     grid: bool = typer.Option(False, "--grid", help="Also write a PNG of prompts and images."),
     out: Optional[Path] = typer.Option(None, help="Results root: files go to <root>/evaluate-t2i/<model>/ (default: "
                                        "a fresh folder under runs/)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JSON,
 ) -> None:
     """Per-prompt adherence (attribute checker) and CLIP-score stand-in, plus FID on checker features."""
     from effigy.evaluate.t2i import T2ISuite, run_t2i_eval

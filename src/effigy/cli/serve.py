@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from effigy.cli._common import console, finite, writable_folder
+from effigy.cli._common import console, deprecated, finite, writable_folder
 
 
 def serve(
@@ -16,7 +16,8 @@ def serve(
     threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="P(fake) at which an image is called fake.",
                                     callback=finite),
     max_mb: float = typer.Option(5.0, min=0.01, max=100.0, help="Largest upload accepted, in MB.", callback=finite),
-    save_dir: Optional[Path] = typer.Option(None, help="Keep each upload here (by default nothing is written)."),
+    out: Optional[Path] = typer.Option(None, help="Keep each upload in this folder (by default nothing is written)."),
+    save_dir_alias: Optional[Path] = typer.Option(None, "--save-dir", hidden=True),
     explain: bool = typer.Option(False, "--explain", help="Answer with SmolLM2 through deepfake-explainer "
                                  "(deepfake-authguard only; ~1 s an image on 2 cores)."),
     no_docs: bool = typer.Option(False, "--no-docs", help="Leave out FastAPI's /docs and /redoc pages (they load "
@@ -29,8 +30,9 @@ def serve(
     from effigy.serve.app import ServiceSettings, bind, create_app, run_service, url_of
 
     check_deepfake_model(model, explain)
+    save_dir = deprecated(save_dir_alias, "--save-dir", "--out", out)
     if save_dir is not None:
-        writable_folder(save_dir, "--save-dir")
+        writable_folder(save_dir, "--out")
     settings = ServiceSettings(model=model, explain=explain, threshold=threshold, max_bytes=int(max_mb * 2**20),
                                save_dir=save_dir, header_timeout=client_timeout, body_timeout=3 * client_timeout,
                                docs=not no_docs)

@@ -7,14 +7,14 @@ from typing import Optional
 
 import typer
 
-from effigy.cli._common import console, echo_json, print_rows, progress, writable_folder
+from effigy.cli._common import JSON, console, echo_json, print_rows, progress, writable_folder
 from effigy.errors import CheckpointError
 
 app = typer.Typer(help="Shipped models and the commands that trained them.", no_args_is_help=True)
 
 
 @app.command("list")
-def zoo_list(as_json: bool = typer.Option(False, "--json")) -> None:
+def zoo_list(as_json: bool = JSON) -> None:
     """Shipped models, their weight files and sha256."""
     from effigy.models.zoo import ZOO, read_manifest
 

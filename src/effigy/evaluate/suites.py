@@ -131,7 +131,7 @@ def _refuse_prompt_subsets(settings: SamplingSettings, model: str) -> None:
     if settings.prompts is not None:
         from effigy.errors import ScoreMatrixError
 
-        raise ScoreMatrixError(f"{model} is class-conditional: --prompts subset:FILE applies to the text-to-image "
+        raise ScoreMatrixError(f"{model} is class-conditional: --subset FILE applies to the text-to-image "
                                "models (t2i-shapes, t2i-shapes-lcm).")
 
 

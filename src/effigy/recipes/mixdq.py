@@ -11,7 +11,7 @@ few-step text-to-image model, as recipes on the shared mixed-precision pipeline.
     weights (:mod:`effigy.nn.first_token`).
 
 Recipes: ``mixdq-w8a8``, ``mixdq-w4a8`` (per-channel weights, per-token dynamic 8-bit activations) and
-``mixdq-w3.66a16`` (weight-only, groups of 128 input channels); the bench's ``--mp-bits`` sets any other
+``mixdq-w3.66a16`` (weight-only, groups of 128 input channels); ``--average-bits`` sets any other
 target.
 """
 from __future__ import annotations

@@ -80,7 +80,7 @@ class LayerGroups:
 class MixedPrecisionRecipe:
     """A registered mixed-precision method: its name, the uniform recipe it starts from, its groups, and how
     its widths are searched (``search``: a key of ``workflows.mixed_precision.SEARCHES``) at which average
-    weight / activation widths (None: the bench's ``--mp-bits``; activations None: the base's, uniform)."""
+    weight / activation widths (None: the search's ``average_bits``; activations None: the base's, uniform)."""
 
     name: str
     base: str

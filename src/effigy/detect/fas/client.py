@@ -83,7 +83,7 @@ def load_adapted(path: Path, model: str, source: SourceView, model_sha256: str |
     its attack centres (a head with swapped classes would invert every decision).
 
     Args:
-        path: the .safetensors file from `effigy detect fas adapt --save`.
+        path: the .safetensors file from `effigy detect fas adapt --out`.
         model: the base model's zoo name.
         source: the base model's prototypes and scale.
         model_sha256: the base model's weights' sha256 (the manifest's), or None where it has none.
@@ -93,14 +93,14 @@ def load_adapted(path: Path, model: str, source: SourceView, model_sha256: str |
     path = Path(path)
     sidecar = path.with_suffix(".json")
     if not path.is_file() or not sidecar.is_file():
-        raise CheckpointError(f"{path} and {sidecar.name} are needed; write them with `effigy detect fas adapt --save`.")
+        raise CheckpointError(f"{path} and {sidecar.name} are needed; write them with `effigy detect fas adapt --out`.")
     record = read_json(sidecar)
     _check_record(sidecar, record, model, source.scale, model_sha256)
     from effigy.checkpoint.files import sha256_of
 
     if sha256_of(path) != record["sha256"]:
         raise CheckpointError(f"{path} does not match the sha256 in {sidecar.name}: it was changed after "
-                              "`adapt --save` wrote it; adapt again.")
+                              "`adapt --out` wrote it; adapt again.")
     tensors = read_safetensors(path)
     _check_head(path, tensors, source.prototypes)
     head = ClientHead(tensors["prototypes"], float(record["scale"]), tensors.get("weight"), tensors.get("bias"))
@@ -112,7 +112,7 @@ def load_adapted(path: Path, model: str, source: SourceView, model_sha256: str |
 
 def _check_record(sidecar: Path, record: dict, model: str, scale: float, model_sha256: str | None) -> None:
     if record.get("format") != FORMAT:
-        raise CheckpointError(f"{sidecar} is not an effigy adapted-head record; write it again with `adapt --save`.")
+        raise CheckpointError(f"{sidecar} is not an effigy adapted-head record; write it again with `adapt --out`.")
     if record.get("version") != VERSION or not isinstance(record.get("sha256"), str):
         raise CheckpointError(f"{sidecar} was written by another effigy version (record version "
                               f"{record.get('version')!r:.20}, expected {VERSION}); adapt again.")
