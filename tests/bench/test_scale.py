@@ -97,7 +97,7 @@ def test_the_pixart_architecture_runs_text_conditioned_rows(monkeypatch):
     from effigy.evaluate.measure import machine_facts
 
     report = render_scale({"architecture": "pixart-alpha", "weights": "random", "machine": machine_facts(),
-                           "settings": {"repeats": 1, "cfg_batch": 2}, "rows": [], "layers": []}, "cmd")
+                           "settings": {"repeats": 1, "cfg_batch": 2}, "rows": [{"variant": "fp32"}], "layers": []}, "cmd")
     assert "cross-attention to 120" in report
 
 
@@ -106,3 +106,22 @@ def test_the_freezing_variant_is_asked_for_never_a_default(tiny_architecture):
     assert scale_bench.FROZEN in scale_bench.VARIANTS and scale_bench.FROZEN not in scale_bench.default_variants()
     model = scale_bench.build_variant(scale_bench.FROZEN, scale_bench.build_dit("tiny", 16, 0))
     assert model.settings.freezing and model.settings.max_autotune  # built, not yet compiled (the first call does)
+
+
+def test_the_attention_section_times_each_fixed_plan_beside_full_attention_and_first_block_cache():
+    from effigy.bench.scale_attention import AttentionScaleSettings, fixed_plans, run_attention_section
+    from effigy.bench.scale_report import render_attention
+
+    plans = fixed_plans(4, 2)
+    assert all(rows[0] == ["full", "full"] for rows in plans.values())  # the first step computes what later reuse
+    assert plans["all together"][1:] == [["window_residual_cfg"] * 2, ["share_step"] * 2, ["window_residual_cfg"] * 2]
+    section = run_attention_section(AttentionScaleSettings(architecture="dit-s-2", tokens=64, blocks=2, steps=4))
+    rows = {row["variant"]: row for row in section["rows"]}
+    assert set(rows) == {"full attention", *(f"DiTFastAttn: {name}" for name in plans),
+                         "diffusers FirstBlockCache 0.05"}
+    assert rows["full attention"]["speedup"] == 1.0 and rows["full attention"]["attention_flops_fraction"] is None
+    fractions = [rows[f"DiTFastAttn: {name}"]["attention_flops_fraction"] for name in plans]
+    assert all(0 < f < 1 for f in fractions)
+    assert rows["DiTFastAttn: all together"]["attention_flops_fraction"] == min(fractions)
+    assert all(row["run_s"] > 0 and row["attention_s"] > 0 for row in rows.values())
+    assert "random weights: speed only" in "\n".join(render_attention(section))

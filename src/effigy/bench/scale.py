@@ -82,9 +82,10 @@ class ScaleBenchSettings(SettingsRecord):
     seed: int = 0
 
 
-def build_dit(architecture: str, tokens: int, seed: int) -> nn.Module:
+def build_dit(architecture: str, tokens: int, seed: int, num_layers: int | None = None) -> nn.Module:
     """A seeded random diffusers transformer of ``architecture``'s size at ``tokens`` tokens (a class-conditional
-    ``DiTTransformer2DModel``, or a text-conditional ``PixArtTransformer2DModel`` for ``pixart-alpha``)."""
+    ``DiTTransformer2DModel``, or a text-conditional ``PixArtTransformer2DModel`` for ``pixart-alpha``), with
+    ``num_layers`` of its blocks where given (its own depth otherwise)."""
     from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel
 
     side = int(round(tokens ** 0.5)) * 2  # patch 2
@@ -92,11 +93,12 @@ def build_dit(architecture: str, tokens: int, seed: int) -> nn.Module:
         raise EffigyError(f"{tokens} tokens is not a square number of 2x2 patches: use 256, 1024 or 4096")
     torch.manual_seed(seed)
     shape = dict(in_channels=4, out_channels=8, sample_size=side, patch_size=2)
+    sizes = {**ARCHITECTURES[architecture], **({} if num_layers is None else {"num_layers": num_layers})}
     if architecture == "pixart-alpha":
-        return PixArtTransformer2DModel(**ARCHITECTURES[architecture], **shape, norm_type="ada_norm_single",
+        return PixArtTransformer2DModel(**sizes, **shape, norm_type="ada_norm_single",
                                         norm_elementwise_affine=False, norm_eps=1e-6,
                                         use_additional_conditions=False).eval()
-    return DiTTransformer2DModel(**ARCHITECTURES[architecture], **shape, num_embeds_ada_norm=1000).eval()
+    return DiTTransformer2DModel(**sizes, **shape, num_embeds_ada_norm=1000).eval()
 
 
 def dit_inputs(model: nn.Module, batch: int, seed: int) -> dict:

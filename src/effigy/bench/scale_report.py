@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from effigy.bench.contract import Bench, json_and_markdown
 from effigy.bench.scale import ScaleBenchSettings, run_scale_bench
+from effigy.bench.scale_attention import AttentionScaleSettings, run_attention_section
 from effigy.bench.scale_kv import KVScaleSettings
 from effigy.evaluate.report import machine_line, markdown_table
 
@@ -38,12 +39,14 @@ def render_scale(result: dict, command: str) -> str:
              "after it is the compiled model's resident memory, frozen constants included). Rows without "
              "'compiled' run eagerly: eager integer timings are eager. Compiled rows use effigy.compile's inductor "
              "settings for this CPU (see docs/kernels.md); 'first call' is the compile time plus one call.",
-             f"## One transformer call (CFG batch of {result['settings']['cfg_batch']}{_text_inputs(result)})",
-             markdown_table(result["rows"], MODEL_COLUMNS)]
+             *([f"## One transformer call (CFG batch of {result['settings']['cfg_batch']}{_text_inputs(result)})",
+                markdown_table(result["rows"], MODEL_COLUMNS)] if result["rows"] else [])]
     if not result["machine"].get("vnni"):  # (files written on VNNI machines before this check listed them too)
         parts += [f"Not run on this machine: {name} ({why})." for name, why in result.get("skipped", {}).items()]
     if result["layers"]:
         parts += ["## Single layers of DiT-XL/2's shapes", markdown_table(result["layers"], LAYER_COLUMNS)]
+    if "attention" in result:
+        parts += render_attention(result["attention"])
     if "kv" in result:
         kv = result["kv"]
         parts += [f"## KV caches on {kv['model']}",
@@ -55,6 +58,22 @@ def render_scale(result: dict, command: str) -> str:
                   "Caches of SmolLM2's geometry filled with random keys and values in a fresh process each; no model "
                   "runs, no quality claim.", markdown_table(kv["memory_only"], KV_MEMORY_COLUMNS)]
     return "\n\n".join(parts)
+
+
+ATTENTION_COLUMNS = [("variant", "variant"), ("attention_flops_fraction", "attention FLOPs vs full"),
+                     ("attention_s", "attention s"), ("attention_speedup", "attention speed-up"), ("run_s", "run s"),
+                     ("speedup", "whole-run speed-up")]
+
+
+def render_attention(section: dict) -> list[str]:
+    s = section["settings"]
+    return [f"## Attention: DiTFastAttn plans at {s['tokens']} tokens",
+            f"A denoising run of {s['steps']} calls (CFG batch 2) of {s['blocks']} blocks of {s['architecture']}'s "
+            f"width (random weights: speed only), window {s['window_fraction']:g} of the tokens; fixed plans (the "
+            "first step full; techniques per step in the JSON). Attention: seconds inside the self-attention "
+            f"modules, projections included. Median of {s['repeats']} interleaved round(s) after a warm-up round. "
+            "FirstBlockCache at diffusers' default threshold: time only (on random weights its skipping says "
+            "nothing about quality).", markdown_table(section["rows"], ATTENTION_COLUMNS)]
 
 
 def _text_inputs(result: dict) -> str:
@@ -72,9 +91,17 @@ class ScaleRun:
     calls: ScaleBenchSettings
     layer_tokens: tuple[int, ...] = (64, 256, 1024, 4096)
     kv: KVScaleSettings | None = None
+    attention: AttentionScaleSettings | None = None
 
 
-BENCH = Bench("scale", ScaleRun, lambda s, progress: run_scale_bench(s.calls, progress, s.layer_tokens, s.kv),
+def run_scale(settings: ScaleRun, progress) -> dict:
+    result = run_scale_bench(settings.calls, progress, settings.layer_tokens, settings.kv)
+    if settings.attention is not None:
+        result["attention"] = run_attention_section(settings.attention, progress)
+    return result
+
+
+BENCH = Bench("scale", ScaleRun, run_scale,
               json_and_markdown(lambda result: render_scale(result, result["command"])),
               lambda result, s: (result, MODEL_COLUMNS, f"recipes at {s.calls.architecture} size (random weights)"),
               model=lambda s: s.calls.architecture, file_name="scale")

@@ -56,6 +56,15 @@ def checked_subset(subset: Path | None, prompts_alias: str | None = None) -> str
     return prompts
 
 
+def square_tokens(tokens: int, option: str) -> int:
+    """A token count that a square latent of 2x2 patches gives (256, 1024, 4096, ...), or one clear error."""
+    side = round(tokens ** 0.5)
+    if side * side != tokens:
+        raise typer.BadParameter(f"{tokens} is not a square number of patches; use 1024, 4096 or 16384.",
+                                 param_hint=option)
+    return tokens
+
+
 def results_stem(out: Path | None, bench: str, model: str, name: str | None = None) -> Path:
     """``<out>/<bench>/<model>/<name>``: where one bench run on one model writes its files (``out`` None: a fresh
     run folder, so a quick check never overwrites committed results)."""
@@ -221,9 +230,15 @@ def bench_kernels(seed: int = SEED,
 def bench_scale(
     architecture: str = typer.Option("dit-xl-2", help="dit-xl-2 (class-conditional DiT), pixart-alpha (its trunk "
                                      "with cross-attention to 120 text tokens) or dit-s-2."),
-    tokens: str = typer.Option("256", help="Token counts of the model calls (square numbers: 256, 1024, 4096)."),
+    tokens: str = typer.Option("256", help="Token counts of the model calls (square numbers: 256, 1024, 4096; '' "
+                               "skips the section)."),
     layer_tokens: str = typer.Option("64,256,1024,4096", help="Token counts of the single-layer section ('' skips)."),
     kv_lengths: str = typer.Option("2048,8192", help="Context lengths of the KV section on SmolLM2 ('' skips it)."),
+    attention_tokens: Optional[int] = typer.Option(None, min=64, max=65536, help="Token count of the attention "
+                                                   "section (DiTFastAttn fixed plans vs full attention and "
+                                                   "FirstBlockCache; default: skipped)."),
+    attention_blocks: int = typer.Option(2, min=2, max=64, help="Blocks the attention section runs."),
+    attention_steps: int = typer.Option(8, min=2, max=100, help="Denoising calls of the attention section."),
     variants: str = typer.Option("", help="Comma-separated subset of the model section's variants (default: all "
                                  "that run fast on this CPU)."),
     repeats: int = typer.Option(3, min=1, max=50),
@@ -233,18 +248,24 @@ def bench_scale(
     as_json: bool = JSON,
 ) -> None:
     """The recipes at DiT-XL/2 or PixArt-alpha size (random weights): speed, bytes held and peak RSS; KV caches at
-    2k-32k."""
+    2k-32k; DiTFastAttn plans at thousands of tokens beside full attention and FirstBlockCache (--attention-tokens)."""
     from effigy.bench.scale import ARCHITECTURES, ScaleBenchSettings, chosen_variants
+    from effigy.bench.scale_attention import AttentionScaleSettings
     from effigy.bench.scale_kv import KVScaleSettings
     from effigy.bench.scale_report import ScaleRun
 
     settings = ScaleBenchSettings(architecture=check_choice(architecture, ARCHITECTURES, "--architecture"),
-                                  tokens=parse_counts(tokens, "--tokens", allow_empty=False), repeats=repeats,
+                                  tokens=parse_counts(tokens, "--tokens"), repeats=repeats,
                                   measure_memory=memory, seed=seed, variants=chosen_variants(variants))
     lengths = parse_counts(kv_lengths, "--kv-lengths")
     kv = KVScaleSettings(lengths=lengths, seed=seed) if lengths else None
     layers = parse_counts(layer_tokens, "--layer-tokens")
-    run_bench("scale", ScaleRun(settings, layers, kv), out, as_json)
+    if not (settings.tokens or layers or lengths or attention_tokens):
+        raise EffigyError("nothing to run: give --tokens, --layer-tokens, --kv-lengths or --attention-tokens.")
+    attention = None if attention_tokens is None else AttentionScaleSettings(
+        architecture=architecture, tokens=square_tokens(attention_tokens, "--attention-tokens"),
+        blocks=attention_blocks, steps=attention_steps, repeats=repeats, seed=seed)
+    run_bench("scale", ScaleRun(settings, layers, kv, attention), out, as_json)
 
 
 @app.command("t2i-scorers")
