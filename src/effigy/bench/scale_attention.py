@@ -44,12 +44,14 @@ class AttentionScaleSettings(SettingsRecord):
 
 def fixed_plans(steps: int, blocks: int) -> dict[str, list[list[str]]]:
     """The techniques per step and block of each DiTFastAttn row: the first step always full (the residual and
-    the shared outputs come from it), then window 1/8 alone, step sharing on every other step, CFG sharing
-    alone, and all three together (window + residual with CFG sharing, alternating with step sharing)."""
+    the shared outputs come from it), then nothing skipped (what DiTFastAttn's processors cost by themselves),
+    window 1/8 alone, step sharing on every other step, CFG sharing alone, and all three together (window +
+    residual with CFG sharing, alternating with step sharing)."""
     def rows(later) -> list[list[str]]:
         return [[FULL] * blocks] + [[later(step)] * blocks for step in range(1, steps)]
 
-    return {"window 1/8": rows(lambda step: WINDOW_RESIDUAL),
+    return {"nothing skipped (overhead)": rows(lambda step: FULL),
+            "window 1/8": rows(lambda step: WINDOW_RESIDUAL),
             "step sharing, half the steps": rows(lambda step: SHARE_STEP if step % 2 == 0 else FULL),
             "CFG sharing": rows(lambda step: FULL_CFG),
             "all together": rows(lambda step: SHARE_STEP if step % 2 == 0 else WINDOW_RESIDUAL_CFG)}
