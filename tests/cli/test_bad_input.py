@@ -170,6 +170,8 @@ def _cases(tmp):
         (["bench", "scale", "--tokens", "", "--layer-tokens", "", "--kv-lengths", ""], "nothing to run"),
         (["bench", "scale", "--attention-tokens", "1000"], "--attention-tokens"),
         (["bench", "scale", "--attention-tokens", "10"], "--attention-tokens"),
+        (["bench", "scale", "--attention-tokens", "1024", "--attention-blocks", "1"], "--attention-blocks"),
+        (["bench", "scale", "--attention-tokens", "1024", "--attention-steps", "1"], "--attention-steps"),
         (["bench", "scale", "--kv-lengths", "0"], "--kv-lengths"),
         (["bench", "scale", "--architecture", "sd-xl"], "--architecture"),
         (["evaluate", "t2i", "--prompts", "99999999999"], "--prompts"),

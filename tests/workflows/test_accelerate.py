@@ -1,19 +1,14 @@
 """``effigy accelerate --model DIR``: a DiTFastAttn plan calibrated by running a user's pipeline folder."""
 import json
-import sys
 
 import pytest
 
-from effigy import cli
 from effigy.attention import AttentionPlan
+from tests.test_cli import run_cli
 
 
 def _accelerate_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["effigy", "accelerate", *args, "--json"])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    captured = capsys.readouterr()
-    return exit_info.value.code or 0, captured.out, captured.err
+    return run_cli(monkeypatch, capsys, "accelerate", *args, "--json")
 
 
 @pytest.mark.parametrize("folder, prompts", [("pixart_pipeline_folder", "a red circle\nblue square on the left\n"),

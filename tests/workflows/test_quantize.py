@@ -1,23 +1,18 @@
 """``effigy quantize --model DIR`` on local diffusers folders written here: whole pipelines (their
 transformer quantized, calibrated by running the pipeline) and bare transformer folders."""
 import json
-import sys
 
 import pytest
 import torch
 
 import effigy
-from effigy import cli
 from effigy.nn import QuantLinear
 from effigy.workflows.quantize import EVERYDAY_CAPTIONS, quantization_source
+from tests.test_cli import run_cli
 
 
 def _quantize_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["effigy", "quantize", *args, "--json"])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    captured = capsys.readouterr()
-    return exit_info.value.code or 0, captured.out, captured.err
+    return run_cli(monkeypatch, capsys, "quantize", *args, "--json")
 
 
 def _balanced(model) -> bool:

@@ -26,6 +26,7 @@ from effigy.attention.plan import (
     self_attention_layers,
 )
 from effigy.core.hooks import observing
+from effigy.errors import BenchError
 from effigy.evaluate.measure import Progress, no_progress
 from effigy.evaluate.report import SettingsRecord
 
@@ -72,7 +73,8 @@ class _AttentionClock:
     """Seconds spent inside the self-attention modules during a run (pre-hook to hook of each)."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.names = [n for n, m in model.named_modules() if any(m is a for a in self_attention_layers(model))]
+        layers = {id(layer) for layer in self_attention_layers(model)}
+        self.names = [name for name, module in model.named_modules() if id(module) in layers]
         self.seconds, self._start = 0.0, 0.0
 
     def start(self, *_args) -> None:
@@ -90,7 +92,7 @@ def run_attention_section(settings: AttentionScaleSettings, progress: Progress =
     from effigy.nn.hooks import attach_hook, detach_hook
 
     if settings.architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {settings.architecture!r}")
+        raise BenchError(f"unknown architecture {settings.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
     model = build_dit(settings.architecture, settings.tokens, settings.seed, num_layers=settings.blocks)
     inputs = dit_inputs(model, 2, settings.seed)
     timesteps = _timesteps(settings.steps)

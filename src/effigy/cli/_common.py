@@ -272,12 +272,13 @@ def writable_file(path: Path, option: str = "--out") -> Path:
 
 
 def deprecated(old_value, old: str, new: str, value=None):
-    """An old spelling of an option, kept one release: one line on stderr saying the new one, and its value
-    used where the new option was not given."""
+    """An old spelling of an option, kept one release: ``value`` (the new option's) where the old spelling was not
+    given; otherwise one line on stderr naming the new spelling, and the old spelling's value, since a new option
+    with a default cannot tell "not given" from its default."""
     if old_value is None:
         return value
     typer.echo(f"note: {old} is deprecated and will be removed in the next release; use {new}.", err=True)
-    return value if value is not None else old_value
+    return old_value
 
 
 def parse_domains(text: str | None, option: str = "--domains") -> list[str]:

@@ -35,9 +35,6 @@ from effigy.cli._common import (
 from effigy.errors import EffigyError
 
 app = typer.Typer(help="Benchmarks that write JSON + Markdown under benchmarks/results/.", no_args_is_help=True)
-OUT_HELP = ("Results root: files go to <root>/<bench>/<model>/. Default: a fresh folder under runs/; the committed "
-            "results are written with --out benchmarks/results.")
-
 
 SUBSET_HELP = "t2i models: evaluate on the prompts of this FlashEval subset (`effigy flasheval search`) instead."
 
@@ -45,9 +42,8 @@ SUBSET_HELP = "t2i models: evaluate on the prompts of this FlashEval subset (`ef
 def checked_subset(subset: Path | None, prompts_alias: str | None = None) -> str | None:
     """``--subset FILE`` (or the old ``--prompts subset:FILE``) as the suites read it, ``subset:FILE``; the file
     read and checked before any model loads."""
-    prompts = deprecated(prompts_alias, "--prompts subset:FILE", "--subset FILE")
-    if subset is not None:
-        prompts = f"subset:{subset}"
+    prompts = deprecated(prompts_alias, "--prompts subset:FILE", "--subset FILE",
+                         None if subset is None else f"subset:{subset}")
     if prompts is None:
         return None
     from effigy.evaluate.suites import SamplingSettings, evaluation_scenes
@@ -143,7 +139,7 @@ def bench_quant(
     from effigy.recipes.mixed_precision import AROUND, GRANULARITIES
     from effigy.workflows.mixed_precision import SENSITIVITY_METRIC_NAMES
 
-    mp_bits = average_bits if mp_bits_alias is None else deprecated(mp_bits_alias, "--mp-bits", "--average-bits")
+    mp_bits = deprecated(mp_bits_alias, "--mp-bits", "--average-bits", average_bits)
     candidates = parse_bits(mp_candidates)
     if not min(candidates) <= mp_bits <= max(candidates):  # the ILP could not meet it: say so before the analysis
         raise EffigyError(f"--average-bits {mp_bits:g} lies outside the candidate widths {candidates}; pick a budget "
@@ -335,8 +331,9 @@ def bench_litevar(
     cover = parse_shares(coverages, "--coverages")
     settings = LiteVARBenchSettings(coverages=cover, asc_threshold=asc_threshold, recipes=chosen, fastvar_keep=keep,
                                     samples_per_class=samples_per_class, guidance_scale=guidance, seed=seed,
-                                    measure_memory=memory, compare_dit=compare_dit if dit_alias is None else
-                                    deprecated(dit_alias, "--dit/--no-dit", "--compare-dit/--no-compare-dit"))
+                                    measure_memory=memory,
+                                    compare_dit=deprecated(dit_alias, "--dit/--no-dit", "--compare-dit/--no-compare-dit",
+                                                           compare_dit))
     run_bench("litevar", settings, out, as_json)
 
 

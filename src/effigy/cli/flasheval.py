@@ -136,7 +136,7 @@ def apply_subset(
     from effigy.evaluate.flasheval.apply import place_variant, read_subset
     from effigy.evaluate.flasheval.variants import VariantSpec
 
-    generator = deprecated(generator_alias, "--generator", "--model", None) or model
+    generator = deprecated(generator_alias, "--generator", "--model", model)
     record = read_subset(subset)
     matrix = ScoreMatrix.load(scores)
     spec = VariantSpec(name, generator, sampler, steps, guidance, recipe, allocation, fastattn, weight_noise)

@@ -18,6 +18,7 @@ from torch import nn
 from effigy.attention import AttentionPlan, apply_ditfastattn, calibrate_plan, remove_ditfastattn
 from effigy.attention.litevar import apply_litevar, remove_litevar, total_flops
 from effigy.attention.multiscale import LiteVARPlan, design_litevar_plan
+from effigy.errors import PlanError
 from effigy.evaluate.measure import Progress, no_progress
 from effigy.evaluate.suites import VAR_TOP_K, BenchSuite, SamplingSettings, class_labels, load_suite
 from effigy.memory import held_bytes
@@ -47,8 +48,6 @@ def plan_runs(model: str, settings: SamplingSettings, prompts: list[str] | None 
         return PlanRuns(suite.fp_model, suite.sample_calibration, suite.sample_eval)
     source = quantization_source(model, prompts, settings.steps)
     if source.pipeline is None:
-        from effigy.errors import PlanError
-
         raise PlanError(f"DiTFastAttn calibrates by sampling, and {model!r} is a transformer folder without its "
                         "pipeline; pass the pipeline folder (with model_index.json).")
     pipe = source.pipeline
