@@ -167,7 +167,7 @@ def test_bench_litevar_writes_tables_masks_and_grid(monkeypatch, capsys, tmp_pat
     assert families == ["fp", "mdwa", "asc", "mdwa+asc", "quant", "combined", "fastvar"]
     fp, mdwa = result["rows"][0], result["rows"][1]
     assert fp["attention_core_flops_fraction"] == 1 and fp["psnr_vs_fp"] is None
-    assert mdwa["attention_core_flops_fraction"] < 1
+    assert mdwa["attention_kept_core_fraction"] < mdwa["attention_core_flops_fraction"] == 1  # masked: every pair
     files = {Path(p).name for p in result["files"].values()}
     assert {"litevar_var_digits.md", "litevar_var_digits_grid.png", "litevar_var_digits_masks_c0.9.png"} <= files
     assert "held-out digits" in (tmp_path / "litevar" / "var-digits" / "litevar_var_digits.md").read_text()

@@ -6,10 +6,12 @@ kernel and the flex_attention block-sparse kernel (compiled), timed interleaved 
 warm-up). The crossover sets `effigy.attention.window.FLEX_MIN_TOKENS`.
 
     python benchmarks/scripts/band_kernels.py        # ~3 min on 2 cores
+    python benchmarks/scripts/band_kernels.py 16384  # one token count (~6 min): band_kernels_16384.{json,md}
 
 Writes benchmarks/results/checks/band_kernels.{json,md}.
 """
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -39,16 +41,18 @@ def row(tokens: int) -> dict:
 
 
 def main() -> None:
+    chosen = tuple(int(t) for t in sys.argv[1:]) or TOKENS
     with torch.no_grad():
-        rows = [row(tokens) for tokens in TOKENS]
+        rows = [row(tokens) for tokens in chosen]
         for r in rows:
             print(r, flush=True)
     facts = machine_facts()
-    how = ("Command: `python benchmarks/scripts/band_kernels.py` (seed 0). One attention call, 16 heads x 72, batch 2, "
+    arguments = "".join(f" {t}" for t in sys.argv[1:])
+    how = (f"Command: `python benchmarks/scripts/band_kernels.py{arguments}` (seed 0). One attention call, 16 heads x 72, batch 2, "
            "window 1/8 of the tokens; random inputs (speed only). Speed-up: dense SDPA time / kernel time, timed "
            "interleaved. band_pairs_fraction: the pairs the automatically chosen kernel computes over all pairs.")
     OUT.mkdir(parents=True, exist_ok=True)
-    stem = OUT / "band_kernels"
+    stem = OUT / ("band_kernels" + "".join(f"_{t}" for t in sys.argv[1:]))
     stem.with_suffix(".json").write_text(json.dumps({"how": how, "machine": facts, "rows": rows}, indent=1) + "\n")
     columns = [("tokens", "tokens"), ("half_window", "half window"), ("band_pairs_fraction", "pairs computed (auto)"),
                ("dense_ms", "dense SDPA ms"), ("chunked_ms", "chunked band ms"), ("flex_ms", "flex block-sparse ms"),

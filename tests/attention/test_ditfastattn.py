@@ -189,3 +189,21 @@ def test_candidate_order_follows_the_flops_of_the_layer():
     assert few_tokens.index(FULL_CFG) < few_tokens.index(WINDOW_RESIDUAL)  # projections dominate
     assert many_tokens == [SHARE_STEP, WINDOW_RESIDUAL_CFG, WINDOW_RESIDUAL, FULL_CFG]  # the published order
     assert FULL_CFG not in candidates_by_cost(attn, 64, 0.125, cfg=False)
+
+
+@torch.no_grad()
+def test_inside_a_compiled_model_it_gives_what_it_gives_eagerly(tiny_dit):
+    """The processors run eagerly between the compiled pieces: a plan with every technique, compiled or not, gives
+    the same samples (and the compiled model's class is what the plan is checked against)."""
+    import copy
+
+    from effigy.nn.compile import compile as effigy_compile
+
+    run = _digits_sampling(tiny_dit)
+    plan = calibrate_plan(tiny_dit, run, threshold=0.3)
+    assert plan.technique_counts()[FULL] < sum(plan.technique_counts().values())
+    compiled = effigy_compile(copy.deepcopy(tiny_dit))
+    apply_ditfastattn(tiny_dit, plan)
+    apply_ditfastattn(compiled, plan)
+    eager = run()
+    torch.testing.assert_close(_digits_sampling(compiled)(), eager, atol=1e-4, rtol=1e-4)

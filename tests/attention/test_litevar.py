@@ -1,6 +1,8 @@
 """LiteVAR on a tiny VAR: full windows equal full attention, bands keep what they say, designed plans compute
 fewer pairs, ASC shares only where the plan says and computes less, simulated low-bit attention stays close,
 plans round-trip through JSON and refuse another model."""
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -47,8 +49,10 @@ def test_a_designed_plan_computes_fewer_pairs_and_counts_them():
     processors = litevar.apply_litevar(model, plan)
     images = model.generate(tokenizer, LABELS, seed=2)
     assert images.shape == (3, 1, 16, 16) and torch.isfinite(images).all()
-    computed, full = sum(p.pairs_computed for p in processors), sum(p.pairs_full for p in processors)
-    assert computed < full
+    kept, full = sum(p.pairs_kept for p in processors), sum(p.pairs_full for p in processors)
+    assert kept < full == sum(p.pairs_computed for p in processors)  # the masked kernel evaluates every pair
+    flops = litevar.total_flops(processors)
+    assert flops["kept_core_flops"] < flops["core_flops"] == flops["full_core_flops"]
     near_full = mdwa.design_litevar_plan(tiny_var(), tokenizer, LABELS, coverage=1.0, drop_mass=0.0)
     assert near_full.kept_fraction() > plan.kept_fraction()
 
@@ -140,23 +144,41 @@ def test_a_damaged_asc_table_is_refused(tmp_path):
         litevar.apply_litevar(model, {"windows": []})
 
 
-def test_block_attention_equals_dense_attention_with_the_band_mask():
+def _kept_pairs_attention(q, k, v, plan, layer, scale):
+    """The reference: each query's softmax over exactly its kept keys (gathered one query at a time)."""
+    out = torch.zeros_like(q)
+    for h in range(q.shape[1]):
+        rows = plan.key_indices(layer, h, scale)
+        for i in range(q.shape[2]):
+            keys = list(range(k.shape[2])) if rows is None else rows[i]
+            probs = (q[:, h, i:i + 1] @ k[:, h, keys].transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(-1)
+            out[:, h, i] = (probs @ v[:, h, keys])[:, 0]
+    return out
+
+
+MASK_PLAN = mdwa.LiteVARPlan([[[[mdwa.FULL], [mdwa.FULL, mdwa.FULL], [0, mdwa.DROPPED, 1]],  # narrowest band, dropped
+                               [[mdwa.FULL], [mdwa.FULL, 0], [mdwa.FULL, mdwa.FULL, 4]]]],  # band wider than the map
+                             [1, 2, 4], 0.9, 0.01, 1)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_the_mdwa_mask_computes_each_querys_kept_keys_only(compiled):
     torch.manual_seed(0)
-    plan = mdwa.LiteVARPlan([[[[mdwa.FULL], [mdwa.FULL, mdwa.FULL], [0, mdwa.DROPPED, 1]],
-                              [[mdwa.FULL], [mdwa.FULL, 0], [mdwa.FULL, mdwa.FULL, mdwa.FULL]]]],
-                            [1, 2, 4], 0.9, 0.01, 1)
-    keys = [plan.key_indices(0, h, 2) for h in range(2)]
-    assert keys[1] is None and all(0 in k for k in keys[0])
-    gather = litevar._pack([head[2] for head in plan.windows[0]], plan, 2)
-    assert [len(blocks) for blocks in gather.heads] == [2, 1]  # head 0: scale 0 whole, own scale banded
+    plan = MASK_PLAN
+    mask = litevar.scale_mask(plan, 0, 2)
+    kept = [plan.key_indices(0, h, 2) for h in range(2)]
+    assert mask.kept_pairs == sum(len(r) for r in kept[0]) + sum(len(r) for r in kept[1]) < 2 * 16 * 21
     q, k, v = torch.randn(3, 2, 16, 8), torch.randn(3, 2, 21, 8), torch.randn(3, 2, 21, 8)
-    mask = torch.full((2, 16, 21), float("-inf"))
-    for h, rows in enumerate(keys):
-        for i in range(16):
-            mask[h, i, rows[i] if rows is not None else slice(None)] = 0.0
-    reference = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    torch.testing.assert_close(litevar._attention(q, k, v, gather, None), reference)
-    assert gather.pairs == 16 * 21 + sum(len(r) for r in keys[0]) < 2 * 16 * 21
+    attention = torch.compile(litevar.mdwa_attention) if compiled else litevar.mdwa_attention
+    torch.testing.assert_close(attention(q, k, v, mask.additive), _kept_pairs_attention(q, k, v, plan, 0, 2))
+
+
+def test_a_scale_whose_heads_keep_everything_runs_unmasked_and_masks_are_shared():
+    assert litevar.scale_mask(MASK_PLAN, 0, 0) is None and litevar.scale_mask(MASK_PLAN, 0, 1) is not None
+    same_windows = replace(MASK_PLAN, windows=[row for row in MASK_PLAN.windows])
+    assert litevar.scale_mask(same_windows, 0, 2) is litevar.scale_mask(MASK_PLAN, 0, 2)  # built once, reused
+    wide = replace(MASK_PLAN, windows=[[[[mdwa.FULL], [mdwa.FULL, mdwa.FULL], [mdwa.FULL, 2, 4]]] * 2])
+    assert litevar.scale_mask(wide, 0, 2).additive.eq(0).all()  # bands that cover every key mask nothing
 
 
 def _damaged(plan, change):
@@ -186,3 +208,16 @@ def test_a_damaged_plan_is_refused_before_sampling(change, words):
     plan = mdwa.design_litevar_plan(model, tokenizer, LABELS, coverage=0.8)
     with pytest.raises(PlanError, match=words):
         litevar.apply_litevar(model, _damaged(plan, change))
+
+
+def test_in_compiled_blocks_litevar_generates_what_it_generates_eagerly():
+    """MDWA masks and ASC inside blocks under effigy.compile (the scale bench's compiled rows): the same images."""
+    from effigy.nn.compile import compile as effigy_compile
+
+    model, tokenizer = tiny_var(), tiny_tokenizer()
+    plan = _shared_everywhere(mdwa.design_litevar_plan(model, tokenizer, LABELS, coverage=0.5, drop_mass=0.05,
+                                                       full_scales=2))
+    litevar.apply_litevar(model, plan)
+    eager = model.generate(tokenizer, LABELS, top_k=1, seed=2)
+    model.blocks = torch.nn.ModuleList(effigy_compile(block, dynamic=False) for block in model.blocks)
+    torch.testing.assert_close(model.generate(tokenizer, LABELS, top_k=1, seed=2), eager, atol=1e-4, rtol=1e-4)

@@ -115,7 +115,8 @@ def test_the_attention_section_times_each_fixed_plan_beside_full_attention_and_f
     plans = fixed_plans(4, 2)
     assert all(rows[0] == ["full", "full"] for rows in plans.values())  # the first step computes what later reuse
     assert plans["all together"][1:] == [["window_residual_cfg"] * 2, ["share_step"] * 2, ["window_residual_cfg"] * 2]
-    section = run_attention_section(AttentionScaleSettings(architecture="dit-s-2", tokens=64, blocks=2, steps=4))
+    section = run_attention_section(AttentionScaleSettings(architecture="dit-s-2", tokens=64, blocks=2, steps=4,
+                                                           compiled=False))
     rows = {row["variant"]: row for row in section["rows"]}
     assert set(rows) == {"full attention", *(f"DiTFastAttn: {name}" for name in plans),
                          "diffusers FirstBlockCache 0.05"}
@@ -126,3 +127,22 @@ def test_the_attention_section_times_each_fixed_plan_beside_full_attention_and_f
     assert rows["DiTFastAttn: all together"]["attention_flops_fraction"] == min(fractions)
     assert all(row["run_s"] > 0 and row["attention_s"] > 0 for row in rows.values())
     assert "random weights: speed only" in "\n".join(render_attention(section))
+
+
+def test_the_litevar_section_times_dense_mdwa_asc_and_both_on_a_var_of_the_d16_schedule():
+    from effigy.bench.scale_litevar import LiteVARScaleSettings, build_var, fixed_plan, run_litevar_section
+    from effigy.bench.scale_report import render_litevar
+
+    settings = LiteVARScaleSettings(depth=2, repeats=1, compiled=False, memory=False)
+    model = build_var(2, 0)
+    assert sum(s * s for s in model.scales) == 680 and model.config.width == 128
+    plan = fixed_plan({"class": "VARTransformer", "num_layers": 2, "heads": 2, "scales": list(model.scales)}, settings)
+    assert plan.windows[0][0][-1] == [-1, -1, -1, -1, 1, 1, 1, 1, 2, 2]  # side <= 4 whole, then bands
+    assert not any(plan.cfg_shared[0][:2]) and all(plan.cfg_shared[0][2:])
+    section = run_litevar_section(settings)
+    rows = {row["variant"]: row for row in section["rows"]}
+    assert list(rows) == ["dense (fp32, eager)", "MDWA", "ASC", "MDWA + ASC"]
+    assert rows["dense (fp32, eager)"]["speedup"] == 1.0
+    assert all(row["generation_s"] > row["attention_s"] > 0 for row in rows.values())
+    assert 0 < section["kept_pairs"] < 0.5 and section["asc_shared"] == 0.8
+    assert "random weights: speed only" in "\n".join(render_litevar(section))

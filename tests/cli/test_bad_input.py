@@ -172,6 +172,7 @@ def _cases(tmp):
         (["bench", "scale", "--attention-tokens", "10"], "--attention-tokens"),
         (["bench", "scale", "--attention-tokens", "1024", "--attention-blocks", "1"], "--attention-blocks"),
         (["bench", "scale", "--attention-tokens", "1024", "--attention-steps", "1"], "--attention-steps"),
+        (["bench", "scale", "--var-depth", "1"], "--var-depth"),
         (["bench", "scale", "--kv-lengths", "0"], "--kv-lengths"),
         (["bench", "scale", "--architecture", "sd-xl"], "--architecture"),
         (["evaluate", "t2i", "--prompts", "99999999999"], "--prompts"),

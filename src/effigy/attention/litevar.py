@@ -2,11 +2,14 @@
 next-scale transformer that applies a :class:`~effigy.attention.multiscale.LiteVARPlan` during cached
 generation, and optionally LiteVAR's low-bit attention.
 
-- MDWA: per head, each coarser key scale is a block: kept whole (a dense product with the cached keys),
-  banded (each query's window gathered from the cache; windows shift inward at borders, so every query of a
-  block gathers the same number of keys and nothing is padded) or dropped; the blocks' logits share one
-  softmax. So the cost is the kept pairs', not a full attention matrix with entries masked out; a (layer,
-  scale) whose heads all keep every key runs dense attention, bit for bit the unmasked result.
+- MDWA: per head, each coarser key scale is kept whole, banded (each query's window around its position) or
+  dropped. The kept pairs become one additive mask per (layer, scale) ([1, heads, queries, keys]: 0 or -inf,
+  built once and shared by the layers with the same windows), and the attention runs as one
+  ``scaled_dot_product_attention`` call over all heads. That computes every pair (the masked ones too): on CPU
+  at VAR's sizes (up to 680 keys) no kernel that skips pairs beats it (gathering each query's keys takes 27-35x
+  its time, ``flex_attention`` block masks run at 0.18-0.88x its speed: benchmarks/results/checks/mdwa_kernels.md), so the
+  FLOPs are counted as computed (every pair) and the plan's kept pairs are counted beside them. A (layer,
+  scale) whose heads all keep every key runs unmasked, bit for bit dense attention.
 - ASC: at a shared (layer, scale) the queries, the attention core and the output projection run on the
   conditional half only and its output goes to both halves (:mod:`effigy.attention.cfg`, DiTFastAttn's CFG
   sharing); the unconditional keys and values are still projected, because later scales may read them.
@@ -18,6 +21,7 @@ Every processor counts the attention FLOPs it computed against what full attenti
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -31,8 +35,7 @@ from effigy.attention.multiscale import (
     FULL,
     LiteVARPlan,
     _cached_projection,
-    band_keys,
-    side_offsets,
+    band_matrix,
     var_attention_layers,
 )
 from effigy.attention.processor import FlopTally, _merge_heads
@@ -62,140 +65,112 @@ class AttentionQuant:
         return fake_quantize(probs, spec, scale, zero)
 
 
-@dataclass
-class _KeyBlock:
-    """One key scale (or a run of whole key scales) as one query scale's head reads it."""
-
-    start: int  # global position of the block's first key
-    size: int  # keys in the block
-    index: torch.Tensor | None = None  # [nq, m] each query's band keys (local to the block); None: the whole block
-
-
-@dataclass
-class _ScaleGather:
-    """How one (layer, query scale) computes its kept pairs: per head, the key blocks it reads: whole
-    key scales as dense blocks, banded ones as each query's window gathered from the cache, dropped ones not
-    at all."""
-
-    heads: list[list[_KeyBlock]]
-    pairs: int  # (query, key) pairs evaluated (the plan's kept pairs), over all heads
-
-
 class LiteVARProcessor:
-    """Attention that computes only the plan's kept (query, key) pairs, on the halves the plan says."""
+    """Attention under the plan's MDWA mask, on the halves the plan says (ASC)."""
 
-    def __init__(self, plan: LiteVARPlan, layer: int, quant: AttentionQuant | None = None,
-                 ) -> None:
+    def __init__(self, plan: LiteVARPlan, layer: int, quant: AttentionQuant | None = None) -> None:
         self.plan, self.layer, self.quant = plan, layer, quant
-        self.gathers: dict[int, _ScaleGather | None] = {}
+        # built now, not at the first call: inside a compiled model the call is traced, and a lookup is all it sees
+        self.masks = [scale_mask(plan, layer, scale) for scale in range(len(plan.scales))]
+        self.shared = [plan.shares_cfg(layer, scale) for scale in range(len(plan.scales))]
         self.pairs_computed = 0  # (query, key) pairs evaluated, over the batch rows that ran
+        self.pairs_kept = 0  # of those, the pairs the plan keeps (the rest are masked out)
         self.pairs_full = 0
+        self.head_dim = 0  # set at the first call
         self.flops = FlopTally()
-
-    def gather_for(self, scale: int) -> _ScaleGather | None:
-        if scale not in self.gathers:
-            rows = [head[scale] for head in self.plan.windows[self.layer]]
-            dense = all(w == FULL for row in rows for w in row)
-            self.gathers[scale] = None if dense else _pack(rows, self.plan, scale)
-        return self.gathers[scale]
 
     def __call__(self, attn: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask: torch.Tensor | None = None, kv_cache=None, scale_index: int | None = None
                  ) -> torch.Tensor:
-        shared = scale_index is not None and self.plan.shares_cfg(self.layer, scale_index)
-        where = f"layer {self.layer}, scale {scale_index}"
+        # Reads only per-scale lists built at init (no layer number, no strings): inside a compiled model every
+        # layer then shares one graph per scale. The FLOPs are counted in eager runs only.
+        shared = scale_index is not None and self.shared[scale_index]
+        if shared and hidden_states.shape[0] % 2:
+            raise PlanError(f"layer {self.layer}, scale {scale_index}: CFG sharing needs a [conditional; "
+                            f"unconditional] batch, got {hidden_states.shape[0]} rows.")
         query, key, value = _cached_projection(
             attn, hidden_states, kv_cache, scale_index,
             "LiteVAR attention runs in cached generation (one scale at a time); generate with use_cache=True.",
-            conditional_half(hidden_states, where) if shared else None)
+            conditional_half(hidden_states, "ASC") if shared else None)
         if shared:  # the conditional rows of the cache; the unconditional keys stay cached for later scales
-            key, value = conditional_half(key, where), conditional_half(value, where)
-        gather = self.gather_for(scale_index)
-        out = _attention(query, key, value, gather, self.quant)
+            key, value = conditional_half(key, "ASC"), conditional_half(value, "ASC")
+        mask = self.masks[scale_index]
+        out = mdwa_attention(query, key, value, None if mask is None else mask.additive, self.quant)
         out = attn.to_out[0](_merge_heads(out))
-        self._count(attn, hidden_states.shape[0], query.shape[0], query.shape[2], key.shape[2], gather, shared)
+        if not torch.compiler.is_compiling():
+            self._count(attn, hidden_states.shape[0], query.shape[0], query.shape[2], key.shape[2], mask, shared)
         return to_both_halves(out) if shared else out
 
     def _count(self, attn: nn.Module, batch: int, computed_batch: int, new: int, seen: int,
-               gather: _ScaleGather | None, shared: bool) -> None:
+               mask: ScaleMask | None, shared: bool) -> None:
         heads, head_dim = attn.heads, attn.inner_dim // attn.heads
-        pairs = heads * new * seen if gather is None else gather.pairs
-        self.pairs_full += batch * heads * new * seen
+        self.head_dim = head_dim
+        pairs = heads * new * seen  # the masked kernel evaluates every pair
+        self.pairs_full += batch * pairs
         self.pairs_computed += computed_batch * pairs
+        self.pairs_kept += computed_batch * (pairs if mask is None else mask.kept_pairs)
         qo = 2 * new * (attn.to_q.in_features * attn.inner_dim + attn.inner_dim * attn.to_out[0].out_features)
         kv = 2 * new * 2 * attn.to_k.in_features * attn.inner_dim
-        core, full_core = 4 * head_dim * pairs, 4 * head_dim * heads * new * seen
-        technique = ("mdwa" if gather is not None else "full") + ("+asc" if shared else "")
+        core = 4 * head_dim * pairs
+        technique = ("mdwa" if mask is not None else "full") + ("+asc" if shared else "")
         self.flops.add(technique, computed_batch * (qo + core) + batch * kv, computed_batch * core,
-                       batch * (qo + kv + full_core), batch * full_core)
+                       batch * (qo + kv + core), batch * core)
 
 
-def _attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, gather: _ScaleGather | None,
-               quant: AttentionQuant | None) -> torch.Tensor:
-    if quant is not None:
-        query, key = quant.queries_or_keys(query), quant.queries_or_keys(key)
-    if gather is None:
-        if quant is None:
-            return F.scaled_dot_product_attention(query, key, value)
-        probs = (query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])).softmax(-1)
-        return quant.probabilities(probs) @ value
-    return torch.stack([block_attention(query[:, h], key[:, h], value[:, h], blocks, quant)
-                        for h, blocks in enumerate(gather.heads)], 1)
+@dataclass
+class ScaleMask:
+    """The plan's kept pairs of one (layer, query scale), as the additive mask the attention adds to its
+    logits."""
+
+    additive: torch.Tensor  # [1, heads, queries, keys]: 0 where kept, -inf where not
+    kept_pairs: int  # over all heads
 
 
-def block_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, blocks: list[_KeyBlock],
-                    quant: AttentionQuant | None = None) -> torch.Tensor:
-    """One head's attention of ``query`` [B, nq, d] over the kept keys only: logits of each block (dense, or
-    each query's gathered band) are joined before one softmax, and each block's share of the probabilities
-    weights its own values."""
-    logits = []
-    for block in blocks:
-        keys = key[:, block.start: block.start + block.size]
-        if block.index is None:
-            logits.append(query @ keys.transpose(-1, -2))
+def scale_mask(plan: LiteVARPlan, layer: int, scale: int) -> ScaleMask | None:
+    """The plan's mask of ``layer`` at query scale ``scale``; None where every head keeps every key.
+
+    Masks are kept by content (the heads' windows rows and the scales), so layers with the same windows, and the same
+    plan applied again, reuse one mask instead of building it again."""
+    rows = tuple(tuple(head[scale]) for head in plan.windows[layer])
+    if all(w == FULL for row in rows for w in row):
+        return None
+    return _mask_of(rows, tuple(plan.scales), scale)
+
+
+@functools.lru_cache(maxsize=128)
+def _mask_of(rows: tuple, scales: tuple, scale: int) -> ScaleMask:
+    keep = torch.stack([_head_keep(row, scales, scale) for row in rows])
+    additive = torch.zeros(keep.shape).masked_fill(~keep, float("-inf"))
+    return ScaleMask(additive.unsqueeze(0), int(keep.sum()))
+
+
+def _head_keep(row: tuple, scales: tuple[int, ...], scale: int) -> torch.Tensor:
+    """[queries, keys] booleans of one head's windows row (one entry per key scale up to ``scale``)."""
+    side, blocks = scales[scale], []
+    for key_scale, width in enumerate(row):
+        key_side = scales[key_scale]
+        if width == FULL:
+            blocks.append(torch.ones(side * side, key_side * key_side, dtype=torch.bool))
+        elif width == DROPPED:
+            blocks.append(torch.zeros(side * side, key_side * key_side, dtype=torch.bool))
         else:
-            logits.append(torch.einsum("bqd,bqmd->bqm", query, keys[:, block.index]))  # keys gathered [B, nq, m, d]
-    probs = (torch.cat(logits, -1) / math.sqrt(query.shape[-1])).softmax(-1)
-    if quant is not None:
-        probs = quant.probabilities(probs)
-    out, at = 0, 0
-    for block in blocks:
-        values = value[:, block.start: block.start + block.size]
-        width = block.size if block.index is None else block.index.shape[-1]
-        share = probs[..., at: at + width]
-        out = out + (share @ values if block.index is None else
-                     torch.einsum("bqm,bqmd->bqd", share, values[:, block.index]))
-        at += width
-    return out
+            blocks.append(band_matrix(side, key_side, width).bool())
+    return torch.cat(blocks, 1)
 
 
-def _pack(rows: list[list[int]], plan: LiteVARPlan, scale: int) -> _ScaleGather:
-    """The blocks each head reads at ``scale``, from its row of windows (one per key scale)."""
-    side = plan.scales[scale]
-    offsets = side_offsets(tuple(plan.scales))
-    layouts, pairs = [], 0
-    for row in rows:
-        blocks = []
-        for key_scale, width in enumerate(row):
-            start, size = offsets[key_scale], plan.scales[key_scale] ** 2
-            if width == FULL:
-                _append_dense(blocks, start, size)
-                pairs += side * side * size
-            elif width != DROPPED:
-                index = torch.tensor(band_keys(side, plan.scales[key_scale], width), dtype=torch.long)
-                blocks.append(_KeyBlock(start, size, index))
-                pairs += index.numel()
-        layouts.append(blocks)
-    return _ScaleGather(layouts, pairs)
+def mdwa_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+                   quant: AttentionQuant | None = None) -> torch.Tensor:
+    """Attention of ``query`` [B, heads, nq, d] over ``key`` / ``value`` [B, heads, seen, d] under an additive
+    ``mask`` (broadcast over the batch; None: dense), with simulated low-bit numerics when ``quant`` is given.
 
-
-def _append_dense(blocks: list[_KeyBlock], start: int, size: int) -> None:
-    """A whole key scale as a dense block, merged with the previous one when they touch."""
-    last = blocks[-1] if blocks else None
-    if last is not None and last.index is None and last.start + last.size == start:
-        last.size += size
-    else:
-        blocks.append(_KeyBlock(start, size))
+    One call over all heads: the kernel LiteVAR runs (see the module docstring for why masked, not gathered).
+    """
+    if quant is None:
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+    query, key = quant.queries_or_keys(query), quant.queries_or_keys(key)
+    logits = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])
+    probs = (logits if mask is None else logits + mask).softmax(-1)
+    return quant.probabilities(probs) @ value
 
 
 def apply_litevar(model: nn.Module, plan: LiteVARPlan, quant: AttentionQuant | None = None) -> list[LiteVARProcessor]:
@@ -251,9 +226,11 @@ def remove_litevar(model: nn.Module) -> bool:
 
 def total_flops(processors: list[LiteVARProcessor]) -> dict:
     """Attention FLOPs computed over all layers: module (projections + core) and core (QK^T, AV), with what
-    full attention would have cost."""
+    full attention would have cost, and the core FLOPs of the pairs the plan keeps (what a kernel that skipped
+    the masked pairs would compute)."""
     module = sum(sum(p.flops.module.values()) for p in processors)
     core = sum(sum(p.flops.core.values()) for p in processors)
-    return {"module_flops": module, "core_flops": core,
+    kept = sum(4 * p.pairs_kept * p.head_dim for p in processors)
+    return {"module_flops": module, "core_flops": core, "kept_core_flops": kept,
             "full_module_flops": sum(p.flops.full_module for p in processors),
             "full_core_flops": sum(p.flops.full_core for p in processors)}

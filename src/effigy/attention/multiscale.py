@@ -65,7 +65,8 @@ def band_keys(query_side: int, key_side: int, half_width: int) -> list[list[int]
     return rows
 
 
-def _band_matrix(query_side: int, key_side: int, half_width: int) -> torch.Tensor:
+def band_matrix(query_side: int, key_side: int, half_width: int) -> torch.Tensor:
+    """[query_side^2, key_side^2] float64 of 1 where :func:`band_keys` keeps the pair, else 0."""
     keep = torch.zeros(query_side * query_side, key_side * key_side, dtype=torch.float64)
     for row, keys in enumerate(band_keys(query_side, key_side, half_width)):
         keep[row, keys] = 1.0
@@ -236,7 +237,7 @@ class AttentionMassRecorder:
         self.guided = guided
         self.disagreement = torch.zeros(n, dtype=torch.float64)
         self.calls = torch.zeros(n, dtype=torch.float64)
-        self._bands = {(q, k): torch.stack([_band_matrix(scales[q], scales[k], w) for w in range(self.widths)])
+        self._bands = {(q, k): torch.stack([band_matrix(scales[q], scales[k], w) for w in range(self.widths)])
                        for q in range(n) for k in range(q + 1)}  # [widths, nq, nk] 0/1
 
     def __call__(self, attn: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states=None,

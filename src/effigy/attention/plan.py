@@ -38,12 +38,15 @@ def self_attention_layers(transformer: nn.Module) -> list[nn.Module]:
 
 
 def model_signature(transformer: nn.Module) -> dict:
-    """What a plan must match: the class, the block count and the token count per image."""
+    """What a plan must match: the class (of the model inside a compiled one), the block count and the token count
+    per image."""
+    from effigy.nn.compile import CompiledModel
+
     config = transformer.config
     size = config.sample_size
     tokens = (size // config.patch_size) ** 2 if config.patch_size else size * size
     first = self_attention_layers(transformer)[0]
-    return {"class": type(transformer).__name__, "num_blocks": len(self_attention_layers(transformer)),
+    return {"class": type(CompiledModel.uncompiled(transformer)).__name__, "num_blocks": len(self_attention_layers(transformer)),
             "num_tokens": int(tokens), "inner_dim": int(first.inner_dim), "heads": int(first.heads)}
 
 

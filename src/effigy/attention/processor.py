@@ -119,8 +119,11 @@ class DiTFastAttnProcessor:
         self.state = state
         self.block = block
 
+    @torch.compiler.disable
     def __call__(self, attn: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None, *args, **kwargs) -> torch.Tensor:
+        """Runs eagerly inside a compiled model (a graph break): it reads the step and the caches as Python state,
+        which compiled code would guard on and recompile for at every step."""
         _check_supported(attn, hidden_states, encoder_hidden_states, attention_mask)
         state, cache = self.state, self.state.caches[self.block]
         technique = state.technique(self.block)

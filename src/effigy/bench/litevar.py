@@ -118,6 +118,7 @@ def score(suite: BenchSuite, variants: list[Variant], progress: Progress) -> Non
     for variant in variants:
         variant.row["attention_flops_fraction"] = variant.row["module_flops"] / fp["module_flops"]
         variant.row["attention_core_flops_fraction"] = variant.row["core_flops"] / fp["core_flops"]
+        variant.row["attention_kept_core_fraction"] = variant.row["kept_core_flops"] / fp["core_flops"]
 
 
 def compare_with_fp(suite: BenchSuite, variants: list[Variant], settings: LiteVARBenchSettings) -> list[dict]:

@@ -11,7 +11,8 @@ from effigy.bench.litevar import LiteVARBenchSettings, run_litevar_bench
 from effigy.evaluate.pictures import labelled_grid
 from effigy.evaluate.report import machine_line, markdown_table, write_results
 
-COLUMNS = [("variant", "variant"), ("attention_core_flops_fraction", "attn FLOPs (QK,AV)"),
+COLUMNS = [("variant", "variant"), ("attention_kept_core_fraction", "attn pairs kept (QK,AV)"),
+           ("attention_core_flops_fraction", "attn FLOPs computed (QK,AV)"),
            ("attention_flops_fraction", "attn FLOPs (module)"), ("latency_ratio_vs_fp", "latency vs FP"),
            ("class_accuracy", "class acc."), ("fid_features", "FID"), ("psnr_vs_fp", "PSNR vs FP (dB)"),
            ("ssim_vs_fp", "SSIM vs FP"), ("held_bytes", "held bytes"), ("weight_bytes_ratio", "weight bytes / FP"),
@@ -51,7 +52,9 @@ def render_markdown(result: dict, command: str) -> str:
             f"(scale-dependent), top-k {s['top_k'] or 'off'}, seed {s['seed']}; plans calibrated on "
             f"{10 * s['calibration_per_class']} other samples (seed {s['seed'] + 10_000}). FID on {result['fid_features']}. "
             "Attention FLOPs count what each variant's attention processors computed (QK,AV: the attention core; "
-            "module: q/k/v/out projections too). Quantized rows (`litevar-*`) hold packed weights (reference "
+            "module: q/k/v/out projections too); MDWA runs as one masked attention call that computes every pair, so "
+            "the pairs its plan keeps are a column of their own (benchmarks/results/checks/mdwa_kernels.md: no "
+            "kernel that skips pairs is faster at this size on CPU). Quantized rows (`litevar-*`) hold packed weights (reference "
             "dequantizing kernel) and run attention with *simulated* (fake-quantized) per-token queries / keys and "
             f"8-bit probabilities. Latency: {s['latency_samples']} images, median of {s['latency_repeats']} "
             "interleaved runs. Peak RSS: a fresh process per model (FP and quantized rows). "

@@ -211,13 +211,13 @@ def _fresh_process_memory(architecture: str, tokens: int, seed: int, name: str, 
     """In a fresh process: build the fp32 model, convert it, run one call. Peak RSS up to the converted
     model, RSS once converted, and the peak of the call alone (the kernel's peak counter reset after
     conversion), in MiB."""
-    from effigy.evaluate.measure import rss_mib
+    from effigy.evaluate.measure import reset_peak_rss, rss_mib
 
     model = build_variant(name, build_dit(architecture, tokens, seed), in_place=True)
     inputs = dit_inputs(unwrapped(model), batch, seed)
     gc.collect()
     built = rss_mib()
-    reset = _reset_peak_rss()
+    reset = reset_peak_rss()
     with torch.no_grad():
         model(**inputs)
     called = rss_mib()
@@ -231,16 +231,6 @@ def unwrapped(model: nn.Module) -> nn.Module:
 
     model = CompiledModel.uncompiled(model)
     return model.model if isinstance(model, Bf16Call) else model
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak-RSS counter (Linux clear_refs 5); False where that is not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ from effigy.bench.contract import Bench, json_and_markdown
 from effigy.bench.scale import ScaleBenchSettings, run_scale_bench
 from effigy.bench.scale_attention import AttentionScaleSettings, run_attention_section
 from effigy.bench.scale_kv import KVScaleSettings
+from effigy.bench.scale_litevar import LiteVARScaleSettings, run_litevar_section
 from effigy.evaluate.report import machine_line, markdown_table
 
 MODEL_COLUMNS = [("variant", "variant"), ("tokens", "tokens"), ("backends", "effigy backend"),
@@ -47,6 +48,8 @@ def render_scale(result: dict, command: str) -> str:
         parts += ["## Single layers of DiT-XL/2's shapes", markdown_table(result["layers"], LAYER_COLUMNS)]
     if "attention" in result:
         parts += render_attention(result["attention"])
+    if "litevar" in result:
+        parts += render_litevar(result["litevar"])
     if "kv" in result:
         kv = result["kv"]
         parts += [f"## KV caches on {kv['model']}",
@@ -67,13 +70,45 @@ ATTENTION_COLUMNS = [("variant", "variant"), ("attention_flops_fraction", "atten
 
 def render_attention(section: dict) -> list[str]:
     s = section["settings"]
+    compiled = ("Rows named 'compiled' run the whole model under effigy.compile (the scale bench's fp32 compiled and "
+                "vidit-q-w8a8 compiled variants), DiTFastAttn's processors eagerly between the compiled pieces; their "
+                "attention seconds are not measured (hooks would change the compiled graph). Other rows are eager. "
+                if s.get("compiled") else "All rows eager. ")
     return [f"## Attention: DiTFastAttn plans at {s['tokens']} tokens",
             f"A denoising run of {s['steps']} calls (CFG batch 2) of {s['blocks']} blocks of {s['architecture']}'s "
             f"width (random weights: speed only), window {s['window_fraction']:g} of the tokens; fixed plans (the "
             "first step full; techniques per step in the JSON). Attention: seconds inside the self-attention "
             f"modules, projections included. Median of {s['repeats']} interleaved round(s) after a warm-up round. "
-            "FirstBlockCache at diffusers' default threshold: time only (on random weights its skipping says "
-            "nothing about quality).", markdown_table(section["rows"], ATTENTION_COLUMNS)]
+            f"{compiled}FirstBlockCache at diffusers' default threshold: time only (on random weights its skipping "
+            "says nothing about quality). Speed-ups are against eager full attention.",
+            markdown_table(section["rows"], ATTENTION_COLUMNS)]
+
+
+LITEVAR_COLUMNS = [("variant", "variant"), ("generation_s", "generation s"), ("speedup", "speed-up vs dense eager"),
+                   ("attention_s", "attention s"), ("attention_speedup", "attention speed-up"),
+                   ("first_generation_s", "first generation s (compiles)"),
+                   ("held_mib", "held MiB"), ("rss_built_mib", "RSS, model built (MiB)"),
+                   ("peak_rss_generation_mib", "peak RSS in a generation (MiB)")]
+
+
+def render_litevar(section: dict) -> list[str]:
+    s, model = section["settings"], section["model"]
+    return [f"## LiteVAR at VAR-d{s['depth']} size",
+            f"Whole generations of {s['images']} image(s) (CFG batch {2 * s['images']}) by a random VAR-d{s['depth']} "
+            f"({model['num_layers']} layers, {model['heads']} heads of 64; scales {model['scales']}: "
+            f"{sum(x * x for x in model['scales'])} tokens), top-k {s['top_k']}, guidance {s['guidance']:g}; random "
+            "weights: speed only. Fixed plan, the same on every layer and head (per query scale in the JSON): scales "
+            f"of side <= {s['full_side']} whole, bands of half-width {s['own_half_width']} over the query's own and "
+            f"previous scale and {s['coarse_half_width']} over coarser ones (kept pairs {section['kept_pairs']:.4f}); "
+            f"ASC on every layer from scale {s['asc_from_scale']} on ({section['asc_shared']:.2f} of the (layer, "
+            "scale) calls). MDWA runs as one masked SDPA call, so it computes every pair "
+            "(benchmarks/results/checks/mdwa_kernels.md says why). Attention: seconds inside the attention modules, "
+            "projections included (eager rows only: hooks would break a compiled graph). Compiled rows: every block "
+            "under effigy.compile (static shapes, one graph per scale); W8A8 is the litevar-w8a8 recipe on "
+            f"graph-int8. Medians of {s['repeats']} interleaved rounds after a warm-up round (which compiles); "
+            "speed-ups against dense fp32 eager. Memory: a fresh process per row builds it (RSS, model built) and "
+            "runs one generation (its peak RSS; a compiled row's includes compiling).",
+            markdown_table(section["rows"], LITEVAR_COLUMNS)]
 
 
 def _text_inputs(result: dict) -> str:
@@ -92,12 +127,15 @@ class ScaleRun:
     layer_tokens: tuple[int, ...] = (64, 256, 1024, 4096)
     kv: KVScaleSettings | None = None
     attention: AttentionScaleSettings | None = None
+    litevar: LiteVARScaleSettings | None = None
 
 
 def run_scale(settings: ScaleRun, progress) -> dict:
     result = run_scale_bench(settings.calls, progress, settings.layer_tokens, settings.kv)
     if settings.attention is not None:
         result["attention"] = run_attention_section(settings.attention, progress)
+    if settings.litevar is not None:
+        result["litevar"] = run_litevar_section(settings.litevar, progress)
     return result
 
 

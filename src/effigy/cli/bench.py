@@ -235,6 +235,9 @@ def bench_scale(
                                                    "FirstBlockCache; default: skipped)."),
     attention_blocks: int = typer.Option(2, min=2, max=64, help="Blocks the attention section runs."),
     attention_steps: int = typer.Option(8, min=2, max=100, help="Denoising calls of the attention section."),
+    var_depth: Optional[int] = typer.Option(None, min=2, max=36, help="LiteVAR section: a random VAR-d<N> (N layers "
+                                            "of N heads of 64; 10 scales, 680 tokens), dense vs MDWA, ASC and W8A8 "
+                                            "compiled (default: skipped)."),
     variants: str = typer.Option("", help="Comma-separated subset of the model section's variants (default: all "
                                  "that run fast on this CPU)."),
     repeats: int = typer.Option(3, min=1, max=50),
@@ -244,10 +247,12 @@ def bench_scale(
     as_json: bool = JSON,
 ) -> None:
     """The recipes at DiT-XL/2 or PixArt-alpha size (random weights): speed, bytes held and peak RSS; KV caches at
-    2k-32k; DiTFastAttn plans at thousands of tokens beside full attention and FirstBlockCache (--attention-tokens)."""
+    2k-32k; DiTFastAttn plans at thousands of tokens beside full attention and FirstBlockCache (--attention-tokens);
+    LiteVAR on a VAR-d16-sized model (--var-depth 16)."""
     from effigy.bench.scale import ARCHITECTURES, ScaleBenchSettings, chosen_variants
     from effigy.bench.scale_attention import AttentionScaleSettings
     from effigy.bench.scale_kv import KVScaleSettings
+    from effigy.bench.scale_litevar import LiteVARScaleSettings
     from effigy.bench.scale_report import ScaleRun
 
     settings = ScaleBenchSettings(architecture=check_choice(architecture, ARCHITECTURES, "--architecture"),
@@ -256,12 +261,15 @@ def bench_scale(
     lengths = parse_counts(kv_lengths, "--kv-lengths")
     kv = KVScaleSettings(lengths=lengths, seed=seed) if lengths else None
     layers = parse_counts(layer_tokens, "--layer-tokens")
-    if not (settings.tokens or layers or lengths or attention_tokens):
-        raise EffigyError("nothing to run: give --tokens, --layer-tokens, --kv-lengths or --attention-tokens.")
+    if not (settings.tokens or layers or lengths or attention_tokens or var_depth):
+        raise EffigyError("nothing to run: give --tokens, --layer-tokens, --kv-lengths, --attention-tokens or "
+                          "--var-depth.")
     attention = None if attention_tokens is None else AttentionScaleSettings(
         architecture=architecture, tokens=square_tokens(attention_tokens, "--attention-tokens"),
         blocks=attention_blocks, steps=attention_steps, repeats=repeats, seed=seed)
-    run_bench("scale", ScaleRun(settings, layers, kv, attention), out, as_json)
+    litevar = None if var_depth is None else LiteVARScaleSettings(depth=var_depth, repeats=repeats,
+                                                                        memory=memory, seed=seed)
+    run_bench("scale", ScaleRun(settings, layers, kv, attention, litevar), out, as_json)
 
 
 @app.command("t2i-scorers")

@@ -33,6 +33,17 @@ def rss_mib() -> dict[str, float | None]:
     return {"rss_mib": None if now is None else now / 1024, "peak_rss_mib": None if peak is None else peak / 1024}
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's peak-RSS counter (Linux clear_refs 5), so that the next :func:`rss_mib` peak counts from
+    now; False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
 
