@@ -22,6 +22,32 @@ def test_flasheval_per_model_json_layout_with_an_incomplete_model_left_out(tmp_p
     assert matrix.table("clip")[2, 7] == stored[matrix.prompts[7]["id"]]
 
 
+def test_flasheval_released_tree_with_family_folders_an_empty_file_and_a_misfiled_copy(tmp_path, caplog):
+    """``ImageReward/<family>/ImageReward-<config>-score.json``: models named family/config (the same config in two
+    families stays two models), an empty file and a copy from another prompt set (fewer ids, some shared) left out
+    with a line each."""
+    rng = np.random.default_rng(0)
+    prompts = [str(i) for i in range(40)]
+    root = tmp_path / "ImageReward"
+    for family in ("sd1.5", "dreamlike"):
+        (root / family).mkdir(parents=True)
+        for config in ("DDIM10step-fp", "DPM20step-fp"):
+            scores = {p: float(rng.random()) for p in prompts}
+            (root / family / f"ImageReward-{config}-score.json").write_text(json.dumps(scores))
+    (root / "sd1.5" / "ImageReward-DPM20step-_8-score.json").write_text("{}")
+    misfiled = {str(i): 0.1 for i in range(30, 60)}  # another prompt set's copy: 10 of its ids collide with these
+    (root / "dreamlike" / "ImageReward-PNDM50step-fp-score.json").write_text(json.dumps(misfiled))
+    matrix = read_scores(root, "ImageReward")
+    assert matrix.names == ["dreamlike/DDIM10step-fp", "dreamlike/DPM20step-fp", "sd1.5/DDIM10step-fp",
+                            "sd1.5/DPM20step-fp"]
+    assert matrix.table("ImageReward").shape == (4, 40)
+    assert matrix.provenance["left_out"] == ["dreamlike/PNDM50step-fp", "sd1.5/DPM20step-_8"]
+    assert "'sd1.5/DPM20step-_8' is scored on 0 of 40" in caplog.text
+    assert "'dreamlike/PNDM50step-fp' is scored on 30 of 40" in caplog.text
+    with pytest.raises(ScoreMatrixError, match="one folder down"):
+        read_scores((tmp_path / "empty").mkdir() or tmp_path / "empty")
+
+
 def test_csv_and_npz_matrices(tmp_path):
     (tmp_path / "s.csv").write_text("model,p1,p2,p3\na,1,2,3\nb,3,2,1\nc,1,1,\n")
     matrix = read_scores(tmp_path / "s.csv")

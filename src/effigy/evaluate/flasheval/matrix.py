@@ -196,19 +196,34 @@ def _from_npz(path: Path, metric: str) -> ScoreMatrix:
 
 
 def _from_per_model_json(folder: Path, metric: str) -> ScoreMatrix:
-    """FlashEval's released layout: ``<model configuration>.json`` = {prompt id: score}."""
+    """One JSON per model configuration mapping prompt id -> score: in ``folder`` itself, or (FlashEval's released
+    tree, ``<metric>/<family>/<metric>-<config>-score.json``) one folder per model family, the model then named
+    ``family/config`` (config names repeat across families)."""
     files = sorted(folder.glob("*.json"))
+    nested = not files
+    if nested:
+        files = sorted(folder.glob("*/*.json"))
     if not files:
-        raise ScoreMatrixError(f"{folder} holds no .json files; FlashEval's layout is one JSON per model "
-                               "configuration mapping prompt id -> score.")
+        raise ScoreMatrixError(f"{folder} holds no .json files, at its top or one folder down; FlashEval's layout is "
+                               "one JSON per model configuration mapping prompt id -> score (in family folders in "
+                               "its released tree).")
     by_model = {}
     for file in files:
         data = read_json_file(file, "a FlashEval score file (prompt id -> score)", ScoreMatrixError)
         if not isinstance(data, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                  and np.isfinite(v) for v in data.values()):
             raise ScoreMatrixError(f"{file}: expected a JSON object mapping prompt id -> finite numeric score.")
-        by_model[file.stem] = {str(k): float(v) for k, v in data.items()}
+        by_model[_model_name(file, folder.name) if nested else file.stem] = {str(k): float(v) for k, v in data.items()}
+    if nested:
+        log.info("%s: FlashEval's released tree, %d model configurations in %d family folders", folder, len(by_model),
+                 len({file.parent for file in files}))
     return _complete_models(by_model, metric, str(folder))
+
+
+def _model_name(file: Path, metric_folder: str) -> str:
+    """``family/config`` of a released score file ``<family>/<metric>-<config>-score.json``."""
+    config = file.stem.removeprefix(f"{metric_folder}-").removesuffix("-score")
+    return f"{file.parent.name}/{config}"
 
 
 def _complete_models(by_model: dict[str, dict[str, float]], metric: str, source: str) -> ScoreMatrix:
