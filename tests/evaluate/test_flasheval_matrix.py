@@ -48,6 +48,28 @@ def test_flasheval_released_tree_with_family_folders_an_empty_file_and_a_misfile
         read_scores((tmp_path / "empty").mkdir() or tmp_path / "empty")
 
 
+def _released_tree(root, families=("a", "b", "c"), configs=("DDIM10step-fp", "DPM20step-fp"), prompts=40):
+    rng = np.random.default_rng(1)
+    for family in families:
+        (root / family).mkdir(parents=True)
+        for config in configs:
+            scores = {str(i): float(rng.random()) for i in range(prompts)}
+            (root / family / f"{root.name}-{config}-score.json").write_text(json.dumps(scores))
+    return root
+
+
+def test_search_on_the_released_tree_names_the_metric_by_its_folder_or_by_metric(monkeypatch, capsys, tmp_path):
+    from tests.test_cli import run_cli
+
+    tree = _released_tree(tmp_path / "HPS")
+    for extra in ([], ["--metric", "HPS"]):
+        code, out, _ = run_cli(monkeypatch, capsys, "flasheval", "search", "--scores", str(tree), "--size", "5",
+                               "--rounds", "1", "--subsets", "10", "--out", str(tmp_path / "subset.json"), "--json",
+                               *extra)
+        assert code == 0 and list(json.loads(out)) == ["HPS"]
+    assert read_scores(tree, "hps-v2").metrics == ["hps-v2"]
+
+
 def test_csv_and_npz_matrices(tmp_path):
     (tmp_path / "s.csv").write_text("model,p1,p2,p3\na,1,2,3\nb,3,2,1\nc,1,1,\n")
     matrix = read_scores(tmp_path / "s.csv")

@@ -66,7 +66,9 @@ def build(
 def search_subset(
     scores: Path = typer.Option(MATRIX, help="A matrix: effigy's .json, a CSV / NPZ [models x prompts], or a folder "
                                 "of FlashEval per-model JSON files."),
-    metric: Optional[str] = typer.Option(None, help="The metric to rank by (default: each of the matrix's)."),
+    metric: Optional[str] = typer.Option(None, help="The metric to rank by (default: each of the matrix's; a CSV, "
+                                         "NPZ or per-model JSON folder holds one, named by this, else by FlashEval's "
+                                         "metric folder, else 'score')."),
     size: int = typer.Option(50, min=1, help="Prompts in the subset."),
     rounds: int = typer.Option(8, min=1, max=100),
     subsets: int = typer.Option(2000, min=10, max=1_000_000, help="Random subsets drawn per round."),
@@ -81,7 +83,7 @@ def search_subset(
     from effigy.evaluate.flasheval import read_scores
     from effigy.evaluate.flasheval.search import SearchSettings, search_and_record
 
-    matrix = read_scores(scores)
+    matrix = read_scores(scores, metric)
     for name in matrix.provenance.get("left_out", []):
         note = f"left out {name!r}: scored on fewer prompts than the other models"
         typer.echo(note, err=True) if as_json else console.print(note)

@@ -125,14 +125,15 @@ def _check_meta(path: Path, meta: dict, tables: dict) -> None:
              f"metric {metric!r} must be a 2-D float table [variants, prompts]")
 
 
-def read_scores(path: str | Path, metric: str = "score") -> ScoreMatrix:
+def read_scores(path: str | Path, metric: str | None = None) -> ScoreMatrix:
     """A matrix from a file or folder a user already has.
 
     Args:
         path: an effigy matrix (``.json`` with its ``.safetensors``), a ``.csv`` (first column the model
             name, header row the prompt ids), an ``.npz`` (``scores`` [models, prompts], optional ``models``
             and ``prompts``), or a folder of FlashEval per-model JSON files (prompt id -> score).
-        metric: the metric name the single table is stored under (effigy matrices keep their own).
+        metric: the metric name the single table is stored under (effigy matrices keep their own); default: the
+            metric folder's name for FlashEval's released tree (``.../COCO/ImageReward``), else ``score``.
     Returns:
         The matrix; models scored on fewer prompts than the others are logged and left out.
     """
@@ -142,8 +143,8 @@ def read_scores(path: str | Path, metric: str = "score") -> ScoreMatrix:
     if not path.exists():
         raise ScoreMatrixError(f"no score file at {path}: pass an effigy matrix, a CSV or NPZ of [models x prompts], "
                                "or a folder of per-model JSON files.")
-    readers = {".json": lambda: ScoreMatrix.load(path), ".csv": lambda: _from_csv(path, metric),
-               ".npz": lambda: _from_npz(path, metric)}
+    readers = {".json": lambda: ScoreMatrix.load(path), ".csv": lambda: _from_csv(path, metric or "score"),
+               ".npz": lambda: _from_npz(path, metric or "score")}
     if path.suffix not in readers:
         raise ScoreMatrixError(f"{path}: unknown score file type {path.suffix!r}; use .json (effigy), .csv, .npz or a "
                                "folder of per-model JSON files.")
@@ -195,7 +196,7 @@ def _from_npz(path: Path, metric: str) -> ScoreMatrix:
     return _complete_models(by_model, metric, str(path))
 
 
-def _from_per_model_json(folder: Path, metric: str) -> ScoreMatrix:
+def _from_per_model_json(folder: Path, metric: str | None) -> ScoreMatrix:
     """One JSON per model configuration mapping prompt id -> score: in ``folder`` itself, or (FlashEval's released
     tree, ``<metric>/<family>/<metric>-<config>-score.json``) one folder per model family, the model then named
     ``family/config`` (config names repeat across families)."""
@@ -214,6 +215,7 @@ def _from_per_model_json(folder: Path, metric: str) -> ScoreMatrix:
                                                  and np.isfinite(v) for v in data.values()):
             raise ScoreMatrixError(f"{file}: expected a JSON object mapping prompt id -> finite numeric score.")
         by_model[_model_name(file, folder.name) if nested else file.stem] = {str(k): float(v) for k, v in data.items()}
+    metric = metric or (folder.name if nested else "score")
     if nested:
         log.info("%s: FlashEval's released tree, %d model configurations in %d family folders", folder, len(by_model),
                  len({file.parent for file in files}))
