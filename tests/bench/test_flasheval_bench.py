@@ -62,3 +62,24 @@ def test_search_then_apply_from_the_cli(tmp_path, monkeypatch, capsys):
     code, captured = run_cli(monkeypatch, capsys, "flasheval", "apply", "--subset", str(tmp_path / "subset.json"),
                              "--scores", str(matrix), "--steps", "2", "--name", "dpm 2")
     assert code == 0 and "rank" in captured.err and "of 13" in captured.err
+
+
+def test_the_bench_runs_on_an_external_matrix_without_a_timing_section(tmp_path):
+    """FlashEval's released tree: the metric and the results' name from its folder; no generator to time."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "ImageReward"
+    quality = np.linspace(0, 1, 10)
+    for index, q in enumerate(quality):
+        family = root / f"family{index % 2}"
+        family.mkdir(parents=True, exist_ok=True)
+        scores = {str(p): float(q * (3.0 if p < 6 else 0.5) + rng.standard_normal()) for p in range(40)}
+        (family / f"ImageReward-config{index}-score.json").write_text(json.dumps(scores))
+    settings = FlashEvalBenchSettings(matrix=str(root), sizes=(5, 10), claim_size=5, claim_random_size=10,
+                                      random_sizes=(5, 10, 20), random_draws=20, search_seeds=2, rounds=2,
+                                      subsets=50)
+    result = run_flasheval_bench(settings)
+    assert result["model"] == "ImageReward" and list(result["metrics"]) == ["ImageReward"]
+    assert result["timing"] is None and len(result["split"]["heldout"]) == 5
+    paths = write_flasheval_report(result, tmp_path, "flasheval_imagereward", "effigy bench flasheval")
+    text = paths["markdown"].read_text()
+    assert "# FlashEval benchmark: ImageReward" in text and "Ranking a new variant" not in text

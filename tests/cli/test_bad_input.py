@@ -227,7 +227,7 @@ def _cases(tmp):
         (["flasheval", "apply", "--subset", str(tmp / "none.json")], "no file"),
         (["bench", "quant", "--model", "t2i-shapes", "--subset", str(tmp / "none.json")], "subset"),
         (["bench", "fastattn", "--model", "t2i-shapes", "--subset", str(binary)], "subset"),
-        (["bench", "flasheval", "--matrix", str(tmp / "none.json")], "no file"),
+        (["bench", "flasheval", "--scores", str(tmp / "none.json")], "no score file"),
         (["bench", "flasheval", "--sizes", "0"], "--sizes"),
         # LiteVAR
         (["bench", "litevar", "--recipes", "vidit-q-w8a8"], "--recipes"),

@@ -18,6 +18,7 @@ CONCEPTS = {
     "an average bit target": ("--average-bits", {"--bits", "--mp-bits", "--avg-bits", "--target-bits"}),
     "a prompt text file": ("--prompt-file", {"--prompts-file", "--prompt-path", "--captions-file"}),
     "a FlashEval subset file": ("--subset", {"--subset-file", "--prompt-subset"}),
+    "a score matrix": ("--scores", {"--matrix", "--score-matrix", "--score-file"}),
     "the output location": ("--out", {"--save", "--save-dir", "--output", "--out-dir", "--results", "--dest"}),
 }
 # commands that print no results (they write files, or serve), so they need no --json
@@ -30,7 +31,7 @@ WITHOUT_JSON = {
 # hidden options are the old spellings of one release, each with the spelling that replaced it
 ALIASES = {"--prompts": "--prompt-file / --subset", "--mp-bits": "--average-bits", "--bits": "--average-bits",
            "--weights": "--model", "--generator": "--model", "--checkpoint": "--model", "--dit": "--compare-dit",
-           "--no-dit": "--no-compare-dit", "--save": "--out", "--save-dir": "--out"}
+           "--no-dit": "--no-compare-dit", "--save": "--out", "--save-dir": "--out", "--matrix": "--scores"}
 
 
 def _commands():
@@ -104,6 +105,7 @@ def test_every_hidden_option_is_a_known_old_spelling():
     (["select-widths", "--checkpoint", "no/such/dir", "--allocation", "none.json", "--out", "o"], "--checkpoint",
      "--model"),
     (["bench", "lcm", "--weights", "no/such/dir"], "--weights", "--model"),
+    (["bench", "flasheval", "--matrix", "no/such.json"], "--matrix", "--scores"),
 ])
 def test_an_old_spelling_still_reaches_the_option_and_says_the_new_one_once(args, old, new, monkeypatch, capsys,
                                                                              tmp_path):

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from effigy.evaluate.flasheval.apply import score_variant
-from effigy.evaluate.flasheval.matrix import ScoreMatrix
+from effigy.evaluate.flasheval.matrix import ScoreMatrix, read_scores
 from effigy.evaluate.flasheval.search import (
     SearchSettings,
     Split,
@@ -46,6 +47,7 @@ class FlashEvalBenchSettings(SettingsRecord):
     subsets: int = 2000
     split_seed: int = 0
     timing_variant: str = "unipc 8 steps"  # not in the matrix: the "new variant" ranked on the subset
+    metric: str | None = None  # the single table's name in an external matrix (read_scores' default otherwise)
 
 
 @dataclass
@@ -98,8 +100,15 @@ def random_match_size(world: _World, target: float, settings: FlashEvalBenchSett
     return {"target_tau": target, "random_mean_tau_by_size": curve, "size": reached[0] if reached else None}
 
 
+def matrix_name(settings: FlashEvalBenchSettings) -> str:
+    """What the results are filed under: ``t2i-shapes`` for effigy's own matrix, else the matrix file or folder's
+    name (``ImageReward`` for FlashEval's released ``COCO/ImageReward`` tree)."""
+    path = Path(settings.matrix)
+    return "t2i-shapes" if path.suffix == ".json" else path.stem
+
+
 def run_flasheval_bench(settings: FlashEvalBenchSettings, progress: Progress = no_progress) -> dict:
-    matrix = ScoreMatrix.load(settings.matrix)
+    matrix = read_scores(settings.matrix, settings.metric)
     split = Split.halves(len(matrix.variants), settings.split_seed)
     kinds = [p.get("kind", "") for p in matrix.prompts]
     metrics, subsets = {}, {}
@@ -118,8 +127,12 @@ def run_flasheval_bench(settings: FlashEvalBenchSettings, progress: Progress = n
                                      "random_tau_at_claim_random_size": by_size.get(settings.claim_random_size, {})
                                      .get("random", {}).get("mean"),
                                      **random_match_size(world, claim, settings)}}
-    timing = time_new_variant(matrix, subsets[f"{matrix.metrics[0]}_{settings.claim_size}"], settings)
-    return {"benchmark": "flasheval", "schema": 1, "model": "t2i-shapes", "settings": settings.to_dict(),
+    timing = None
+    if "prompt_set" in matrix.provenance:
+        timing = time_new_variant(matrix, subsets[f"{matrix.metrics[0]}_{settings.claim_size}"], settings)
+    else:
+        log.info("%s is an external matrix: no generator of its variants here to time a new one", settings.matrix)
+    return {"benchmark": "flasheval", "schema": 1, "model": matrix_name(settings), "settings": settings.to_dict(),
             "matrix": {"variants": len(matrix.variants), "prompts": len(matrix.prompts), "metrics": matrix.metrics,
                        "provenance": matrix.provenance},
             "split": {"train": [matrix.names[i] for i in split.train],

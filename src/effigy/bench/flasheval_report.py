@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from effigy.bench.contract import Bench, at_stem
-from effigy.bench.flasheval import METHODS, FlashEvalBenchSettings, run_flasheval_bench
+from effigy.bench.flasheval import METHODS, FlashEvalBenchSettings, matrix_name, run_flasheval_bench
 from effigy.evaluate.pictures import line_chart
 from effigy.evaluate.report import format_value, machine_line, write_results
 
@@ -24,7 +24,7 @@ def table_rows(result: dict) -> list[dict]:
 def render(result: dict, command: str, chart: str) -> str:
     settings, timing = result["settings"], result["timing"]
     lines = [
-        "# FlashEval benchmark: t2i-shapes", "",
+        f"# FlashEval benchmark: {result['model']}", "",
         f"Command: `{command}`  ",
         f"Matrix: {result['matrix']['variants']} variants x {result['matrix']['prompts']} held-out prompts "
         f"(`effigy flasheval build`, {result['matrix']['provenance'].get('command', 'n/a')}); metrics "
@@ -48,6 +48,8 @@ def render(result: dict, command: str, chart: str) -> str:
         size = claim["size"] if claim["size"] is not None else f"more than {max(claim['random_mean_tau_by_size'])}"
         lines.append(f"| {metric} | {format_value(data['margin'])} | {format_value(claim['flasheval_tau'])} | "
                      f"{format_value(claim['random_tau_at_claim_random_size'])} | {size} |")
+    if timing is None:
+        return "\n".join(lines)
     lines += ["", "## Ranking a new variant", "",
               f"`{timing['variant']['name']}` (not in the matrix), scored on the {timing['subset_prompts']}-prompt "
               f"subset: {timing['subset_seconds']:.1f} s; on all {timing['full_prompts']} prompts: "
@@ -66,4 +68,4 @@ def write_flasheval_report(result: dict, directory: Path, stem: str, command: st
 
 BENCH = Bench("flasheval", FlashEvalBenchSettings, run_flasheval_bench, at_stem(write_flasheval_report),
               lambda result, s: ({"rows": table_rows(result)}, COLUMNS, "held-out Kendall tau by subset size"),
-              model=lambda s: "t2i-shapes")
+              model=matrix_name)

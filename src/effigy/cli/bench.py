@@ -370,8 +370,11 @@ def bench_kvquant(
 
 @app.command("flasheval")
 def bench_flasheval(
-    matrix: Path = typer.Option(Path("benchmarks/results/flasheval/t2i-shapes/score_matrix.json"),
-                                help="A score matrix from `effigy flasheval build`."),
+    scores: Path = typer.Option(Path("benchmarks/results/flasheval/t2i-shapes/score_matrix.json"),
+                                help="A score matrix: effigy's (`effigy flasheval build`), a CSV / NPZ [models x "
+                                "prompts], or a folder of per-model JSON files (FlashEval's released tree too)."),
+    matrix_alias: Optional[Path] = typer.Option(None, "--matrix", hidden=True),
+    metric: Optional[str] = typer.Option(None, help="The metric name of an external matrix's single table."),
     sizes: str = typer.Option("10,20,50,100,200,500", help="Subset sizes to compare the methods at."),
     search_seeds: int = typer.Option(3, min=1, max=20),
     random_draws: int = typer.Option(200, min=10),
@@ -381,11 +384,12 @@ def bench_flasheval(
 ) -> None:
     """FlashEval vs random, stratified and Anchor Points subsets: held-out tau vs size, and the paper's claim."""
     from effigy.bench.flasheval import FlashEvalBenchSettings
-    from effigy.evaluate.flasheval import ScoreMatrix
+    from effigy.evaluate.flasheval import read_scores
 
+    scores = deprecated(matrix_alias, "--matrix", "--scores", scores)
     size_list = parse_counts(sizes, "--sizes", allow_empty=False)
-    ScoreMatrix.load(matrix)  # a bad matrix fails before the work
-    settings = FlashEvalBenchSettings(matrix=str(matrix), sizes=size_list, search_seeds=search_seeds,
+    read_scores(scores, metric)  # a bad matrix fails before the work
+    settings = FlashEvalBenchSettings(matrix=str(scores), metric=metric, sizes=size_list, search_seeds=search_seeds,
                                       random_draws=random_draws, split_seed=split_seed,
                                       claim_size=50 if 50 in size_list else size_list[0])
     run_bench("flasheval", settings, out, as_json)
