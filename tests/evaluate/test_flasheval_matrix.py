@@ -58,15 +58,21 @@ def _released_tree(root, families=("a", "b", "c"), configs=("DDIM10step-fp", "DP
     return root
 
 
-def test_search_on_the_released_tree_names_the_metric_by_its_folder_or_by_metric(monkeypatch, capsys, tmp_path):
+def test_search_on_the_released_tree_names_the_metric_by_its_folder_or_by_metric(monkeypatch, capsys, caplog,
+                                                                               tmp_path):
     from tests.test_cli import run_cli
 
     tree = _released_tree(tmp_path / "HPS")
+    (tree / "a" / "HPS-DPM20step-_8-score.json").write_text("{}")
     for extra in ([], ["--metric", "HPS"]):
-        code, out, _ = run_cli(monkeypatch, capsys, "flasheval", "search", "--scores", str(tree), "--size", "5",
+        caplog.clear()
+        code, out, err = run_cli(monkeypatch, capsys, "flasheval", "search", "--scores", str(tree), "--size", "5",
                                "--rounds", "1", "--subsets", "10", "--out", str(tmp_path / "subset.json"), "--json",
                                *extra)
         assert code == 0 and list(json.loads(out)) == ["HPS"]
+        lines = [r.getMessage() for r in caplog.records if "DPM20step-_8" in r.getMessage()] + [
+            line for line in err.splitlines() if "DPM20step-_8" in line]
+        assert len(lines) == 1 and "scored on 0 of 40" in lines[0]  # one line per file left out
     assert read_scores(tree, "hps-v2").metrics == ["hps-v2"]
 
 

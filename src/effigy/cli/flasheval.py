@@ -83,10 +83,7 @@ def search_subset(
     from effigy.evaluate.flasheval import read_scores
     from effigy.evaluate.flasheval.search import SearchSettings, search_and_record
 
-    matrix = read_scores(scores, metric)
-    for name in matrix.provenance.get("left_out", []):
-        note = f"left out {name!r}: scored on fewer prompts than the other models"
-        typer.echo(note, err=True) if as_json else console.print(note)
+    matrix = read_scores(scores, metric)  # each model left out is logged there, once, with its prompt count
     if metric is not None:
         matrix.table(metric)  # an unknown metric is refused here, with the matrix's metrics named
     metrics = [metric] if metric is not None else matrix.metrics
