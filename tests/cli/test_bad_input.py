@@ -228,6 +228,8 @@ def _cases(tmp):
         (["bench", "quant", "--model", "t2i-shapes", "--subset", str(tmp / "none.json")], "subset"),
         (["bench", "fastattn", "--model", "t2i-shapes", "--subset", str(binary)], "subset"),
         (["bench", "flasheval", "--scores", str(tmp / "none.json")], "no score file"),
+        (["bench", "flasheval", "--scores", str(tmp / "fx" / "matrix.json"), "--metric", "no-such-metric"],
+         "no-such-metric"),
         (["bench", "flasheval", "--sizes", "0"], "--sizes"),
         # LiteVAR
         (["bench", "litevar", "--recipes", "vidit-q-w8a8"], "--recipes"),

@@ -76,7 +76,7 @@ class LiteVARProcessor:
         self.pairs_computed = 0  # (query, key) pairs evaluated, over the batch rows that ran
         self.pairs_kept = 0  # of those, the pairs the plan keeps (the rest are masked out)
         self.pairs_full = 0
-        self.head_dim = 0  # set at the first call
+        self.kept_core_flops = 0  # QK^T and AV FLOPs of the kept pairs (what a pair-skipping kernel would compute)
         self.flops = FlopTally()
 
     def __call__(self, attn: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states=None,
@@ -104,11 +104,12 @@ class LiteVARProcessor:
     def _count(self, attn: nn.Module, batch: int, computed_batch: int, new: int, seen: int,
                mask: ScaleMask | None, shared: bool) -> None:
         heads, head_dim = attn.heads, attn.inner_dim // attn.heads
-        self.head_dim = head_dim
         pairs = heads * new * seen  # the masked kernel evaluates every pair
+        kept = computed_batch * (pairs if mask is None else mask.kept_pairs)
         self.pairs_full += batch * pairs
         self.pairs_computed += computed_batch * pairs
-        self.pairs_kept += computed_batch * (pairs if mask is None else mask.kept_pairs)
+        self.pairs_kept += kept
+        self.kept_core_flops += 4 * head_dim * kept
         qo = 2 * new * (attn.to_q.in_features * attn.inner_dim + attn.inner_dim * attn.to_out[0].out_features)
         kv = 2 * new * 2 * attn.to_k.in_features * attn.inner_dim
         core = 4 * head_dim * pairs
@@ -230,7 +231,7 @@ def total_flops(processors: list[LiteVARProcessor]) -> dict:
     the masked pairs would compute)."""
     module = sum(sum(p.flops.module.values()) for p in processors)
     core = sum(sum(p.flops.core.values()) for p in processors)
-    kept = sum(4 * p.pairs_kept * p.head_dim for p in processors)
-    return {"module_flops": module, "core_flops": core, "kept_core_flops": kept,
+    return {"module_flops": module, "core_flops": core,
+            "kept_core_flops": sum(p.kept_core_flops for p in processors),
             "full_module_flops": sum(p.flops.full_module for p in processors),
             "full_core_flops": sum(p.flops.full_core for p in processors)}

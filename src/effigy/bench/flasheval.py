@@ -47,7 +47,7 @@ class FlashEvalBenchSettings(SettingsRecord):
     subsets: int = 2000
     split_seed: int = 0
     timing_variant: str = "unipc 8 steps"  # not in the matrix: the "new variant" ranked on the subset
-    metric: str | None = None  # the single table's name in an external matrix (read_scores' default otherwise)
+    metric: str | None = None  # an external matrix's table name (read_scores' default otherwise); the one metric run
 
 
 @dataclass
@@ -112,8 +112,9 @@ def run_flasheval_bench(settings: FlashEvalBenchSettings, progress: Progress = n
     split = Split.halves(len(matrix.variants), settings.split_seed)
     kinds = [p.get("kind", "") for p in matrix.prompts]
     metrics, subsets = {}, {}
-    advance = progress("methods x sizes x metrics", len(matrix.metrics) * len(settings.sizes))
-    for metric in matrix.metrics:
+    chosen = [settings.metric] if settings.metric in matrix.metrics else matrix.metrics
+    advance = progress("methods x sizes x metrics", len(chosen) * len(settings.sizes))
+    for metric in chosen:
         table = matrix.table(metric)
         world = _World(table, split, default_margin(table[split.train]), kinds)
         by_size = {}
@@ -129,7 +130,7 @@ def run_flasheval_bench(settings: FlashEvalBenchSettings, progress: Progress = n
                                      **random_match_size(world, claim, settings)}}
     timing = None
     if "prompt_set" in matrix.provenance:
-        timing = time_new_variant(matrix, subsets[f"{matrix.metrics[0]}_{settings.claim_size}"], settings)
+        timing = time_new_variant(matrix, subsets[f"{chosen[0]}_{settings.claim_size}"], settings)
     else:
         log.info("%s is an external matrix: no generator of its variants here to time a new one", settings.matrix)
     return {"benchmark": "flasheval", "schema": 1, "model": matrix_name(settings), "settings": settings.to_dict(),

@@ -76,35 +76,47 @@ def fixed_plan(signature: dict, settings: LiteVARScaleSettings, mdwa: bool = Tru
                        cfg_shared=shared if asc else [], asc_threshold=None)
 
 
+@dataclass(frozen=True)
+class _CodebookConfig:  # what VARTransformer.generate checks and reads of a tokenizer's config
+    scales: tuple[int, ...]
+    latent_dim: int
+    codebook_size: int
+    latent_size: int
+
+
+class _RandomCodebook:
+    """A stand-in tokenizer for speed runs, so that the section times :meth:`VARTransformer.generate` itself: each
+    scale's sampled codes, embedded by a random codebook and resized to the next scale, are the next scale's input
+    (what VAR's tokenizer does, minus its refinement convolutions and its decoder)."""
+
+    def __init__(self, scales: tuple[int, ...], generator: torch.Generator) -> None:
+        self.config = _CodebookConfig(tuple(scales), VAR_LATENT, VAR_CODEBOOK, scales[-1])
+        self.codebook = torch.randn(VAR_CODEBOOK, VAR_LATENT, generator=generator)
+
+    def next_scale_input(self, index: int, f_hat: torch.Tensor, indices: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        scales = self.config.scales
+        if index + 1 == len(scales):
+            return f_hat, None
+        maps = self.codebook[indices].transpose(1, 2).unflatten(-1, (scales[index], scales[index]))
+        return f_hat, F.interpolate(maps, size=scales[index + 1], mode="bilinear").flatten(2).transpose(1, 2)
+
+    def decode_latent(self, f_hat: torch.Tensor) -> torch.Tensor:
+        return f_hat
+
+
 class _Generation:
-    """One seeded generation loop of a VAR without a tokenizer: each scale's sampled codes, embedded by a random
-    codebook and resized to the next scale, are the next scale's input (what VAR's tokenizer does, minus its
-    refinement convolutions)."""
+    """One seeded, guided generation of ``settings.images`` random class labels by ``model``."""
 
     def __init__(self, model: nn.Module, settings: LiteVARScaleSettings) -> None:
         generator = torch.Generator().manual_seed(settings.seed)
         self.model, self.settings = model, settings
-        self.codebook = torch.randn(VAR_CODEBOOK, VAR_LATENT, generator=generator)
-        labels = torch.randint(0, VAR_CLASSES, (settings.images,), generator=generator)
-        self.labels = torch.cat([labels, torch.full_like(labels, VAR_CLASSES)])
+        self.tokenizer = _RandomCodebook(model.scales, generator)
+        self.labels = torch.randint(0, VAR_CLASSES, (settings.images,), generator=generator)
 
-    @torch.no_grad()
     def __call__(self) -> torch.Tensor:
-        from effigy.models.var.transformer import ScaleKVCache, sample_codes
-
-        model, n, scales = self.model, self.settings.images, self.model.scales
-        generator = torch.Generator().manual_seed(self.settings.seed)
-        cache, inputs, codes = ScaleKVCache(len(model.blocks)), None, []
-        for k, side in enumerate(scales):
-            logits = model.scale_logits(self.labels, inputs, k, cache)
-            ratio = self.settings.guidance * k / (len(scales) - 1)
-            indices = sample_codes((1 + ratio) * logits[:n] - ratio * logits[n:], self.settings.top_k, 1.0, generator)
-            codes.append(indices)
-            if k + 1 < len(scales):
-                maps = self.codebook[indices].transpose(1, 2).unflatten(-1, (side, side))
-                nxt = F.interpolate(maps, size=scales[k + 1], mode="bilinear").flatten(2).transpose(1, 2)
-                inputs = torch.cat([nxt, nxt])
-        return torch.cat(codes, 1)
+        return self.model.generate(self.tokenizer, self.labels, self.settings.guidance, self.settings.top_k,
+                                   seed=self.settings.seed)
 
 
 def _compiled_blocks(model: nn.Module) -> nn.Module:
@@ -176,23 +188,18 @@ def run_litevar_section(settings: LiteVARScaleSettings, progress: Progress = no_
                 first[name] = elapsed
             advance()
     held = {name: held_bytes(row.model) for name, row in rows.items()}
+    signature = mdwa_signature(fp_model)
     del rows, generations, fp_model
     memory = {name: {} for name in names}
     advance = progress("resident memory, a fresh process per row", len(names) if settings.memory else 0)
     for name in names if settings.memory else ():
         memory[name] = run_in_fresh_process(_fresh_process_memory, settings.to_dict(), name)
         advance()
-    both = fixed_plan(section_signature(settings), settings)
-    return {"settings": settings.to_dict(), "model": section_signature(settings),
+    both = fixed_plan(signature, settings)
+    return {"settings": settings.to_dict(), "model": signature,
             "rows": _rows(seconds, attention, first, held, memory),
             "kept_pairs": both.kept_fraction(), "asc_shared": both.shared_fraction(),
             "plan": {"windows_per_query_scale": both.windows[0][0], "cfg_shared_per_scale": both.cfg_shared[0]}}
-
-
-def section_signature(settings: LiteVARScaleSettings) -> dict:
-    """:func:`~effigy.attention.multiscale.mdwa_signature` of the section's model, without building it."""
-    return {"class": "VARTransformer", "num_layers": settings.depth, "heads": settings.depth,
-            "scales": list(VAR_D16_SCALES)}
 
 
 def _fresh_process_memory(settings: dict, name: str) -> dict:

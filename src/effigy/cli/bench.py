@@ -374,7 +374,8 @@ def bench_flasheval(
                                 help="A score matrix: effigy's (`effigy flasheval build`), a CSV / NPZ [models x "
                                 "prompts], or a folder of per-model JSON files (FlashEval's released tree too)."),
     matrix_alias: Optional[Path] = typer.Option(None, "--matrix", hidden=True),
-    metric: Optional[str] = typer.Option(None, help="The metric name of an external matrix's single table."),
+    metric: Optional[str] = typer.Option(None, help="The metric to run (default: each of the matrix's); it names an "
+                                         "external matrix's single table."),
     sizes: str = typer.Option("10,20,50,100,200,500", help="Subset sizes to compare the methods at."),
     search_seeds: int = typer.Option(3, min=1, max=20),
     random_draws: int = typer.Option(200, min=10),
@@ -388,7 +389,9 @@ def bench_flasheval(
 
     scores = deprecated(matrix_alias, "--matrix", "--scores", scores)
     size_list = parse_counts(sizes, "--sizes", allow_empty=False)
-    read_scores(scores, metric)  # a bad matrix fails before the work
+    matrix = read_scores(scores, metric)  # a bad matrix fails before the work
+    if metric is not None:
+        matrix.table(metric)  # an unknown metric is refused here, with the matrix's metrics named
     settings = FlashEvalBenchSettings(matrix=str(scores), metric=metric, sizes=size_list, search_seeds=search_seeds,
                                       random_draws=random_draws, split_seed=split_seed,
                                       claim_size=50 if 50 in size_list else size_list[0])
