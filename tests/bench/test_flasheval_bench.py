@@ -29,19 +29,27 @@ def synthetic_matrix(path):
 def test_the_bench_compares_every_method_on_held_out_variants_and_times_a_new_variant(tmp_path):
     settings = FlashEvalBenchSettings(matrix=str(synthetic_matrix(tmp_path / "m")), sizes=(5, 10, 20), claim_size=10,
                                       claim_random_size=20, random_sizes=(5, 10, 20, 40), random_draws=20,
-                                      search_seeds=2, rounds=3, subsets=100, timing_variant="unipc 2 steps")
+                                      splits=2, rounds=3, subsets=100, timing_variant="unipc 2 steps")
     result = run_flasheval_bench(settings)
     for data in result["metrics"].values():
-        assert set(data["by_size"]) == {5, 10, 20}
+        assert set(data["by_size"]) == {5, 10, 20} and set(data["random_curve"]) == {5, 10, 20, 40}
         for methods in data["by_size"].values():
             assert set(methods) == {"flasheval", "random", "stratified", "anchor points"}
-            assert all(-1 <= m["mean"] <= 1 and m["p5"] <= m["mean"] <= m["p95"] for m in methods.values())
-        assert data["claim"]["size"] is None or data["claim"]["size"] in (5, 10, 20, 40)
-    assert not set(result["split"]["train"]) & set(result["split"]["heldout"])
+            for method in methods.values():
+                assert method["splits"] == 2
+                assert all(-1 <= v["min"] <= v["mean"] <= v["max"] <= 1 for k, v in method.items() if k != "splits")
+        for measure in ("kd", "tau_b"):
+            claim = data["claim"][measure]
+            assert claim["random_size_matched"] is None or 5 <= claim["random_size_matched"] <= 40
+            assert claim["meets_claim"] == (claim["flasheval"] >= claim["random_at_claim_size"])
+    for split in result["splits"].values():
+        assert not set(split["train"]) & set(split["heldout"]) and len(split["heldout"]) == 6
+    assert result["splits"]["seed 0"] != result["splits"]["seed 1"]
     timing = result["timing"]
     assert timing["subset_prompts"] == 10 and timing["full_prompts"] == PROMPTS and timing["full_seconds"] > 0
     paths = write_flasheval_report(result, tmp_path, "flasheval_t2i_shapes", "effigy bench flasheval")
-    assert paths["chart"].stat().st_size > 1000 and "| adherence | 10 |" in paths["markdown"].read_text()
+    text = paths["markdown"].read_text()
+    assert paths["chart"].stat().st_size > 1000 and "| adherence | 10 |" in text and "margin KD" in text
 
 
 def run_cli(monkeypatch, capsys, *args):
@@ -75,11 +83,36 @@ def test_the_bench_runs_on_an_external_matrix_without_a_timing_section(tmp_path)
         scores = {str(p): float(q * (3.0 if p < 6 else 0.5) + rng.standard_normal()) for p in range(40)}
         (family / f"ImageReward-config{index}-score.json").write_text(json.dumps(scores))
     settings = FlashEvalBenchSettings(matrix=str(root), sizes=(5, 10), claim_size=5, claim_random_size=10,
-                                      random_sizes=(5, 10, 20), random_draws=20, search_seeds=2, rounds=2,
-                                      subsets=50)
+                                      random_sizes=(5, 10, 20), random_draws=20, splits=2, rounds=2, subsets=50)
     result = run_flasheval_bench(settings)
-    assert result["model"] == "ImageReward" and list(result["metrics"]) == ["ImageReward"]
-    assert result["timing"] is None and len(result["split"]["heldout"]) == 5
+    assert result["model"] == f"{tmp_path.name}-ImageReward" and list(result["metrics"]) == ["ImageReward"]
+    assert result["timing"] is None and len(result["splits"]["seed 0"]["heldout"]) == 5
+    assert set(result["metrics"]["ImageReward"]["by_size"][5]) == {"flasheval", "random", "anchor points"}
     paths = write_flasheval_report(result, tmp_path, "flasheval_imagereward", "effigy bench flasheval")
     text = paths["markdown"].read_text()
-    assert "# FlashEval benchmark: ImageReward" in text and "Ranking a new variant" not in text
+    assert f"# FlashEval benchmark: {tmp_path.name}-ImageReward" in text and "Ranking a new variant" not in text
+
+
+def test_a_named_split_and_a_released_subset_are_judged_beside_the_seeded_splits(tmp_path):
+    """The named split is reported on its own; the released subset's tau is its own ranking of the held-out models
+    (here the informative prompts, which must beat random subsets of its size)."""
+    from effigy.bench.flasheval import random_match_size
+
+    matrix = synthetic_matrix(tmp_path / "m")
+    (tmp_path / "split.json").write_text(json.dumps({"train": [f"v{i}" for i in range(0, 12, 2)]}))
+    (tmp_path / "released.jsonl").write_text("".join(json.dumps({"id": f"heldout-0-{i:05d}", "caption": "x"}) + "\n"
+                                                     for i in range(8)))
+    settings = FlashEvalBenchSettings(matrix=str(matrix), metric="adherence", sizes=(8,), claim_size=8,
+                                      claim_random_size=20, random_sizes=(8, 20), random_draws=20, splits=2,
+                                      rounds=2, subsets=50, split_file=str(tmp_path / "split.json"),
+                                      released=str(tmp_path / "released.jsonl"), timing_variant="unipc 2 steps")
+    result = run_flasheval_bench(settings)
+    data = result["metrics"]["adherence"]
+    named = data["named_split"]
+    assert named["name"] == "split.json" and result["splits"]["split.json"]["heldout"] == [f"v{i}" for i in
+                                                                                            range(1, 12, 2)]
+    assert named["released"]["kd"] > named["random_curve"][8]["kd"]
+    assert data["released"]["splits"] == 2
+    assert "beats_released" in named["claim"]["kd"] and "beats_released" in data["claim"]["tau_b"]
+    assert random_match_size({10: 0.5, 100: 0.9}, 0.7) == pytest.approx(10 ** 1.5)
+    assert random_match_size({10: 0.5, 100: 0.9}, 0.95) is None and random_match_size({10: 0.5}, 0.2) == 10

@@ -34,6 +34,10 @@ def _reliability_fixtures(tmp):
     (fx / "strip.png").write_bytes(strip_png(40_000_000, 1))
     (fx / "huge.png").write_bytes(strip_png(9000, 9000))
     (fx / "blank_line.csv").write_text("model,p1,p2\n\na,1,2\nb,3,4\nc,5,6\n")
+    (fx / "twice.csv").write_text("model,prompt,score\na,1,0.5\na,1,0.6\n")
+    (fx / "split_strangers.json").write_text(json.dumps({"train": ["nobody", "nothing"]}))
+    (fx / "train_id.pth").write_bytes(b"not a torch file")
+    (fx / "subset_lines.jsonl").write_text("no ids here\n")
     (fx / "binary.csv").write_bytes(b"model,p1,p2\n\x00\xff\xfe" * 20)
     np.savez(fx / "objects.npz", scores=np.ones((3, 4)), models=np.array([{"a": 1}, 2, 3], dtype=object))
     rng = np.random.default_rng(0)
@@ -104,8 +108,17 @@ def _reliability_cases(tmp, fx):
         (["detect", "fas", "score", str(fx / "same" / "a.png"), "--adapted", str(tmp / "none.safetensors")],
          "are needed"),
         # FlashEval: reads are checked, nothing is written before the search
-        (["flasheval", "search", "--scores", str(fx / "blank_line.csv"), "--out", str(tmp / "s.json")], "at least four"),
+        (["flasheval", "search", "--scores", str(fx / "blank_line.csv"), "--out", str(tmp / "s.json")],
+         "at least two training models"),
         (["flasheval", "search", "--scores", str(fx / "binary.csv")], "not a readable score CSV"),
+        (["flasheval", "search", "--scores", str(fx / "twice.csv")], "scored twice"),
+        (["flasheval", "search", "--scores", str(fx / "matrix.json"), "--heldout-fraction", "0.95"],
+         "--heldout-fraction"),
+        (["flasheval", "search", "--scores", str(fx / "matrix.json"), "--split", str(fx / "split_strangers.json")],
+         "0 training"),
+        (["flasheval", "search", "--scores", str(fx / "matrix.json"), "--split", str(tmp / "none.json")], "none.json"),
+        (["flasheval", "search", "--scores", str(fx / "matrix.json"), "--split", str(fx / "train_id.pth")],
+         "configs/get_score.yaml"),
         (["flasheval", "search", "--scores", str(fx / "objects.npz")], "NPZ"),
         (["flasheval", "search", "--scores", str(fx / "no_metrics.json")], "'metrics' must be"),
         (["flasheval", "search", "--scores", str(fx / "no_provenance.json")], "'provenance' must be"),
@@ -231,6 +244,11 @@ def _cases(tmp):
         (["bench", "flasheval", "--scores", str(tmp / "fx" / "matrix.json"), "--metric", "no-such-metric"],
          "no-such-metric"),
         (["bench", "flasheval", "--sizes", "0"], "--sizes"),
+        (["bench", "flasheval", "--scores", str(tmp / "fx" / "matrix.json"), "--subset",
+          str(tmp / "fx" / "subset_lines.jsonl")], "a subset is one JSON prompt"),
+        (["bench", "flasheval", "--scores", str(tmp / "fx" / "matrix.json"), "--split",
+          str(tmp / "fx" / "split_strangers.json")], "0 training"),
+        (["bench", "flasheval", "--splits", "0"], "--splits"),
         # LiteVAR
         (["bench", "litevar", "--recipes", "vidit-q-w8a8"], "--recipes"),
         (["bench", "litevar", "--coverages", "1.5"], "--coverages"),

@@ -31,7 +31,8 @@ WITHOUT_JSON = {
 # hidden options are the old spellings of one release, each with the spelling that replaced it
 ALIASES = {"--prompts": "--prompt-file / --subset", "--mp-bits": "--average-bits", "--bits": "--average-bits",
            "--weights": "--model", "--generator": "--model", "--checkpoint": "--model", "--dit": "--compare-dit",
-           "--no-dit": "--no-compare-dit", "--save": "--out", "--save-dir": "--out", "--matrix": "--scores"}
+           "--no-dit": "--no-compare-dit", "--save": "--out", "--save-dir": "--out", "--matrix": "--scores",
+           "--search-seeds": "--splits"}
 
 
 def _commands():

@@ -117,3 +117,61 @@ def test_bad_score_files_are_one_clear_error(tmp_path):
         read_scores(tmp_path / "m.json")
     with pytest.raises(ScoreMatrixError, match="NaN"):
         ScoreMatrix({"s": np.array([[np.nan, 1.0]])}, [{"name": "a"}], [{"id": "0"}, {"id": "1"}])
+
+
+def _long_rows(models=("sd/DDIM10", "sd/DPM20", "vq"), prompts=6, metrics=("ImageReward", "HPS")):
+    """One row per score, as an evaluation harness logs them; the score encodes where it came from."""
+    return [{"model": m, "prompt": f"p{p}", "metric": metric, "score": 10 * i + p + (0.5 if metric == "HPS" else 0)}
+            for metric in metrics for i, m in enumerate(models) for p in range(prompts)]
+
+
+def _write_long(path, rows):
+    if path.suffix == ".csv":
+        path.write_text("Model,prompt,metric,score\n" + "".join(
+            f"{r['model']},{r['prompt']},{r['metric']},{r['score']}\n" for r in rows))
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({k: [r[k] for r in rows] for k in rows[0]}), path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_long_tables_one_row_per_score_in_each_format(tmp_path, caplog, suffix):
+    """A model missing one prompt in one metric is left out of every metric with a line, not padded; each table
+    holds exactly the scores given, in model x prompt order."""
+    rows = [r for r in _long_rows() if not (r["model"] == "vq" and r["metric"] == "HPS" and r["prompt"] == "p3")]
+    matrix = read_scores(_write_long(tmp_path / f"scores{suffix}", rows))
+    assert matrix.metrics == ["ImageReward", "HPS"] and matrix.names == ["sd/DDIM10", "sd/DPM20"]
+    assert matrix.table("ImageReward").tolist() == [[float(p) for p in range(6)], [10.0 + p for p in range(6)]]
+    assert matrix.table("HPS")[1, 2] == 12.5 and matrix.provenance["left_out"] == ["vq"]
+    assert "'vq' is scored on 5 of 6 prompts" in caplog.text
+    one = read_scores(tmp_path / f"scores{suffix}", "ImageReward")
+    assert one.metrics == ["ImageReward"] and one.names == ["sd/DDIM10", "sd/DPM20", "vq"]
+
+
+def test_long_table_without_a_metric_column_and_its_bad_rows(tmp_path):
+    (tmp_path / "s.csv").write_text("model,prompt,score\na,1,0.5\na,2,0.7\nb,1,0.1\nb,2,0.2\n")
+    assert read_scores(tmp_path / "s.csv", "clip").table("clip").tolist() == [[0.5, 0.7], [0.1, 0.2]]
+    assert read_scores(tmp_path / "s.csv").metrics == ["score"]
+    (tmp_path / "twice.jsonl").write_text('{"model": "a", "prompt": 1, "score": 1}\n' * 2)
+    with pytest.raises(ScoreMatrixError, match="row 2: model 'a' is scored twice on prompt '1'"):
+        read_scores(tmp_path / "twice.jsonl")
+    (tmp_path / "nan.csv").write_text("model,prompt,score\na,1,nan\n")
+    with pytest.raises(ScoreMatrixError, match="row 2: score 'nan' is not a number"):
+        read_scores(tmp_path / "nan.csv")
+    (tmp_path / "other.jsonl").write_text('{"model": "a", "prompt": 1, "metric": "fid", "score": 1}\n')
+    with pytest.raises(ScoreMatrixError, match="no score rows for metric 'clip'"):
+        read_scores(tmp_path / "other.jsonl", "clip")
+    (tmp_path / "broken.jsonl").write_text("{not json\n")
+    with pytest.raises(ScoreMatrixError, match="not a JSONL score table"):
+        read_scores(tmp_path / "broken.jsonl")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"model": ["a"], "score": [1.0]}), tmp_path / "cols.parquet")
+    with pytest.raises(ScoreMatrixError, match="lacks prompt"):
+        read_scores(tmp_path / "cols.parquet")

@@ -1,144 +1,256 @@
-"""FlashEval against its baselines on effigy's own score matrix, in one run.
+"""FlashEval against its baselines on a score matrix, judged only on models no method read.
 
-For each metric and subset size: FlashEval's search (several search seeds), random subsets, random subsets
-stratified by caption kind, and Anchor Points; every tau on the held-out half of the variants, which no
-method reads. Then the paper's claim measured here (the size at which random subsets match FlashEval's
-50-prompt held-out tau) and the wall time to rank one new variant on the subset vs on every prompt.
+The protocol (https://arxiv.org/abs/2403.16379, made stricter): several seeded train / held-out splits of the
+models (and, where given, a named split such as the paper's own ``train_id.pth``). On each split, every
+method picks prompts from the training models only; its subset is judged by how it ranks the held-out models
+against their full-set ranking, as Kendall tau-b and as the paper's margin KD (tau-b with pairs closer than
+the metric's margin counted as ties). Random subsets from 10 to 2,000 prompts give the reference curve, and
+the headline is the random size whose held-out tau FlashEval's 50 prompts match (the paper claims 500).
+A released subset (FlashEval's ``representative_subset`` files) is judged the same way where given.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from effigy.errors import ScoreMatrixError
 from effigy.evaluate.flasheval.apply import score_variant
-from effigy.evaluate.flasheval.matrix import ScoreMatrix, read_scores
+from effigy.evaluate.flasheval.matrix import ScoreMatrix
+from effigy.evaluate.flasheval.readers import read_prompt_ids, read_scores
 from effigy.evaluate.flasheval.search import (
     SearchSettings,
-    Split,
     Subset,
     anchor_points,
     default_margin,
     flasheval_search,
-    heldout_tau,
     random_subsets,
     stratified_subsets,
 )
+from effigy.evaluate.flasheval.splits import Split, read_split
 from effigy.evaluate.flasheval.variants import VariantBuilder, VariantSpec
 from effigy.evaluate.measure import Progress, machine_facts, no_progress
 from effigy.evaluate.report import SettingsRecord
+from effigy.metrics.ranking import margin_kendall_tau
 
 log = logging.getLogger(__name__)
 METHODS = ("flasheval", "random", "stratified", "anchor points")
+MEASURES = ("kd", "tau_b")  # the paper's margin KD, and plain tau-b
 
 
 @dataclass
 class FlashEvalBenchSettings(SettingsRecord):
     matrix: str = "benchmarks/results/flasheval/t2i-shapes/score_matrix.json"
+    metric: str | None = None  # an external matrix's table name (read_scores' default otherwise); the one metric run
     sizes: tuple[int, ...] = (10, 20, 50, 100, 200, 500)
     claim_size: int = 50  # FlashEval's subset in the paper's claim
     claim_random_size: int = 500
-    random_sizes: tuple[int, ...] = (10, 20, 50, 100, 150, 200, 300, 400, 500, 600, 700, 800, 900)
+    random_sizes: tuple[int, ...] = (10, 20, 50, 100, 150, 200, 300, 500, 700, 1000, 1500, 2000)
     random_draws: int = 200
-    search_seeds: int = 3
+    splits: int = 5  # seeded model splits 0 .. splits - 1, each searched once with its own seed
+    split_file: str | None = None  # a named split run beside them (FlashEval's train_id.pth, or effigy JSON)
+    released: str | None = None  # a released subset (FlashEval's JSONL of prompts with ids) judged the same way
     rounds: int = 8
     subsets: int = 2000
-    split_seed: int = 0
+    anchor_max_prompts: int = 6000  # Anchor Points holds a prompts x prompts distance matrix: skipped above this
     timing_variant: str = "unipc 8 steps"  # not in the matrix: the "new variant" ranked on the subset
-    metric: str | None = None  # an external matrix's table name (read_scores' default otherwise); the one metric run
 
 
 @dataclass
-class _World:
+class Judge:
+    """A subset's held-out ranking quality on one split."""
+
     table: np.ndarray
     split: Split
     margin: float
-    kinds: list[str]
+
+    def __call__(self, subset: Subset) -> dict[str, float]:
+        held = self.table[self.split.heldout]
+        means, full = subset.means(held), held.mean(axis=1)
+        return {"kd": float(margin_kendall_tau(means, full, self.margin)),
+                "tau_b": float(margin_kendall_tau(means, full, 0.0))}
 
 
-def _spread(values: list[float]) -> dict:
-    values = np.asarray(values, dtype=np.float64)
-    return {"mean": float(values.mean()), "std": float(values.std()), "p5": float(np.percentile(values, 5)),
-            "p95": float(np.percentile(values, 95)), "draws": int(len(values))}
+def _mean_of(scores: list[dict[str, float]]) -> dict[str, float]:
+    return {m: float(np.nanmean([s[m] for s in scores])) for m in MEASURES}
 
 
-def _taus(world: _World, subsets: list[Subset]) -> list[float]:
-    return [heldout_tau(world.table, world.split, s, world.margin) for s in subsets]
+def _spread(per_split: list[dict[str, float]]) -> dict:
+    """Mean, std and range over splits of each measure."""
+    out = {}
+    for measure in MEASURES:
+        values = np.array([s[measure] for s in per_split], dtype=np.float64)
+        out[measure] = {"mean": float(values.mean()), "std": float(values.std()), "min": float(values.min()),
+                        "max": float(values.max())}
+    return out | {"splits": len(per_split)}
 
 
-def _flasheval(world: _World, size: int, settings: FlashEvalBenchSettings) -> tuple[dict, list[Subset]]:
-    found = [flasheval_search(world.table, world.split, world.margin,
-                              SearchSettings(size=size, rounds=settings.rounds, subsets=settings.subsets, seed=seed))
-             for seed in range(settings.search_seeds)]
-    return _spread(_taus(world, found)) | {"train_tau": float(np.mean([f.train_tau for f in found]))}, found
+@dataclass
+class _SplitRun:
+    """Everything one split contributes: method x size scores, the random curve, the released subset's."""
+
+    name: str
+    split: Split
+    margin: float
+    by_size: dict[int, dict[str, dict[str, float]]]
+    random_curve: dict[int, dict[str, float]]
+    released: dict[str, float] | None
 
 
-def method_taus(world: _World, size: int, settings: FlashEvalBenchSettings) -> tuple[dict[str, dict], Subset]:
-    """Held-out tau of every method at one size (spread over draws or search seeds), and FlashEval's first subset."""
-    flash, found = _flasheval(world, size, settings)
-    n = world.table.shape[1]
-    return {
-        "flasheval": flash,
-        "random": _spread(_taus(world, random_subsets(n, size, settings.random_draws, seed=size))),
-        "stratified": _spread(_taus(world, stratified_subsets(world.kinds, size, settings.random_draws, seed=size))),
-        "anchor points": _spread(_taus(world, [anchor_points(world.table, world.split, size, seed=s)
-                                               for s in range(settings.search_seeds)])),
-    }, found[0]
+def run_split(table: np.ndarray, split: Split, name: str, seed: int, kinds: list[str], released: list[int] | None,
+              settings: FlashEvalBenchSettings) -> _SplitRun:
+    """Every method at every size on one split, then the random reference curve."""
+    judge = Judge(table, split, default_margin(table[split.train]))
+    n_prompts = table.shape[1]
+    by_size = {}
+    for size in settings.sizes:
+        found = flasheval_search(table, split, judge.margin, SearchSettings(size=size, rounds=settings.rounds,
+                                                                            subsets=settings.subsets, seed=seed))
+        by_size[size] = {"flasheval": judge(found) | {"train_tau": found.train_tau},
+                         "random": _mean_of([judge(s) for s in random_subsets(n_prompts, size, settings.random_draws,
+                                                                               seed=1000 * seed + size)])}
+        if len(set(kinds)) > 1:
+            by_size[size]["stratified"] = _mean_of([judge(s) for s in stratified_subsets(
+                kinds, size, settings.random_draws, seed=1000 * seed + size)])
+        if n_prompts <= settings.anchor_max_prompts:
+            by_size[size]["anchor points"] = judge(anchor_points(table, split, size, seed=seed))
+    curve = {size: _mean_of([judge(s) for s in random_subsets(n_prompts, size, settings.random_draws,
+                                                              seed=10_000 + 1000 * seed + size)])
+             for size in settings.random_sizes if size < n_prompts}
+    return _SplitRun(name, split, judge.margin, by_size, curve,
+                     judge(Subset("released", released)) if released else None)
 
 
-def random_match_size(world: _World, target: float, settings: FlashEvalBenchSettings) -> dict:
-    """The smallest size whose random subsets' mean held-out tau reaches ``target`` (None: not below all)."""
-    curve = {}
-    for size in settings.random_sizes:
-        if size >= world.table.shape[1]:
-            break
-        curve[size] = float(np.mean(_taus(world, random_subsets(world.table.shape[1], size, settings.random_draws,
-                                                                 seed=10_000 + size))))
-    reached = [s for s, tau in curve.items() if tau >= target]
-    return {"target_tau": target, "random_mean_tau_by_size": curve, "size": reached[0] if reached else None}
+def random_match_size(curve: dict[int, float], target: float) -> float | None:
+    """The random subset size whose mean held-out tau reaches ``target``, interpolated in log size between the
+    sizes measured; None when even the largest falls short (the caller reports "more than" it)."""
+    sizes = sorted(curve)
+    if curve[sizes[0]] >= target:
+        return float(sizes[0])
+    for low, high in zip(sizes, sizes[1:]):
+        if curve[high] >= target:
+            share = (target - curve[low]) / max(curve[high] - curve[low], 1e-12)
+            return float(np.exp(np.log(low) + share * (np.log(high) - np.log(low))))
+    return None
+
+
+def summarise(runs: list[_SplitRun], settings: FlashEvalBenchSettings) -> dict:
+    """Seeded splits averaged, with the claim on them; the named split (where there is one) on its own."""
+    seeded = [r for r in runs if r.name.startswith("seed ")]
+    methods = sorted({m for r in seeded for size in r.by_size.values() for m in size}, key=METHODS.index)
+    by_size = {size: {m: _spread([r.by_size[size][m] for r in seeded]) for m in methods} for size in settings.sizes}
+    curve = {size: _mean_of([r.random_curve[size] for r in seeded]) for size in seeded[0].random_curve}
+    found = {m: by_size[settings.claim_size]["flasheval"][m]["mean"] for m in MEASURES}
+    released = _mean_of([r.released for r in seeded]) if seeded[0].released else None
+    summary = {"by_size": by_size, "random_curve": curve, "claim": _claim(found, curve, settings, released)}
+    if released:
+        summary["released"] = _spread([r.released for r in seeded])
+    for run in runs:
+        if run not in seeded:
+            summary["named_split"] = {"name": run.name, "margin": run.margin, "by_size": run.by_size,
+                                      "random_curve": run.random_curve, "released": run.released,
+                                      "claim": _claim(run.by_size[settings.claim_size]["flasheval"], run.random_curve,
+                                                      settings, run.released)}
+    return summary
+
+
+def _claim(found: dict[str, float], curve: dict[int, dict[str, float]], settings: FlashEvalBenchSettings,
+           released: dict[str, float] | None = None) -> dict:
+    """The paper's 10x, per measure: FlashEval's subset at the claim size against random subsets of the claim's
+    random size, the random size it does match, and (where given) the released subset."""
+    claim = {}
+    for measure in MEASURES:
+        random_at = curve.get(settings.claim_random_size, {}).get(measure)
+        claim[measure] = {"flasheval": found[measure], "random_at_claim_size": random_at,
+                          "random_size_matched": random_match_size({s: v[measure] for s, v in curve.items()},
+                                                                   found[measure]),
+                          "meets_claim": random_at is not None and found[measure] >= random_at}
+        if released is not None:
+            claim[measure] |= {"released": released[measure], "beats_released": found[measure] >= released[measure]}
+    return claim
+
+
+def _splits(matrix: ScoreMatrix, settings: FlashEvalBenchSettings) -> list[tuple[str, Split, int]]:
+    runs = [(f"seed {seed}", Split.halves(len(matrix.variants), seed), seed) for seed in range(settings.splits)]
+    if settings.split_file:
+        runs.append((Path(settings.split_file).name, read_split(Path(settings.split_file), matrix.names), 0))
+    return runs
 
 
 def matrix_name(settings: FlashEvalBenchSettings) -> str:
     """What the results are filed under: ``t2i-shapes`` for effigy's own matrix, else the matrix file or folder's
-    name (``ImageReward`` for FlashEval's released ``COCO/ImageReward`` tree)."""
+    name, with its prompt set's folder before it for FlashEval's released tree (``COCO-ImageReward``)."""
     path = Path(settings.matrix)
-    return "t2i-shapes" if path.suffix == ".json" else path.stem
+    if path.suffix == ".json":
+        return "t2i-shapes"
+    released_tree = path.is_dir() and not any(path.glob("*.json"))
+    return f"{path.parent.name}-{path.name}" if released_tree else path.stem
+
+
+@functools.lru_cache(maxsize=1)
+def _read_once(path: str, metric: str | None, stamp: int) -> ScoreMatrix:
+    """The matrix, read once per file version: the CLI checks the inputs, then the bench runs on the same read
+    (a 40k-prompt tree takes seconds to parse and logs each model it leaves out: once)."""
+    return read_scores(path, metric)
+
+
+def check_inputs(settings: FlashEvalBenchSettings) -> tuple[ScoreMatrix, list[tuple[str, Split, int]], list[int] | None]:
+    """Every input read and checked (matrix, metric, named split, released subset) before any work or any file."""
+    path = Path(settings.matrix)
+    stamp = path.stat().st_mtime_ns if path.exists() else 0
+    matrix = _read_once(settings.matrix, settings.metric, stamp)
+    if settings.metric:
+        matrix.table(settings.metric)  # an unknown metric is refused here, with the matrix's metrics named
+    return matrix, _splits(matrix, settings), _released_columns(matrix, settings.released)
 
 
 def run_flasheval_bench(settings: FlashEvalBenchSettings, progress: Progress = no_progress) -> dict:
-    matrix = read_scores(settings.matrix, settings.metric)
-    split = Split.halves(len(matrix.variants), settings.split_seed)
+    matrix, splits, released = check_inputs(settings)
+    chosen = [settings.metric] if settings.metric else matrix.metrics
     kinds = [p.get("kind", "") for p in matrix.prompts]
+    advance = progress("splits x metrics", len(chosen) * len(splits))
     metrics, subsets = {}, {}
-    chosen = [settings.metric] if settings.metric in matrix.metrics else matrix.metrics
-    advance = progress("methods x sizes x metrics", len(chosen) * len(settings.sizes))
     for metric in chosen:
         table = matrix.table(metric)
-        world = _World(table, split, default_margin(table[split.train]), kinds)
-        by_size = {}
-        for size in settings.sizes:
-            by_size[size], subset = method_taus(world, size, settings)
-            subsets[f"{metric}_{size}"] = subset.prompts
+        runs = []
+        for name, split, seed in splits:
+            runs.append(run_split(table, split, name, seed, kinds, released, settings))
             advance()
-        claim = by_size[settings.claim_size]["flasheval"]["mean"]
-        metrics[metric] = {"margin": world.margin, "by_size": by_size,
-                           "claim": {"flasheval_tau": claim,
-                                     "random_tau_at_claim_random_size": by_size.get(settings.claim_random_size, {})
-                                     .get("random", {}).get("mean"),
-                                     **random_match_size(world, claim, settings)}}
+        metrics[metric] = summarise(runs, settings) | {"margins": {r.name: r.margin for r in runs}}
+        first = splits[0][1]
+        found = flasheval_search(table, first, runs[0].margin, SearchSettings(
+            size=settings.claim_size, rounds=settings.rounds, subsets=settings.subsets, seed=0))
+        subsets[f"{metric}_{settings.claim_size}"] = found.prompts
     timing = None
     if "prompt_set" in matrix.provenance:
         timing = time_new_variant(matrix, subsets[f"{chosen[0]}_{settings.claim_size}"], settings)
     else:
         log.info("%s is an external matrix: no generator of its variants here to time a new one", settings.matrix)
-    return {"benchmark": "flasheval", "schema": 1, "model": matrix_name(settings), "settings": settings.to_dict(),
+    return {"benchmark": "flasheval", "schema": 2, "model": matrix_name(settings), "settings": settings.to_dict(),
             "matrix": {"variants": len(matrix.variants), "prompts": len(matrix.prompts), "metrics": matrix.metrics,
                        "provenance": matrix.provenance},
-            "split": {"train": [matrix.names[i] for i in split.train],
-                      "heldout": [matrix.names[i] for i in split.heldout]},
+            "splits": {name: split.names(matrix.names) for name, split, _ in splits},
+            "released": None if released is None else {"file": settings.released, "prompts": len(released)},
             "metrics": metrics, "subsets": subsets, "timing": timing, "machine": machine_facts()}
+
+
+def _released_columns(matrix: ScoreMatrix, path: str | None) -> list[int] | None:
+    """The matrix columns of a released subset's prompts; ids the matrix lacks are logged and skipped."""
+    if path is None:
+        return None
+    ids = read_prompt_ids(Path(path))
+    column = {str(p["id"]): i for i, p in enumerate(matrix.prompts)}
+    missing = [i for i in ids if i not in column]
+    if len(missing) == len(ids):
+        raise ScoreMatrixError(f"{path}: none of its {len(ids)} prompt ids is in the matrix; pass the subset searched "
+                               "on this prompt set.")
+    if missing:
+        log.warning("%s: %d of its %d prompts are not in the matrix; judged on the other %d", path, len(missing),
+                    len(ids), len(ids) - len(missing))
+    return [column[i] for i in ids if i in column]
 
 
 def time_new_variant(matrix: ScoreMatrix, subset: list[int], settings: FlashEvalBenchSettings) -> dict:

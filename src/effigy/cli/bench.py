@@ -372,29 +372,36 @@ def bench_kvquant(
 def bench_flasheval(
     scores: Path = typer.Option(Path("benchmarks/results/flasheval/t2i-shapes/score_matrix.json"),
                                 help="A score matrix: effigy's (`effigy flasheval build`), a CSV / NPZ [models x "
-                                "prompts], or a folder of per-model JSON files (FlashEval's released tree too)."),
+                                "prompts], a CSV / JSONL / Parquet table of model, prompt, metric, score rows, or a "
+                                "folder of per-model JSON files (FlashEval's released tree too)."),
     matrix_alias: Optional[Path] = typer.Option(None, "--matrix", hidden=True),
     metric: Optional[str] = typer.Option(None, help="The metric to run (default: each of the matrix's); it names an "
                                          "external matrix's single table."),
     sizes: str = typer.Option("10,20,50,100,200,500", help="Subset sizes to compare the methods at."),
-    search_seeds: int = typer.Option(3, min=1, max=20),
+    splits: int = typer.Option(5, min=1, max=50, help="Seeded train / held-out model splits (seeds 0..N-1)."),
+    search_seeds_alias: Optional[int] = typer.Option(None, "--search-seeds", hidden=True, min=1, max=50),
+    split: Optional[Path] = typer.Option(None, help="A named split run beside the seeded ones: FlashEval's "
+                                         "train_id.pth (inside its release) or a JSON {\"train\": [model names]}."),
+    subset: Optional[Path] = typer.Option(None, help="A subset judged beside the methods on every split: FlashEval's "
+                                          "released file (a JSON prompt with its id per line) or an effigy subset."),
     random_draws: int = typer.Option(200, min=10),
-    split_seed: int = SEED,
+    rounds: int = typer.Option(8, min=1, max=100, help="FlashEval search rounds."),
+    subsets: int = typer.Option(2000, min=10, max=1_000_000, help="Random subsets drawn per search round."),
     out: Optional[Path] = RESULTS_OUT,
     as_json: bool = JSON,
 ) -> None:
-    """FlashEval vs random, stratified and Anchor Points subsets: held-out tau vs size, and the paper's claim."""
-    from effigy.bench.flasheval import FlashEvalBenchSettings
-    from effigy.evaluate.flasheval import read_scores
+    """FlashEval vs random, stratified and Anchor Points subsets on held-out models: tau vs size, and the claim."""
+    from effigy.bench.flasheval import FlashEvalBenchSettings, check_inputs
 
     scores = deprecated(matrix_alias, "--matrix", "--scores", scores)
+    splits = deprecated(search_seeds_alias, "--search-seeds", "--splits", splits)
     size_list = parse_counts(sizes, "--sizes", allow_empty=False)
-    matrix = read_scores(scores, metric)  # a bad matrix fails before the work
-    if metric is not None:
-        matrix.table(metric)  # an unknown metric is refused here, with the matrix's metrics named
-    settings = FlashEvalBenchSettings(matrix=str(scores), metric=metric, sizes=size_list, search_seeds=search_seeds,
-                                      random_draws=random_draws, split_seed=split_seed,
+    settings = FlashEvalBenchSettings(matrix=str(scores), metric=metric, sizes=size_list, splits=splits,
+                                      split_file=None if split is None else str(split),
+                                      released=None if subset is None else str(subset), random_draws=random_draws,
+                                      rounds=rounds, subsets=subsets,
                                       claim_size=50 if 50 in size_list else size_list[0])
+    check_inputs(settings)  # a bad matrix, metric, split or subset fails before any folder is made
     run_bench("flasheval", settings, out, as_json)
 
 

@@ -64,28 +64,38 @@ def build(
 
 @app.command("search")
 def search_subset(
-    scores: Path = typer.Option(MATRIX, help="A matrix: effigy's .json, a CSV / NPZ [models x prompts], or a folder "
-                                "of FlashEval per-model JSON files."),
-    metric: Optional[str] = typer.Option(None, help="The metric to rank by (default: each of the matrix's; a CSV, "
-                                         "NPZ or per-model JSON folder holds one, named by this, else by FlashEval's "
-                                         "metric folder, else 'score')."),
+    scores: Path = typer.Option(MATRIX, help="A matrix: effigy's .json, a CSV / NPZ [models x prompts], a CSV / JSONL "
+                                "/ Parquet table of model, prompt, metric, score rows, or a folder of per-model JSON "
+                                "files (FlashEval's released tree too)."),
+    metric: Optional[str] = typer.Option(None, help="The metric to rank by (default: each of the matrix's; a long "
+                                         "table keeps this metric's rows; a single table is named by this, else by "
+                                         "FlashEval's metric folder, else 'score')."),
     size: int = typer.Option(50, min=1, help="Prompts in the subset."),
     rounds: int = typer.Option(8, min=1, max=100),
     subsets: int = typer.Option(2000, min=10, max=1_000_000, help="Random subsets drawn per round."),
     margin: Optional[float] = typer.Option(None, min=0.0, callback=finite,
                                            help="Tie margin (default: the median paired standard error)."),
     seed: int = SEED,
+    heldout_fraction: float = typer.Option(0.5, min=0.0, max=0.9, callback=finite,
+                                           help="Share of the models held out (seeded by --seed) to judge the subset "
+                                           "on; 0 searches on every model given (keep your own held-out models out "
+                                           "of --scores)."),
+    split: Optional[Path] = typer.Option(None, help="The split to use instead: FlashEval's train_id.pth (inside its "
+                                         "release) or a JSON {\"train\": [model names]}; the rest are held out."),
     out: Optional[Path] = typer.Option(None, help="The subset JSON; with several metrics, one file each with "
                                        "_<metric> added to its name. Default: runs/<time>/subset_<metric>_<size>.json."),
     as_json: bool = JSON,
 ) -> None:
-    """FlashEval's iterative search on the training half of the variants; tau reported on the held-out half."""
+    """FlashEval's iterative search on the training models; tau reported on the held-out ones."""
     from effigy.evaluate.flasheval import read_scores
     from effigy.evaluate.flasheval.search import SearchSettings, search_and_record
+    from effigy.evaluate.flasheval.splits import Split, read_split
 
     matrix = read_scores(scores, metric)  # each model left out is logged there, once, with its prompt count
     if metric is not None:
         matrix.table(metric)  # an unknown metric is refused here, with the matrix's metrics named
+    chosen = read_split(split, matrix.names) if split is not None else Split.random(len(matrix.variants), seed,
+                                                                                     heldout_fraction)
     metrics = [metric] if metric is not None else matrix.metrics
     settings = SearchSettings(size=size, rounds=rounds, subsets=subsets, seed=seed)
     run = fresh_run_folder() if out is None else None
@@ -93,17 +103,23 @@ def search_subset(
     found = {}
     with progress(not as_json) as reporter:
         for name in metrics:
-            record = search_and_record(matrix, name, settings, margin, reporter)
+            record = search_and_record(matrix, name, settings, margin, reporter, chosen)
             paths[name].write_text(json.dumps(record, indent=1) + "\n")
             found[name] = {key: record[key] for key in ("train_tau", "heldout_tau", "random_heldout_tau_mean")} | {
                 "size": size, "out": str(paths[name])}
             if as_json:
                 continue
-            console.print(f"{name}: {size} prompts, training tau {record['train_tau']:.3f}, held-out tau "
-                          f"{record['heldout_tau']:.3f} (random {size}: {record['random_heldout_tau_mean']:.3f}) -> "
-                          f"{paths[name]}")
+            console.print(f"{name}: {size} prompts, training tau {record['train_tau']:.3f}, {_judged(record, size)} "
+                          f"-> {paths[name]}")
     if as_json:
         echo_json(found)
+
+
+def _judged(record: dict, size: int) -> str:
+    if record["heldout_tau"] is None:
+        return "no held-out models (judge it on your own)"
+    return (f"held-out tau {record['heldout_tau']:.3f} on {len(record['split']['heldout'])} models (random {size}: "
+            f"{record['random_heldout_tau_mean']:.3f})")
 
 
 def _subset_path(out: Optional[Path], run: Optional[Path], metric: str, size: int, metrics: int) -> Path:

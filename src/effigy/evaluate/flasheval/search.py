@@ -19,6 +19,7 @@ import numpy as np
 
 from effigy.errors import ScoreMatrixError
 from effigy.evaluate.flasheval.matrix import ScoreMatrix
+from effigy.evaluate.flasheval.splits import Split
 from effigy.evaluate.measure import Progress, no_progress
 from effigy.metrics.ranking import margin_kendall_tau
 
@@ -40,22 +41,6 @@ class SearchSettings:
     keep: float = 0.05
     final_pool_factor: float = 2.0
     seed: int = 0
-
-
-@dataclass
-class Split:
-    """Training and held-out variant rows, fixed by a seed."""
-
-    train: list[int]
-    heldout: list[int]
-
-    @classmethod
-    def halves(cls, n_variants: int, seed: int = 0) -> "Split":
-        if n_variants < 4:
-            raise ScoreMatrixError(f"{n_variants} variants: a train / held-out split needs at least four (two a side).")
-        order = np.random.default_rng(seed).permutation(n_variants)
-        half = n_variants // 2
-        return cls(sorted(order[:half].tolist()), sorted(order[half:].tolist()))
 
 
 @dataclass
@@ -206,14 +191,13 @@ def _kmedoids_plus_plus(distance: np.ndarray, k: int, rng: np.random.Generator) 
 
 
 def subset_record(matrix: ScoreMatrix, metric: str, subset: Subset, split: Split, margin: float,
-                  heldout: float, settings: SearchSettings) -> dict:
+                  heldout: float | None, settings: SearchSettings) -> dict:
     """The JSON a search writes: the prompts (ids, texts, kinds), the taus, and what it was searched on."""
     return {"format": SUBSET_FORMAT, "metric": metric, "method": subset.method, "size": len(subset.prompts),
             "prompt_indices": subset.prompts, "weights": subset.weights,
             "prompts": [matrix.prompts[i] for i in subset.prompts],
             "train_tau": subset.train_tau, "heldout_tau": heldout, "margin": margin,
-            "split": {"train": [matrix.names[i] for i in split.train],
-                      "heldout": [matrix.names[i] for i in split.heldout]},
+            "split": split.names(matrix.names),
             "settings": settings.__dict__, "prompt_set": matrix.provenance.get("prompt_set"),
             "history": subset.history}
 
@@ -222,8 +206,9 @@ RANDOM_DRAWS = 200
 
 
 def search_and_record(matrix: ScoreMatrix, metric: str, settings: SearchSettings = SearchSettings(),
-                      margin: float | None = None, progress: Progress = no_progress) -> dict:
-    """Split the variants, search on the training half, and record the subset with its held-out tau beside
+                      margin: float | None = None, progress: Progress = no_progress, split: Split | None = None,
+                      heldout_fraction: float = 0.5) -> dict:
+    """Split the variants, search on the training ones, and record the subset with its held-out tau beside
     random subsets' of the same size.
 
     Args:
@@ -231,15 +216,22 @@ def search_and_record(matrix: ScoreMatrix, metric: str, settings: SearchSettings
         metric: which table to rank by.
         settings: the search (its seed also fixes the split).
         margin: the tie margin; default :func:`default_margin` on the training variants.
+        split: the models to search on and to judge on; default a seeded random split.
+        heldout_fraction: the share held out by the default split; 0 searches on every model given (a user who
+            keeps their own held-out models passes only the training ones) and judges on none.
     Returns:
-        The subset record (see :func:`subset_record`) with ``random_heldout_tau_mean`` / ``_std``.
+        The subset record (see :func:`subset_record`) with ``random_heldout_tau_mean`` / ``_std`` (None where
+        nothing is held out).
     """
     table = matrix.table(metric)
-    split = Split.halves(len(table), settings.seed)
+    split = split or Split.random(len(table), settings.seed, heldout_fraction)
     margin = default_margin(table[split.train]) if margin is None else margin
     found = flasheval_search(table, split, margin, settings, progress)
-    record = subset_record(matrix, metric, found, split, margin, heldout_tau(table, split, found, margin), settings)
-    randoms = [heldout_tau(table, split, s, margin)
-               for s in random_subsets(table.shape[1], settings.size, RANDOM_DRAWS, settings.seed + 1)]
-    record["random_heldout_tau_mean"], record["random_heldout_tau_std"] = float(np.mean(randoms)), float(np.std(randoms))
+    judged = heldout_tau(table, split, found, margin) if split.heldout else None
+    record = subset_record(matrix, metric, found, split, margin, judged, settings)
+    record["random_heldout_tau_mean"] = record["random_heldout_tau_std"] = None
+    if split.heldout:
+        randoms = [heldout_tau(table, split, s, margin)
+                   for s in random_subsets(table.shape[1], settings.size, RANDOM_DRAWS, settings.seed + 1)]
+        record["random_heldout_tau_mean"], record["random_heldout_tau_std"] = float(np.mean(randoms)), float(np.std(randoms))
     return record
