@@ -46,7 +46,7 @@ def main(root: Path) -> None:
               "release": "thu-nics/FlashEval a790c99", "rows": rows, "machine": machine_facts()}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "flasheval_search_cost.json").write_text(json.dumps(record, indent=1) + "\n")
-    columns = [("subsets", "subsets per round"), ("seconds", "wall s"), ("peak_rss_mb", "peak RSS MB"),
+    columns = [("subsets", "subsets per round"), ("seconds", "wall s"), ("peak_rss_mb", "peak RSS MB (of this and the runs before)"),
                ("left_out_lines", "left-out lines"), ("heldout_tau", "held-out tau")]
     text = ["# `effigy flasheval search` on the released COCO ImageReward tree", "",
             f"`python benchmarks/scripts/flasheval_search_cost.py {root}` (FlashEval a790c99; 64 complete models x "

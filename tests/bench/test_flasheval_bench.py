@@ -116,3 +116,23 @@ def test_a_named_split_and_a_released_subset_are_judged_beside_the_seeded_splits
     assert "beats_released" in named["claim"]["kd"] and "beats_released" in data["claim"]["tau_b"]
     assert random_match_size({10: 0.5, 100: 0.9}, 0.7) == pytest.approx(10 ** 1.5)
     assert random_match_size({10: 0.5, 100: 0.9}, 0.95) is None and random_match_size({10: 0.5}, 0.2) == 10
+
+
+def test_the_committed_shapes_results_of_the_earlier_protocol_are_reproduced_exactly():
+    """Issue 43 changed the bench's protocol, not the search: on the earlier protocol's split and search seeds the
+    search still gives the committed held-out taus, to the last bit."""
+    from pathlib import Path
+
+    from effigy.evaluate.flasheval import read_scores
+    from effigy.evaluate.flasheval.search import SearchSettings, Split, default_margin, flasheval_search, heldout_tau
+
+    results = Path(__file__).resolve().parents[2] / "benchmarks/results/flasheval/t2i-shapes"
+    old = json.loads((results / "protocol-1/flasheval_t2i_shapes.json").read_text())
+    matrix = read_scores(results / "score_matrix.json")
+    for metric in matrix.metrics:
+        table = matrix.table(metric)
+        split = Split.halves(len(table), 0)
+        margin = default_margin(table[split.train])
+        taus = [heldout_tau(table, split, flasheval_search(table, split, margin, SearchSettings(size=50, seed=seed)),
+                            margin) for seed in range(3)]
+        assert float(np.mean(taus)) == old["metrics"][metric]["by_size"]["50"]["flasheval"]["mean"]
