@@ -98,6 +98,7 @@ class _SplitRun:
     by_size: dict[int, dict[str, dict[str, float]]]
     random_curve: dict[int, dict[str, float]]
     released: dict[str, float] | None
+    found: dict[int, list[int]]  # FlashEval's subset at each size
 
 
 def run_split(table: np.ndarray, split: Split, name: str, seed: int, kinds: list[str], released: list[int] | None,
@@ -105,10 +106,11 @@ def run_split(table: np.ndarray, split: Split, name: str, seed: int, kinds: list
     """Every method at every size on one split, then the random reference curve."""
     judge = Judge(table, split, default_margin(table[split.train]))
     n_prompts = table.shape[1]
-    by_size = {}
+    by_size, subsets = {}, {}
     for size in settings.sizes:
         found = flasheval_search(table, split, judge.margin, SearchSettings(size=size, rounds=settings.rounds,
                                                                             subsets=settings.subsets, seed=seed))
+        subsets[size] = found.prompts
         by_size[size] = {"flasheval": judge(found) | {"train_tau": found.train_tau},
                          "random": _mean_of([judge(s) for s in random_subsets(n_prompts, size, settings.random_draws,
                                                                                seed=1000 * seed + size)])}
@@ -121,7 +123,7 @@ def run_split(table: np.ndarray, split: Split, name: str, seed: int, kinds: list
                                                               seed=10_000 + 1000 * seed + size)])
              for size in settings.random_sizes if size < n_prompts}
     return _SplitRun(name, split, judge.margin, by_size, curve,
-                     judge(Subset("released", released)) if released else None)
+                     judge(Subset("released", released)) if released else None, subsets)
 
 
 def random_match_size(curve: dict[int, float], target: float) -> float | None:
@@ -220,10 +222,7 @@ def run_flasheval_bench(settings: FlashEvalBenchSettings, progress: Progress = n
             runs.append(run_split(table, split, name, seed, kinds, released, settings))
             advance()
         metrics[metric] = summarise(runs, settings) | {"margins": {r.name: r.margin for r in runs}}
-        first = splits[0][1]
-        found = flasheval_search(table, first, runs[0].margin, SearchSettings(
-            size=settings.claim_size, rounds=settings.rounds, subsets=settings.subsets, seed=0))
-        subsets[f"{metric}_{settings.claim_size}"] = found.prompts
+        subsets[f"{metric}_{settings.claim_size}"] = runs[0].found[settings.claim_size]  # split seed 0's
     timing = None
     if "prompt_set" in matrix.provenance:
         timing = time_new_variant(matrix, subsets[f"{chosen[0]}_{settings.claim_size}"], settings)
