@@ -401,11 +401,11 @@ def test_flasheval_without_out_never_writes_the_committed_results(monkeypatch, c
     committed = Path(__file__).resolve().parents[1] / "benchmarks/results/flasheval/t2i-shapes"
     copy = tmp_path / "benchmarks/results/flasheval/t2i-shapes"
     shutil.copytree(committed, copy)
-    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in copy.iterdir()}
+    before = {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in copy.rglob("*") if p.is_file()}
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli(monkeypatch, capsys, "flasheval", "search", "--subsets", "10", "--rounds", "1")
     assert code == 0, err
-    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in copy.iterdir()} == before
+    assert {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in copy.rglob("*") if p.is_file()} == before
     written = sorted(p.name for p in (tmp_path / "runs").rglob("*.json"))
     assert written == ["subset_adherence_50.json", "subset_clip_score_50.json"]
     code, _, err = run_cli(monkeypatch, capsys, "flasheval", "search", "--subsets", "10", "--rounds", "1", "--out",

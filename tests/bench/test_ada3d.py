@@ -32,3 +32,17 @@ def test_the_bench_writes_every_row_with_costs_and_ap(tiny_models, tmp_path):
     assert all(0 <= r["map_iou"] <= 1 and r["ms_total"] > 0 for r in rows.values())
     paths = write_ada3d_report(result, tmp_path, "effigy bench ada3d")
     assert paths["picture"].exists() and "BEV average precision" in paths["markdown"].read_text()
+    assert f"]({paths['picture'].name})" in paths["markdown"].read_text()
+
+
+def test_a_detector_other_than_the_plain_one_gets_the_plain_one_as_a_reference_row(tiny_models):
+    """An Ada3D model on another detector (the SP-BN one) is compared with its own dense detector, and the plain
+    lidar-centerpoint is a row of its own."""
+    from dataclasses import replace
+
+    tiny_models["lidar-centerpoint-spbn"] = CenterPoint(replace(TINY, norm_2d="sparsity-preserving")).eval()
+    settings = Ada3DBenchSettings(reference="lidar-centerpoint-spbn", test_frames=2, latency_frames=1,
+                                  latency_repeats=1, measure_memory=False, keeps=((0.6, 0.3),))
+    assert settings.detector == "lidar-centerpoint" and settings.to_dict()["detector"] == "lidar-centerpoint"
+    rows = [r["variant"] for r in run_ada3d_bench(settings)["rows"]]
+    assert rows[:2] == ["dense detector", "plain dense detector (lidar-centerpoint-spbn)"]

@@ -12,8 +12,8 @@ from effigy.lidar.ada3d import (
     sparsity_preserving,
     top_cells,
 )
-from effigy.lidar.norm import SparsityPreservingBatchNorm
 from effigy.models.lidar.centerpoint import CenterPoint, voxelize
+from effigy.nn.sparse_norm import SparsityPreservingBatchNorm
 from effigy.worlds.lidar import simulate_frame
 from tests.lidar import TINY, as_if_trained
 

@@ -1,9 +1,9 @@
 import torch
 
 from effigy.lidar.ada3d import Ada3D
-from effigy.lidar.norm import SparsityPreservingBatchNorm
 from effigy.lidar.training import Ada3DTrainConfig, fine_tune, train_predictor
 from effigy.models.lidar.centerpoint import CenterPoint
+from effigy.nn.sparse_norm import SparsityPreservingBatchNorm
 from effigy.worlds.lidar import simulate_frame
 from tests.lidar import TINY
 

@@ -117,6 +117,25 @@ def test_training_command_is_seeded_and_writes_a_loadable_record(tmp_path, name)
     assert config.train_steps == 3
 
 
+def test_the_spbn_detector_training_command_is_seeded(tmp_path):
+    """``effigy zoo train lidar-centerpoint-spbn`` (a few steps on a few frames): the same seed, the same bytes, on
+    one thread (on more, the sparse layers' scatter-adds sum in thread order and the last bits differ)."""
+    from effigy.nn.sparse_norm import SparsityPreservingBatchNorm
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    short = {"train_steps": 2, "train_frames": 3, "checkpoint_every": 1}
+    try:
+        first = train_zoo_model("lidar-centerpoint-spbn", tmp_path / "a", **short)
+        second = train_zoo_model("lidar-centerpoint-spbn", tmp_path / "b", **short)
+    finally:
+        torch.set_num_threads(threads)
+    assert sha256_of(first) == sha256_of(second)
+    model, config = load_zoo_model("lidar-centerpoint-spbn", tmp_path / "a")
+    assert config.norm_2d == "sparsity-preserving" and config.train_steps == 2
+    assert any(isinstance(m, SparsityPreservingBatchNorm) for m in model.backbone_2d.modules())
+
+
 def test_training_output_folder_may_be_a_string(tmp_path):
     path = train_zoo_model("digits-classifier", str(tmp_path / "as-text"), train_steps=2, batch_size=8)
     assert path.exists() and (tmp_path / "as-text" / "MANIFEST.json").exists()

@@ -22,8 +22,8 @@ from effigy.models.zoo import load_zoo_model
 
 @dataclass
 class Ada3DBenchSettings:
-    detector: str = "lidar-centerpoint"
-    ada3d: str = "lidar-ada3d"
+    ada3d: str = "lidar-ada3d"  # the Ada3D model; its dense detector is the one it was fine-tuned from
+    reference: str = "lidar-centerpoint"  # the plain dense detector, a row of its own when it is not that one
     test_frames: int = 100
     latency_frames: int = 8
     latency_repeats: int = 3
@@ -32,7 +32,16 @@ class Ada3DBenchSettings:
     measure_memory: bool = True
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {**{k: getattr(self, k) for k in self.__dataclass_fields__}, "detector": self.detector}
+
+    @property
+    def detector(self) -> str:
+        """The dense detector the Ada3D model was fine-tuned from (its training config names it)."""
+        from effigy.models.zoo import ZOO, read_manifest
+
+        record = read_manifest().get(self.ada3d)
+        config = ZOO.get(self.ada3d).config_cls.from_dict(record["config"]) if record else ZOO.get(self.ada3d).config_cls()
+        return config.detector
 
 
 @dataclass
@@ -55,14 +64,19 @@ def build_variants(settings: Ada3DBenchSettings) -> list[LidarVariant]:
         return Ada3D(ada3d.detector, Ada3DConfig(keep_3d, keep_2d, sparse), ada3d.predictor).eval()
 
     variants = [LidarVariant("dense detector", "dense", Ada3D(detector, Ada3DConfig(1.0, 1.0, False)).eval())]
+    if settings.reference != settings.detector:
+        reference, _ = load_zoo_model(settings.reference)
+        variants.append(LidarVariant(f"plain dense detector ({settings.reference})", "dense reference",
+                                     Ada3D(reference, Ada3DConfig(1.0, 1.0, False)).eval()))
     variants += [LidarVariant(f"ada3d 3D {k3:g} / 2D {k2:g}", "ada3d", filtered(k3, k2), k3, k2) for k3, k2 in settings.keeps]
     # nothing filtered in 2D: the map is dense enough there that the dense convolution is the faster way
     variants += [LidarVariant(f"ada3d 3D only {main_3d:g}", "ada3d 3D", filtered(main_3d, 1.0, False), main_3d, 1.0),
                  LidarVariant(f"ada3d 2D only {main_2d:g}", "ada3d 2D", filtered(1.0, main_2d), 1.0, main_2d),
                  LidarVariant("ada3d model, nothing filtered", "ada3d none", filtered(1.0, 1.0, False))]
     plain = Ada3D(detector, Ada3DConfig(main_3d, main_2d, False), ada3d.predictor).eval()
-    variants.append(LidarVariant(f"filter on the dense detector (plain BN) {main_3d:g} / {main_2d:g}", "no SP-BN",
-                                 plain, main_3d, main_2d))
+    untuned = ("filter on the dense detector (plain BN)", "no SP-BN") if detector.config.norm_2d == "batch" else \
+        ("filter on the dense SP-BN detector, not fine-tuned", "no fine-tuning")
+    variants.append(LidarVariant(f"{untuned[0]} {main_3d:g} / {main_2d:g}", untuned[1], plain, main_3d, main_2d))
     for family, scorer in (("random", random_scores(settings.seed)), ("distance", distance_scores)):
         model = filtered(main_3d, main_2d)
         model.scorer = scorer
@@ -150,7 +164,8 @@ def time_variants(variants: list[LidarVariant], frames: list, repeats: int, prog
 
 def memory_probe(settings: dict, name: str, frames: int) -> dict:
     """In a fresh process: build the variants, run the named one on ``frames`` test frames, report peak RSS."""
-    bench = Ada3DBenchSettings(**{k: tuple(tuple(x) for x in v) if k == "keeps" else v for k, v in settings.items()})
+    bench = Ada3DBenchSettings(**{k: tuple(tuple(x) for x in v) if k == "keeps" else v for k, v in settings.items()
+                                  if k in Ada3DBenchSettings.__dataclass_fields__})
     variant = next(v for v in build_variants(bench) if v.name == name)
     data = simulate_split("test", frames, workers=1)
     before = rss_mib()["rss_mib"]

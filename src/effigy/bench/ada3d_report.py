@@ -42,7 +42,7 @@ def render_markdown(result: dict, command: str) -> str:
             "call, against the dense detector. Peak RSS: a fresh process per variant (both models loaded). AP: "
             f"rotated BEV IoU at {', '.join(f'{c} {t}' for c, t in IOU_THRESHOLDS.items())}; centre distance averaged "
             f"over {', '.join(f'{d:g}' for d in DISTANCE_THRESHOLDS)} m. {machine_line(result['machine'])}\n\n"
-            "![one test scene](ada3d_lidar_centerpoint_scene.png)\n\n## Cost\n\n"
+            f"![one test scene]({_stem(result)}_scene.png)\n\n## Cost\n\n"
             + markdown_table(rows, COLUMNS) + "\n\n## BEV average precision\n\n" + markdown_table(rows, AP_COLUMNS) + "\n")
 
 
@@ -76,9 +76,13 @@ def scene_picture(scene: dict, path: Path, scale: int = 6) -> Path:
     return path
 
 
+def _stem(result: dict) -> str:
+    return f"ada3d_{result['model'].replace('-', '_')}"
+
+
 def write_ada3d_report(result: dict, folder: Path, command: str) -> dict[str, Path]:
     """``<folder>/ada3d_<model>.{json,md}`` and the scene picture."""
-    stem = f"ada3d_{result['model'].replace('-', '_')}"
+    stem = _stem(result)
     scene = result.pop("scene")
     json_path, md_path = write_results(result, render_markdown(result, command), folder, stem)
     return {"json": json_path, "markdown": md_path, "picture": scene_picture(scene, folder / f"{stem}_scene.png")}

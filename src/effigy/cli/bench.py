@@ -413,14 +413,20 @@ def bench_ada3d(
     latency_frames: int = typer.Option(8, min=1, max=1000),
     seed: int = SEED,
     memory: bool = typer.Option(True, help="Peak RSS of each variant in a fresh process."),
+    model: str = typer.Option("lidar-ada3d", help="The Ada3D model (lidar-ada3d); its dense "
+                              "detector is the one it was fine-tuned from, and lidar-centerpoint is a row of its own."),
     out: Optional[Path] = RESULTS_OUT,
     as_json: bool = JSON,
 ) -> None:
     """Ada3D on the lidar detector: keep shares, 3D / 2D alone, no SP-BN, random and distance filtering."""
     from effigy.bench.ada3d import Ada3DBenchSettings
+    from effigy.cli._common import check_choice
+    from effigy.models.zoo import ZOO
 
-    settings = Ada3DBenchSettings(test_frames=test_frames, latency_frames=min(latency_frames, test_frames),
-                                  keeps=parse_keep_pairs(keeps), seed=seed, measure_memory=memory)
+    check_choice(model, [n for n in ZOO.names("lidar") if "ada3d" in n], "--model")
+    settings = Ada3DBenchSettings(ada3d=model, test_frames=test_frames,
+                                  latency_frames=min(latency_frames, test_frames), keeps=parse_keep_pairs(keeps),
+                                  seed=seed, measure_memory=memory)
     run_bench("ada3d", settings, out, as_json)
 
 

@@ -39,17 +39,19 @@ def simulate(
 
 @app.command("eval")
 def evaluate(
-    model: str = typer.Option("lidar-centerpoint", help="lidar-centerpoint (dense) or lidar-ada3d (filtered)."),
+    model: str = typer.Option("lidar-centerpoint", help="A dense detector (lidar-centerpoint, lidar-centerpoint-spbn) "
+                              "or an Ada3D model (lidar-ada3d: filtered)."),
     kitti: Optional[Path] = typer.Option(None, help="A KITTI object root to evaluate on instead of simulated frames."),
     split: Optional[str] = typer.Option(None, help="With --kitti: the ImageSets split to read (default: every frame)."),
     frames: int = typer.Option(50, min=1, max=100_000, help="Simulated test frames (or the most read from --kitti)."),
-    keep_3d: float = typer.Option(0.6, min=0.01, max=1.0, help="lidar-ada3d: share of occupied BEV cells whose "
+    keep_3d: float = typer.Option(0.6, min=0.01, max=1.0, help="Ada3D models: share of occupied BEV cells whose "
                                   "voxels enter the 3D backbone."),
-    keep_2d: float = typer.Option(0.3, min=0.01, max=1.0, help="lidar-ada3d: share of occupied BEV cells kept in 2D."),
+    keep_2d: float = typer.Option(0.3, min=0.01, max=1.0, help="Ada3D models: share of occupied BEV cells kept in "
+                                  "2D."),
     as_json: bool = JSON,
 ) -> None:
-    """BEV AP per class (rotated IoU and centre distance) of a shipped lidar model; for lidar-ada3d also what
-    the filter kept and computed."""
+    """BEV AP per class (rotated IoU and centre distance) of a shipped lidar model; for an Ada3D model also what
+    the filter kept."""
     import torch
 
     from effigy.cli._common import check_choice
@@ -62,7 +64,7 @@ def evaluate(
     data = import_kitti(kitti, split, frames, labelled=True) if kitti is not None else None
     loaded, _ = load_zoo_model(model)
     filtered = None
-    if model == "lidar-ada3d":
+    if isinstance(loaded, Ada3D):
         filtered = Ada3D(loaded.detector, Ada3DConfig(keep_3d, keep_2d), loaded.predictor).eval()
     detector = loaded if filtered is None else filtered.detector
     with progress(not as_json) as reporter:

@@ -4,7 +4,7 @@ lidar detector.
 A light importance predictor scores each BEV cell from a cheap raster of the input voxels; the least important
 occupied cells are removed before the 3D backbone (their voxels) and before and between the 2D stages (the BEV
 cells), so the sparse layers have fewer sites to compute. The 2D backbone's BatchNorms become
-sparsity-preserving (``effigy.lidar.norm``), so an empty cell stays zero through it and the dense layers can
+sparsity-preserving (``effigy.nn.sparse_norm``), so an empty cell stays zero through it and the dense layers can
 run on the active cells alone (a regular sparse convolution of the zero-filled map is the dense convolution).
 """
 from __future__ import annotations
@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from effigy.errors import PlanError
-from effigy.lidar.norm import SparsityPreservingBatchNorm
 from effigy.models.lidar.centerpoint import CenterPoint, CenterPointConfig, voxelize
 from effigy.models.lidar.centerpoint import to_bev as fold_height
 from effigy.nn.sparse import SparseTensor, select_sites, sparse_conv
+from effigy.nn.sparse_norm import SparsityPreservingBatchNorm
 
 EMPTY_LOGIT = -20.0  # heatmap logit of a cell the sparse run never computed: no detection there
 

@@ -23,6 +23,7 @@ from effigy.worlds.lidar import Frame
 class Ada3DTrainConfig(TrainConfig):
     """Settings of ``effigy`` 's Ada3D training (saved beside its weights)."""
 
+    detector: str = "lidar-centerpoint"  # the shipped detector it starts from
     keep_3d: float = 0.6
     keep_2d: float = 0.3
     predictor_steps: int = 600

@@ -10,17 +10,16 @@ import torch
 
 from effigy.lidar.ada3d import Ada3D, Ada3DConfig, ImportancePredictor, sparsity_preserving
 from effigy.lidar.training import Ada3DTrainConfig, fine_tune, train_predictor
-from effigy.models.lidar.centerpoint import CenterPoint, CenterPointConfig
+from effigy.models.lidar.centerpoint import CenterPoint
 from effigy.models.lidar.train import simulate_split
-from effigy.models.zoo import ZooEntry, load_zoo_model, read_manifest
-
-DETECTOR = "lidar-centerpoint"
+from effigy.models.zoo import ZOO, ZooEntry, load_zoo_model, read_manifest
 
 
 def build_ada3d(config: Ada3DTrainConfig) -> Ada3D:
-    """The Ada3D model's structure around the shipped detector's architecture (weights loaded by the zoo)."""
-    record = read_manifest().get(DETECTOR)
-    detector_config = CenterPointConfig() if record is None else CenterPointConfig.from_dict(record["config"])
+    """The Ada3D model's structure around its shipped detector's architecture (weights loaded by the zoo)."""
+    record = read_manifest().get(config.detector)
+    config_cls = ZOO.get(config.detector).config_cls
+    detector_config = config_cls() if record is None else config_cls.from_dict(record["config"])
     detector = sparsity_preserving(CenterPoint(detector_config))
     return Ada3D(detector, Ada3DConfig(config.keep_3d, config.keep_2d), ImportancePredictor()).eval()
 
@@ -28,7 +27,7 @@ def build_ada3d(config: Ada3DTrainConfig) -> Ada3D:
 def train_ada3d(config: Ada3DTrainConfig, progress: Callable[[int, float], None] | None = None,
                 checkpoint_dir: Path | None = None) -> Ada3D:
     """Predictor first (the detector frozen), then fine-tuning, on the detector's own training frames."""
-    detector, detector_config = load_zoo_model(DETECTOR)
+    detector, detector_config = load_zoo_model(config.detector)
     frames = simulate_split("train", detector_config.train_frames)
     predictor_dir = None if checkpoint_dir is None else checkpoint_dir / "predictor"
     finetune_dir = None if checkpoint_dir is None else checkpoint_dir / "finetune"

@@ -116,6 +116,16 @@ _ENTRIES = (
         resumable=True,
     ),
     ZooEntry(
+        "lidar-centerpoint-spbn",
+        "lidar-centerpoint trained with sparsity-preserving norms in its 2D backbone and head from the first step "
+        "(no mean, no bias: an empty BEV cell stays zero), the base of Ada3D's second design",
+        lidar_centerpoint.CenterPointSPBNConfig,
+        lidar_centerpoint.build_detector,
+        lidar_train.train,
+        torch.float32,
+        resumable=True,
+    ),
+    ZooEntry(
         "shapes-checker",
         "attribute checker: grid detector reading colour, shape, size and position of shapes-world objects",
         shapes_checker.CheckerConfig,
@@ -141,7 +151,7 @@ DECLARED: dict[str, tuple[str, str]] = {
     "dit-digits": ("generator", HERE), "dit-faces": ("generator", HERE), "t2i-shapes": ("generator", HERE),
     "t2i-shapes-lcm": ("generator", HERE), "var-digits": ("generator", HERE), "var-digits-vqvae": ("tokenizer", HERE),
     "digits-classifier": ("judge", HERE), "shapes-checker": ("judge", HERE), "shapes-clip": ("judge", HERE),
-    "lidar-centerpoint": ("lidar", HERE), "lidar-ada3d": ("lidar", LIDAR),
+    "lidar-centerpoint": ("lidar", HERE), "lidar-centerpoint-spbn": ("lidar", HERE), "lidar-ada3d": ("lidar", LIDAR),
     "fas-protonet": ("face-antispoofing", FAS),
     **{f"fas-protonet-without-{target}": ("face-antispoofing", FAS)
        for target in ("phone", "webcam", "laptop", "kiosk", "print", "replay", "mask")},

@@ -12,9 +12,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from effigy.errors import ModelError
 from effigy.models.config import TrainConfig
 from effigy.nn.sparse import SparseConv, SparseTensor, SubMConv
+from effigy.nn.sparse_norm import SparsityPreservingBatchNorm
 from effigy.worlds.lidar import CLASSES
+
+NORMS_2D = {"batch": nn.BatchNorm2d, "sparsity-preserving": SparsityPreservingBatchNorm}
 
 
 @dataclass
@@ -27,6 +31,7 @@ class CenterPointConfig(TrainConfig):
     width_2d: int = 48
     layers_2d: tuple[int, ...] = (3, 2)  # 3x3 convs per 2D stage (all at BEV stride 1)
     head_width: int = 48
+    norm_2d: str = "batch"  # or "sparsity-preserving": zeros stay zero through the 2D part (Ada3D, trained so)
     classes: tuple[str, ...] = CLASSES
     train_frames: int = 1000
     val_frames: int = 100
@@ -40,6 +45,8 @@ class CenterPointConfig(TrainConfig):
     def __post_init__(self) -> None:
         for name in ("point_range", "voxel_size", "widths_3d", "layers_2d", "classes"):
             setattr(self, name, tuple(getattr(self, name)))
+        if self.norm_2d not in NORMS_2D:
+            raise ModelError(f"norm_2d {self.norm_2d!r}: choose one of {', '.join(NORMS_2D)}.")
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -137,12 +144,13 @@ def to_bev(x: SparseTensor) -> SparseTensor:
     return SparseTensor(stacked.reshape(len(unique), depth * channels), sites, (ny, nx), x.batch_size)
 
 
-def conv_stage(cin: int, cout: int, count: int, stride: int = 1) -> nn.Sequential:
-    """``count`` 3x3 convs (the first with ``stride``), each without bias and followed by BatchNorm + ReLU."""
+def conv_stage(cin: int, cout: int, count: int, stride: int = 1, norm: str = "batch") -> nn.Sequential:
+    """``count`` 3x3 convs (the first with ``stride``), each without bias and followed by a norm + ReLU: BatchNorm,
+    or a sparsity-preserving one (no mean, no bias: an empty cell stays zero)."""
     layers = []
     for i in range(count):
         layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, stride if i == 0 else 1, 1, bias=False),
-                   nn.BatchNorm2d(cout, eps=1e-3, momentum=0.01), nn.ReLU()]
+                   NORMS_2D[norm](cout, eps=1e-3, momentum=0.01), nn.ReLU()]
     return nn.Sequential(*layers)
 
 
@@ -150,9 +158,9 @@ class Backbone2D(nn.Module):
     """Stages of stride-1 3x3 convs on the BEV grid. No stride, so that a sparse run (Ada3D) maps each cell to
     itself; filtering can be re-applied between stages to hold the map's density down."""
 
-    def __init__(self, cin: int, width: int, layers_per_stage: tuple[int, ...]) -> None:
+    def __init__(self, cin: int, width: int, layers_per_stage: tuple[int, ...], norm: str = "batch") -> None:
         super().__init__()
-        self.stages = nn.ModuleList(conv_stage(cin if i == 0 else width, width, count, 1)
+        self.stages = nn.ModuleList(conv_stage(cin if i == 0 else width, width, count, 1, norm)
                                     for i, count in enumerate(layers_per_stage))
         self.out_channels = width
 
@@ -166,11 +174,11 @@ class CenterHead(nn.Module):
     """Per BEV cell: a heatmap logit per class and 8 regression channels (dx, dy, z, log l, w, h, sin 2yaw,
     cos 2yaw)."""
 
-    def __init__(self, cin: int, width: int, classes: int) -> None:
+    def __init__(self, cin: int, width: int, classes: int, norm: str = "batch") -> None:
         super().__init__()
-        self.shared = conv_stage(cin, width, 1, 1)
-        self.heatmap = nn.Sequential(conv_stage(width, width, 1, 1), nn.Conv2d(width, classes, 1))
-        self.regression = nn.Sequential(conv_stage(width, width, 1, 1), nn.Conv2d(width, 8, 1))
+        self.shared = conv_stage(cin, width, 1, 1, norm)
+        self.heatmap = nn.Sequential(conv_stage(width, width, 1, 1, norm), nn.Conv2d(width, classes, 1))
+        self.regression = nn.Sequential(conv_stage(width, width, 1, 1, norm), nn.Conv2d(width, 8, 1))
         nn.init.constant_(self.heatmap[-1].bias, -2.19)  # CenterNet's prior: sigmoid = 0.1
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -185,8 +193,9 @@ class CenterPoint(nn.Module):
         super().__init__()
         self.config = config
         self.backbone_3d = Backbone3D(config.widths_3d)
-        self.backbone_2d = Backbone2D(config.widths_3d[-1] * config.bev_depth, config.width_2d, config.layers_2d)
-        self.head = CenterHead(self.backbone_2d.out_channels, config.head_width, len(config.classes))
+        self.backbone_2d = Backbone2D(config.widths_3d[-1] * config.bev_depth, config.width_2d, config.layers_2d,
+                                      config.norm_2d)
+        self.head = CenterHead(self.backbone_2d.out_channels, config.head_width, len(config.classes), config.norm_2d)
 
     def bev_input(self, points: list[torch.Tensor]) -> SparseTensor:
         """The sparse BEV map the 2D backbone reads (Ada3D filters here and at the voxels)."""
@@ -195,6 +204,14 @@ class CenterPoint(nn.Module):
     def forward(self, points: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         bev = self.bev_input(points).dense()
         return self.head(self.backbone_2d(bev))
+
+
+@dataclass
+class CenterPointSPBNConfig(CenterPointConfig):
+    """``lidar-centerpoint-spbn``: the same detector with sparsity-preserving norms in its 2D part from the first
+    step, so Ada3D's filtering needs no conversion of a plain-BN detector (Ada3D, issue 44)."""
+
+    norm_2d: str = "sparsity-preserving"
 
 
 def build_detector(config: CenterPointConfig) -> CenterPoint:
