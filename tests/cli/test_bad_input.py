@@ -210,7 +210,7 @@ def _cases(tmp):
         (["bench", "lcm", "--prompts", "1"], "--prompts"),
         (["demo", "--compiled", "fp8"], "--compiled"),
         (["detect3d", "eval", "--model", "dit-digits"], "choose one of lidar-centerpoint, lidar-centerpoint-spbn"),
-        (["bench", "ada3d", "--model", "lidar-centerpoint"], "choose one of lidar-ada3d"),
+        (["bench", "ada3d", "--model", "lidar-centerpoint"], "choose one of lidar-ada3d, lidar-ada3d-spbn"),
         (["bench", "mixdq", "--compiled", "vidit-q-w8a8,nosuch"], "--compiled"),
         (["bench", "quant", "--crossover-batches", "0"], "--crossover-batches"),
         (["demo", "--crossover-batches", "two"], "--crossover-batches"),

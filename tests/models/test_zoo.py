@@ -181,6 +181,11 @@ def test_shipped_lidar_detector_and_ada3d_find_the_cars_of_unseen_frames():
     model = Ada3D(ada3d.detector, Ada3DConfig(0.6, 0.3), ada3d.predictor).eval()
     filtered = evaluate_detections(detect(model.detector, frames, forward=model), frames, config.classes)
     assert filtered["distance"]["Car"] > 0.9 and model.tally.voxels_kept < 0.75 * model.tally.voxels_in
+    spbn, _ = load_zoo_model("lidar-ada3d-spbn")
+    assert spbn.detector.config.norm_2d == "sparsity-preserving"
+    model = Ada3D(spbn.detector, Ada3DConfig(0.6, 0.3), spbn.predictor).eval()
+    filtered = evaluate_detections(detect(model.detector, frames, forward=model), frames, config.classes)
+    assert filtered["distance"]["Car"] > 0.9 and filtered["iou"]["Car"] > 0.5
 
 
 def test_shipped_face_model_tells_live_from_spoof_on_unseen_identities_and_held_out_faces():

@@ -413,7 +413,7 @@ def bench_ada3d(
     latency_frames: int = typer.Option(8, min=1, max=1000),
     seed: int = SEED,
     memory: bool = typer.Option(True, help="Peak RSS of each variant in a fresh process."),
-    model: str = typer.Option("lidar-ada3d", help="The Ada3D model (lidar-ada3d); its dense "
+    model: str = typer.Option("lidar-ada3d", help="The Ada3D model (lidar-ada3d, lidar-ada3d-spbn); its dense "
                               "detector is the one it was fine-tuned from, and lidar-centerpoint is a row of its own."),
     out: Optional[Path] = RESULTS_OUT,
     as_json: bool = JSON,

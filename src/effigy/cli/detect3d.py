@@ -40,7 +40,7 @@ def simulate(
 @app.command("eval")
 def evaluate(
     model: str = typer.Option("lidar-centerpoint", help="A dense detector (lidar-centerpoint, lidar-centerpoint-spbn) "
-                              "or an Ada3D model (lidar-ada3d: filtered)."),
+                              "or an Ada3D model (lidar-ada3d, lidar-ada3d-spbn: filtered)."),
     kitti: Optional[Path] = typer.Option(None, help="A KITTI object root to evaluate on instead of simulated frames."),
     split: Optional[str] = typer.Option(None, help="With --kitti: the ImageSets split to read (default: every frame)."),
     frames: int = typer.Option(50, min=1, max=100_000, help="Simulated test frames (or the most read from --kitti)."),

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 
 from effigy.lidar.ada3d import Ada3D, Ada3DConfig, ImportancePredictor, sparsity_preserving
-from effigy.lidar.training import Ada3DTrainConfig, fine_tune, train_predictor
+from effigy.lidar.training import Ada3DSPBNTrainConfig, Ada3DTrainConfig, fine_tune, train_predictor
 from effigy.models.lidar.centerpoint import CenterPoint
 from effigy.models.lidar.train import simulate_split
 from effigy.models.zoo import ZOO, ZooEntry, load_zoo_model, read_manifest
@@ -40,4 +40,8 @@ def entries() -> list[ZooEntry]:
         "lidar-ada3d",
         "lidar-centerpoint fine-tuned with Ada3D input filtering (60% of voxels' cells, 30% of BEV cells kept), "
         "sparsity-preserving norms in 2D, and its importance predictor",
-        Ada3DTrainConfig, build_ada3d, train_ada3d, torch.float32, resumable=True)]
+        Ada3DTrainConfig, build_ada3d, train_ada3d, torch.float32, resumable=True), ZooEntry(
+        "lidar-ada3d-spbn",
+        "lidar-centerpoint-spbn (sparsity-preserving norms from its first step) fine-tuned with Ada3D input "
+        "filtering (60% of voxels' cells, 30% of BEV cells kept), with its importance predictor",
+        Ada3DSPBNTrainConfig, build_ada3d, train_ada3d, torch.float32, resumable=True)]

@@ -152,6 +152,7 @@ DECLARED: dict[str, tuple[str, str]] = {
     "t2i-shapes-lcm": ("generator", HERE), "var-digits": ("generator", HERE), "var-digits-vqvae": ("tokenizer", HERE),
     "digits-classifier": ("judge", HERE), "shapes-checker": ("judge", HERE), "shapes-clip": ("judge", HERE),
     "lidar-centerpoint": ("lidar", HERE), "lidar-centerpoint-spbn": ("lidar", HERE), "lidar-ada3d": ("lidar", LIDAR),
+    "lidar-ada3d-spbn": ("lidar", LIDAR),
     "fas-protonet": ("face-antispoofing", FAS),
     **{f"fas-protonet-without-{target}": ("face-antispoofing", FAS)
        for target in ("phone", "webcam", "laptop", "kiosk", "print", "replay", "mask")},
