@@ -50,12 +50,13 @@ def test_the_spbn_detector_keeps_empty_cells_at_zero_through_training_and_infere
     from dataclasses import replace
 
     from effigy.lidar.ada3d import _grow
-    from effigy.models.lidar.centerpoint import CenterPoint, CenterPointConfig, CenterPointSPBNConfig
+    from effigy.models.lidar.centerpoint import CenterPoint, CenterPointConfig
     from effigy.models.lidar.train import train
+    from effigy.models.zoo import zoo_entry
     from effigy.worlds.lidar import simulate_frame
     from tests.lidar import TINY, as_if_trained
 
-    spbn = CenterPointSPBNConfig()
+    spbn = zoo_entry("lidar-centerpoint-spbn").config_cls()
     same = {k: v for k, v in spbn.to_dict().items() if k not in ("format", "norm_2d")}
     assert spbn.norm_2d == "sparsity-preserving"  # the shipped detector's geometry and training, its norms aside:
     assert same == {k: v for k, v in CenterPointConfig().to_dict().items() if k not in ("format", "norm_2d")}

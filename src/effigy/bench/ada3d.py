@@ -37,11 +37,9 @@ class Ada3DBenchSettings:
     @property
     def detector(self) -> str:
         """The dense detector the Ada3D model was fine-tuned from (its training config names it)."""
-        from effigy.models.zoo import ZOO, read_manifest
+        from effigy.models.zoo import shipped_config
 
-        record = read_manifest().get(self.ada3d)
-        config = ZOO.get(self.ada3d).config_cls.from_dict(record["config"]) if record else ZOO.get(self.ada3d).config_cls()
-        return config.detector
+        return shipped_config(self.ada3d).detector
 
 
 @dataclass

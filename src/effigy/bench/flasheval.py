@@ -59,19 +59,19 @@ class FlashEvalBenchSettings(SettingsRecord):
     timing_variant: str = "unipc 8 steps"  # not in the matrix: the "new variant" ranked on the subset
 
 
-@dataclass
 class Judge:
-    """A subset's held-out ranking quality on one split."""
+    """A subset's held-out ranking quality on one split. The held-out rows and their full-set means are taken
+    once per split, not once per subset (the bench judges thousands of subsets a split)."""
 
-    table: np.ndarray
-    split: Split
-    margin: float
+    def __init__(self, table: np.ndarray, split: Split, margin: float) -> None:
+        self.margin = margin
+        self.held = table[split.heldout]
+        self.full = self.held.mean(axis=1)
 
     def __call__(self, subset: Subset) -> dict[str, float]:
-        held = self.table[self.split.heldout]
-        means, full = subset.means(held), held.mean(axis=1)
-        return {"kd": float(margin_kendall_tau(means, full, self.margin)),
-                "tau_b": float(margin_kendall_tau(means, full, 0.0))}
+        means = subset.means(self.held)
+        return {"kd": float(margin_kendall_tau(means, self.full, self.margin)),
+                "tau_b": float(margin_kendall_tau(means, self.full, 0.0))}
 
 
 def _mean_of(scores: list[dict[str, float]]) -> dict[str, float]:

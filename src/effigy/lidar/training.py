@@ -40,13 +40,6 @@ class Ada3DTrainConfig(TrainConfig):
         return self.predictor_steps + self.finetune_steps
 
 
-@dataclass
-class Ada3DSPBNTrainConfig(Ada3DTrainConfig):
-    """``lidar-ada3d-spbn``: the same training from ``lidar-centerpoint-spbn``, whose norms need no conversion."""
-
-    detector: str = "lidar-centerpoint-spbn"
-
-
 def importance_target(boxes: list[np.ndarray], labels: list[list[str]], detector: CenterPoint) -> torch.Tensor:
     """[B, 1, H, W]: per object a Gaussian peak at its centre cell whose reach covers the object's footprint
     (radius r = half the box diagonal in cells + 1, sigma r / 2), max over objects.

@@ -9,18 +9,15 @@ from typing import Callable
 import torch
 
 from effigy.lidar.ada3d import Ada3D, Ada3DConfig, ImportancePredictor, sparsity_preserving
-from effigy.lidar.training import Ada3DSPBNTrainConfig, Ada3DTrainConfig, fine_tune, train_predictor
+from effigy.lidar.training import Ada3DTrainConfig, fine_tune, train_predictor
 from effigy.models.lidar.centerpoint import CenterPoint
 from effigy.models.lidar.train import simulate_split
-from effigy.models.zoo import ZOO, ZooEntry, load_zoo_model, read_manifest
+from effigy.models.zoo import ZooEntry, config_variant, load_zoo_model, shipped_config
 
 
 def build_ada3d(config: Ada3DTrainConfig) -> Ada3D:
     """The Ada3D model's structure around its shipped detector's architecture (weights loaded by the zoo)."""
-    record = read_manifest().get(config.detector)
-    config_cls = ZOO.get(config.detector).config_cls
-    detector_config = config_cls() if record is None else config_cls.from_dict(record["config"])
-    detector = sparsity_preserving(CenterPoint(detector_config))
+    detector = sparsity_preserving(CenterPoint(shipped_config(config.detector)))
     return Ada3D(detector, Ada3DConfig(config.keep_3d, config.keep_2d), ImportancePredictor()).eval()
 
 
@@ -44,4 +41,5 @@ def entries() -> list[ZooEntry]:
         "lidar-ada3d-spbn",
         "lidar-centerpoint-spbn (sparsity-preserving norms from its first step) fine-tuned with Ada3D input "
         "filtering (60% of voxels' cells, 30% of BEV cells kept), with its importance predictor",
-        Ada3DSPBNTrainConfig, build_ada3d, train_ada3d, torch.float32, resumable=True)]
+        config_variant(Ada3DTrainConfig, "Ada3DSPBNTrainConfig", detector="lidar-centerpoint-spbn"), build_ada3d,
+        train_ada3d, torch.float32, resumable=True)]

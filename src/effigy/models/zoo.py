@@ -40,6 +40,19 @@ class ZooEntry:
     resumable: bool = False  # train takes checkpoint_dir and resumes from it
 
 
+def config_variant(base: type, name: str, **defaults) -> type:
+    """A dataclass config like ``base`` whose listed fields default to ``defaults``: the config of a zoo entry
+    that is the base model trained another way (a left-out domain, another loss), so that its own
+    ``effigy zoo train NAME`` reproduces it."""
+    import copy
+    import dataclasses
+
+    types = {f.name: f.type for f in dataclasses.fields(base)}
+    overridden = [(key, types[key], dataclasses.field(default_factory=lambda v=value: copy.deepcopy(v)))
+                  for key, value in defaults.items()]
+    return dataclasses.make_dataclass(name, overridden, bases=(base,))
+
+
 _ENTRIES = (
     ZooEntry(
         "dit-digits",
@@ -119,7 +132,7 @@ _ENTRIES = (
         "lidar-centerpoint-spbn",
         "lidar-centerpoint trained with sparsity-preserving norms in its 2D backbone and head from the first step "
         "(no mean, no bias: an empty BEV cell stays zero), the base of Ada3D's second design",
-        lidar_centerpoint.CenterPointSPBNConfig,
+        config_variant(lidar_centerpoint.CenterPointConfig, "CenterPointSPBNConfig", norm_2d="sparsity-preserving"),
         lidar_centerpoint.build_detector,
         lidar_train.train,
         torch.float32,
@@ -212,19 +225,6 @@ class DeclaredZoo(Registry[ZooEntry]):
 ZOO = DeclaredZoo(DECLARED, _ENTRIES)
 
 
-def config_variant(base: type, name: str, **defaults) -> type:
-    """A dataclass config like ``base`` whose listed fields default to ``defaults``: the config of a zoo entry
-    that is the base model trained another way (a left-out domain, another loss), so that its own
-    ``effigy zoo train NAME`` reproduces it."""
-    import copy
-    import dataclasses
-
-    types = {f.name: f.type for f in dataclasses.fields(base)}
-    overridden = [(key, types[key], dataclasses.field(default_factory=lambda v=value: copy.deepcopy(v)))
-                  for key, value in defaults.items()]
-    return dataclasses.make_dataclass(name, overridden, bases=(base,))
-
-
 def zoo_entry(name: str) -> ZooEntry:
     return ZOO.get(name)
 
@@ -237,6 +237,14 @@ def read_manifest(path: Path = MANIFEST) -> dict:
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} holds a JSON {type(data).__name__}, not the manifest's object; reinstall effigy.")
     return data
+
+
+def shipped_config(name: str) -> object:
+    """The training config a shipped model was made with (its manifest record), or its entry's defaults when it
+    is not shipped yet: what a model built on top of it needs to know of its architecture."""
+    record = read_manifest().get(name)
+    config_cls = zoo_entry(name).config_cls
+    return config_cls() if record is None else config_cls.from_dict(record["config"])
 
 
 def load_zoo_model(name: str, weights_dir: str | Path = WEIGHTS_DIR) -> tuple[nn.Module, object]:

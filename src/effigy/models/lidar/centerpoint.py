@@ -206,13 +206,5 @@ class CenterPoint(nn.Module):
         return self.head(self.backbone_2d(bev))
 
 
-@dataclass
-class CenterPointSPBNConfig(CenterPointConfig):
-    """``lidar-centerpoint-spbn``: the same detector with sparsity-preserving norms in its 2D part from the first
-    step, so Ada3D's filtering needs no conversion of a plain-BN detector (Ada3D, issue 44)."""
-
-    norm_2d: str = "sparsity-preserving"
-
-
 def build_detector(config: CenterPointConfig) -> CenterPoint:
     return CenterPoint(config)
