@@ -2,7 +2,7 @@
 (issue 44, first steps)
 
 `lidar-centerpoint-spbn` beside the plain `lidar-centerpoint`, both dense, and the two Ada3D models at the main
-keep shares (3D 0.6 / 2D 0.3; `lidar-ada3d` on the plain detector, `lidar-ada3d-spbn` on the SP-BN one), on the
+keep shares each was fine-tuned with (`lidar-ada3d` on the plain detector, `lidar-ada3d-spbn` on the SP-BN one), on the
 same 100 simulated test frames the Ada3D bench scores: BEV AP per class under rotated IoU and centre distance,
 and the share of voxels kept. Accuracy only: the costs and speed are the bench's (`effigy bench ada3d`).
 
@@ -17,37 +17,32 @@ import torch
 
 from effigy.evaluate.measure import machine_facts
 from effigy.evaluate.report import machine_line, markdown_table
-from effigy.lidar.ada3d import Ada3D, Ada3DConfig
+from effigy.lidar.ada3d import Ada3D, detect_and_tally
 from effigy.models.lidar.train import detect, evaluate_detections, simulate_split
 from effigy.models.zoo import load_zoo_model
 
 OUT = Path("benchmarks/results/checks")
 MODELS = ("lidar-centerpoint", "lidar-centerpoint-spbn", "lidar-ada3d", "lidar-ada3d-spbn")
-KEEP = (0.6, 0.3)
 FRAMES = 100
 
 
 @torch.no_grad()
 def evaluate(name: str, frames: list) -> dict:
     loaded, _ = load_zoo_model(name)
-    voxels = [0, 0]
+    voxels_kept = 1.0
     if isinstance(loaded, Ada3D):
-        model = Ada3D(loaded.detector, Ada3DConfig(*KEEP), loaded.predictor).eval()
-
-        def forward(points):
-            out = model(points)
-            voxels[0] += model.tally.voxels_kept
-            voxels[1] += model.tally.voxels_in
-            return out
-        detector, keep = model.detector, f"{KEEP[0]:g} / {KEEP[1]:g}"
+        detections, kept = detect_and_tally(loaded, frames)  # at the keep shares it was fine-tuned with
+        c = loaded.config
+        keep = f"{c.keep_3d:g} / {c.keep_2d:g}" + ("" if c.refilter_2d else " (2D input only)")
+        detector, voxels_kept = loaded.detector, kept.voxels_kept
     else:
-        detector, forward, keep = loaded, None, "dense"
-    ap = evaluate_detections(detect(detector, frames, forward=forward), frames, detector.config.classes)
+        detector, detections, keep = loaded, detect(loaded, frames), "dense"
+    ap = evaluate_detections(detections, frames, detector.config.classes)
     norms = {"batch": "batch", "sparsity-preserving": "sparsity-preserving from the first step"}[detector.config.norm_2d]
     if isinstance(loaded, Ada3D) and detector.config.norm_2d == "batch":
         norms = "batch, converted to sparsity-preserving and fine-tuned"
     return {"model": name, "norm_2d": norms, "keep": keep,
-            "voxels_kept": voxels[0] / voxels[1] if voxels[1] else 1.0, "map_iou": ap["iou"]["mAP"],
+            "voxels_kept": voxels_kept, "map_iou": ap["iou"]["mAP"],
             "map_distance": ap["distance"]["mAP"], **{f"{c}_iou": ap["iou"][c] for c in detector.config.classes},
             "ap": ap}
 
@@ -64,7 +59,7 @@ def main() -> None:
                ("Cyclist_iou", "Cyc AP@0.5"), ("map_distance", "mAP (centre distance)")]
     text = ["# The SP-BN detector and Ada3D on it: accuracy (issue 44)", "",
             "`python benchmarks/scripts/spbn_accuracy.py`: the shipped detectors dense and the shipped Ada3D models at "
-            f"3D {KEEP[0]:g} / 2D {KEEP[1]:g}, on the Ada3D bench's {FRAMES} simulated test frames (seeds from "
+            f"the keep shares each was fine-tuned with, on the Ada3D bench's {FRAMES} simulated test frames (seeds from "
             "2,000,000; ground truth with fewer than 5 points ignored). Accuracy only; costs and speed are the bench's.  ",
             machine_line(record["machine"]), "", markdown_table(rows, columns), ""]
     (OUT / "spbn_accuracy.md").write_text("\n".join(text))

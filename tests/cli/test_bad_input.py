@@ -260,6 +260,10 @@ def _cases(tmp):
         # lidar / Ada3D
         (["bench", "ada3d", "--keeps", "0.6"], "--keeps"),
         (["bench", "ada3d", "--keeps", "0.6/1.5"], "--keeps"),
+        (["bench", "ada3d", "--sweep-3d", "0,0.5"], "--sweep-3d"),
+        (["bench", "ada3d", "--sweep-2d", "0.3,x"], "--sweep-2d"),
+        (["bench", "ada3d", "--val-frames", "1"], "--val-frames"),
+        (["detect3d", "eval", "--model", "lidar-ada3d", "--keep-2d", "0"], "--keep-2d"),
         (["detect3d", "eval", "--model", "pointpillars"], "--model"),
         (["detect3d", "eval", "--kitti", str(tmp)], "velodyne"),
         (["detect3d", "eval", "--kitti", str(tmp), "--split", "val"], "velodyne"),

@@ -5,6 +5,7 @@ from effigy.errors import PlanError
 from effigy.lidar.ada3d import (
     Ada3D,
     Ada3DConfig,
+    bev_cells,
     distance_scores,
     input_raster,
     keep_counts,
@@ -40,11 +41,34 @@ def test_top_cells_keeps_each_frames_highest_scores():
     assert top_cells(scores, sites, counts).tolist() == [False, True, True, False, True, True]
 
 
+def test_top_cells_matches_a_per_frame_top_k_on_random_scores():
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.rand(3, 8, 8, generator=generator)
+    occupied = torch.rand(3, 8, 8, generator=generator) < 0.4
+    sites = occupied.nonzero()[torch.randperm(int(occupied.sum()), generator=generator)]
+    counts = keep_counts(sites, 0.3, 3)
+    chosen = top_cells(scores, sites, counts)
+    for frame in range(3):
+        rows = (sites[:, 0] == frame).nonzero().squeeze(1)
+        values = scores[frame][sites[rows, 1], sites[rows, 2]]
+        expected = set(rows[values.topk(int(counts[frame])).indices].tolist())
+        assert set(rows[chosen[rows]].tolist()) == expected
+
+
+def test_bev_cells_gives_every_voxel_its_column_cell(points):
+    voxels = voxelize(points, TINY)
+    cells = bev_cells(voxels, TINY.bev_stride)
+    stride = TINY.bev_stride
+    expected = torch.stack([voxels.indices[:, 0], voxels.indices[:, 2] // stride, voxels.indices[:, 3] // stride], 1)
+    assert torch.equal(cells.sites[cells.of_voxel], expected)
+    assert len(cells.sites) == len(torch.unique(expected, dim=0))
+
+
 def test_filtering_removes_exactly_the_voxels_of_the_dropped_cells(points):
     model = Ada3D(sp_detector(), Ada3DConfig(keep_3d=0.5, keep_2d=1.0))
     voxels = voxelize(points, TINY)
     scores = torch.sigmoid(model.importance_logits(voxels))[:, 0]
-    kept = model._filter_voxels(voxels, scores, model.tally)
+    kept = model._filter_voxels(voxels, scores, bev_cells(voxels, TINY.bev_stride), model.tally)
     stride = TINY.bev_stride
     cells = lambda v: {(int(b), int(y) // stride, int(x) // stride) for b, _, y, x in v.indices}  # noqa: E731
     all_cells, kept_cells = cells(voxels), cells(kept)
@@ -57,17 +81,32 @@ def test_filtering_removes_exactly_the_voxels_of_the_dropped_cells(points):
         assert all(float(scores[c]) <= lowest_kept for c in all_cells - kept_cells if c[0] == frame)
 
 
-def test_the_sparse_run_equals_the_masked_dense_run(points):
+@pytest.mark.parametrize("refilter", [True, False])
+def test_the_sparse_run_equals_the_masked_dense_run(points, refilter):
     detector = sp_detector()
     predictor = Ada3D(detector).predictor
     with torch.no_grad():
-        sparse = Ada3D(detector, Ada3DConfig(0.6, 0.3, sparse_2d=True), predictor)
-        dense = Ada3D(detector, Ada3DConfig(0.6, 0.3, sparse_2d=False), predictor)
+        sparse = Ada3D(detector, Ada3DConfig(0.6, 0.3, sparse_2d=True, refilter_2d=refilter), predictor)
+        dense = Ada3D(detector, Ada3DConfig(0.6, 0.3, sparse_2d=False, refilter_2d=refilter), predictor)
         a, b = sparse(points), dense(points)
     torch.testing.assert_close(a["heatmap"], b["heatmap"], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(a["regression"], b["regression"], rtol=1e-4, atol=1e-4)
     assert sparse.tally.density_after_stage == pytest.approx(dense.tally.density_after_stage)
     assert sparse.tally.macs_2d < dense.tally.macs_2d and sparse.tally.voxels_kept < sparse.tally.voxels_in
+
+
+def test_without_refiltering_the_stages_grow_the_map_from_the_kept_input(points):
+    detector = sp_detector()
+    predictor = Ada3D(detector).predictor
+    runs = {}
+    with torch.no_grad():
+        for refilter in (True, False):
+            model = Ada3D(detector, Ada3DConfig(0.6, 0.3, refilter_2d=refilter), predictor)
+            model(points)
+            runs[refilter] = model.tally
+    assert runs[True].density_after_stage[0] == runs[False].density_after_stage[0]  # the same input kept
+    assert runs[False].density_after_stage[1] > runs[True].density_after_stage[1]
+    assert runs[False].macs_2d > runs[True].macs_2d
 
 
 def test_with_plain_batchnorms_the_map_fills_up(points):

@@ -8,6 +8,7 @@ from effigy.nn.sparse import (
     SparseInverseConv,
     SparseTensor,
     SubMConv,
+    build_rulebook,
     dense_weight,
     select_sites,
     sparse_conv,
@@ -42,6 +43,17 @@ def test_submanifold_convolution_equals_dense_on_the_input_sites_and_keeps_them(
     assert torch.equal(out.indices, x.indices)
     dense = CONV[dims](x.dense(), dense_weight(layer), padding=1)
     torch.testing.assert_close(out.features, dense.movedim(1, -1)[tuple(x.indices.T)], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("submanifold,stride", [(True, 1), (False, 1), (False, 2)])
+def test_a_large_grid_finds_sites_from_the_sites_alone_and_gets_the_same_rulebook(monkeypatch, submanifold, stride):
+    x = random_sparse(3, density=0.1)
+    table = build_rulebook(x, 3, stride, 1, submanifold)
+    monkeypatch.setattr("effigy.nn.sparse.TABLE_PER_QUERY", 0)  # every grid counts as large
+    monkeypatch.setattr("effigy.nn.sparse.POOL_PER_SITE", 0)
+    searched = build_rulebook(x, 3, stride, 1, submanifold)
+    assert torch.equal(table.neighbours, searched.neighbours) and torch.equal(table.out_indices, searched.out_indices)
+    assert (table.neighbours >= 0).any() and (table.neighbours < 0).any()
 
 
 def test_an_inverse_layer_is_the_transposed_strided_convolution_on_the_original_sites():

@@ -7,6 +7,7 @@ import numpy as np
 
 from effigy.bench.ada3d import Ada3DBenchSettings, run_ada3d_bench
 from effigy.bench.contract import Bench, in_folder
+from effigy.evaluate.pictures import line_chart
 from effigy.evaluate.report import machine_line, markdown_table, write_results
 from effigy.metrics.bev import DISTANCE_THRESHOLDS, IOU_THRESHOLDS, bev_corners
 
@@ -30,6 +31,66 @@ def table_rows(result: dict) -> list[dict]:
     return rows
 
 
+SWEEP_COLUMNS = [("family", "filter"), ("keep_3d", "keep 3D"), ("keep_2d", "keep 2D"), ("voxels_kept", "voxels kept"),
+                 ("first_density", "BEV density after 2D stage 1"), ("macs_ratio", "backbone MACs vs dense"),
+                 ("ms_total", "ms / frame"), ("speedup_total", "end-to-end speed-up"), ("map_iou", "mAP (rotated IoU)")]
+CHOICE_COLUMNS = [("variant", "keep shares"), ("voxels_kept", "voxels kept"),
+                  ("first_density", "BEV density after 2D stage 1"), ("within_budget", "within budget"),
+                  ("map_iou", "mAP (rotated IoU), validation")]
+COSTS = {"macs_ratio": "backbone MACs vs dense", "ms_total": "measured ms / frame"}
+
+
+def _with_first_density(rows: list[dict]) -> list[dict]:
+    return [{**r, "first_density": (r["density_after_stage"] or [1.0])[0]} for r in rows]
+
+
+def choice_section(result: dict) -> str:
+    choice, s = result["choice"], result["settings"]
+    keep = f"3D {choice['keep'][0]:g} / 2D {choice['keep'][1]:g}"
+    if choice["chosen_on"] == "given":
+        return f"## Keep shares\n\nThe main keep shares, {keep}, were given on the command line.\n"
+    budget = (f"at most {s['max_voxels']:g} of the voxels and BEV density after the first 2D stage at most "
+              f"{s['max_first_density']:g}")
+    verdict = "within" if choice["within_budget"] else "no sweep pair is within the budget; the most accurate of all,"
+    return (f"## Keep shares chosen on validation\n\nOn {choice['val_frames']} validation frames (seeds the test "
+            f"frames never use), the most accurate sweep pair with {budget}: **{keep}** ({verdict} budget).\n\n"
+            + markdown_table(_with_first_density(choice["rows"]), CHOICE_COLUMNS) + "\n")
+
+
+def sweep_section(result: dict) -> str:
+    lines = ["## Speed-accuracy sweep (test frames)", "",
+             f"![speed-accuracy curve]({_stem(result)}_curve.png)", "",
+             "Each filter's curve is its frontier: the sweep pairs more accurate than every cheaper pair of the same "
+             "filter. Does Ada3D lie above the baselines? For each baseline pair, Ada3D's best mAP at no more than "
+             "its cost:", ""]
+    for cost, verdicts in result["dominance"].items():
+        for family, v in verdicts.items():
+            lines.append(f"- {COSTS[cost]}: Ada3D higher than {family} filtering at {v['ada3d_higher']} of "
+                         f"{v['compared']} comparable pairs ({v['cheaper_than_every_ada3d_point']} of {v['points']} "
+                         "cheaper than every Ada3D pair)")
+    return "\n".join(lines) + "\n\n" + markdown_table(_with_first_density(result["sweep"]), SWEEP_COLUMNS) + "\n"
+
+
+def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points more accurate than every cheaper one (cost, mAP), cheapest first."""
+    best, out = -1.0, []
+    for cost, value in sorted(points):
+        if value > best:
+            out.append((cost, value))
+            best = value
+    return out
+
+
+def curve_picture(result: dict, path: Path) -> Path:
+    """mAP against backbone MACs and against measured latency: each filter's frontier, dots at its points."""
+    panels = {}
+    for cost, title in (("macs_ratio", "vs backbone MACs (share of dense)"), ("ms_total", "vs ms / frame")):
+        panels[title] = {f"{family} filtering": [(c, m, m, m) for c, m in frontier(
+            [(r[cost], r["map_iou"]) for r in result["sweep"] if r["family"] == family])]
+            for family in ("ada3d", "random", "distance")}
+    return line_chart(panels, path, "cost", "mAP (rotated IoU)", markers=True, x_ticks=5)
+
+
 def render_markdown(result: dict, command: str) -> str:
     s = result["settings"]
     rows = table_rows(result)
@@ -42,8 +103,9 @@ def render_markdown(result: dict, command: str) -> str:
             "call, against the dense detector. Peak RSS: a fresh process per variant (both models loaded). AP: "
             f"rotated BEV IoU at {', '.join(f'{c} {t}' for c, t in IOU_THRESHOLDS.items())}; centre distance averaged "
             f"over {', '.join(f'{d:g}' for d in DISTANCE_THRESHOLDS)} m. {machine_line(result['machine'])}\n\n"
-            f"![one test scene]({_stem(result)}_scene.png)\n\n## Cost\n\n"
-            + markdown_table(rows, COLUMNS) + "\n\n## BEV average precision\n\n" + markdown_table(rows, AP_COLUMNS) + "\n")
+            f"![one test scene]({_stem(result)}_scene.png)\n\n"
+            + choice_section(result) + "\n## Cost\n\n" + markdown_table(rows, COLUMNS) + "\n\n## BEV average precision\n\n"
+            + markdown_table(rows, AP_COLUMNS) + "\n\n" + sweep_section(result))
 
 
 def scene_picture(scene: dict, path: Path, scale: int = 6) -> Path:
@@ -81,11 +143,12 @@ def _stem(result: dict) -> str:
 
 
 def write_ada3d_report(result: dict, folder: Path, command: str) -> dict[str, Path]:
-    """``<folder>/ada3d_<model>.{json,md}`` and the scene picture."""
+    """``<folder>/ada3d_<model>.{json,md}``, the scene picture and the speed-accuracy curve."""
     stem = _stem(result)
     scene = result.pop("scene")
     json_path, md_path = write_results(result, render_markdown(result, command), folder, stem)
-    return {"json": json_path, "markdown": md_path, "picture": scene_picture(scene, folder / f"{stem}_scene.png")}
+    return {"json": json_path, "markdown": md_path, "picture": scene_picture(scene, folder / f"{stem}_scene.png"),
+            "curve": curve_picture(result, folder / f"{stem}_curve.png")}
 
 
 BENCH = Bench("ada3d", Ada3DBenchSettings, run_ada3d_bench, in_folder(write_ada3d_report),

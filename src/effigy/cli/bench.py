@@ -407,9 +407,14 @@ def bench_flasheval(
 
 @app.command("ada3d")
 def bench_ada3d(
-    keeps: str = typer.Option("0.6/0.3,0.8/0.5,0.4/0.2", help="Ada3D keep shares as 3D/2D pairs; the first is the "
-                              "main one (3D-only, 2D-only, no-SP-BN, random and distance rows use it)."),
+    keeps: str = typer.Option("", help="Ada3D keep shares as 3D/2D pairs, each a row; the first is the main one "
+                              "(3D-only, 2D-only, not fine-tuned, random and distance rows use it). Default: the main "
+                              "one chosen on validation frames from the sweep."),
+    sweep_3d: str = typer.Option("0.4,0.5,0.6,0.7,0.8", help="3D keep shares of the speed-accuracy sweep."),
+    sweep_2d: str = typer.Option("0.2,0.25,0.3,0.4,0.5", help="2D keep shares of the speed-accuracy sweep."),
     test_frames: int = typer.Option(100, min=2, max=100_000, help="Simulated test frames to detect."),
+    val_frames: int = typer.Option(100, min=2, max=100_000, help="Simulated validation frames the keep shares are "
+                                   "chosen on."),
     latency_frames: int = typer.Option(8, min=1, max=1000),
     seed: int = SEED,
     memory: bool = typer.Option(True, help="Peak RSS of each variant in a fresh process."),
@@ -418,20 +423,22 @@ def bench_ada3d(
     out: Optional[Path] = RESULTS_OUT,
     as_json: bool = JSON,
 ) -> None:
-    """Ada3D on the lidar detector: keep shares, 3D / 2D alone, no SP-BN, random and distance filtering."""
+    """Ada3D on the lidar detector: keep shares chosen on validation, 3D / 2D alone, not fine-tuned, random and
+    distance filtering, and the speed-accuracy sweep."""
     from effigy.bench.ada3d import Ada3DBenchSettings
     from effigy.cli._common import check_choice
     from effigy.models.zoo import ZOO
 
     check_choice(model, [n for n in ZOO.names("lidar") if "ada3d" in n], "--model")
-    settings = Ada3DBenchSettings(ada3d=model, test_frames=test_frames,
+    settings = Ada3DBenchSettings(ada3d=model, test_frames=test_frames, val_frames=val_frames,
                                   latency_frames=min(latency_frames, test_frames), keeps=parse_keep_pairs(keeps),
-                                  seed=seed, measure_memory=memory)
+                                  sweep_3d=parse_shares(sweep_3d, "--sweep-3d"),
+                                  sweep_2d=parse_shares(sweep_2d, "--sweep-2d"), seed=seed, measure_memory=memory)
     run_bench("ada3d", settings, out, as_json)
 
 
 def parse_keep_pairs(text: str) -> tuple[tuple[float, float], ...]:
-    """``"0.6/0.3,0.8/0.5"`` -> ((0.6, 0.3), (0.8, 0.5)), each share in (0, 1], or one clear error."""
+    """``"0.6/0.3,0.8/0.5"`` -> ((0.6, 0.3), (0.8, 0.5)), each share in (0, 1], or one clear error; empty: none."""
     pairs = []
     for item in (i.strip() for i in text.split(",") if i.strip()):
         parts = item.split("/")
@@ -439,8 +446,6 @@ def parse_keep_pairs(text: str) -> tuple[tuple[float, float], ...]:
         if len(shares) != 2:
             raise typer.BadParameter(f"{item!r}: give each pair as 3D/2D shares, e.g. 0.6/0.3.", param_hint="--keeps")
         pairs.append(tuple(shares))
-    if not pairs:
-        raise typer.BadParameter("give at least one 3D/2D pair, e.g. 0.6/0.3.", param_hint="--keeps")
     return tuple(pairs)
 
 

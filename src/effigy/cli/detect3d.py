@@ -44,18 +44,20 @@ def evaluate(
     kitti: Optional[Path] = typer.Option(None, help="A KITTI object root to evaluate on instead of simulated frames."),
     split: Optional[str] = typer.Option(None, help="With --kitti: the ImageSets split to read (default: every frame)."),
     frames: int = typer.Option(50, min=1, max=100_000, help="Simulated test frames (or the most read from --kitti)."),
-    keep_3d: float = typer.Option(0.6, min=0.01, max=1.0, help="Ada3D models: share of occupied BEV cells whose "
-                                  "voxels enter the 3D backbone."),
-    keep_2d: float = typer.Option(0.3, min=0.01, max=1.0, help="Ada3D models: share of occupied BEV cells kept in "
-                                  "2D."),
+    keep_3d: Optional[float] = typer.Option(None, min=0.01, max=1.0, help="Ada3D models: share of occupied BEV "
+                                            "cells whose voxels enter the 3D backbone (default: the model's own)."),
+    keep_2d: Optional[float] = typer.Option(None, min=0.01, max=1.0, help="Ada3D models: share of occupied BEV cells "
+                                            "kept in 2D (default: the model's own)."),
     as_json: bool = JSON,
 ) -> None:
     """BEV AP per class (rotated IoU and centre distance) of a shipped lidar model; for an Ada3D model also what
     the filter kept."""
+    from dataclasses import replace
+
     import torch
 
     from effigy.cli._common import check_choice
-    from effigy.lidar.ada3d import Ada3D, Ada3DConfig
+    from effigy.lidar.ada3d import Ada3D, detect_and_tally
     from effigy.models.lidar.train import detect, evaluate_detections, simulate_split
     from effigy.models.zoo import ZOO, load_zoo_model
     from effigy.worlds.kitti import import_kitti
@@ -65,26 +67,21 @@ def evaluate(
     loaded, _ = load_zoo_model(model)
     filtered = None
     if isinstance(loaded, Ada3D):
-        filtered = Ada3D(loaded.detector, Ada3DConfig(keep_3d, keep_2d), loaded.predictor).eval()
+        config = replace(loaded.config, keep_3d=keep_3d or loaded.config.keep_3d,
+                         keep_2d=keep_2d or loaded.config.keep_2d)
+        filtered = Ada3D(loaded.detector, config, loaded.predictor).eval()
     detector = loaded if filtered is None else filtered.detector
     with progress(not as_json) as reporter:
         advance = reporter("detecting", 2)
         data = data if data is not None else simulate_split("test", frames)
         advance()
-        kept = []
-
-        def run(points):
-            out = filtered(points)
-            kept.append(filtered.tally.voxels_kept / max(1, filtered.tally.voxels_in))
-            return out
-
         with torch.no_grad():
-            detections = detect(detector, data, forward=None if filtered is None else run)
+            detections, kept = detect_and_tally(filtered, data) if filtered else (detect(detector, data), None)
         advance()
     ap = evaluate_detections(detections, data, detector.config.classes)
     rows = [{"matching": m, **{k: round(v, 4) for k, v in ap[m].items()}} for m in ("iou", "distance")]
-    summary = {"model": model, "frames": len(data), "ap": ap,
-               "voxels_kept": sum(kept) / len(kept) if kept else None}
+    summary = {"model": model, "frames": len(data), "ap": ap, "voxels_kept": kept.voxels_kept if kept else None,
+               "keep": [filtered.config.keep_3d, filtered.config.keep_2d] if filtered else None}
     if as_json:
         echo_json(summary)
         return

@@ -69,12 +69,15 @@ def category_maps(maps: dict[str, list[list[str]]], colours: dict[str, tuple[int
 
 
 def line_chart(panels: dict[str, dict[str, list[tuple[float, float, float, float]]]], path: Path,
-               x_label: str, y_label: str, size: tuple[int, int] = (360, 260)) -> Path:
+               x_label: str, y_label: str, size: tuple[int, int] = (360, 260), markers: bool = False,
+               x_ticks: int | None = None) -> Path:
     """Side-by-side panels of lines with spread bands, x on a log scale.
 
     Args:
         panels: title -> line name -> points (x, mean, low, high); the band spans low..high.
         path: the PNG to write.
+        markers: a dot at every point (a curve of a few measured points).
+        x_ticks: label this many evenly spaced (log) x values instead of every distinct x.
     """
     from PIL import Image, ImageDraw
 
@@ -97,9 +100,11 @@ def line_chart(panels: dict[str, dict[str, list[tuple[float, float, float, float
 
         draw.text((left, 4), f"{title}: {y_label}", fill="black")
         draw.rectangle((left, top, left + plot_w, top + plot_h), outline=(160, 160, 160))
-        for x in sorted({pt[0] for pt in points}):
+        ticks = sorted({pt[0] for pt in points}) if x_ticks is None else \
+            [10 ** v for v in np.linspace(xs.min(), xs.max(), x_ticks)]
+        for x in ticks:
             gx, _ = at(x, y_low)
-            draw.text((gx - 8, top + plot_h + 4), f"{x:g}", fill="black")
+            draw.text((gx - 8, top + plot_h + 4), f"{x:g}" if x_ticks is None else f"{x:.2g}", fill="black")
         for k in range(5):
             y = y_low + k * (y_high - y_low) / 4
             _, gy = at(10 ** xs.min(), y)
@@ -115,6 +120,9 @@ def line_chart(panels: dict[str, dict[str, list[tuple[float, float, float, float
             canvas.paste(Image.alpha_composite(canvas.convert("RGBA"), overlay).convert("RGB"))
             draw = ImageDraw.Draw(canvas)
             draw.line([at(x, m) for x, m, _, _ in line], fill=colour, width=2)
+            for x, m, _, _ in line if markers else ():
+                cx, cy = at(x, m)
+                draw.ellipse((cx - 3, cy - 3, cx + 3, cy + 3), fill=colour)
         draw.text((left + plot_w // 2 - 20, height - 14), x_label, fill="black")
     for n, name in enumerate(names):
         y = height + 4 + 16 * n

@@ -21,7 +21,8 @@ from torch import nn
 from effigy.errors import PlanError
 from effigy.models.lidar.centerpoint import CenterPoint, CenterPointConfig, voxelize
 from effigy.models.lidar.centerpoint import to_bev as fold_height
-from effigy.nn.sparse import SparseTensor, select_sites, sparse_conv
+from effigy.models.lidar.train import detect
+from effigy.nn.sparse import SparseTensor, select_sites, site_keys, sites_of_keys, sparse_conv
 from effigy.nn.sparse_norm import SparsityPreservingBatchNorm
 
 EMPTY_LOGIT = -20.0  # heatmap logit of a cell the sparse run never computed: no detection there
@@ -37,11 +38,15 @@ class Ada3DConfig:
         sparse_2d: run the 2D backbone and head on the active cells only (needs sparsity-preserving norms to
             equal the dense run); False runs them dense with the filtered cells zeroed (for training, and for
             a detector whose norms are plain BatchNorms, which fill the empty cells).
+        refilter_2d: keep the same number of cells again after each 2D stage (the map shrinks back to the
+            input's kept count); False filters the 2D input only and lets the stages' kernels grow the map
+            (more context around each kept cell at the same input budget).
     """
 
     keep_3d: float = 0.6
     keep_2d: float = 0.3
     sparse_2d: bool = True
+    refilter_2d: bool = True
 
     def __post_init__(self) -> None:
         for name in ("keep_3d", "keep_2d"):
@@ -65,6 +70,46 @@ class FilterTally:
     seconds_2d: float = 0.0  # the 2D backbone and the head
 
 
+class TallyTotals:
+    """What filtered runs kept and computed, summed over calls (shares of the totals, not means of shares)."""
+
+    def __init__(self) -> None:
+        self.sum = FilterTally()
+        self.calls = 0
+
+    def add(self, tally: FilterTally) -> None:
+        s = self.sum
+        self.calls += 1
+        for name in ("voxels_in", "voxels_kept", "bev_occupied", "bev_cells", "macs_3d", "macs_2d"):
+            setattr(s, name, getattr(s, name) + getattr(tally, name))
+        weighted = [d * tally.bev_cells for d in tally.density_after_stage]
+        s.density_after_stage = [a + b for a, b in zip(s.density_after_stage or [0.0] * len(weighted), weighted)]
+
+    @property
+    def voxels_kept(self) -> float:
+        return self.sum.voxels_kept / max(1, self.sum.voxels_in)
+
+    def row(self, frames: int) -> dict:
+        """Shares kept, density after each 2D stage, and multiply-adds per frame."""
+        s = self.sum
+        return {"voxels_kept": self.voxels_kept, "bev_occupied": s.bev_occupied / max(1, s.bev_cells),
+                "density_after_stage": [d / max(1, s.bev_cells) for d in s.density_after_stage],
+                "macs_3d_per_frame": s.macs_3d / frames, "macs_2d_per_frame": s.macs_2d / frames}
+
+
+@torch.no_grad()
+def detect_and_tally(model: Ada3D, frames: list) -> tuple[list[dict], TallyTotals]:
+    """Detections per frame (as ``effigy.models.lidar.train.detect``) and what the filter kept over all frames."""
+    totals = TallyTotals()
+
+    def run(points: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        outputs = model(points)
+        totals.add(model.tally)
+        return outputs
+
+    return detect(model.detector, frames, forward=run), totals
+
+
 class ImportancePredictor(nn.Module):
     """A small 2D CNN on the input raster: one logit per BEV cell (is an object centre near?)."""
 
@@ -79,21 +124,36 @@ class ImportancePredictor(nn.Module):
         return self.net(raster)
 
 
-def input_raster(voxels: SparseTensor, stride: int) -> SparseTensor:
+@dataclass
+class BevCells:
+    """The occupied BEV cells of a voxel tensor (``sites`` [M, 3]: batch, y, x; sorted) and the cell of each
+    voxel (``of_voxel`` [N], a row of ``sites``): computed once, read by the raster and by the filter."""
+
+    sites: torch.Tensor
+    of_voxel: torch.Tensor
+    shape: tuple[int, int]
+
+
+def bev_cells(voxels: SparseTensor, stride: int) -> BevCells:
+    """Which BEV cell (``stride`` x ``stride`` voxel columns) each voxel is in: one integer key per voxel."""
+    _, ny, nx = voxels.spatial_shape
+    shape = (math.ceil(ny / stride), math.ceil(nx / stride))
+    cells = torch.stack([voxels.indices[:, 0], voxels.indices[:, 2] // stride, voxels.indices[:, 3] // stride], 1)
+    unique, inverse = torch.unique(site_keys(cells, shape), return_inverse=True)
+    return BevCells(sites_of_keys(unique, shape), inverse, shape)
+
+
+def input_raster(voxels: SparseTensor, stride: int, cells: BevCells | None = None) -> SparseTensor:
     """The BEV raster the predictor reads: per occupied cell (stride x stride voxel columns), the max of the
     voxels' features (position, intensity, log count) and the log of its voxel count. Detached: the predictor
     learns on its own loss."""
-    _, ny, nx = voxels.spatial_shape
-    cy, cx = voxels.indices[:, 2] // stride, voxels.indices[:, 3] // stride
-    h, w = math.ceil(ny / stride), math.ceil(nx / stride)
-    cell = (voxels.indices[:, 0] * h + cy) * w + cx
-    unique, inverse = torch.unique(cell, return_inverse=True)
+    cells = cells or bev_cells(voxels, stride)
     features = voxels.features.detach()
-    pooled = features.new_full((len(unique), features.shape[1]), -1e4)
-    pooled = pooled.scatter_reduce(0, inverse[:, None].expand_as(features), features, "amax")
-    count = torch.zeros(len(unique)).index_add_(0, inverse, torch.ones(len(cell)))
-    sites = torch.stack([unique // (h * w), unique // w % h, unique % w], dim=1)
-    return SparseTensor(torch.cat([pooled, torch.log1p(count)[:, None]], dim=1), sites, (h, w), voxels.batch_size)
+    pooled = features.new_full((len(cells.sites), features.shape[1]), -1e4)
+    pooled = pooled.scatter_reduce(0, cells.of_voxel[:, None].expand_as(features), features, "amax")
+    count = torch.zeros(len(cells.sites)).index_add_(0, cells.of_voxel, torch.ones(len(cells.of_voxel)))
+    return SparseTensor(torch.cat([pooled, torch.log1p(count)[:, None]], dim=1), cells.sites, cells.shape,
+                        voxels.batch_size)
 
 
 def keep_counts(sites: torch.Tensor, keep: float, batch_size: int) -> torch.Tensor:
@@ -103,12 +163,17 @@ def keep_counts(sites: torch.Tensor, keep: float, batch_size: int) -> torch.Tens
 
 
 def top_cells(scores: torch.Tensor, sites: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """[N] True for the ``counts[b]`` sites (b, y, x) of each frame b with the highest ``scores`` [B, H, W]."""
+    """[N] True for the ``counts[b]`` sites (b, y, x) of each frame b with the highest ``scores`` [B, H, W]
+    (ties: the earlier site). All frames at once: sites sorted by score, then stably by frame, so each site's
+    rank within its frame is its position less the frame's first position."""
     values = scores[sites[:, 0], sites[:, 1], sites[:, 2]]
+    order = torch.argsort(values, descending=True, stable=True)
+    order = order[torch.argsort(sites[order, 0], stable=True)]
+    frame = sites[order, 0]
+    per_frame = torch.bincount(frame, minlength=len(counts))
+    first = torch.cumsum(per_frame, 0) - per_frame
     chosen = torch.zeros(len(sites), dtype=torch.bool)
-    for b in range(len(counts)):
-        rows = (sites[:, 0] == b).nonzero().squeeze(1)
-        chosen[rows[values[rows].topk(min(int(counts[b]), len(rows))).indices]] = True
+    chosen[order] = torch.arange(len(sites)) - first[frame] < counts[frame]
     return chosen
 
 
@@ -135,24 +200,25 @@ class Ada3D(nn.Module):
     def filters(self) -> bool:
         return self.config.keep_3d < 1 or self.config.keep_2d < 1
 
-    def scores(self, voxels: SparseTensor) -> torch.Tensor:
+    def scores(self, voxels: SparseTensor, cells: BevCells | None = None) -> torch.Tensor:
         """[B, H, W] importance of each BEV cell (``scorer`` replaces the predictor for the baselines)."""
         if self.scorer is not None:
             return self.scorer(voxels, self.detector.config)
-        return torch.sigmoid(self.importance_logits(voxels))[:, 0]
+        return torch.sigmoid(self.importance_logits(voxels, cells))[:, 0]
 
-    def importance_logits(self, voxels: SparseTensor) -> torch.Tensor:
+    def importance_logits(self, voxels: SparseTensor, cells: BevCells | None = None) -> torch.Tensor:
         """[B, 1, H, W] the predictor's logit per BEV cell (empty cells read an all-zero raster)."""
-        return self.predictor(input_raster(voxels, self.detector.config.bev_stride).dense())
+        return self.predictor(input_raster(voxels, self.detector.config.bev_stride, cells).dense())
 
     def forward(self, points: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         tally = self.tally = FilterTally()
         start = time.perf_counter()
         voxels = voxelize(points, self.detector.config)
         tally.voxels_in = tally.voxels_kept = len(voxels.indices)
-        scores = self.scores(voxels) if self.filters else None
+        cells = bev_cells(voxels, self.detector.config.bev_stride) if self.filters else None
+        scores = self.scores(voxels, cells) if self.filters else None
         if self.config.keep_3d < 1:
-            voxels = self._filter_voxels(voxels, scores, tally)
+            voxels = self._filter_voxels(voxels, scores, cells, tally)
         bev = fold_height(self._backbone_3d(voxels, tally))
         tally.bev_occupied, tally.bev_cells = len(bev.indices), bev.batch_size * math.prod(bev.spatial_shape)
         budget = keep_counts(bev.indices, self.config.keep_2d, bev.batch_size)
@@ -164,12 +230,11 @@ class Ada3D(nn.Module):
         tally.seconds_3d, tally.seconds_2d = middle - start, time.perf_counter() - middle
         return outputs
 
-    def _filter_voxels(self, voxels: SparseTensor, scores: torch.Tensor, tally: FilterTally) -> SparseTensor:
-        stride = self.detector.config.bev_stride
-        cells = torch.stack([voxels.indices[:, 0], voxels.indices[:, 2] // stride, voxels.indices[:, 3] // stride], 1)
-        occupied, inverse = torch.unique(cells, dim=0, return_inverse=True)
-        kept = top_cells(scores, occupied, keep_counts(occupied, self.config.keep_3d, voxels.batch_size))
-        voxels = select_sites(voxels, kept[inverse])
+    def _filter_voxels(self, voxels: SparseTensor, scores: torch.Tensor, cells: BevCells,
+                       tally: FilterTally) -> SparseTensor:
+        """The voxels of the top ``keep_3d`` share of each frame's occupied cells."""
+        kept = top_cells(scores, cells.sites, keep_counts(cells.sites, self.config.keep_3d, voxels.batch_size))
+        voxels = select_sites(voxels, kept[cells.of_voxel])
         tally.voxels_kept = len(voxels.indices)
         return voxels
 
@@ -184,7 +249,7 @@ class Ada3D(nn.Module):
         for stage in self.detector.backbone_2d.stages:
             bev = run_stage_sparse(stage, bev, tally)
             tally.density_after_stage.append(len(bev.indices) / tally.bev_cells)
-            if self.config.keep_2d < 1:
+            if self.config.keep_2d < 1 and self.config.refilter_2d:
                 bev = select_sites(bev, top_cells(scores, bev.indices, budget))
         head = self.detector.head
         shared = run_stage_sparse(head.shared, bev, tally)
@@ -209,7 +274,7 @@ class Ada3D(nn.Module):
             mask = _grow(mask, _conv_count(stage))
             live = mask | x.ne(0).any(dim=1)
             tally.density_after_stage.append(float(live.float().mean()))
-            if self.config.keep_2d < 1:
+            if self.config.keep_2d < 1 and self.config.refilter_2d:
                 mask = _keep_top(live, scores, budget)
                 x = x * mask[:, None]
             else:

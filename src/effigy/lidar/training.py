@@ -26,6 +26,7 @@ class Ada3DTrainConfig(TrainConfig):
     detector: str = "lidar-centerpoint"  # the shipped detector it starts from
     keep_3d: float = 0.6
     keep_2d: float = 0.3
+    refilter_2d: bool = True  # Ada3DConfig.refilter_2d
     predictor_steps: int = 600
     finetune_steps: int = 4000
     batch_size: int = 2
@@ -38,6 +39,11 @@ class Ada3DTrainConfig(TrainConfig):
     def train_steps(self) -> int:
         """Both phases' steps (what a progress bar counts)."""
         return self.predictor_steps + self.finetune_steps
+
+
+def filter_config(config: Ada3DTrainConfig, sparse_2d: bool = True) -> Ada3DConfig:
+    """What the model trained with ``config`` keeps (and runs with, unless told otherwise)."""
+    return Ada3DConfig(config.keep_3d, config.keep_2d, sparse_2d, config.refilter_2d)
 
 
 def importance_target(boxes: list[np.ndarray], labels: list[list[str]], detector: CenterPoint) -> torch.Tensor:
@@ -98,8 +104,7 @@ def fine_tune(detector: CenterPoint, predictor: ImportancePredictor, frames: lis
         The Ada3D model in eval mode, set to run its 2D part sparse.
     """
     torch.manual_seed(config.seed)
-    model = Ada3D(sparsity_preserving(detector), Ada3DConfig(config.keep_3d, config.keep_2d, sparse_2d=False),
-                  predictor).train()
+    model = Ada3D(sparsity_preserving(detector), filter_config(config, sparse_2d=False), predictor).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.finetune_learning_rate, weight_decay=0.01)
     generator = torch.Generator().manual_seed(config.seed + 1)
     for step in resumable_steps(checkpoint_dir, {"ada3d": model}, optimizer, generator, asdict(config),
@@ -111,5 +116,5 @@ def fine_tune(detector: CenterPoint, predictor: ImportancePredictor, frames: lis
         loss = loss + gaussian_focal_loss(importance, importance_target(boxes, labels, detector))
         training_step(optimizer, loss, step, config.finetune_learning_rate * one_cycle(step, config.finetune_steps),
                       (model, 10.0), progress)
-    model.config = Ada3DConfig(config.keep_3d, config.keep_2d, sparse_2d=True)
+    model.config = filter_config(config, sparse_2d=True)
     return model.eval()

@@ -8,8 +8,8 @@ from typing import Callable
 
 import torch
 
-from effigy.lidar.ada3d import Ada3D, Ada3DConfig, ImportancePredictor, sparsity_preserving
-from effigy.lidar.training import Ada3DTrainConfig, fine_tune, train_predictor
+from effigy.lidar.ada3d import Ada3D, ImportancePredictor, sparsity_preserving
+from effigy.lidar.training import Ada3DTrainConfig, filter_config, fine_tune, train_predictor
 from effigy.models.lidar.centerpoint import CenterPoint
 from effigy.models.lidar.train import simulate_split
 from effigy.models.zoo import ZooEntry, config_variant, load_zoo_model, shipped_config
@@ -18,7 +18,7 @@ from effigy.models.zoo import ZooEntry, config_variant, load_zoo_model, shipped_
 def build_ada3d(config: Ada3DTrainConfig) -> Ada3D:
     """The Ada3D model's structure around its shipped detector's architecture (weights loaded by the zoo)."""
     detector = sparsity_preserving(CenterPoint(shipped_config(config.detector)))
-    return Ada3D(detector, Ada3DConfig(config.keep_3d, config.keep_2d), ImportancePredictor()).eval()
+    return Ada3D(detector, filter_config(config), ImportancePredictor()).eval()
 
 
 def train_ada3d(config: Ada3DTrainConfig, progress: Callable[[int, float], None] | None = None,
@@ -40,6 +40,7 @@ def entries() -> list[ZooEntry]:
         Ada3DTrainConfig, build_ada3d, train_ada3d, torch.float32, resumable=True), ZooEntry(
         "lidar-ada3d-spbn",
         "lidar-centerpoint-spbn (sparsity-preserving norms from its first step) fine-tuned with Ada3D input "
-        "filtering (60% of voxels' cells, 30% of BEV cells kept), with its importance predictor",
-        config_variant(Ada3DTrainConfig, "Ada3DSPBNTrainConfig", detector="lidar-centerpoint-spbn"), build_ada3d,
+        "filtering (55% of voxels' cells kept, 30% of BEV cells at the 2D input), with its importance predictor",
+        config_variant(Ada3DTrainConfig, "Ada3DSPBNTrainConfig", detector="lidar-centerpoint-spbn", keep_3d=0.55,
+                       refilter_2d=False), build_ada3d,
         train_ada3d, torch.float32, resumable=True)]

@@ -3,7 +3,8 @@
 spconv's CPU build runs its backward through CUDA, and torchsparse / MinkowskiEngine have no wheels here, so
 effigy computes on active sites itself. A ``SparseTensor`` holds features [N, C] at integer sites
 [N, 1 + D] (batch index, then D spatial coordinates). A convolution's *rulebook* says, for each output site
-and kernel offset, which input row it reads (looked up in a grid of row numbers; no sorting). A well-filled
+and kernel offset, which input row it reads (each site one integer key, looked up in the sorted input keys, so
+the cost follows the sites and not the grid). A well-filled
 rulebook runs as one matmul over the gathered neighbourhoods; a sparse one per offset (gather, matmul,
 ``index_add_``). Rulebooks depend only on the sites, so layers that share sites share one (cached on the
 tensor under a key, as spconv's ``indice_key``).
@@ -108,42 +109,111 @@ def output_shape(shape: tuple[int, ...], kernel_size: int, stride: int, padding:
     return tuple((s + 2 * padding - kernel_size) // stride + 1 for s in shape)
 
 
-def _site_table(x: SparseTensor, padding: int, kernel_size: int) -> torch.Tensor:
-    """[B, *padded spatial] the row of each active site, -1 elsewhere; ``padding`` cells before each axis and
-    ``kernel_size`` after, so every kernel position of every output can be read without a bounds check."""
-    shape = [s + padding + kernel_size for s in x.spatial_shape]
-    table = torch.full((x.batch_size, *shape), -1, dtype=torch.long)
+POOL_PER_SITE = 64  # a grid up to this many cells per input site is pooled whole (measured: the 2D BEV map)
+TABLE_PER_QUERY = 64  # a grid up to this many cells per lookup is read as a table of rows; larger, by search
+
+
+def site_keys(indices: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """[N] one integer per site (batch, then each axis of ``shape``, row-major): equal keys, equal sites. The
+    coordinates must lie in ``shape``."""
+    key = indices[:, 0].long()
+    for d, size in enumerate(shape):
+        key = key * size + indices[:, 1 + d]
+    return key
+
+
+def _reached_sites(x: SparseTensor, kernel_size: int, stride: int, padding: int,
+                   out_shape: tuple[int, ...]) -> torch.Tensor:
+    """[M, 1 + D] the output sites some input reaches, sorted (batch, then each axis): on a small grid a max
+    pool of the occupancy, on a large one from the sites themselves."""
+    if x.batch_size * math.prod(x.spatial_shape) <= POOL_PER_SITE * len(x.indices):
+        return _pooled_sites(x, kernel_size, stride, padding, out_shape)
+    return _candidate_sites(x, kernel_size, stride, padding, out_shape)
+
+
+def _pooled_sites(x: SparseTensor, kernel_size: int, stride: int, padding: int,
+                  out_shape: tuple[int, ...]) -> torch.Tensor:
+    """Output o reads the padded window [o * stride, o * stride + kernel_size) on each axis: a max pool of the
+    padded occupancy says which windows hold an input."""
+    occupancy = torch.zeros(x.batch_size, 1, *(s + padding + kernel_size for s in x.spatial_shape))
     idx = x.indices.long()
-    table[(idx[:, 0], *(idx[:, 1 + d] + padding for d in range(len(shape))))] = torch.arange(len(idx))
-    return table
-
-
-def _reached_sites(table: torch.Tensor, kernel_size: int, stride: int, out_shape: tuple[int, ...]) -> torch.Tensor:
-    """Output sites some input reaches: a max pool of the padded occupancy (output o reads the padded window
-    [o * stride, o * stride + kernel_size) on each axis)."""
-    pool = {2: F.max_pool2d, 3: F.max_pool3d}.get(table.dim() - 1)
-    if pool is None:
-        raise SparseError(f"regular sparse convolution is implemented for 2-D and 3-D grids, not {table.dim() - 1}-D.")
-    reached = pool((table >= 0).float().unsqueeze(1), kernel_size, stride).squeeze(1) > 0
+    occupancy[(idx[:, 0], 0, *(idx[:, 1 + d] + padding for d in range(len(out_shape))))] = 1.0
+    pool = F.max_pool2d if len(out_shape) == 2 else F.max_pool3d
+    reached = pool(occupancy, kernel_size, stride)[:, 0] > 0
     return reached[(slice(None), *(slice(0, s) for s in out_shape))].nonzero()
+
+
+def _candidate_sites(x: SparseTensor, kernel_size: int, stride: int, padding: int,
+                     out_shape: tuple[int, ...]) -> torch.Tensor:
+    """Output o reads input o * stride - padding + k: per axis, the offsets k that land on a multiple of the
+    stride give the candidate outputs (one or two per axis for a 3 x 3 kernel at stride 2, not K^D), combined
+    and deduplicated. The cost follows the sites, not the grid."""
+    dims = len(out_shape)
+    idx = x.indices.long()
+    offsets = torch.arange(kernel_size)
+    reach = []  # per axis: [N, k] candidate coordinate and whether it is a real output
+    for d in range(dims):
+        shifted = idx[:, 1 + d, None] + padding - offsets
+        valid = (shifted >= 0) & (shifted % stride == 0) & (shifted // stride < out_shape[d])
+        reach.append((shifted.div(stride, rounding_mode="floor"), valid))
+    valid = reach[0][1]
+    for d in range(1, dims):
+        valid = valid[..., None] & reach[d][1].reshape(len(idx), *([1] * d), kernel_size)
+    rows, *ks = valid.nonzero().unbind(1)
+    candidates = torch.stack([idx[rows, 0], *(reach[d][0][rows, ks[d]] for d in range(dims))], dim=1)
+    return sites_of_keys(torch.unique(site_keys(candidates, out_shape)), out_shape)
+
+
+
+
+def _look_up(keys: torch.Tensor, queries: torch.Tensor, grid_cells: int) -> torch.Tensor:
+    """The row whose key each query is (-1: none). A small grid (the BEV map, a small voxel grid) is one flat
+    table of rows, filled and read in two vectorised steps; a large one (a full KITTI voxel grid) a binary
+    search in the sorted keys, whose cost follows the sites."""
+    if grid_cells <= TABLE_PER_QUERY * max(1, queries.numel()):
+        table = torch.full((grid_cells,), -1, dtype=torch.int32)
+        table[keys] = torch.arange(len(keys), dtype=torch.int32)
+        return table[queries].long()
+    if len(keys) == 0:
+        return torch.full(queries.shape, -1, dtype=torch.long)
+    sorted_keys, order = torch.sort(keys)
+    position = torch.searchsorted(sorted_keys, queries).clamp_(max=len(sorted_keys) - 1)
+    return torch.where(sorted_keys[position] == queries, order[position], -1)
+
+
+def sites_of_keys(keys: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """[N, 1 + len(shape)] the sites of ``keys`` (the inverse of :func:`site_keys`)."""
+    columns = []
+    for size in reversed(shape):
+        columns.append(keys % size)
+        keys = keys // size
+    return torch.stack([keys, *reversed(columns)], dim=1)
 
 
 def build_rulebook(x: SparseTensor, kernel_size: int, stride: int, padding: int, submanifold: bool) -> Rulebook:
     """Which input row each (output site, kernel offset) reads: output o and input i connect through offset k
-    when i = o * stride - padding + k (for a submanifold layer, outputs are the input sites themselves). Looked
-    up in a dense table of row numbers: O(sites x offsets), no sorting."""
-    dims = len(x.spatial_shape)
-    table = _site_table(x, padding, kernel_size)
+    when i = o * stride - padding + k (for a submanifold layer, outputs are the input sites themselves). Sites
+    become one integer key each in a grid padded by ``padding`` before and ``kernel_size`` after every axis (so
+    an offset never wraps into the next row); each (output, offset) key is looked up among the input keys
+    (:func:`_look_up`)."""
     if submanifold:
         if stride != 1 or 2 * padding != kernel_size - 1:
             raise SparseError("a submanifold layer keeps its sites: it needs stride 1 and padding (kernel - 1) / 2.")
         out_indices, out_shape = x.indices.long(), x.spatial_shape
     else:
+        if len(x.spatial_shape) not in (2, 3):
+            raise SparseError("regular sparse convolution is implemented for 2-D and 3-D grids, "
+                              f"not {len(x.spatial_shape)}-D.")
         out_shape = output_shape(x.spatial_shape, kernel_size, stride, padding)
-        out_indices = _reached_sites(table, kernel_size, stride, out_shape)
-    base = out_indices[:, 1:] * stride  # padded coordinate of offset 0
-    neighbours = torch.stack([table[(out_indices[:, 0], *(base[:, d] + offset[d] for d in range(dims)))]
-                              for offset in kernel_offsets(kernel_size, dims)], dim=1)
+        out_indices = _reached_sites(x, kernel_size, stride, padding, out_shape)
+    padded = tuple(s + padding + kernel_size for s in x.spatial_shape)
+    inputs = x.indices.long().clone()
+    inputs[:, 1:] += padding
+    base = out_indices.clone()
+    base[:, 1:] *= stride  # padded coordinate of offset 0
+    offsets = site_keys(F.pad(kernel_offsets(kernel_size, len(padded)), (1, 0)), padded)  # key(b, c + k) = key(b, c) + key(0, k)
+    queries = site_keys(base, padded)[:, None] + offsets
+    neighbours = _look_up(site_keys(inputs, padded), queries, x.batch_size * math.prod(padded))
     return Rulebook(neighbours, out_indices, out_shape)
 
 
