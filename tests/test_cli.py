@@ -378,6 +378,44 @@ def test_detect_deepfake_on_a_folder_writes_one_json_line_per_image(monkeypatch,
     assert all(0 <= r["p_fake"] <= 1 and r["verdict"] in ("real", "fake") and r["explanation"] for r in lines)
 
 
+def test_detect_deepfake_finds_the_faces_of_photos_and_says_when_there_is_none(monkeypatch, capsys, tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    from tests.detect.test_faces import no_face_photo
+
+    Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
+    no_face_photo().save(tmp_path / "fields.jpg")
+    code, out, _ = run_cli(monkeypatch, capsys, "detect", "deepfake", str(tmp_path), "--json")
+    assert code == 0
+    rows = {Path(r["image"]).name: r for r in map(json.loads, out.strip().splitlines())}
+    face = rows["astronaut.png"]
+    assert face["status"] == "scored" and face["box"]["side"] > 60 and 0 <= face["p_fake"] <= 1
+    assert rows["fields.jpg"] == {"image": str(tmp_path / "fields.jpg"), "face": None, "status": "no face found",
+                                  "p_fake": None, "verdict": None, "explanation": None}
+    code, out, _ = run_cli(monkeypatch, capsys, "detect", "fas", "score", str(tmp_path / "fields.jpg"), "--crops",
+                           "--json")
+    assert code == 0 and json.loads(out)["rows"][0]["box"] is None  # --crops: the whole image is the face
+
+
+def test_detect_deepfake_eval_reports_deepfakebench_metrics_on_a_teams_folder_and_json(monkeypatch, capsys, tmp_path):
+    from tests.detect.deepfake.test_datasets import _save
+
+    for i in range(2):
+        _save(tmp_path / "team" / "real" / f"r{i}.png", "real", i)
+        _save(tmp_path / "team" / "fake" / "swap" / f"s{i}.png", "swap", i)
+    index = {"Toy": {"Toy_real": {"test": {"v0": {"label": "Toy_real", "frames": ["team/real/r0.png", "team/real/r1.png"]}}},
+                     "Toy_swap": {"test": {"v1": {"label": "Toy_swap", "frames": ["team/fake/swap/s0.png"]},
+                                           "v2": {"label": "Toy_swap", "frames": ["team/fake/swap/s1.png"]}}}}}
+    (tmp_path / "Toy.json").write_text(json.dumps(index))
+    for data, extra in ((tmp_path / "team", []), (tmp_path / "Toy.json", ["--crops"])):
+        code, out, _ = run_cli(monkeypatch, capsys, "detect", "deepfake", "eval", "--data", str(data), *extra, "--json")
+        assert code == 0
+        report = json.loads(out)
+        assert report["frames"] == 4 and report["no_face_found"] == 0 and 0 <= report["all"]["frame_auc"] <= 1
+        assert set(report["methods"]) == ({"swap"} if data.is_dir() else {"Toy_swap"})
+
+
 def test_detect_deepfake_explain_answers_with_the_llm(monkeypatch, capsys, tmp_path):
     from PIL import Image
 

@@ -57,5 +57,10 @@ class AdaptationError(EffigyError):
     """A test-time adaptation asked for with target samples it cannot use (none, unlabelled, one class)."""
 
 
+class DatasetError(EffigyError):
+    """A team's dataset folder or index that does not follow the layout it claims (a missing split, an empty
+    class, an unreadable index)."""
+
+
 class ImageError(WorldError):
     """An image file or upload that is not a PNG, JPEG, WebP or BMP of sane size (decided by its bytes)."""

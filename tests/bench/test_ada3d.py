@@ -24,7 +24,7 @@ def test_the_bench_writes_every_row_with_costs_and_ap(tiny_models, tmp_path):
     assert result["choice"]["chosen_on"] == "given" and result["choice"]["keep"] == [0.6, 0.3]
     assert sorted((r["family"], r["keep_2d"]) for r in result["sweep"]) == [
         (f, k) for f in ("ada3d", "distance", "random") for k in (0.3, 0.5)]
-    assert result["dominance"]["macs_ratio"]["random"]["points"] == 2
+    assert result["dominance"]["macs_ratio"]["random"]["costs"] == len({r["macs_ratio"] for r in result["sweep"]})
     rows = {r["variant"]: r for r in result["rows"]}
     dense = rows["dense detector"]
     assert dense["voxels_kept"] == 1 and dense["macs_ratio"] == 1
@@ -55,13 +55,13 @@ def test_without_given_keeps_the_main_one_is_the_best_on_validation_within_the_b
     assert (main["keep_3d"], main["keep_2d"]) == tuple(choice["keep"])
 
 
-def test_dominance_compares_each_baseline_point_with_ada3ds_best_at_no_more_cost():
+def test_dominance_compares_the_frontiers_at_every_sampled_cost():
     sweep = [{"family": "ada3d", "macs_ratio": 0.2, "map_iou": 0.8}, {"family": "ada3d", "macs_ratio": 0.5, "map_iou": 0.9},
              {"family": "random", "macs_ratio": 0.3, "map_iou": 0.7}, {"family": "random", "macs_ratio": 0.6, "map_iou": 0.95},
              {"family": "distance", "macs_ratio": 0.1, "map_iou": 0.5}]
-    verdict = dominance(sweep, "macs_ratio")
-    assert verdict["random"] == {"points": 2, "compared": 2, "ada3d_higher": 1, "cheaper_than_every_ada3d_point": 0}
-    assert verdict["distance"] == {"points": 1, "compared": 0, "ada3d_higher": 0, "cheaper_than_every_ada3d_point": 1}
+    verdict = dominance(sweep, "macs_ratio")  # costs sampled: 0.1, 0.2, 0.3, 0.5, 0.6
+    assert verdict["random"] == {"costs": 5, "compared": 3, "ada3d_higher": 2, "baseline_only": 0}
+    assert verdict["distance"] == {"costs": 5, "compared": 4, "ada3d_higher": 4, "baseline_only": 1}
     assert frontier([(0.5, 0.9), (0.2, 0.8), (0.3, 0.7)]) == [(0.2, 0.8), (0.5, 0.9)]
 
 

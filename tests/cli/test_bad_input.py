@@ -257,6 +257,11 @@ def _cases(tmp):
         (["accelerate", "--model", "var-digits", "--recipe", "vidit-q-w8a8", "--out", str(tmp / "p.json")], "--recipe"),
         (["accelerate", "--model", "var-digits", "--plan", str(binary), "--out", str(tmp / "p.json")], "plan"),
         (["accelerate", "--model", "var-digits", "--coverage", "0", "--out", str(tmp / "p.json")], "--coverage"),
+        (["detect", "deepfake", "eval", "--data", str(tmp / "no_such_folder")], "neither"),
+        (["detect", "deepfake", "eval", "--data", str(tmp), "--split", "dev"], "split"),
+        (["detect", "deepfake", "eval", "--data", str(tmp)], "real/ and a fake/"),
+        (["detect", "fas", "eval", "--data", str(tmp / "no_such_folder")], "live/ and spoof/"),
+        (["detect", "fas", "eval", "--data", str(tmp), "--split", "dev"], "split"),
         # lidar / Ada3D
         (["bench", "ada3d", "--keeps", "0.6"], "--keeps"),
         (["bench", "ada3d", "--keeps", "0.6/1.5"], "--keeps"),
@@ -279,7 +284,7 @@ def _cases(tmp):
         (["detect", "fas", "train", "--without", "dslr", "--out", str(tmp / "z")], "--without"),
         (["bench", "fas", "--shots", "0"], "--shots"),
         (["detect", "fas", "score", str(binary)], "not a readable image"),
-        (["detect", "fas", "score", str(tmp / "none.png")], "not a file"),
+        (["detect", "fas", "score", str(tmp / "none.png")], "does not exist"),
         (["detect", "robustness", "--domains", "dslr"], "--domains"),
         (["bench", "robustness", "--domains", "dslr"], "--domains"),
         (["detect", "fas", "adapt", "--live", str(tmp / "none"), "--out", str(tmp / "p.safetensors")], "not a folder"),
@@ -289,6 +294,7 @@ def _cases(tmp):
         (["bench", "fas", "--shots", "5,x"], "--shots"),
         # deepfake detection
         (["detect", "deepfake", str(tmp / "none.png")], "does not exist"),
+        (["detect", "deepfake", "score", str(tmp / "none.png")], "does not exist"),
         (["detect", "deepfake", str(binary)], "not a readable image"),
         (["detect", "deepfake", str(tmp / "empty")], "holds no images"),
         (["detect", "deepfake", str(binary), "--model", "xception"], "--model"),

@@ -109,6 +109,19 @@ def test_without_refiltering_the_stages_grow_the_map_from_the_kept_input(points)
     assert runs[False].macs_2d > runs[True].macs_2d
 
 
+@pytest.mark.parametrize("config", [Ada3DConfig(1.0, 1.0, sparse_2d=False), Ada3DConfig(0.6, 0.3, sparse_2d=False),
+                                    Ada3DConfig(0.6, 0.3, sparse_2d=True)])
+def test_counted_multiply_adds_are_per_frame_whatever_the_batch(points, config):
+    """A batch of two copies of a frame computes twice what the frame alone does, dense or sparse."""
+    model = Ada3D(sp_detector(), config)
+    with torch.no_grad():
+        model(points[:1])
+        one = model.tally
+        model([points[0], points[0]])
+        two = model.tally
+    assert (two.macs_3d, two.macs_2d) == (2 * one.macs_3d, 2 * one.macs_2d)
+
+
 def test_with_plain_batchnorms_the_map_fills_up(points):
     model = Ada3D(as_if_trained(CenterPoint(TINY).eval()), Ada3DConfig(0.6, 0.3, sparse_2d=False))
     with torch.no_grad():

@@ -47,6 +47,24 @@ def test_a_good_upload_gets_a_verdict_score_and_explanation(client, detector, tm
     assert len(list(kept.iterdir())) == 1
 
 
+def test_a_photo_has_each_face_scored_and_one_without_a_face_gets_no_verdict(client):
+    from skimage import data
+
+    from tests.detect.test_faces import no_face_photo
+
+    for photo, name in ((Image.fromarray(data.astronaut()), "astronaut.jpg"), (no_face_photo(), "fields.jpg")):
+        buffer = io.BytesIO()
+        photo.save(buffer, "JPEG", quality=90)  # under the test service's 200 kB limit
+        response = client.post("/detect", files={"image": (name, buffer.getvalue(), "image/jpeg")})
+        assert response.status_code == 200
+        answer = response.json()
+        if name == "astronaut.jpg":
+            assert answer["status"] == "scored" and len(answer["faces"]) == 1 and answer["faces"][0]["box"]["side"] > 60
+            assert answer["p_fake"] == answer["faces"][0]["p_fake"]
+        else:
+            assert answer["status"] == "no face found" and answer["verdict"] is None and "no face" in answer["detail"]
+
+
 @pytest.mark.parametrize("name, data, content_type, status, words", [
     ("notes.txt", b"hello", "text/plain", 415, "not accepted"),
     ("face.png", b"not a png at all", "image/png", 422, "not a readable image"),

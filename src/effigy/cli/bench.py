@@ -410,8 +410,8 @@ def bench_ada3d(
     keeps: str = typer.Option("", help="Ada3D keep shares as 3D/2D pairs, each a row; the first is the main one "
                               "(3D-only, 2D-only, not fine-tuned, random and distance rows use it). Default: the main "
                               "one chosen on validation frames from the sweep."),
-    sweep_3d: str = typer.Option("0.4,0.5,0.6,0.7,0.8", help="3D keep shares of the speed-accuracy sweep."),
-    sweep_2d: str = typer.Option("0.2,0.25,0.3,0.4,0.5", help="2D keep shares of the speed-accuracy sweep."),
+    sweep_3d: str = typer.Option("0.3,0.4,0.5,0.6,0.7,0.8", help="3D keep shares of the speed-accuracy sweep."),
+    sweep_2d: str = typer.Option("0.1,0.2,0.25,0.3,0.4,0.5", help="2D keep shares of the speed-accuracy sweep."),
     test_frames: int = typer.Option(100, min=2, max=100_000, help="Simulated test frames to detect."),
     val_frames: int = typer.Option(100, min=2, max=100_000, help="Simulated validation frames the keep shares are "
                                    "chosen on."),

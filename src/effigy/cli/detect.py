@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
 from effigy.cli import bench
 from effigy.cli._common import (
@@ -21,10 +22,24 @@ from effigy.cli._common import (
 )
 from effigy.errors import EffigyError
 
+
+class ScoreByDefault(TyperGroup):
+    """A command group whose ``score`` command is also reached without its name: ``effigy detect deepfake
+    photo.jpg`` is ``effigy detect deepfake score photo.jpg`` (the spelling from before the group had ``eval``)."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["score", *args]
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(help="Detect presentation attacks and generated images.", no_args_is_help=True)
 fas_app = typer.Typer(help="Face anti-spoofing: train the prototype model, evaluate it, adapt it to a new camera.",
                       no_args_is_help=True)
 app.add_typer(fas_app, name="fas")
+deepfake_app = typer.Typer(cls=ScoreByDefault, no_args_is_help=True,
+                           help="Deepfake detection: score photos (the default), evaluate on a team's own data.")
+app.add_typer(deepfake_app, name="deepfake")
 ADAPTORS = {"none": "no adaptation", "ot-shift": "training-free OT prototype shift", "ot-one-class":
             "OT prototype shift from live samples only", "geodesic-mixup": "OT geodesic mixup classifier",
             "t3a": "T3A (unlabelled)", "linear-mixup": "mixup baseline"}
@@ -56,15 +71,24 @@ def fas_train(
 def fas_eval(
     model: str = typer.Option("fas-protonet", help="fas-protonet or fas-protonet-without-DOMAIN."),
     domains: Optional[str] = typer.Option(None, help="Capture domains to test on, comma-separated (default: all)."),
+    data: Optional[Path] = typer.Option(None, help="A team's own data instead of the face world: live/ and "
+                                        "spoof/<species>/ folders, optionally under train/ val/ test/ and under one "
+                                        "folder per capture domain."),
+    split: str = typer.Option("test", help="With --data: train, val or test."),
+    crops: bool = typer.Option(False, "--crops", help="With --data: the images are face crops already."),
     as_json: bool = JSON,
 ) -> None:
     """HTER / APCER / BPCER (at the source development set's equal-error threshold), AUC and TPR@FPR=1% on the
-    face world's test identities, per domain."""
+    face world's test identities per domain, or with --data on a team's folders per domain, with APCER per
+    attack species."""
     from effigy.detect.fas.model import embed, live_probability
     from effigy.detect.fas.protocol import source_threshold
     from effigy.metrics.detection import detection_report
     from effigy.worlds.faces import render
 
+    if data is not None:
+        _fas_eval_folders(model, data, split, crops, as_json)
+        return
     names = parse_domains(domains)
     loaded, config = _load_fas(model)
     threshold = source_threshold(loaded, config)
@@ -80,38 +104,73 @@ def fas_eval(
         print_rows(rows, METRIC_COLUMNS, f"{model} on the face world's test identities")
 
 
-@fas_app.command("score")
-def fas_score(
-    images: list[Path] = typer.Argument(..., help="Face crops (PNG, JPEG), resized to 64x64."),
-    model: str = typer.Option("fas-protonet", help="fas-protonet or fas-protonet-without-DOMAIN."),
-    adapted: Optional[Path] = typer.Option(None, help="An adapted head from `adapt --out` to score with."),
-    as_json: bool = JSON,
-) -> None:
-    """P(live) of each image and the decision at the model's source threshold (its development set's
-    equal-error threshold), with the model's prototypes or an adapted head."""
+def _fas_eval_folders(model: str, data: Path, split: str, crops: bool, as_json: bool) -> None:
+    """``fas eval --data``: the frames read and checked before the model loads, each face scored."""
     import numpy as np
 
+    from effigy.detect.datasets import ANTI_SPOOFING, check_both_classes, face_crops, read_domains
+    from effigy.detect.fas.model import embed, live_probability
+    from effigy.detect.fas.protocol import folder_report, source_threshold
+
+    frames = read_domains(data, split, ANTI_SPOOFING)
+    check_both_classes(frames, data, split, ANTI_SPOOFING)
+    loaded, config = _load_fas(model)
+    threshold = source_threshold(loaded, config)
+    faces, rows = face_crops(frames, crops)
+    scores = np.full(len(frames), np.nan)
+    if len(rows):
+        scores[rows] = live_probability(embed(loaded, faces), loaded.prototypes().detach(), config.scale).numpy()
+    report = folder_report(scores, frames, threshold)
+    if as_json:
+        echo_json({"model": model, "data": str(data), "split": split, "threshold": threshold,
+                   "no_face_found": int(np.isnan(scores).sum()), "rows": report})
+        return
+    species = sorted({k for r in report for k in r if k.startswith("apcer_") and k != "apcer_worst"})
+    print_rows(report, [("domain", "domain"), ("frames", "frames"), *METRIC_COLUMNS[1:5],
+                        *[(k, f"APCER {k[6:]}") for k in species], ("acer", "ACER")], f"{model} on {data} ({split})")
+
+
+@fas_app.command("score")
+def fas_score(
+    images: list[Path] = typer.Argument(..., help="Photos or face crops, or folders of them (PNG, JPEG, WebP, BMP): "
+                                        "faces are found and framed first."),
+    model: str = typer.Option("fas-protonet", help="fas-protonet or fas-protonet-without-DOMAIN."),
+    adapted: Optional[Path] = typer.Option(None, help="An adapted head from `adapt --out` to score with."),
+    crops: bool = typer.Option(False, "--crops", help="The images are face crops already: skip the face search."),
+    as_json: bool = JSON,
+) -> None:
+    """P(live) of each face in each image and the decision at the model's source threshold (its development
+    set's equal-error threshold), with the model's prototypes or an adapted head. An image without a face gets
+    "no face found", not a decision."""
+    from effigy.detect.faces import NO_FACE
     from effigy.detect.fas.adapt import ClientHead, SourceView
     from effigy.detect.fas.client import load_adapted
     from effigy.detect.fas.model import embed
     from effigy.detect.fas.protocol import source_threshold
     from effigy.models.zoo import read_manifest
-    from effigy.worlds.faces import read_face_image
 
-    batch = np.stack([read_face_image(p) for p in images])  # every file checked before the model loads
+    found = faces_of_files(images, crops)  # every file read and searched before the model loads
+    batch = stacked_faces(found)
     loaded, config = _load_fas(model)
     source = SourceView(loaded.prototypes().detach(), config.scale)
     head = (ClientHead(source.prototypes, config.scale) if adapted is None
             else load_adapted(adapted, model, source, read_manifest().get(model, {}).get("sha256")))
     threshold = source_threshold(loaded, config)
-    scores = head(embed(loaded, batch)).numpy()
-    rows = [{"image": str(p), "p_live": float(s), "decision": "live" if s >= threshold else "attack"}
-            for p, s in zip(images, scores)]
+    scores = iter(head(embed(loaded, batch)).numpy() if len(batch) else [])
+    rows = []
+    for path, faces in found:
+        if not faces:
+            rows.append({"image": str(path), "face": None, "status": NO_FACE, "p_live": None, "decision": None})
+        for index, face in enumerate(faces):
+            score = float(next(scores))
+            rows.append({"image": str(path), "face": index, **face.to_dict(), "status": "scored", "p_live": score,
+                         "decision": "live" if score >= threshold else "attack"})
     if as_json:
         echo_json({"model": model, "threshold": threshold, "rows": rows})
     else:
-        print_rows(rows, [("image", "image"), ("p_live", "P(live)"), ("decision", f"decision (threshold {threshold:.3f})")],
-                   f"{model}")
+        print_rows([{**r, "decision": r["decision"] or r["status"]} for r in rows],
+                   [("image", "image"), ("face", "face"), ("p_live", "P(live)"),
+                    ("decision", f"decision (threshold {threshold:.3f})")], f"{model}")
 
 
 @fas_app.command("adapt")
@@ -219,41 +278,111 @@ def _load_fas(model: str):
     return load_zoo_model(model)
 
 
-@app.command("deepfake")
+@deepfake_app.command("score")
 def detect_deepfake(
-    images: list[Path] = typer.Argument(..., help="Face images or folders of them (PNG, JPEG, ...), resized to 64x64."),
+    images: list[Path] = typer.Argument(..., help="Photos or face crops, or folders of them (PNG, JPEG, WebP, BMP): "
+                                        "faces are found and framed first."),
     model: str = typer.Option("deepfake-authguard", help="deepfake-authguard, deepfake-ce or deepfake-clip."),
-    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="P(fake) at which an image is called fake.",
+    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="P(fake) at which a face is called fake.",
                                     callback=finite),
+    crops: bool = typer.Option(False, "--crops", help="The images are face crops already: skip the face search."),
     explain: bool = typer.Option(False, "--explain", help="Ask SmolLM2 through deepfake-explainer for each "
-                                 "image's answer (loads the LLM, ~20 s; deepfake-authguard only)."),
+                                 "face's answer (loads the LLM, ~20 s; deepfake-authguard only)."),
     as_json: bool = JSON,
 ) -> None:
-    """P(fake) of each image, the verdict, and the closest artifact description in the encoder's image-text
-    space (the models trained with image-text contrast), or with --explain the LLM's answer."""
+    """P(fake) of each face in each image, the verdict, and the closest artifact description in the encoder's
+    image-text space (the models trained with image-text contrast), or with --explain the LLM's answer. An image
+    without a face gets "no face found", not a verdict."""
     import json
-
-    import numpy as np
 
     from effigy.detect.deepfake.model import fake_scores
     from effigy.detect.deepfake.protocol import describe
+    from effigy.detect.faces import NO_FACE
     from effigy.models.zoo import load_zoo_model
-    from effigy.worlds.faces import image_files, read_face_image
 
     check_deepfake_model(model, explain)
-    files = image_files(images)
-    batch = np.stack([read_face_image(p) for p in files])  # every file checked before the model loads
-    loaded, _ = load_zoo_model(model)
-    scores = fake_scores(loaded, batch)
-    descriptions = _llm_answers(batch) if explain else describe(loaded, batch)
-    rows = [{"image": str(p), "p_fake": float(s), "verdict": "fake" if s >= threshold else "real",
-             "explanation": d} for p, s, d in zip(files, scores, descriptions)]
+    found = faces_of_files(images, crops)  # every file read and searched before the model loads
+    batch = stacked_faces(found)
+    rows = []
+    if len(batch):
+        loaded, _ = load_zoo_model(model)
+        scores = fake_scores(loaded, batch)
+        descriptions = iter(_llm_answers(batch) if explain else describe(loaded, batch))
+        scored = iter(zip(scores, descriptions))
+    for path, faces in found:
+        if not faces:
+            rows.append({"image": str(path), "face": None, "status": NO_FACE, "p_fake": None, "verdict": None,
+                         "explanation": None})
+        for index, face in enumerate(faces):
+            score, description = next(scored)
+            rows.append({"image": str(path), "face": index, **face.to_dict(), "status": "scored",
+                         "p_fake": float(score), "verdict": "fake" if score >= threshold else "real",
+                         "explanation": description})
     if as_json:
         for row in rows:
             typer.echo(json.dumps(row))
     else:
-        print_rows(rows, [("image", "image"), ("p_fake", "P(fake)"), ("verdict", f"verdict (at {threshold:g})"),
-                          ("explanation", "LLM answer" if explain else "closest description")], model)
+        print_rows([{**r, "verdict": r["verdict"] or r["status"]} for r in rows],
+                   [("image", "image"), ("face", "face"), ("p_fake", "P(fake)"), ("verdict", f"verdict (at {threshold:g})"),
+                    ("explanation", "LLM answer" if explain else "closest description")], model)
+
+
+@deepfake_app.command("eval")
+def deepfake_eval(
+    data: Path = typer.Option(..., help="A DeepfakeBench dataset JSON (dataset_json/<dataset>.json), or a folder "
+                              "with real/ and fake/<method>/ (optionally under train/, val/, test/)."),
+    split: str = typer.Option("test", help="train, val or test."),
+    model: str = typer.Option("deepfake-authguard", help="deepfake-authguard, deepfake-ce or deepfake-clip."),
+    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="P(fake) at which a frame is called fake (ACC).",
+                                    callback=finite),
+    compression: str = typer.Option("c23", help="DeepfakeBench JSON: the compression level of "
+                                    "FaceForensics++-style datasets."),
+    root: Optional[Path] = typer.Option(None, help="DeepfakeBench JSON: where relative frame paths start "
+                                        "(default: the JSON's folder, then its parents)."),
+    crops: bool = typer.Option(False, "--crops", help="The frames are face crops already (DeepfakeBench's are): "
+                               "skip the face search."),
+    as_json: bool = JSON,
+) -> None:
+    """DeepfakeBench's metrics of a shipped detector on a team's own data: frame AUC, video AUC (mean score per
+    video), EER, AP and ACC, over all frames, per forgery method and per dataset."""
+    from effigy.detect.deepfake.datasets import dataset_report, read_dataset, score_frames
+    from effigy.models.zoo import load_zoo_model
+
+    check_deepfake_model(model, False)
+    frames = read_dataset(data, split, compression, root)
+    loaded, _ = load_zoo_model(model)
+    with progress(not as_json) as reporter:
+        advance = reporter(f"scoring {len(frames)} frames", -(-len(frames) // 64))
+        scores = score_frames(loaded, frames, crops, advance=advance)
+    report = {"model": model, "data": str(data), "split": split, **dataset_report(frames, scores, threshold)}
+    if as_json:
+        echo_json(report)
+        return
+    rows = [{"group": "all", **report["all"]}, *[{"group": f"method {m}", **r} for m, r in report["methods"].items()],
+            *[{"group": f"dataset {d}", **r} for d, r in report["datasets"].items()]]
+    print_rows(rows, [("group", "frames of"), ("frames", "frames"), ("frame_auc", "frame AUC"),
+                      ("video_auc", "video AUC"), ("eer", "EER"), ("ap", "AP"), ("acc", f"ACC at {threshold:g}")],
+               f"{model} on {data} ({split}; {report['no_face_found']} frames without a face left out)")
+
+
+def faces_of_files(paths: list[Path], crops: bool):
+    """[(file, its faces)] for the image files among ``paths`` (folders expanded), each decoded by effigy's one
+    decoder and searched for faces (:func:`effigy.detect.faces.find_faces`)."""
+    from effigy.detect.faces import find_faces
+    from effigy.images import read_image_file
+    from effigy.worlds.faces import image_files
+
+    return [(path, find_faces(read_image_file(path), crops)) for path in image_files(paths)]
+
+
+def stacked_faces(found):
+    """[F, 3, SIZE, SIZE] numpy array of every face in ``faces_of_files``'s answer, in order (none: F = 0)."""
+    import numpy as np
+
+    from effigy.worlds.faces import SIZE
+
+    faces = [face.image for _, file_faces in found for face in file_faces]
+    return np.stack(faces) if faces else np.zeros((0, 3, SIZE, SIZE), dtype=np.float32)
 
 
 def _llm_answers(images) -> list[str]:

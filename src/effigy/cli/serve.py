@@ -20,12 +20,14 @@ def serve(
     save_dir_alias: Optional[Path] = typer.Option(None, "--save-dir", hidden=True),
     explain: bool = typer.Option(False, "--explain", help="Answer with SmolLM2 through deepfake-explainer "
                                  "(deepfake-authguard only; ~1 s an image on 2 cores)."),
+    crops: bool = typer.Option(False, "--crops", help="Uploads are face crops already: skip the face search."),
     no_docs: bool = typer.Option(False, "--no-docs", help="Leave out FastAPI's /docs and /redoc pages (they load "
                                  "their JavaScript from a CDN)."),
     client_timeout: float = typer.Option(10.0, min=0.1, max=600.0, callback=finite,
                                          help="Seconds a client has to send a request head (the body gets 3x)."),
 ) -> None:
-    """Serve deepfake detection over HTTP: POST /detect (an image in, JSON out) and an upload page at /."""
+    """Serve deepfake detection over HTTP: POST /detect (a photo in; each face found scored, JSON out) and an
+    upload page at /."""
     from effigy.cli.detect import check_deepfake_model
     from effigy.serve.app import ServiceSettings, bind, create_app, run_service, url_of
 
@@ -35,7 +37,7 @@ def serve(
         writable_folder(save_dir, "--out")
     settings = ServiceSettings(model=model, explain=explain, threshold=threshold, max_bytes=int(max_mb * 2**20),
                                save_dir=save_dir, header_timeout=client_timeout, body_timeout=3 * client_timeout,
-                               docs=not no_docs)
+                               crops=crops, docs=not no_docs)
     sock = bind(host, port)  # a busy port or a bad host is refused before anything loads or says "running"
     app = create_app(settings)
     console.print(f"effigy: {model} on {url_of(sock)} (POST /detect; Ctrl-C stops)", soft_wrap=True)

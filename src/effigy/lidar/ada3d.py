@@ -279,7 +279,7 @@ class Ada3D(nn.Module):
                 x = x * mask[:, None]
             else:
                 mask = live
-        tally.macs_2d += dense_2d_macs(self.detector)
+        tally.macs_2d += bev.batch_size * dense_2d_macs(self.detector)
         outputs = self.detector.head(x)
         if self.config.keep_2d >= 1:
             return outputs  # nothing filtered: the dense detector itself
@@ -349,7 +349,7 @@ def run_stage_sparse(stage: nn.Sequential, x: SparseTensor, tally: FilterTally) 
 
 
 def dense_2d_macs(detector: CenterPoint) -> int:
-    """Multiply-adds of the dense 2D backbone and head on the whole BEV grid."""
+    """Multiply-adds of the dense 2D backbone and head on one frame's whole BEV grid."""
     h, w = detector.config.bev_shape
     convs = [m for part in (detector.backbone_2d, detector.head) for m in part.modules() if isinstance(m, nn.Conv2d)]
     return sum(h * w * m.kernel_size[0] * m.kernel_size[1] * m.in_channels * m.out_channels for m in convs)

@@ -33,6 +33,7 @@ class ServiceSettings:
     save_dir: Path | None = None
     header_timeout: float = 10.0  # seconds for a client to send a whole request head
     body_timeout: float = 30.0  # seconds for a client to send its whole body
+    crops: bool = False  # uploads are face crops already: no face search
     workers: int = 1  # threads decoding and scoring uploads (the model uses every core itself)
     max_pending: int = 16  # requests admitted to the work queue at once; one more is answered 503
     docs: bool = True  # FastAPI's /docs and /redoc pages (their JavaScript comes from a CDN)
@@ -56,14 +57,16 @@ class Detector:
     def __call__(self, image: np.ndarray) -> tuple[float, str]:
         """(P(fake), the explanation: the LLM's answer, or the closest artifact description) of one image
         [3, SIZE, SIZE] in [0, 1]."""
+        return self.score(image[None])[0]
+
+    def score(self, batch: np.ndarray) -> list[tuple[float, str]]:
+        """(P(fake), explanation) of each face crop of ``batch`` [N, 3, SIZE, SIZE]."""
         from effigy.detect.deepfake.model import fake_scores
         from effigy.detect.deepfake.protocol import describe
 
-        batch = image[None]
-        p_fake = float(fake_scores(self.model, batch)[0])
-        if self.explainer is not None:
-            return p_fake, self.explainer.answer(batch)[0]
-        return p_fake, describe(self.model, batch)[0]
+        p_fake = [float(p) for p in fake_scores(self.model, batch)]
+        explanations = self.explainer.answer(batch) if self.explainer is not None else describe(self.model, batch)
+        return list(zip(p_fake, explanations))
 
 
 def create_app(settings: ServiceSettings = ServiceSettings(), detector: Detector | None = None):
@@ -112,24 +115,44 @@ def create_app(settings: ServiceSettings = ServiceSettings(), detector: Detector
             raise HTTPException(503, f"the service is busy ({queue.max_pending} uploads in progress); retry in a "
                                      "moment.", headers={"Retry-After": "1"})
         try:
-            p_fake, explanation = await queue.run(_score, detector, data, image.filename or "the upload")
+            faces = await queue.run(_score, detector, data, image.filename or "the upload", settings.crops)
         except EffigyError as error:
             raise HTTPException(422, str(error)) from None
         if settings.save_dir is not None:
             _keep(settings.save_dir, data, media_type)
-        verdict = "fake" if p_fake >= settings.threshold else "real"
-        return {"p_fake": p_fake, "verdict": verdict, "threshold": settings.threshold, "explanation": explanation,
-                "model": detector.name}
+        return _answer(faces, settings.threshold, detector.name)
 
     return app
 
 
-def _score(detector: Detector, data: bytes, name: str) -> tuple[float, str]:
-    """Decode (effigy's one decoder: format by the bytes, pixel cap, EXIF orientation) and score; runs in the
-    work queue's threads, never on the event loop."""
-    from effigy.worlds.faces import decode_face_image
+def _score(detector: Detector, data: bytes, name: str, crops: bool = False) -> list[tuple[dict, float, str]]:
+    """Decode (effigy's one decoder: format by the bytes, pixel cap, EXIF orientation), find the faces and score
+    each: [(where the face is, P(fake), explanation)]. Runs in the work queue's threads, never on the event
+    loop."""
+    from effigy.detect.faces import find_faces
+    from effigy.images import decode_image
 
-    return detector(decode_face_image(data, name))
+    faces = find_faces(decode_image(data, name), crops)
+    if not faces:
+        return []
+    scores = detector.score(np.stack([face.image for face in faces]))
+    return [(face.to_dict(), p_fake, explanation) for face, (p_fake, explanation) in zip(faces, scores)]
+
+
+def _answer(faces: list[tuple[dict, float, str]], threshold: float, model: str) -> dict:
+    """The JSON answer: each face's score and verdict, and at the top the most likely fake face's (an image is
+    called fake when any face in it is); no face: its own status and no verdict."""
+    from effigy.detect.faces import NO_FACE
+
+    rows = [{**where, "p_fake": p_fake, "verdict": "fake" if p_fake >= threshold else "real",
+             "explanation": explanation} for where, p_fake, explanation in faces]
+    if not rows:
+        return {"status": NO_FACE, "detail": "no face found in the upload; send a photo with a frontal face, or "
+                "a face crop.", "p_fake": None, "verdict": None, "threshold": threshold, "explanation": None,
+                "faces": [], "model": model}
+    top = max(rows, key=lambda row: row["p_fake"])
+    return {"status": "scored", "p_fake": top["p_fake"], "verdict": top["verdict"], "threshold": threshold,
+            "explanation": top["explanation"], "faces": rows, "model": model}
 
 
 def _media_type(content_type: str | None) -> str:

@@ -159,8 +159,23 @@ def held_out_face(name: str) -> np.ndarray:
 
 
 def _lfw_like_crop(image: np.ndarray, box: dict) -> np.ndarray:
-    """The square around the cascade's box that best matches the mean ``lfw_subset`` face (a search over its
-    scale and offset, by correlation), grey, 25x25, in [0, 1]: the held-out faces framed as the LFW crops are."""
+    """The held-out face framed as the LFW crops are: grey, 25x25, in [0, 1] (see :func:`lfw_like_square`)."""
+    from PIL import Image
+
+    left, top, size = lfw_like_square(image, box)
+    grey = Image.fromarray(image).convert("L")
+    return np.asarray(grey.resize((25, 25), Image.BILINEAR, box=(left, top, left + size, top + size)),
+                      dtype=np.float32) / 255.0
+
+
+def lfw_like_square(image: np.ndarray, box: dict) -> tuple[float, float, float]:
+    """(left, top, side) of the square around a face detector's ``box`` (``r``, ``c``, ``width``, ``height``)
+    in ``image`` [H, W, 3] that best matches the mean ``lfw_subset`` face (a search over its scale and offset, by
+    correlation of the grey 25x25 crop): a face framed as the LFW crops every face model here learned from.
+
+    Raises:
+        WorldError: the face is too near the image's edge for any such square.
+    """
     from PIL import Image
 
     grey = Image.fromarray(image).convert("L")
@@ -179,7 +194,7 @@ def _lfw_like_crop(image: np.ndarray, box: dict) -> np.ndarray:
                                   dtype=np.float32) / 255.0
                 score = float((((crop - crop.mean()) / (crop.std() + 1e-6)) * template).mean())
                 if score > best_score:
-                    best, best_score = crop, score
+                    best, best_score = (float(left), float(top), float(size)), score
     if best is None:
         raise WorldError("the face found is too near the image's edge to be cut like an LFW crop.")
     return best

@@ -149,3 +149,34 @@ def held_out_captures(name: str, live: int = 4, seed: int = 0) -> FaceImages:
     and one of each attack per domain (identity keys from 1000 up, away from ``lfw_subset``'s)."""
     identity = 1000 + list(HELD_OUT_SHA256).index(name)
     return render_faces([(identity, held_out_face(name))], DOMAINS, ATTACKS, live, 1, seed)
+
+
+def folder_report(live_scores: np.ndarray, frames: list, threshold: float) -> list[dict]:
+    """Per capture domain of a team's ``live/`` + ``spoof/<species>/`` frames (and over all of them): HTER,
+    APCER (every attack pooled), BPCER, AUC and TPR@FPR=1% at ``threshold`` (the model's source threshold); the
+    APCER of each attack species (ISO/IEC 30107-3 reports each presentation-attack instrument species apart),
+    the worst of them and ACER = (worst APCER + BPCER) / 2.
+
+    Args:
+        live_scores: [N] P(live) of each frame's face (NaN where no face was found: left out).
+        frames: ``effigy.detect.datasets.LabelledFrame`` of the same N frames (``fake`` marks an attack).
+    """
+    from effigy.metrics.detection import apcer
+
+    rows = []
+    domains = sorted({f.dataset for f in frames})
+    for domain in ([*domains, "all"] if len(domains) > 1 else domains):
+        keep = [i for i, f in enumerate(frames) if not np.isnan(live_scores[i]) and domain in ("all", f.dataset)]
+        scores = live_scores[keep]
+        live = np.array([not frames[i].fake for i in keep])
+        if live.all() or not live.any():
+            rows.append({"domain": domain, "frames": len(keep), "note": "one class only: no rates"})
+            continue
+        row = {"domain": domain, "frames": len(keep), **detection_report(scores, live, threshold).to_dict()}
+        for species in sorted({frames[i].method for i in keep if frames[i].fake}):
+            mine = np.array([not frames[i].fake or frames[i].method == species for i in keep])
+            row[f"apcer_{species}"] = apcer(scores[mine], live[mine], threshold)
+        row["apcer_worst"] = max(v for k, v in row.items() if k.startswith("apcer_") and k != "apcer_worst")
+        row["acer"] = (row["apcer_worst"] + row["bpcer"]) / 2  # ISO/IEC 30107-3's ACER: the worst species' APCER
+        rows.append(row)
+    return rows
