@@ -42,13 +42,13 @@ def test_the_bench_writes_every_row_with_costs_and_ap(tiny_models, tmp_path):
 
 def test_without_given_keeps_the_main_one_is_the_best_on_validation_within_the_budget(tiny_models):
     settings = Ada3DBenchSettings(test_frames=2, val_frames=2, latency_frames=1, latency_repeats=1,
-                                  measure_memory=False, sweep_3d=(0.5, 1.0), sweep_2d=(0.3, 1.0), max_voxels=0.8,
+                                  measure_memory=False, sweep_3d=(0.5, 1.0), sweep_2d=(0.3,), max_voxels=0.8,
                                   max_first_density=1.0)
     result = run_ada3d_bench(settings)
     choice = result["choice"]
     assert choice["chosen_on"] == "validation" and choice["val_frames"] == 2
     candidates = choice["rows"][1:]
-    assert len(candidates) == 4 and {r["within_budget"] for r in candidates} == {True, False}
+    assert len(candidates) == 2 and {r["within_budget"] for r in candidates} == {True, False}
     best = max((r for r in candidates if r["within_budget"]), key=lambda r: r["map_iou"])
     assert choice["keep"] == [best["keep_3d"], best["keep_2d"]] and best["voxels_kept"] <= 0.8
     main = next(r for r in result["rows"] if r["family"] == "ada3d")

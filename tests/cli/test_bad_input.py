@@ -262,6 +262,8 @@ def _cases(tmp):
         (["detect", "deepfake", "eval", "--data", str(tmp)], "real/ and a fake/"),
         (["detect", "fas", "eval", "--data", str(tmp / "no_such_folder")], "live/ and spoof/"),
         (["detect", "fas", "eval", "--data", str(tmp), "--split", "dev"], "split"),
+        (["detect", "deepfake", "export", "--onnx", str(tmp / "model.txt")], ".onnx"),
+        (["detect", "fas", "export", "--onnx", str(tmp)], ".onnx"),
         # lidar / Ada3D
         (["bench", "ada3d", "--keeps", "0.6"], "--keeps"),
         (["bench", "ada3d", "--keeps", "0.6/1.5"], "--keeps"),

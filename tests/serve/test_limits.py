@@ -33,6 +33,9 @@ class StubDetector:
         self.release.wait(10)
         return 0.25, f"mean {image.mean():.3f}"
 
+    def score(self, batch: np.ndarray) -> list[tuple[float, str]]:
+        return [self(image) for image in batch]
+
 
 class Running:
     """A service in a thread on an ephemeral loopback port; stopped on exit."""

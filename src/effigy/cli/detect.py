@@ -19,6 +19,7 @@ from effigy.cli._common import (
     parse_domains,
     print_rows,
     progress,
+    writable_file,
 )
 from effigy.errors import EffigyError
 
@@ -43,6 +44,7 @@ app.add_typer(deepfake_app, name="deepfake")
 ADAPTORS = {"none": "no adaptation", "ot-shift": "training-free OT prototype shift", "ot-one-class":
             "OT prototype shift from live samples only", "geodesic-mixup": "OT geodesic mixup classifier",
             "t3a": "T3A (unlabelled)", "linear-mixup": "mixup baseline"}
+ONNX_OUT = typer.Option(..., "--onnx", help="The .onnx file to write (a .onnx.json sidecar beside it).")
 METRIC_COLUMNS = [("domain", "domain"), ("hter", "HTER"), ("apcer", "APCER"), ("bpcer", "BPCER"), ("auc", "AUC"),
                   ("tpr_at_fpr_1", "TPR@FPR=1%"), ("threshold", "threshold")]
 
@@ -102,6 +104,26 @@ def fas_eval(
         echo_json({"model": model, "rows": rows})
     else:
         print_rows(rows, METRIC_COLUMNS, f"{model} on the face world's test identities")
+
+
+@fas_app.command("export")
+def fas_export(
+    model: str = typer.Option("fas-protonet", help="fas-protonet or fas-protonet-without-DOMAIN."),
+    onnx: Path = ONNX_OUT,
+    as_json: bool = JSON,
+) -> None:
+    """The anti-spoofing model as ONNX (face crops [N, 3, 64, 64] in, P(live) out, prototypes inside), checked
+    against PyTorch on 32 sample crops; the sidecar carries the source threshold."""
+    from effigy.detect.export import LiveScore, export_onnx, sample_crops
+    from effigy.detect.fas.protocol import source_threshold
+    from effigy.models.zoo import read_manifest
+
+    _check_onnx_path(onnx)
+    loaded, config = _load_fas(model)
+    record = export_onnx(LiveScore(loaded, config.scale), onnx, sample_crops(),
+                         {"model": model, "sha256": read_manifest()[model]["sha256"], "score": "P(live)",
+                          "threshold": source_threshold(loaded, config)})
+    _print_export(onnx, record, as_json)
 
 
 def _fas_eval_folders(model: str, data: Path, split: str, crops: bool, as_json: bool) -> None:
@@ -363,6 +385,39 @@ def deepfake_eval(
     print_rows(rows, [("group", "frames of"), ("frames", "frames"), ("frame_auc", "frame AUC"),
                       ("video_auc", "video AUC"), ("eer", "EER"), ("ap", "AP"), ("acc", f"ACC at {threshold:g}")],
                f"{model} on {data} ({split}; {report['no_face_found']} frames without a face left out)")
+
+
+@deepfake_app.command("export")
+def deepfake_export(
+    model: str = typer.Option("deepfake-authguard", help="deepfake-authguard, deepfake-ce or deepfake-clip."),
+    onnx: Path = ONNX_OUT,
+    as_json: bool = JSON,
+) -> None:
+    """The detector as ONNX (face crops [N, 3, 64, 64] in, P(fake) out) for Triton / OpenVINO / ONNX Runtime,
+    checked against PyTorch on 32 sample crops."""
+    from effigy.detect.export import export_onnx, sample_crops
+    from effigy.models.zoo import load_zoo_model, read_manifest
+
+    check_deepfake_model(model, False)
+    _check_onnx_path(onnx)
+    loaded, _ = load_zoo_model(model)
+    record = export_onnx(loaded, onnx, sample_crops(), {"model": model, "sha256": read_manifest()[model]["sha256"],
+                                                         "score": "P(fake)", "threshold": 0.5})
+    _print_export(onnx, record, as_json)
+
+
+def _check_onnx_path(path: Path) -> None:
+    if path.suffix.lower() != ".onnx":
+        raise EffigyError(f"--onnx {path}: give a file name ending in .onnx.")
+    writable_file(path, "--onnx")
+
+
+def _print_export(path: Path, record: dict, as_json: bool) -> None:
+    if as_json:
+        echo_json({"onnx": str(path), **record})
+    else:
+        console.print(f"wrote {path} and {path}.json ({record['score']}; largest difference from PyTorch "
+                      f"{record['max_abs_difference']:.1e} on {record['checked_on']} crops)", soft_wrap=True)
 
 
 def faces_of_files(paths: list[Path], crops: bool):
