@@ -6,7 +6,6 @@ world's test identities (the bar: 1e-4), the file size, and ms per 32-crop batch
 
 Writes benchmarks/results/checks/onnx_export.{json,md}; the .onnx files go to a temporary folder.
 """
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 
 from effigy.detect.export import LiveScore, export_onnx, sample_crops
 from effigy.evaluate.measure import machine_facts
-from effigy.evaluate.report import machine_line, markdown_table
+from effigy.evaluate.report import machine_line, markdown_table, write_results
 from effigy.models.zoo import load_zoo_model
 
 OUT = Path("benchmarks/results/checks")
@@ -50,8 +49,6 @@ def main() -> None:
                          "max_abs_difference": record["max_abs_difference"], "opset": record["opset"],
                          "mib": path.stat().st_size / 2**20, "torch_ms": torch_ms, "onnxruntime_ms": onnx_ms})
     record = {"script": "benchmarks/scripts/onnx_export.py", "crops": 32, "rows": rows, "machine": machine_facts()}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "onnx_export.json").write_text(json.dumps(record, indent=1) + "\n")
     columns = [("model", "model"), ("score", "score"), ("max_abs_difference", "largest difference, ONNX vs PyTorch"),
                ("opset", "opset"), ("mib", "file (MiB)"), ("torch_ms", "PyTorch eager ms / 32 crops"),
                ("onnxruntime_ms", "ONNX Runtime ms / 32 crops")]
@@ -61,7 +58,7 @@ def main() -> None:
             "identities (real, SBI and swap, across the capture domains); the bar is 1e-4. Times: median of 5 "
             "batches of 32, both on the CPU execution path.  ", machine_line(record["machine"]), "",
             markdown_table(rows, columns), ""]
-    (OUT / "onnx_export.md").write_text("\n".join(text))
+    write_results(record, "\n".join(text), OUT, "onnx_export")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ fake at the shipped threshold (0.5); the threshold is not yet calibrated on real
 Writes benchmarks/results/checks/real_photos.{json,md}.
 """
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from PIL import Image, ImageEnhance
 from effigy.detect.deepfake.model import fake_scores
 from effigy.detect.faces import find_faces
 from effigy.evaluate.measure import machine_facts
-from effigy.evaluate.report import machine_line, markdown_table
+from effigy.evaluate.report import machine_line, markdown_table, write_results
 from effigy.models.zoo import load_zoo_model
 
 OUT = Path("benchmarks/results/checks")
@@ -78,8 +77,6 @@ def main() -> None:
                          "no_face_found": sum(r["faces"] == 0 for r in rows)}
     record = {"script": "benchmarks/scripts/real_photos.py", "threshold": THRESHOLD, "rows": rows,
               "summary": summary, "machine": machine_facts()}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "real_photos.json").write_text(json.dumps(record, indent=1) + "\n")
     table = [{"photo": r["photo"], "processing": r["processing"], "size": r["size"], "faces": r["faces"],
               **{f"{n}_whole": r[f"{n}_whole"] for n in MODELS},
               **{f"{n}_faces": ", ".join(f"{p:.3f}" for p in r[f"{n}_faces"]) or r["status"] for n in MODELS}}
@@ -98,7 +95,7 @@ def main() -> None:
             markdown_table(counts, [("model", "model"), ("whole", "whole image called fake"),
                                     ("faces", "faces called fake"), ("none", "images with no face found")]),
             "", "## P(fake) per image", "", markdown_table(table, columns), ""]
-    (OUT / "real_photos.md").write_text("\n".join(text))
+    write_results(record, "\n".join(text), OUT, "real_photos")
 
 
 if __name__ == "__main__":

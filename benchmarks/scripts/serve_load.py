@@ -10,7 +10,6 @@ memory before and after. Then the same with one upload in flight, the sequential
 Writes benchmarks/results/checks/serve_load.{json,md}.
 """
 import io
-import json
 import threading
 import time
 from collections import Counter
@@ -23,7 +22,7 @@ import psutil
 from PIL import Image
 
 from effigy.evaluate.measure import machine_facts
-from effigy.evaluate.report import machine_line, markdown_table
+from effigy.evaluate.report import machine_line, markdown_table, write_results
 from effigy.serve.app import Detector, ServiceSettings, bind, create_app, service_server, url_of
 
 OUT = Path("benchmarks/results/checks")
@@ -79,8 +78,6 @@ def main() -> None:
         row["status"] = ", ".join(f"{k}: {v}" for k, v in sorted(row["status"].items()))
     record = {"script": "benchmarks/scripts/serve_load.py", "model": settings.model, "workers": settings.workers,
               "max_pending": settings.max_pending, "rows": rows, "machine": machine_facts()}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "serve_load.json").write_text(json.dumps(record, indent=1) + "\n")
     columns = [("in_flight", "uploads in flight"), ("uploads", "uploads"), ("answered_per_s", "answered / s"),
                ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("status", "status codes"),
                ("rss_before_mib", "RSS before (MiB)"), ("rss_after_mib", "RSS after (MiB)")]
@@ -90,7 +87,7 @@ def main() -> None:
             f"503 beyond), {UPLOADS} uploads of 64x64 face-world crops (PNG), 8 in flight and then 1. No "
             "micro-batching yet: each upload is decoded, searched for a face and scored alone.  ",
             machine_line(record["machine"]), "", markdown_table(rows, columns), ""]
-    (OUT / "serve_load.md").write_text("\n".join(text))
+    write_results(record, "\n".join(text), OUT, "serve_load")
 
 
 if __name__ == "__main__":
