@@ -18,9 +18,9 @@ import torch
 
 from effigy.evaluate.measure import machine_facts
 from effigy.evaluate.report import machine_line, markdown_table
-from effigy.lidar.ada3d import Ada3D, Ada3DConfig, TallyTotals
+from effigy.lidar.ada3d import Ada3D, Ada3DConfig, detect_and_tally
 from effigy.lidar.training import importance_target
-from effigy.models.lidar.train import detect, evaluate_detections, simulate_split
+from effigy.models.lidar.train import evaluate_detections, simulate_split
 from effigy.models.zoo import load_zoo_model
 
 OUT = Path("benchmarks/results/checks")
@@ -55,28 +55,17 @@ def footprint_cells(frames: list, detector) -> float:
 
 @torch.no_grad()
 def row(name: str, model: Ada3D, frames: list, oracle: Oracle | None = None) -> dict:
-    forward = model
+    forward = None
     if oracle is not None:
         model.scorer = oracle
         forward = oracle.wrap(model)
-    detections, kept = _detect_with(forward, model, frames)
+    detections, kept = detect_and_tally(model, frames, forward)
     ap = evaluate_detections(detections, frames, model.detector.config.classes)
     totals = kept.row(len(frames))
     return {"variant": name, "voxels_kept": totals["voxels_kept"],
             "density": ", ".join(f"{d:.3f}" for d in totals["density_after_stage"]) or "dense",
             "occupied_cells": kept.sum.bev_occupied / len(frames), "map_iou": ap["iou"]["mAP"],
             **{f"{c}_iou": ap["iou"][c] for c in model.detector.config.classes}}
-
-
-def _detect_with(forward, model: Ada3D, frames: list):
-    """``detect_and_tally`` with another forward (the oracle's, which needs the frames' boxes)."""
-    totals = TallyTotals()
-
-    def run(points):
-        out = forward(points)
-        totals.add(model.tally)
-        return out
-    return detect(model.detector, frames, forward=run), totals
 
 
 def main() -> None:

@@ -432,12 +432,9 @@ def faces_of_files(paths: list[Path], crops: bool):
 
 def stacked_faces(found):
     """[F, 3, SIZE, SIZE] numpy array of every face in ``faces_of_files``'s answer, in order (none: F = 0)."""
-    import numpy as np
+    from effigy.detect.faces import stack_faces
 
-    from effigy.worlds.faces import SIZE
-
-    faces = [face.image for _, file_faces in found for face in file_faces]
-    return np.stack(faces) if faces else np.zeros((0, 3, SIZE, SIZE), dtype=np.float32)
+    return stack_faces([face.image for _, file_faces in found for face in file_faces])
 
 
 def _llm_answers(images) -> list[str]:

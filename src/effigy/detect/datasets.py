@@ -111,9 +111,8 @@ def face_crops(frames: list[LabelledFrame], crops: bool = False):
     each file read by effigy's one decoder."""
     import numpy as np
 
-    from effigy.detect.faces import find_faces
+    from effigy.detect.faces import find_faces, stack_faces
     from effigy.images import read_image_file
-    from effigy.worlds.faces import SIZE
 
     rows, faces = [], []
     for i, frame in enumerate(frames):
@@ -121,5 +120,4 @@ def face_crops(frames: list[LabelledFrame], crops: bool = False):
         if found:
             rows.append(i)
             faces.append(found[0].image)
-    stacked = np.stack(faces) if faces else np.zeros((0, 3, SIZE, SIZE), dtype=np.float32)
-    return stacked, np.array(rows, dtype=int)
+    return stack_faces(faces), np.array(rows, dtype=int)

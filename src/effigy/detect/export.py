@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from effigy.detect.fas.model import live_probability
 from effigy.errors import EffigyError
 from effigy.worlds.faces import SIZE
 
@@ -32,13 +33,11 @@ class LiveScore(nn.Module):
 
     def __init__(self, model: nn.Module, scale: float) -> None:
         super().__init__()
-        from effigy.detect.fas.model import live_probability
-
-        self.model, self.scale, self.score = model, scale, live_probability
+        self.model, self.scale = model, scale
         self.register_buffer("prototypes", model.prototypes().detach().clone())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.score(self.model.features(images), self.prototypes, self.scale)
+        return live_probability(self.model.features(images), self.prototypes, self.scale)
 
 
 def export_onnx(module: nn.Module, path: Path, samples: np.ndarray, record: dict) -> dict:

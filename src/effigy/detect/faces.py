@@ -73,6 +73,11 @@ def find_faces(photo, crops: bool = False, max_faces: int = MAX_FACES) -> list[F
     return faces
 
 
+def stack_faces(images: list[np.ndarray]) -> np.ndarray:
+    """[F, 3, SIZE, SIZE] of face crops, F = 0 when there are none (a batch a model can take either way)."""
+    return np.stack(images) if images else np.zeros((0, 3, SIZE, SIZE), dtype=np.float32)
+
+
 def _detected_boxes(pixels: np.ndarray) -> list[dict]:
     """dlib's face boxes on ``pixels`` [H, W, 3] uint8 (upsampled once, so faces from about 40 pixels on) that
     score at least ``MIN_SCORE``, largest first, overlapping ones merged into the largest, as

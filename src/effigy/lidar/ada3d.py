@@ -75,11 +75,9 @@ class TallyTotals:
 
     def __init__(self) -> None:
         self.sum = FilterTally()
-        self.calls = 0
 
     def add(self, tally: FilterTally) -> None:
         s = self.sum
-        self.calls += 1
         for name in ("voxels_in", "voxels_kept", "bev_occupied", "bev_cells", "macs_3d", "macs_2d"):
             setattr(s, name, getattr(s, name) + getattr(tally, name))
         weighted = [d * tally.bev_cells for d in tally.density_after_stage]
@@ -98,12 +96,13 @@ class TallyTotals:
 
 
 @torch.no_grad()
-def detect_and_tally(model: Ada3D, frames: list) -> tuple[list[dict], TallyTotals]:
-    """Detections per frame (as ``effigy.models.lidar.train.detect``) and what the filter kept over all frames."""
+def detect_and_tally(model: Ada3D, frames: list, forward: Callable | None = None) -> tuple[list[dict], TallyTotals]:
+    """Detections per frame (as ``effigy.models.lidar.train.detect``) and what the filter kept over all frames;
+    ``forward`` replaces ``model(points)`` (a wrapper that must still run ``model``, whose tally is read)."""
     totals = TallyTotals()
 
     def run(points: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        outputs = model(points)
+        outputs = (forward or model)(points)
         totals.add(model.tally)
         return outputs
 

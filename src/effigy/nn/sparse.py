@@ -3,9 +3,9 @@
 spconv's CPU build runs its backward through CUDA, and torchsparse / MinkowskiEngine have no wheels here, so
 effigy computes on active sites itself. A ``SparseTensor`` holds features [N, C] at integer sites
 [N, 1 + D] (batch index, then D spatial coordinates). A convolution's *rulebook* says, for each output site
-and kernel offset, which input row it reads (each site one integer key, looked up in the sorted input keys, so
-the cost follows the sites and not the grid). A well-filled
-rulebook runs as one matmul over the gathered neighbourhoods; a sparse one per offset (gather, matmul,
+and kernel offset, which input row it reads (each site one integer key, read through a flat table of rows on
+a small grid and found by a sorted search on a large one, whose cost follows the sites). A well-filled rulebook
+runs as one matmul over the gathered neighbourhoods; a sparse one per offset (gather, matmul,
 ``index_add_``). Rulebooks depend only on the sites, so layers that share sites share one (cached on the
 tensor under a key, as spconv's ``indice_key``).
 
@@ -162,8 +162,6 @@ def _candidate_sites(x: SparseTensor, kernel_size: int, stride: int, padding: in
     rows, *ks = valid.nonzero().unbind(1)
     candidates = torch.stack([idx[rows, 0], *(reach[d][0][rows, ks[d]] for d in range(dims))], dim=1)
     return sites_of_keys(torch.unique(site_keys(candidates, out_shape)), out_shape)
-
-
 
 
 def _look_up(keys: torch.Tensor, queries: torch.Tensor, grid_cells: int) -> torch.Tensor:

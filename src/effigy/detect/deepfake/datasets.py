@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from effigy.detect.datasets import LabelledFrame, check_both_classes, check_split, face_crops, read_folders
+from effigy.detect.datasets import DEEPFAKE, LabelledFrame, check_both_classes, check_split, face_crops, read_folders
 from effigy.errors import DatasetError
 
-REAL = "real"
+REAL = DEEPFAKE.bonafide  # "real": the plain layout's folder, and what DeepfakeBench's real labels hold
 
 
 def read_dataset(path: Path, split: str = "test", compression: str = "c23", root: Path | None = None) \
