@@ -78,12 +78,18 @@ def _reliability_fixtures(tmp):
     (fx / "head.json").mkdir()
     (fx / "full").mkdir()
     (fx / "full" / "x").write_text("x")
+    toy = {"Toy": {"FF-real": {"test": {"c23": {"v0": {"label": "FF-real", "frames": ["same/a.png"]}}}},
+                   "FF-DF": {"test": {"c23": {"v1": {"label": "FF-DF", "frames": ["same/a.png"]}}}}}}
+    (fx / "Toy.json").write_text(json.dumps(toy))  # a DeepfakeBench index with only the c23 level
     return fx
 
 
 def _reliability_cases(tmp, fx):
     package = str(PACKAGE / "subset.json")
-    cases = [(["detect", "deepfake", str(fx / f"{kind}_as.png")], "not a readable image")
+    cases = [(["detect", "deepfake", "eval", "--data", str(fx / "Toy.json"), "--compression", "c40"], "--compression"),
+             (["detect", "deepfake", "eval", "--data", str(fx / "Toy.json"), "--root", str(tmp / "nowhere")],
+              "does not exist")]
+    cases += [(["detect", "deepfake", str(fx / f"{kind}_as.png")], "not a readable image")
              for kind in ("eps", "tiff", "gif", "ico")]
     cases += [
         (["detect", "deepfake", str(fx / "strip.png")], "40000000x1 pixels"),

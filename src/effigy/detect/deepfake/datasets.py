@@ -46,6 +46,10 @@ def read_dataset(path: Path, split: str = "test", compression: str = "c23", root
         raise DatasetError(f"{path} is neither a DeepfakeBench dataset JSON nor a folder with real/ and fake/; "
                            "give one of those.")
     check_both_classes(frames, path, split)
+    missing = next((frame.path for frame in frames if not frame.path.is_file()), None)
+    if missing is not None:  # before any model loads: a wrong --root would otherwise fail mid-run
+        raise DatasetError(f"{path}: frame {missing} does not exist; point --root at the folder its frame paths "
+                           "start from.")
     return frames
 
 
