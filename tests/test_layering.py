@@ -1,7 +1,7 @@
 """The import rule of ../shared/ARCHITECTURE.md, enforced: every ``import effigy.X`` in src/effigy is parsed
 with ``ast`` (lazy imports inside functions included) and checked against the packages X may import.
 
-Layers, bottom up: base modules (errors, registry, serialize, memory, images, quiet) <- core <- mixedprec, nn
+Layers, bottom up: base modules (errors, registry, serialize, memory, images, quiet, cluster) <- core <- mixedprec, nn
 <- checkpoint <- attention, kvcache; models, worlds, metrics (which may import each other and checkpoint) <- lidar,
 detect <- recipes <- evaluate <- workflows <- bench <- serve <- cli; in cli/ only the bench commands
 (``cli/bench.py``) import bench/: a user verb runs workflows, never a measurement floor. The package façade
@@ -13,7 +13,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "effigy"
 
-BASE = {"errors", "registry", "serialize", "memory", "images", "quiet"}
+BASE = {"errors", "registry", "serialize", "memory", "images", "quiet", "cluster"}
 DOMAIN = {"models", "worlds", "metrics"}
 _below = {
     "core": set(),
@@ -34,7 +34,7 @@ _below["cli"] = _below["serve"] | {"serve"}  # `effigy serve` starts the service
 _below["__init__"] = _below["recipes"]
 ALLOWED = {name: allowed | BASE for name, allowed in _below.items()}
 ALLOWED.update({"errors": set(), "registry": {"errors"}, "serialize": {"errors"}, "memory": {"errors"}, "images": {"errors"},
-                "quiet": set()})
+                "quiet": set(), "cluster": {"errors"}})
 # core is numeric: no model libraries
 FORBIDDEN_THIRD_PARTY = {"core": ("diffusers", "transformers", "torch.nn.modules")}
 

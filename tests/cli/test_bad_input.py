@@ -81,7 +81,21 @@ def _reliability_fixtures(tmp):
     toy = {"Toy": {"FF-real": {"test": {"c23": {"v0": {"label": "FF-real", "frames": ["same/a.png"]}}}},
                    "FF-DF": {"test": {"c23": {"v1": {"label": "FF-DF", "frames": ["same/a.png"]}}}}}}
     (fx / "Toy.json").write_text(json.dumps(toy))  # a DeepfakeBench index with only the c23 level
+    _team_layouts(fx, strip_png(8, 8))
     return fx
+
+
+def _team_layouts(fx, png: bytes) -> None:
+    """A team's folders broken three ways: no train split, an image that does not decode, an empty class."""
+    for name, bonafide, attack in (("df", "real", "fake/sbi"), ("fas", "live", "spoof/print")):
+        layouts = {f"{name}_no_train": ("test", png, png), f"{name}_undecodable": ("train", b"not a png", png),
+                   f"{name}_empty_class": ("train", png, None)}
+        for folder, (split, first, second) in layouts.items():
+            (fx / folder / split / bonafide).mkdir(parents=True)
+            (fx / folder / split / attack).mkdir(parents=True)
+            (fx / folder / split / bonafide / "a.png").write_bytes(first)
+            if second is not None:
+                (fx / folder / split / attack / "b.png").write_bytes(second)
 
 
 def _reliability_cases(tmp, fx):
@@ -89,6 +103,23 @@ def _reliability_cases(tmp, fx):
     cases = [(["detect", "deepfake", "eval", "--data", str(fx / "Toy.json"), "--compression", "c40"], "--compression"),
              (["detect", "deepfake", "eval", "--data", str(fx / "Toy.json"), "--root", str(tmp / "nowhere")],
               "does not exist")]
+    for group in ("deepfake", "fas"):
+        prefix, out = ["detect", group, "train", "--data"], ["--out", str(tmp / "trained"), "--crops"]
+        name = "df" if group == "deepfake" else "fas"
+        cases += [(prefix + [str(fx / f"{name}_no_train")] + out, "no train/"),
+                  (prefix + [str(fx / f"{name}_undecodable")] + out, "not a readable image"),
+                  (prefix + [str(fx / f"{name}_empty_class")] + out, "holds no images"),
+                  (prefix + [str(fx / f"{name}_no_train"), "--target-bpcer", "0.9"] + out, "--target-bpcer")]
+    cases += [
+        (["detect", "fas", "train", "--data", str(fx / "fas_no_train"), "--without", "phone"], "--without"),
+        (["detect", "fas", "adapt", "--data", str(fx / "fas_no_train"), "--live", str(fx / "same"), "--out",
+          str(tmp / "h.safetensors")], "give one of them"),
+        (["detect", "fas", "adapt", "--data", str(fx / "fas_no_train"), "--out", str(tmp / "h.safetensors")],
+         "no train/"),
+        (["detect", "deepfake", "eval", "--data", str(fx / "Toy.json"), "--model", str(fx / "same"), "--crops"],
+         "holds no MANIFEST.json"),
+        (["detect", "deepfake", "train", "--data", str(fx / "Toy.json"), "--model", "xception"], "--model"),
+    ]
     cases += [(["detect", "deepfake", str(fx / f"{kind}_as.png")], "not a readable image")
              for kind in ("eps", "tiff", "gif", "ico")]
     cases += [
@@ -98,6 +129,10 @@ def _reliability_cases(tmp, fx):
         (["detect", "deepfake", str(fx / "eps_as.png"), "--threshold", "nan"], "--threshold"),
         (["serve", "--threshold", "nan"], "--threshold"),
         (["serve", "--host", ""], "--host"),
+        (["serve", "--replicas", "2"], "--replicas"),
+        (["serve", "--workers", "0"], "--workers"),
+        (["serve", "--max-wait-ms", "nan"], "--max-wait-ms"),
+        (["serve", "--max-batch", "0"], "--max-batch"),
         (["serve", "--host", "no such host!"], "--host"),
         (["serve", "--client-timeout", "0"], "--client-timeout"),
         (["serve", "--client-timeout", "nan"], "--client-timeout"),

@@ -75,3 +75,21 @@ def test_deepfake_metrics_by_hand():
     assert average_precision([0.9, 0.8, 0.1], [1, 1, 0]) == 1.0
     with pytest.raises(MetricError, match="one class"):
         average_precision([0.2, 0.3], [1, 1])
+
+
+def test_threshold_at_bpcer_rejects_at_most_the_target_share_of_bona_fide_scores():
+    from effigy.metrics.detection import threshold_at_bpcer
+
+    rng = np.random.default_rng(0)
+    real_p_fake = rng.random(200)
+    for target in (0.0, 0.05, 0.2):
+        threshold = threshold_at_bpcer(real_p_fake, target)
+        rejected = (real_p_fake >= threshold).mean()
+        assert rejected <= target and rejected > target - 0.01  # the strictest such threshold
+    live = rng.random(200)
+    threshold = threshold_at_bpcer(live, 0.05, higher_is_bonafide=True)
+    assert (live < threshold).mean() == 0.05
+    with pytest.raises(MetricError):
+        threshold_at_bpcer([0.1, float("nan")], 0.05)
+    with pytest.raises(MetricError):
+        threshold_at_bpcer([0.1], 1.0)

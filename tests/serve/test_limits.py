@@ -27,6 +27,7 @@ class StubDetector:
         self.release = threading.Event()
         self.release.set()
         self.calls = 0
+        self.batch_sizes: list[int] = []
 
     def __call__(self, image: np.ndarray) -> tuple[float, str]:
         self.calls += 1
@@ -34,6 +35,7 @@ class StubDetector:
         return 0.25, f"mean {image.mean():.3f}"
 
     def score(self, batch: np.ndarray) -> list[tuple[float, str]]:
+        self.batch_sizes.append(len(batch))
         return [self(image) for image in batch]
 
 
@@ -194,3 +196,39 @@ def test_the_docs_pages_can_be_left_out():
     assert with_docs.get("/docs").status_code == 200 and with_docs.get("/openapi.json").status_code == 200
     assert without.get("/docs").status_code == 404 and without.get("/openapi.json").status_code == 404
     assert without.get("/health").json()["status"] == "ok"
+
+
+def _grey_png(level: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), level, np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_concurrent_uploads_are_scored_in_one_batch_each_answered_with_its_own_face():
+    detector = StubDetector()
+    settings = ServiceSettings(max_pending=8, max_wait_s=0.5, max_batch=8, workers=4)
+    levels = [10, 60, 110, 160, 210, 250]
+    with Running(settings, detector) as running, ThreadPoolExecutor(len(levels)) as pool:
+        post = lambda level: httpx.post(running.url + "detect", timeout=15, files={  # noqa: E731
+            "image": ("f.png", _grey_png(level), "image/png")}).json()
+        answers = list(pool.map(post, levels))
+        health = httpx.get(running.url + "health").json()
+    assert [a["explanation"] for a in answers] == [f"mean {level / 255:.3f}" for level in levels]
+    assert max(detector.batch_sizes) > 1 and health["batches"] == len(detector.batch_sizes) < len(levels)
+
+
+def test_an_upload_not_answered_in_time_is_a_503_and_the_service_goes_on():
+    detector = StubDetector()
+    detector.release.clear()
+    with Running(ServiceSettings(request_timeout=0.5), detector) as running:
+        start = time.monotonic()
+        late = httpx.post(running.url + "detect", files={"image": ("f.png", png_bytes(), "image/png")}, timeout=15)
+        assert late.status_code == 503 and "not answered within 0.5 s" in late.json()["detail"]
+        assert time.monotonic() - start < 5
+        detector.release.set()
+        assert httpx.post(running.url + "detect", files={"image": ("f.png", png_bytes(), "image/png")},
+                          timeout=15).status_code == 200

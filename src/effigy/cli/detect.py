@@ -20,6 +20,7 @@ from effigy.cli._common import (
     print_rows,
     progress,
     writable_file,
+    writable_folder,
 )
 from effigy.errors import EffigyError
 
@@ -44,6 +45,14 @@ app.add_typer(deepfake_app, name="deepfake")
 ADAPTORS = {"none": "no adaptation", "ot-shift": "training-free OT prototype shift", "ot-one-class":
             "OT prototype shift from live samples only", "geodesic-mixup": "OT geodesic mixup classifier",
             "t3a": "T3A (unlabelled)", "linear-mixup": "mixup baseline"}
+DEEPFAKE_MODEL = typer.Option("deepfake-authguard", help="deepfake-authguard, deepfake-ce, deepfake-clip, or the "
+                              "--out folder of `effigy detect deepfake train --data`.")
+THRESHOLD = typer.Option(None, min=0.0, max=1.0, callback=finite, help="P(fake) at which a face is called fake "
+                         "(default: the threshold stored with the model, else 0.5).")
+TEAM_STEPS = 300
+TRAIN_OUT = typer.Option(Path("zoo_weights"), help="Folder for the weights and their manifest.")
+TARGET_BPCER = typer.Option(0.05, min=0.0, max=0.5, callback=finite, help="With --data: the share of the val "
+                            "split's bona fide faces the stored threshold may reject.")
 ONNX_OUT = typer.Option(..., "--onnx", help="The .onnx file to write (a .onnx.json sidecar beside it).")
 METRIC_COLUMNS = [("domain", "domain"), ("hter", "HTER"), ("apcer", "APCER"), ("bpcer", "BPCER"), ("auc", "AUC"),
                   ("tpr_at_fpr_1", "TPR@FPR=1%"), ("threshold", "threshold")]
@@ -59,14 +68,67 @@ def _one_domain(text: str, option: str) -> str:
 @fas_app.command("train")
 def fas_train(
     without: Optional[str] = typer.Option(None, help="Leave this capture domain out (its leave-one-domain-out model)."),
-    steps: Optional[int] = typer.Option(None, min=1, max=1_000_000, help="Training steps (default: the zoo's)."),
-    out: Path = typer.Option(Path("zoo_weights"), help="Folder for the weights and their manifest."),
+    steps: Optional[int] = typer.Option(None, min=1, max=1_000_000, help="Training steps (default: the zoo's; "
+                                        f"with --data {TEAM_STEPS})."),
+    out: Path = TRAIN_OUT,
+    data: Optional[Path] = typer.Option(None, help="Fine-tune on a team's own data: live/ and spoof/<species>/ "
+                                        "folders under train/ (and val/ for the threshold), optionally under one "
+                                        "folder per capture domain."),
+    model: str = typer.Option("fas-protonet", help="With --data: the model to start from (a zoo name or a "
+                              "trained folder)."),
+    crops: bool = typer.Option(False, "--crops", help="With --data: the images are face crops already."),
+    target_bpcer: float = TARGET_BPCER,
+    seed: int = SEED,
+    as_json: bool = JSON,
 ) -> None:
-    """Train fas-protonet (or fas-protonet-without-DOMAIN), seeded: `effigy zoo train` under its face name."""
+    """Train fas-protonet (or fas-protonet-without-DOMAIN) on the face world, seeded (`effigy zoo train` under its
+    face name), or with --data fine-tune a model on a team's own folders and choose its threshold on their val
+    split's live faces."""
     from effigy.cli.zoo import zoo_train
     from effigy.detect.fas.zoo import SHIPPED, without_domain
+    from effigy.workflows.detectors import FAS_TASK
 
-    zoo_train(SHIPPED if without is None else without_domain(_one_domain(without, "--without")), out, steps)
+    if data is None:
+        zoo_train(SHIPPED if without is None else without_domain(_one_domain(without, "--without")), out, steps)
+        return
+    if without is not None:
+        raise EffigyError("--without picks a face-world model; with --data the model is --model: drop --without.")
+    _train_team(FAS_TASK, data, model, out, steps, crops, target_bpcer, seed, as_json, command_of("fas", locals()))
+
+
+def _train_team(task: str, data: Path, model: str, out: Path, steps: Optional[int], crops: bool,
+                target_bpcer: float, seed: int, as_json: bool, command: str, compression: str = "c23",
+                root: Optional[Path] = None) -> None:
+    """``train --data``: fine-tune, choose the threshold on the val split's bona fide faces, write the folder."""
+    from effigy.models.zoo import ZOO
+    from effigy.workflows.detectors import TeamData, is_trained_folder, prepare_team_training, train_team_detector
+
+    if not is_trained_folder(model):
+        check_choice(model, ZOO.names(task), "--model")
+    settings = TeamData(data, model, out, steps or TEAM_STEPS, seed, crops, target_bpcer, compression, root)
+    run = prepare_team_training(task, settings)
+    with progress(not as_json) as reporter:
+        advance = reporter(f"fine-tuning {model} on {data}", settings.steps)
+        summary = train_team_detector(task, run, command, progress=lambda _s, _l: advance(),
+                                      prepare_out=lambda folder: writable_folder(folder, "--out"))
+    if as_json:
+        echo_json(summary)
+        return
+    point = summary.get("operating_point")
+    console.print(f"wrote {summary['weights']}: {summary['trained_frames']} faces ({summary['trained_attacks']} "
+                  "attacks); threshold " + ("kept from the base model" if point is None or point.get(
+                      "calibrated_on") is None or str(data) not in point["calibrated_on"] else
+                      f"{point['threshold']:.4f} (at most {100 * point['target_bpcer']:g}% of "
+                      f"{point['bonafide_faces']} val bona fide faces rejected)") +
+                  f". Evaluate it with --model {out}.", soft_wrap=True)
+
+
+def command_of(group: str, options: dict) -> str:
+    """The command line a team training ran, to record with its weights."""
+    shown = {k: v for k, v in options.items() if k in ("data", "model", "steps", "crops", "target_bpcer", "seed",
+                                                        "compression", "root") and v not in (None, False)}
+    return f"effigy detect {group} train " + " ".join(
+        f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')} {v}" for k, v in shown.items())
 
 
 @fas_app.command("eval")
@@ -84,7 +146,6 @@ def fas_eval(
     face world's test identities per domain, or with --data on a team's folders per domain, with APCER per
     attack species."""
     from effigy.detect.fas.model import embed, live_probability
-    from effigy.detect.fas.protocol import source_threshold
     from effigy.metrics.detection import detection_report
     from effigy.worlds.faces import render
 
@@ -92,8 +153,7 @@ def fas_eval(
         _fas_eval_folders(model, data, split, crops, as_json)
         return
     names = parse_domains(domains)
-    loaded, config = _load_fas(model)
-    threshold = source_threshold(loaded, config)
+    loaded, config, threshold = _load_fas(model)
     rows = []
     for domain in names:
         test = render("test", [domain], config.attacks)
@@ -115,14 +175,11 @@ def fas_export(
     """The anti-spoofing model as ONNX (face crops [N, 3, 64, 64] in, P(live) out, prototypes inside), checked
     against PyTorch on 32 sample crops; the sidecar carries the source threshold."""
     from effigy.detect.export import LiveScore, export_onnx, sample_crops
-    from effigy.detect.fas.protocol import source_threshold
-    from effigy.models.zoo import read_manifest
 
     _check_onnx_path(onnx)
-    loaded, config = _load_fas(model)
+    loaded, config, threshold = _load_fas(model)
     record = export_onnx(LiveScore(loaded, config.scale), onnx, sample_crops(),
-                         {"model": model, "sha256": read_manifest()[model]["sha256"], "score": "P(live)",
-                          "threshold": source_threshold(loaded, config)})
+                         {"model": model, "sha256": _model_sha256(model), "score": "P(live)", "threshold": threshold})
     _print_export(onnx, record, as_json)
 
 
@@ -132,12 +189,11 @@ def _fas_eval_folders(model: str, data: Path, split: str, crops: bool, as_json: 
 
     from effigy.detect.datasets import ANTI_SPOOFING, check_both_classes, face_crops, read_domains
     from effigy.detect.fas.model import embed, live_probability
-    from effigy.detect.fas.protocol import folder_report, source_threshold
+    from effigy.detect.fas.protocol import folder_report
 
     frames = read_domains(data, split, ANTI_SPOOFING)
     check_both_classes(frames, data, split, ANTI_SPOOFING)
-    loaded, config = _load_fas(model)
-    threshold = source_threshold(loaded, config)
+    loaded, config, threshold = _load_fas(model)
     faces, rows = face_crops(frames, crops)
     scores = np.full(len(frames), np.nan)
     if len(rows):
@@ -168,16 +224,13 @@ def fas_score(
     from effigy.detect.fas.adapt import ClientHead, SourceView
     from effigy.detect.fas.client import load_adapted
     from effigy.detect.fas.model import embed
-    from effigy.detect.fas.protocol import source_threshold
-    from effigy.models.zoo import read_manifest
 
     found = faces_of_files(images, crops)  # every file read and searched before the model loads
     batch = stacked_faces(found)
-    loaded, config = _load_fas(model)
+    loaded, config, threshold = _load_fas(model)
     source = SourceView(loaded.prototypes().detach(), config.scale)
     head = (ClientHead(source.prototypes, config.scale) if adapted is None
-            else load_adapted(adapted, model, source, read_manifest().get(model, {}).get("sha256")))
-    threshold = source_threshold(loaded, config)
+            else load_adapted(adapted, model, source, _model_sha256(model)))
     scores = iter(head(embed(loaded, batch)).numpy() if len(batch) else [])
     rows = []
     for path, faces in found:
@@ -205,21 +258,29 @@ def fas_adapt(
                                         "(default 5)."),
     live: Optional[Path] = typer.Option(None, help="Your camera's live face crops (a folder): adapt to them."),
     spoof: Optional[Path] = typer.Option(None, help="With --live: your camera's attack crops (a folder)."),
-    out: Optional[Path] = typer.Option(None, help="With --live: write the adapted head here (.safetensors, "
-                                       "and a .json beside it); score with it by `score --adapted`."),
+    data: Optional[Path] = typer.Option(None, help="Your camera's labelled data as live/ and spoof/<species>/ "
+                                        "folders (optionally under train/ val/ test/): adapt to --split of it."),
+    split: str = typer.Option("train", help="With --data: the split to adapt on."),
+    crops: bool = typer.Option(False, "--crops", help="With --data: the images are face crops already."),
+    out: Optional[Path] = typer.Option(None, help="With --live or --data: write the adapted head here "
+                                       "(.safetensors, and a .json beside it); score with it by `score --adapted`."),
     save_alias: Optional[Path] = typer.Option(None, "--save", hidden=True),
     seed: int = SEED,
     as_json: bool = JSON,
 ) -> None:
     """Adapt a base model to a camera with a few of its samples: the world's (a domain's dev identities, then
-    tested on its test identities beside no adaptation) or your own crops (--live, --spoof, --out)."""
+    tested on its test identities beside no adaptation) or your own (--live / --spoof crops, or --data folders;
+    with --out)."""
     save = deprecated(save_alias, "--save", "--out", out)
     check_choice(adaptor, tuple(ADAPTORS), "--adaptor")
-    if live is not None or spoof is not None or save is not None:
+    if live is not None or spoof is not None or save is not None or data is not None:
         if domain is not None or shots is not None:
-            raise EffigyError("--domain and --shots choose the world's samples; with --live / --spoof / --out "
-                              "your own crops are used: drop them.")
-        _adapt_own_crops(model, adaptor, live, spoof, save, as_json)
+            raise EffigyError("--domain and --shots choose the world's samples; with --live / --spoof / --data / "
+                              "--out your own samples are used: drop them.")
+        if data is not None and (live is not None or spoof is not None):
+            raise EffigyError("--data and --live / --spoof both give your samples; give one of them.")
+        samples = (lambda: _team_faces(data, split, crops)) if data is not None else None
+        _adapt_own_crops(model, adaptor, live, spoof, save, as_json, samples)
         return
     from effigy.detect.fas.adapt import SourceView
     from effigy.detect.fas.protocol import check_shots, domain_data, evaluate_adaptor
@@ -227,7 +288,7 @@ def fas_adapt(
     shots = 5 if shots is None else shots
     check_shots(shots)
     name = _one_domain("webcam" if domain is None else domain, "--domain")
-    loaded, config = _load_fas(model)
+    loaded, config, _ = _load_fas(model)
     with progress(not as_json) as reporter:
         advance = reporter(f"rendering {name} and embedding it", 1)
         data = domain_data(loaded, config, name, seed)
@@ -243,9 +304,24 @@ def fas_adapt(
         print_rows(rows, METRIC_COLUMNS, f"{model} adapted to {name} with {shots} samples per class")
 
 
+def _team_faces(data: Path, split: str, crops: bool):
+    """(face crops, live flags) of --split of a team's live/spoof folders (faces found unless --crops)."""
+    import numpy as np
+
+    from effigy.detect.datasets import ANTI_SPOOFING, face_crops, read_domains
+    from effigy.errors import AdaptationError
+
+    frames = read_domains(data, split, ANTI_SPOOFING)
+    images, rows = face_crops(frames, crops)
+    if len(rows) == 0:
+        raise AdaptationError(f"{data} ({split}): no face found in any frame; give face photos, or --crops.")
+    return images, np.array([not frames[i].fake for i in rows])
+
+
 def _adapt_own_crops(model: str, adaptor: str, live: Optional[Path], spoof: Optional[Path], save: Optional[Path],
-                     as_json: bool) -> None:
-    """Adapt to the user's own labelled crops and write the adapted head."""
+                     as_json: bool, samples=None) -> None:
+    """Adapt to the user's own labelled crops (the --live / --spoof folders, or ``samples()``: (images, live
+    flags)) and write the adapted head."""
     import numpy as np
     import torch
 
@@ -254,23 +330,22 @@ def _adapt_own_crops(model: str, adaptor: str, live: Optional[Path], spoof: Opti
     from effigy.detect.fas.client import check_save_path, labelled_faces, save_adapted
     from effigy.detect.fas.model import embed
     from effigy.errors import AdaptationError
-    from effigy.models.zoo import read_manifest
-
     if save is None:
-        raise AdaptationError("--live / --spoof adapt to your own crops: give --out FILE.safetensors for the result.")
+        raise AdaptationError("--live / --spoof / --data adapt to your own samples: give --out FILE.safetensors "
+                              "for the result.")
     check_save_path(writable_file(save, "--out"))
     if live is not None and spoof is not None and live.resolve() == spoof.resolve():
         raise AdaptationError(f"--live and --spoof are the same folder ({live}); give live crops and attack crops "
                               "in two folders.")
-    images, flags = labelled_faces(live, spoof)  # every file read before the model loads
+    images, flags = labelled_faces(live, spoof) if samples is None else samples()  # all read before the model
     chosen = _adaptor(adaptor)
-    loaded, config = _load_fas(model)
+    loaded, config, _ = _load_fas(model)
     features = embed(loaded, images)
     source = SourceView(loaded.prototypes().detach(), config.scale)
     keep = np.flatnonzero(flags) if chosen.one_class else np.arange(len(flags))
     labels = torch.from_numpy(flags[keep].astype(np.int64)) if chosen.uses_labels else None
     head = chosen.fit(source, features[keep], labels)
-    paths = save_adapted(save, head, {"model": model, "model_sha256": read_manifest()[model]["sha256"],
+    paths = save_adapted(save, head, {"model": model, "model_sha256": _model_sha256(model),
                                       "adaptor": adaptor, "live_crops": int(flags.sum()),
                                       "attack_crops": int((~flags).sum())})
     before = ClientHead(source.prototypes, config.scale)(features).numpy()
@@ -294,19 +369,37 @@ def _adaptor(key: str):
 
 
 def _load_fas(model: str):
-    from effigy.models.zoo import ZOO, load_zoo_model
+    """(model, config, threshold) of a zoo name or a `fas train --data --out` folder: the threshold stored with
+    it, else the source development set's equal-error threshold."""
+    from effigy.detect.fas.protocol import source_threshold
+    from effigy.workflows.detectors import FAS_TASK, is_trained_folder, load_detector
 
-    check_choice(model, ZOO.names("face-antispoofing"), "--model")
-    return load_zoo_model(model)
+    if not is_trained_folder(model):
+        from effigy.models.zoo import ZOO
+
+        check_choice(model, ZOO.names(FAS_TASK), "--model")
+    detector = load_detector(model, FAS_TASK)
+    threshold = detector.threshold
+    return detector.model, detector.config, (source_threshold(detector.model, detector.config)
+                                             if threshold is None else threshold)
+
+
+def _model_sha256(model: str) -> str | None:
+    """The sha256 of a zoo name's or a trained folder's weights (what an adapted head or an export names)."""
+    from effigy.models.zoo import read_manifest
+    from effigy.workflows.detectors import is_trained_folder
+
+    manifest = read_manifest(Path(model) / "MANIFEST.json") if is_trained_folder(model) else read_manifest()
+    records = [manifest[model]] if model in manifest else list(manifest.values())
+    return records[0].get("sha256") if len(records) == 1 else None
 
 
 @deepfake_app.command("score")
 def detect_deepfake(
     images: list[Path] = typer.Argument(..., help="Photos or face crops, or folders of them (PNG, JPEG, WebP, BMP): "
                                         "faces are found and framed first."),
-    model: str = typer.Option("deepfake-authguard", help="deepfake-authguard, deepfake-ce or deepfake-clip."),
-    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="P(fake) at which a face is called fake.",
-                                    callback=finite),
+    model: str = DEEPFAKE_MODEL,
+    threshold: Optional[float] = THRESHOLD,
     crops: bool = typer.Option(False, "--crops", help="The images are face crops already: skip the face search."),
     explain: bool = typer.Option(False, "--explain", help="Ask SmolLM2 through deepfake-explainer for each "
                                  "face's answer (loads the LLM, ~20 s; deepfake-authguard only)."),
@@ -320,14 +413,16 @@ def detect_deepfake(
     from effigy.detect.deepfake.model import fake_scores
     from effigy.detect.deepfake.protocol import describe
     from effigy.detect.faces import NO_FACE
-    from effigy.models.zoo import load_zoo_model
+    from effigy.workflows.detectors import DEEPFAKE_TASK, load_detector
 
     check_deepfake_model(model, explain)
     found = faces_of_files(images, crops)  # every file read and searched before the model loads
     batch = stacked_faces(found)
     rows = []
+    detector = load_detector(model, DEEPFAKE_TASK)
+    threshold = operating_threshold(threshold, detector)
     if len(batch):
-        loaded, _ = load_zoo_model(model)
+        loaded = detector.model
         scores = fake_scores(loaded, batch)
         descriptions = iter(_llm_answers(batch) if explain else describe(loaded, batch))
         scored = iter(zip(scores, descriptions))
@@ -349,33 +444,64 @@ def detect_deepfake(
                     ("explanation", "LLM answer" if explain else "closest description")], model)
 
 
+@deepfake_app.command("train")
+def deepfake_train(
+    data: Path = typer.Option(..., help="A DeepfakeBench dataset JSON, or a folder with real/ and fake/<method>/ "
+                              "under train/ (and val/ for the threshold)."),
+    model: str = typer.Option("deepfake-authguard", help="The detector to start from: a zoo name or a trained "
+                              "folder."),
+    steps: int = typer.Option(TEAM_STEPS, min=1, max=1_000_000, help="Fine-tuning steps."),
+    out: Path = TRAIN_OUT,
+    target_bpcer: float = TARGET_BPCER,
+    compression: str = typer.Option("c23", help="DeepfakeBench JSON: the compression level."),
+    root: Optional[Path] = typer.Option(None, help="DeepfakeBench JSON: where relative frame paths start."),
+    crops: bool = typer.Option(False, "--crops", help="The frames are face crops already: skip the face search."),
+    seed: int = SEED,
+    as_json: bool = JSON,
+) -> None:
+    """Fine-tune a deepfake detector on a team's own train split (cross-entropy, class-balanced batches) and store
+    the threshold at which at most --target-bpcer of the val split's real faces are called fake; evaluate the
+    result with `eval --model OUT`."""
+    from effigy.workflows.detectors import DEEPFAKE_TASK
+
+    _train_team(DEEPFAKE_TASK, data, model, out, steps, crops, target_bpcer, seed, as_json,
+                command_of("deepfake", locals()), compression, root)
+
+
 @deepfake_app.command("eval")
 def deepfake_eval(
     data: Path = typer.Option(..., help="A DeepfakeBench dataset JSON (dataset_json/<dataset>.json), or a folder "
                               "with real/ and fake/<method>/ (optionally under train/, val/, test/)."),
     split: str = typer.Option("test", help="train, val or test."),
-    model: str = typer.Option("deepfake-authguard", help="deepfake-authguard, deepfake-ce or deepfake-clip."),
-    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="P(fake) at which a frame is called fake (ACC).",
-                                    callback=finite),
+    model: str = DEEPFAKE_MODEL,
+    threshold: Optional[float] = THRESHOLD,
     compression: str = typer.Option("c23", help="DeepfakeBench JSON: the compression level of "
                                     "FaceForensics++-style datasets."),
     root: Optional[Path] = typer.Option(None, help="DeepfakeBench JSON: where relative frame paths start "
                                         "(default: the JSON's folder, then its parents)."),
     crops: bool = typer.Option(False, "--crops", help="The frames are face crops already (DeepfakeBench's are): "
                                "skip the face search."),
+    ray: bool = typer.Option(False, "--ray", help="Score on a Ray cluster (RAY_ADDRESS, else a local Ray), "
+                             "64 frames a task; the frames must be readable where the tasks run."),
     as_json: bool = JSON,
 ) -> None:
     """DeepfakeBench's metrics of a shipped detector on a team's own data: frame AUC, video AUC (mean score per
     video), EER, AP and ACC, over all frames, per forgery method and per dataset."""
     from effigy.detect.deepfake.datasets import dataset_report, read_dataset, score_frames
-    from effigy.models.zoo import load_zoo_model
+    from effigy.workflows.detectors import DEEPFAKE_TASK, load_detector, score_frames_on_ray
 
     check_deepfake_model(model, False)
     frames = read_dataset(data, split, compression, root)
-    loaded, _ = load_zoo_model(model)
+    detector = load_detector(model, DEEPFAKE_TASK)
+    loaded, threshold = detector.model, operating_threshold(threshold, detector)
+    if ray:
+        from effigy.cluster import import_ray
+
+        import_ray()
     with progress(not as_json) as reporter:
-        advance = reporter(f"scoring {len(frames)} frames", -(-len(frames) // 64))
-        scores = score_frames(loaded, frames, crops, advance=advance)
+        advance = reporter(f"scoring {len(frames)} frames" + (" on Ray" if ray else ""), -(-len(frames) // 64))
+        scores = (score_frames_on_ray(model, frames, crops, advance) if ray
+                  else score_frames(loaded, frames, crops, advance=advance))
     report = {"model": model, "data": str(data), "split": split, **dataset_report(frames, scores, threshold)}
     if as_json:
         echo_json(report)
@@ -389,20 +515,21 @@ def deepfake_eval(
 
 @deepfake_app.command("export")
 def deepfake_export(
-    model: str = typer.Option("deepfake-authguard", help="deepfake-authguard, deepfake-ce or deepfake-clip."),
+    model: str = DEEPFAKE_MODEL,
     onnx: Path = ONNX_OUT,
     as_json: bool = JSON,
 ) -> None:
     """The detector as ONNX (face crops [N, 3, 64, 64] in, P(fake) out) for Triton / OpenVINO / ONNX Runtime,
     checked against PyTorch on 32 sample crops."""
     from effigy.detect.export import export_onnx, sample_crops
-    from effigy.models.zoo import load_zoo_model, read_manifest
+    from effigy.workflows.detectors import DEEPFAKE_TASK, load_detector
 
     check_deepfake_model(model, False)
     _check_onnx_path(onnx)
-    loaded, _ = load_zoo_model(model)
-    record = export_onnx(loaded, onnx, sample_crops(), {"model": model, "sha256": read_manifest()[model]["sha256"],
-                                                         "score": "P(fake)", "threshold": 0.5})
+    detector = load_detector(model, DEEPFAKE_TASK)
+    record = export_onnx(detector.model, onnx, sample_crops(), {"model": model, "sha256": _model_sha256(model),
+                                                                "score": "P(fake)",
+                                                                "threshold": operating_threshold(None, detector)})
     _print_export(onnx, record, as_json)
 
 
@@ -444,13 +571,23 @@ def _llm_answers(images) -> list[str]:
     return explainer.answer(images, config.max_new_tokens)
 
 
+def operating_threshold(given: Optional[float], detector) -> float:
+    """The P(fake) threshold a deepfake command calls fake at: the one given, else the model's stored operating
+    point, else 0.5."""
+    if given is not None:
+        return given
+    return 0.5 if detector.threshold is None else detector.threshold
+
+
 def check_deepfake_model(model: str, explain: bool) -> None:
     """One clear error, before anything loads, for an unknown deepfake model or --explain on a model the LLM
     explainer does not read."""
     from effigy.detect.deepfake.zoo import SHIPPED
     from effigy.models.zoo import ZOO
+    from effigy.workflows.detectors import DEEPFAKE_TASK, is_trained_folder
 
-    check_choice(model, ZOO.names("deepfake"), "--model")
+    if not is_trained_folder(model):
+        check_choice(model, ZOO.names(DEEPFAKE_TASK), "--model")
     if explain and model != SHIPPED:
         raise EffigyError(f"--explain reads {SHIPPED}'s features; drop --model {model} or --explain.")
 

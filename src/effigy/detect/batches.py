@@ -1,4 +1,5 @@
-"""Running a face model over many captures: one shape check, fixed-size batches, no gradients."""
+"""Running a face model over many captures (one shape check, fixed-size batches, no gradients) and drawing
+the batches a detector is trained or fine-tuned on (class-balanced rows, flips and shifts)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -21,3 +22,20 @@ def map_face_batches(fn: Callable[[torch.Tensor], torch.Tensor], images: np.ndar
         raise ModelError(f"face images must be [N, 3, {SIZE}, {SIZE}] in [0, 1], got {tuple(images.shape)}.")
     tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     return torch.cat([fn(tensor[i: i + batch_size]) for i in range(0, len(tensor), batch_size)])
+
+
+def balanced_rows(labels: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """[batch_size] row indices, half drawn from each class of boolean ``labels`` (a team's data is rarely
+    balanced; an unbalanced batch would teach the majority class)."""
+    positive, negative = torch.nonzero(labels).ravel(), torch.nonzero(~labels).ravel()
+    half = batch_size // 2
+    return torch.cat([positive[torch.randint(len(positive), (half,), generator=generator)],
+                      negative[torch.randint(len(negative), (batch_size - half,), generator=generator)]])
+
+
+def flip_and_shift(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Horizontal flips and small shifts: what a camera varies without making a face more or less real."""
+    flip = torch.rand(len(images), generator=generator) < 0.5
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    dy, dx = torch.randint(-3, 4, (2,), generator=generator).tolist()
+    return torch.roll(images, (dy, dx), dims=(2, 3))

@@ -79,8 +79,8 @@ def read_folders(folder: Path, split: str, layout: FolderLayout = DEEPFAKE, doma
 def read_domains(folder: Path, split: str, layout: FolderLayout) -> list[LabelledFrame]:
     """The frames of every capture domain: ``folder/<domain>/[split/]<bonafide>/ ...``, or ``folder`` itself
     when it is one domain's layout."""
-    if (folder / layout.bonafide).is_dir() or (folder / split / layout.bonafide).is_dir():
-        return read_folders(folder, split, layout)
+    if (folder / layout.bonafide).is_dir() or any((folder / s).is_dir() for s in SPLITS):
+        return read_folders(folder, split, layout)  # one domain (a split folder is never a domain)
     domains = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     if not domains:
         raise DatasetError(f"{folder} needs {layout.bonafide}/ and {layout.attack}/<kind>/ folders, directly or "

@@ -131,3 +131,53 @@ def line_chart(panels: dict[str, dict[str, list[tuple[float, float, float, float
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return path
+
+
+def reliability_diagram(panels: dict[str, dict[str, list[dict]]], path: Path, size: int = 300) -> Path:
+    """Side-by-side reliability diagrams: per panel (a model), per curve (before / after calibration) the bins of
+    :func:`effigy.metrics.detection.reliability_bins` as dots (area by count) joined by lines, against the
+    diagonal a calibrated model follows.
+
+    Args:
+        panels: title -> curve name -> bins (``mean_predicted``, ``observed``, ``count``).
+        path: the PNG to write.
+    """
+    from PIL import Image, ImageDraw
+
+    colours = [(214, 39, 40), (31, 119, 180), (44, 160, 44)]
+    names = list(dict.fromkeys(n for curves in panels.values() for n in curves))
+    margin, top = 40, 22
+    plot = size - margin - 12
+    canvas = Image.new("RGB", (size * len(panels), size + 16 * len(names) + 14), "white")
+    draw = ImageDraw.Draw(canvas)
+    for p, (title, curves) in enumerate(panels.items()):
+        left = p * size + margin
+
+        def at(x: float, y: float) -> tuple[float, float]:
+            return left + x * plot, top + (1 - y) * plot
+
+        draw.text((left, 4), title, fill="black")
+        draw.rectangle((left, top, left + plot, top + plot), outline=(160, 160, 160))
+        draw.line([at(0, 0), at(1, 1)], fill=(170, 170, 170), width=1)
+        for k in range(0, 5):
+            v = k / 4
+            draw.text((at(v, 0)[0] - 8, top + plot + 3), f"{v:.2f}", fill="black")
+            draw.text((p * size + 6, at(0, v)[1] - 6), f"{v:.2f}", fill="black")
+        total = max(sum(b["count"] for b in bins) for bins in curves.values())
+        for n, name in enumerate(names):
+            bins = curves.get(name, [])
+            colour = colours[n % len(colours)]
+            points = [at(b["mean_predicted"], b["observed"]) for b in bins]
+            if len(points) > 1:
+                draw.line(points, fill=colour, width=2)
+            for (x, y), b in zip(points, bins):
+                r = 2 + 6 * np.sqrt(b["count"] / total)
+                draw.ellipse((x - r, y - r, x + r, y + r), outline=colour, width=2)
+        draw.text((left + plot // 2 - 50, size - 8), "predicted P(fake)", fill="black")
+    for n, name in enumerate(names):
+        y = size + 10 + 16 * n
+        draw.rectangle((8, y, 18, y + 10), fill=colours[n % len(colours)])
+        draw.text((24, y - 1), f"{name} (y: observed share of fakes; grey: perfectly calibrated)", fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path

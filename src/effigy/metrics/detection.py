@@ -105,6 +105,31 @@ def eer_threshold(scores, bonafide) -> float:
     return float(thresholds[1:][int(np.argmin(gaps))])
 
 
+def threshold_at_bpcer(bonafide_scores, target: float, higher_is_bonafide: bool = False) -> float:
+    """The operating threshold chosen on bona fide samples alone: the one that rejects at most ``target`` of
+    them (BPCER <= target; a deepfake detector's real images called fake, a FAS model's live faces called
+    attacks), the strictest such threshold.
+
+    Args:
+        bonafide_scores: scores of a development set of bona fide samples only.
+        target: the largest rate of them the threshold may reject, in [0, 1).
+        higher_is_bonafide: False for P(fake) (a score at or above the threshold is rejected), True for P(live)
+            (a score below it is).
+    """
+    values = np.asarray(bonafide_scores, dtype=np.float64).ravel()
+    if len(values) == 0 or not np.isfinite(values).all():
+        raise MetricError("an operating threshold needs at least one finite bona fide score.")
+    if not 0 <= target < 1:
+        raise MetricError(f"target BPCER {target}: a rate must be in [0, 1).")
+    allowed = int(np.floor(target * len(values) + 1e-9))  # bona fide samples that may be rejected
+    if higher_is_bonafide:  # live if score >= threshold: the allowed lowest fall below it
+        ordered = np.sort(values)
+        return float(ordered[allowed])
+    ordered = np.sort(values)[::-1]  # fake if score >= threshold: the allowed highest reach it
+    # the next float32 up: above the score whether it is compared in float32 (model outputs) or float64
+    return float(np.nextafter(np.float32(ordered[allowed]), np.float32(np.inf)))
+
+
 @dataclass(frozen=True)
 class DetectionReport:
     """HTER at a stated threshold, AUC and TPR at FPR = 1% of one evaluation."""
@@ -170,3 +195,46 @@ def deepfake_report(fake_scores, fake) -> DeepfakeReport:
     """Frame AUC, EER, AP and accuracy at 0.5 of P(fake) scores against fake labels."""
     return DeepfakeReport(auc(fake_scores, fake), eer(fake_scores, fake), average_precision(fake_scores, fake),
                           accuracy(fake_scores, fake))
+
+
+def reliability_bins(probabilities, positive, bins: int = 10) -> list[dict]:
+    """The reliability diagram's points: per equal-width bin of predicted probability, how many predictions,
+    their mean and the observed rate of the positive class (empty bins left out)."""
+    p, y = np.asarray(probabilities, dtype=np.float64).ravel(), np.asarray(positive, dtype=bool).ravel()
+    if len(p) != len(y) or len(p) == 0:
+        raise MetricError(f"{len(p)} probabilities for {len(y)} labels; give one label each, at least one.")
+    index = np.minimum((p * bins).astype(int), bins - 1)
+    return [{"low": b / bins, "high": (b + 1) / bins, "count": int((index == b).sum()),
+             "mean_predicted": float(p[index == b].mean()), "observed": float(y[index == b].mean())}
+            for b in range(bins) if (index == b).any()]
+
+
+def expected_calibration_error(probabilities, positive, bins: int = 10) -> float:
+    """ECE: the count-weighted mean gap between predicted probability and observed rate over the bins of
+    :func:`reliability_bins` (Guo et al. 2017, https://arxiv.org/abs/1706.04599)."""
+    points = reliability_bins(probabilities, positive, bins)
+    total = sum(b["count"] for b in points)
+    return float(sum(b["count"] * abs(b["mean_predicted"] - b["observed"]) for b in points) / total)
+
+
+def fit_temperature(logits, positive, low: float = 0.05, high: float = 50.0) -> float:
+    """The temperature T minimising the negative log-likelihood of sigmoid(logit / T) (temperature scaling,
+    Guo et al. 2017): one parameter, so the ranking (AUC, EER) is unchanged; found by golden-section search on
+    log T."""
+    z, y = np.asarray(logits, dtype=np.float64).ravel(), np.asarray(positive, dtype=bool).ravel()
+    if len(z) != len(y) or len(set(y.tolist())) < 2 or not np.isfinite(z).all():
+        raise MetricError("temperature scaling needs finite logits of both classes, one label each.")
+
+    def nll(log_t: float) -> float:
+        scaled = z / np.exp(log_t)
+        return float(np.mean(np.logaddexp(0, scaled) - y * scaled))
+
+    a, b = np.log(low), np.log(high)
+    ratio = (np.sqrt(5) - 1) / 2
+    for _ in range(80):
+        c, d = b - ratio * (b - a), a + ratio * (b - a)
+        if nll(c) < nll(d):
+            b = d
+        else:
+            a = c
+    return float(np.exp((a + b) / 2))

@@ -320,8 +320,10 @@ def training_state_dir(name: str, weights_dir: Path) -> Path:
     return weights_dir / f"{name}.training"
 
 
-def write_zoo_weights(name: str, model: nn.Module, config: object, weights_dir: str | Path = WEIGHTS_DIR) -> Path:
-    """Store trained weights in the zoo's dtype and record their sha256 and config in the manifest."""
+def write_zoo_weights(name: str, model: nn.Module, config: object, weights_dir: str | Path = WEIGHTS_DIR,
+                      record: dict | None = None) -> Path:
+    """Store trained weights in the zoo's dtype and record their sha256 and config in the manifest (``record``:
+    more fields of the entry, or another ``train_command``)."""
     from safetensors.torch import save_file
 
     entry = zoo_entry(name)
@@ -337,6 +339,7 @@ def write_zoo_weights(name: str, model: nn.Module, config: object, weights_dir: 
         "dtype": str(entry.dtype).removeprefix("torch."),
         "config": config.to_dict(),
         "train_command": f"effigy zoo train {name}",
+        **(record or {}),
     }
     with replaced_atomically(weights_dir / "MANIFEST.json") as partial:
         partial.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -6,8 +6,10 @@ large, not an image, or of another type gets a 4xx with one clear sentence, neve
 to disk unless a folder for uploads is given.
 """
 
+import asyncio
 import hashlib
 import logging
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,14 +30,17 @@ class ServiceSettings:
 
     model: str = "deepfake-authguard"
     explain: bool = False  # answer with SmolLM2 through deepfake-explainer (deepfake-authguard only)
-    threshold: float = 0.5
+    threshold: float | None = None  # None: the threshold stored with the model, else 0.5
     max_bytes: int = 5 * 1024 * 1024
     save_dir: Path | None = None
     header_timeout: float = 10.0  # seconds for a client to send a whole request head
     body_timeout: float = 30.0  # seconds for a client to send its whole body
     crops: bool = False  # uploads are face crops already: no face search
-    workers: int = 1  # threads decoding and scoring uploads (the model uses every core itself)
-    max_pending: int = 16  # requests admitted to the work queue at once; one more is answered 503
+    workers: int = 1  # threads decoding uploads and finding their faces (the model runs in the batcher's one)
+    max_pending: int = 16  # requests admitted at once; one more is answered 503
+    max_batch: int = 16  # most face crops in one model call (micro-batching)
+    max_wait_s: float = 0.01  # how long a batch's first upload waits for others to join it
+    request_timeout: float = 30.0  # seconds from admission to answer; later is a 503
     docs: bool = True  # FastAPI's /docs and /redoc pages (their JavaScript comes from a CDN)
 
 
@@ -46,10 +51,12 @@ class Detector:
     def __init__(self, model_name: str, explain: bool = False) -> None:
         from effigy.detect.deepfake.explain import load_explainer
         from effigy.detect.deepfake.protocol import fact_features
-        from effigy.models.zoo import load_zoo_model
+        from effigy.workflows.detectors import DEEPFAKE_TASK, load_detector
 
         self.name = model_name
-        self.model, self.config = load_zoo_model(model_name)
+        loaded = load_detector(model_name, DEEPFAKE_TASK)
+        self.model, self.config = loaded.model, loaded.config
+        self.threshold = 0.5 if loaded.threshold is None else loaded.threshold
         if self.config.contrastive != "none" and not explain:
             fact_features()  # the descriptions' text features, embedded once, before the first upload
         self.explainer = load_explainer(model_name)[0] if explain else None
@@ -60,13 +67,12 @@ class Detector:
         return self.score(image[None])[0]
 
     def score(self, batch: np.ndarray) -> list[tuple[float, str]]:
-        """(P(fake), explanation) of each face crop of ``batch`` [N, 3, SIZE, SIZE]."""
-        from effigy.detect.deepfake.model import fake_scores
-        from effigy.detect.deepfake.protocol import describe
+        """(P(fake), explanation) of each face crop of ``batch`` [N, 3, SIZE, SIZE] (one encoder pass)."""
+        from effigy.detect.deepfake.protocol import score_and_describe
 
-        p_fake = [float(p) for p in fake_scores(self.model, batch)]
-        explanations = self.explainer.answer(batch) if self.explainer is not None else describe(self.model, batch)
-        return list(zip(p_fake, explanations))
+        p_fake, descriptions = score_and_describe(self.model, batch)
+        explanations = self.explainer.answer(batch) if self.explainer is not None else descriptions
+        return [(float(p), e) for p, e in zip(p_fake, explanations)]
 
 
 def create_app(settings: ServiceSettings = ServiceSettings(), detector: Detector | None = None):
@@ -84,10 +90,19 @@ def create_app(settings: ServiceSettings = ServiceSettings(), detector: Detector
     except ImportError:
         raise EffigyError("the service needs FastAPI: pip install 'effigy[serve]' (fastapi, uvicorn, "
                           "python-multipart).") from None
+    from effigy.serve.batching import MicroBatcher
     from effigy.serve.limits import MULTIPART_OVERHEAD, BodyLimit, WorkQueue
 
     detector = detector or Detector(settings.model, settings.explain)
-    app = FastAPI(title="effigy deepfake detection", version="1", **({} if settings.docs else
+    threshold = settings.threshold if settings.threshold is not None else getattr(detector, "threshold", 0.5)
+    batcher = MicroBatcher(detector.score, settings.max_batch, settings.max_wait_s)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        batcher.close()
+
+    app = FastAPI(title="effigy deepfake detection", version="1", lifespan=lifespan, **({} if settings.docs else
                   {"docs_url": None, "redoc_url": None, "openapi_url": None}))
     app.add_middleware(BodyLimit, max_body=settings.max_bytes + MULTIPART_OVERHEAD, body_timeout=settings.body_timeout)
     _one_sentence_errors(app)
@@ -102,7 +117,7 @@ def create_app(settings: ServiceSettings = ServiceSettings(), detector: Detector
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "model": detector.name}
+        return {"status": "ok", "model": detector.name, "pending": queue.pending, **batcher.stats()}
 
     @app.post("/detect")
     async def detect(image: UploadFile = File(..., description="a face image: PNG, JPEG, WebP or BMP")) -> dict:
@@ -115,28 +130,37 @@ def create_app(settings: ServiceSettings = ServiceSettings(), detector: Detector
             raise HTTPException(503, f"the service is busy ({queue.max_pending} uploads in progress); retry in a "
                                      "moment.", headers={"Retry-After": "1"})
         try:
-            faces = await queue.run(_score, detector, data, image.filename or "the upload", settings.crops)
+            with queue.admitted():
+                faces = await asyncio.wait_for(_score(queue, batcher, data, image.filename or "the upload",
+                                                      settings.crops), settings.request_timeout)
         except EffigyError as error:
             raise HTTPException(422, str(error)) from None
+        except asyncio.TimeoutError:
+            raise HTTPException(503, f"the upload was not answered within {settings.request_timeout:g} s (the "
+                                     "service is overloaded); retry in a moment.", headers={"Retry-After": "1"}) from None
         if settings.save_dir is not None:
             _keep(settings.save_dir, data, media_type)
-        return _answer(faces, settings.threshold, detector.name)
+        return _answer(faces, threshold, detector.name)
 
     return app
 
 
-def _score(detector: Detector, data: bytes, name: str, crops: bool = False) -> list[tuple[dict, float, str]]:
-    """Decode (effigy's one decoder: format by the bytes, pixel cap, EXIF orientation), find the faces and score
-    each: [(where the face is, P(fake), explanation)]. Runs in the work queue's threads, never on the event
-    loop."""
+async def _score(queue, batcher, data: bytes, name: str, crops: bool = False) -> list[tuple[dict, float, str]]:
+    """[(where the face is, P(fake), explanation)] of each face in an upload: decoded and searched in the work
+    queue's threads, scored in the batcher's next batch; never on the event loop."""
+    faces = await queue.run(_find_faces, data, name, crops)
+    if not faces:
+        return []
+    scores = await asyncio.wrap_future(batcher.submit(np.stack([face.image for face in faces])))
+    return [(face.to_dict(), p_fake, explanation) for face, (p_fake, explanation) in zip(faces, scores)]
+
+
+def _find_faces(data: bytes, name: str, crops: bool):
+    """Decode (effigy's one decoder: format by the bytes, pixel cap, EXIF orientation) and find the faces."""
     from effigy.detect.faces import find_faces
     from effigy.images import decode_image
 
-    faces = find_faces(decode_image(data, name), crops)
-    if not faces:
-        return []
-    scores = detector.score(np.stack([face.image for face in faces]))
-    return [(face.to_dict(), p_fake, explanation) for face, (p_fake, explanation) in zip(faces, scores)]
+    return find_faces(decode_image(data, name), crops)
 
 
 def _answer(faces: list[tuple[dict, float, str]], threshold: float, model: str) -> dict:

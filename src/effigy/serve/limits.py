@@ -16,7 +16,8 @@ import asyncio
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 log = logging.getLogger(__name__)
 MULTIPART_OVERHEAD = 64 * 1024  # a form's boundaries and part headers around the image
@@ -92,7 +93,8 @@ def _replay(body: bytes, receive: Callable) -> Callable:
 
 
 class WorkQueue:
-    """A bounded thread pool for the CPU work of requests: at most ``max_pending`` admitted at a time."""
+    """A bounded thread pool for the CPU work of requests (decoding, the face search): at most ``max_pending``
+    requests admitted at a time, counted from admission to answer (the model's batcher included)."""
 
     def __init__(self, workers: int, max_pending: int) -> None:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="effigy-serve")
@@ -101,14 +103,19 @@ class WorkQueue:
     def full(self) -> bool:
         return self.pending >= self.max_pending
 
-    async def run(self, work: Callable, *args: Any) -> Any:
-        """``work(*args)`` in the pool; the caller checks :meth:`full` first (admission is on the event loop,
-        so the count cannot race)."""
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
+        """One request counted while it is worked on; the caller checks :meth:`full` first (admission is on the
+        event loop, so the count cannot race)."""
         self.pending += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.pool, work, *args)
+            yield
         finally:
             self.pending -= 1
+
+    async def run(self, work: Callable, *args: Any) -> Any:
+        """``work(*args)`` in the pool, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, work, *args)
 
 
 def header_timeout_protocol(seconds: float) -> type:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effigy.detect.batches import map_face_batches
+from effigy.detect.batches import balanced_rows, flip_and_shift, map_face_batches
 from effigy.errors import ModelError
 from effigy.models.config import TrainConfig
 from effigy.models.contrastive import symmetric_info_nce
@@ -83,6 +83,9 @@ class DeepfakeEncoder(nn.Module):
             nn.init.constant_(self.log_var_head.bias, config.initial_log_var)
         self.text_proj = nn.Linear(TEXT_DIM, config.embed_dim)
         self.log_temperature = nn.Parameter(torch.tensor(2.66))  # exp(2.66) ~ 1/0.07, CLIP's start
+        # P(fake) = sigmoid(logit / calibration_temperature): 1 as trained; the operating point stored with the
+        # model sets it (temperature scaling on real and fake dev captures); not a weight, not in the state dict
+        self.register_buffer("calibration_temperature", torch.tensor(1.0), persistent=False)
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
         """[N, 1280, h, w] the backbone's last feature map of images in [0, 1], at the config's input size."""
@@ -99,8 +102,12 @@ class DeepfakeEncoder(nn.Module):
         """[N] the logit of *fake* of images in [0, 1] (what attacks differentiate)."""
         return self.fake_logit(self.features(images))
 
+    def p_fake(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated P(fake) of fake logits."""
+        return torch.sigmoid(logits / self.calibration_temperature)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logit(images))
+        return self.p_fake(self.logit(images))
 
 
 def uncertain_info_nce(mean: torch.Tensor, log_var: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
@@ -165,6 +172,37 @@ def train(config: DeepfakeConfig, progress: Callable[[int, float], None] | None 
         images, fake, text, groups = source(generator)
         loss = training_loss(model, images, fake, text, groups, generator)
         training_step(optimizer, loss, step, config.learning_rate * warmup_cosine(step, config.train_steps), progress=progress)
+    return model.eval()
+
+
+def fine_tune(model: DeepfakeEncoder, images: np.ndarray, fake: np.ndarray, steps: int, seed: int = 0,
+              learning_rate: float | None = None, progress: Callable[[int, float], None] | None = None) \
+        -> DeepfakeEncoder:
+    """Continue training a detector on a team's own face crops with cross-entropy alone (a team's data has no
+    captions; the contrastive heads stay as they were), class-balanced batches, flips and shifts (no colour
+    changes: a recoloured region is a forgery cue).
+
+    Args:
+        model: the base detector (changed in place).
+        images: [N, 3, SIZE, SIZE] face crops in [0, 1]. fake: [N] bool.
+        steps: optimizer steps. learning_rate: default a fifth of the base's.
+    Returns:
+        The model, in eval mode.
+    """
+    config = model.config
+    torch.manual_seed(seed)
+    tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    labels = torch.from_numpy(fake.astype(bool))
+    rate = config.learning_rate / 5 if learning_rate is None else learning_rate
+    optimizer = torch.optim.AdamW(model.parameters(), lr=rate, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for step in range(steps):
+        rows = balanced_rows(labels, config.batch_size, generator)
+        logits = model.logit(flip_and_shift(tensor[rows], generator))
+        loss = F.binary_cross_entropy_with_logits(logits, labels[rows].float())
+        training_step(optimizer, loss, step, rate * warmup_cosine(step, steps, warmup=min(50, steps // 5)),
+                      progress=progress)
     return model.eval()
 
 

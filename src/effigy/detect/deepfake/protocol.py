@@ -97,6 +97,22 @@ def describe(model: DeepfakeEncoder, images: np.ndarray) -> list[str]:
     captions were written from), by cosine in the shared space; an empty string for a model without it."""
     if model.config.contrastive == "none":
         return [""] * len(images)
+    return closest_facts(model, map_face_batches(model.features, images, 128))
+
+
+@torch.no_grad()
+def closest_facts(model: DeepfakeEncoder, features: torch.Tensor) -> list[str]:
+    """The closest kind description of each of ``features`` [N, 1280] (pooled encoder features)."""
+    if model.config.contrastive == "none":
+        return [""] * len(features)
     text = F.normalize(model.text_proj(fact_features()), dim=1)
-    image = map_face_batches(lambda batch: F.normalize(model.mean_head(model.features(batch)), dim=1), images, 128)
+    image = F.normalize(model.mean_head(features), dim=1)
     return [FACTS[KINDS[int(i)]] for i in (image @ text.T).argmax(dim=1)]
+
+
+@torch.no_grad()
+def score_and_describe(model: DeepfakeEncoder, images: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """([N] P(fake), each image's closest description) from one pass of the encoder (what the service answers
+    with; ``fake_scores`` and ``describe`` separately would run it twice)."""
+    features = map_face_batches(model.features, images, 128)
+    return model.p_fake(model.fake_logit(features)).numpy(), closest_facts(model, features)

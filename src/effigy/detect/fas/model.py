@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effigy.detect.batches import map_face_batches
+from effigy.detect.batches import balanced_rows, flip_and_shift, map_face_batches
 from effigy.models.config import TrainConfig
 from effigy.models.training_state import training_step, warmup_cosine
 from effigy.worlds.faces import ATTACKS, DOMAINS, FaceImages, render
@@ -137,10 +137,7 @@ def augment(images: torch.Tensor, generator: torch.Generator, camera_jitter: boo
     """Horizontal flips and small shifts (what a camera would vary without changing live / spoof); with
     ``camera_jitter`` also an unseen camera's resolution, blur, colour gains and noise, so that the features
     depend less on the training domains' cameras."""
-    flip = torch.rand(len(images), generator=generator) < 0.5
-    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-    dy, dx = torch.randint(-3, 4, (2,), generator=generator).tolist()
-    images = torch.roll(images, (dy, dx), dims=(2, 3))
+    images = flip_and_shift(images, generator)
     return _camera_jitter(images, generator) if camera_jitter else images
 
 
@@ -173,13 +170,47 @@ def train(config: FASConfig, progress: Callable[[int, float], None] | None = Non
     generator = torch.Generator().manual_seed(config.seed)
     for step in range(config.train_steps):
         rows = torch.randint(len(images), (config.batch_size,), generator=generator)
-        features = model.features(augment(images[rows], generator, config.camera_jitter))
-        prototypes = model.prototypes()
-        loss = (prototype_loss(features, labels[rows], prototypes, config.margin, config.scale)
-                + config.contrastive_weight * supervised_contrastive(features, labels[rows], config.temperature)
-                + config.orthogonal_weight * orthogonality(prototypes))
+        loss = _training_loss(model, augment(images[rows], generator, config.camera_jitter), labels[rows])
         lr = config.learning_rate * warmup_cosine(step, config.train_steps)
         training_step(optimizer, loss, step, lr, progress=progress)
+    return model.eval()
+
+
+def _training_loss(model: PrototypeFAS, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Prototype loss + supervised contrastive + prototype orthogonality, weighted as the config says."""
+    config = model.config
+    features = model.features(images)
+    prototypes = model.prototypes()
+    return (prototype_loss(features, labels, prototypes, config.margin, config.scale)
+            + config.contrastive_weight * supervised_contrastive(features, labels, config.temperature)
+            + config.orthogonal_weight * orthogonality(prototypes))
+
+
+def fine_tune(model: PrototypeFAS, images: np.ndarray, live: np.ndarray, steps: int, seed: int = 0,
+              learning_rate: float | None = None, progress: Callable[[int, float], None] | None = None) \
+        -> PrototypeFAS:
+    """Continue training a base model on a team's own face crops (class-balanced batches, the base's losses
+    and augmentation).
+
+    Args:
+        model: the base model (changed in place).
+        images: [N, 3, SIZE, SIZE] face crops in [0, 1]. live: [N] bool.
+        steps: optimizer steps. learning_rate: default a tenth of the base's.
+    Returns:
+        The model, in eval mode.
+    """
+    config = model.config
+    torch.manual_seed(seed)
+    tensor, labels = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)), torch.from_numpy(live.astype(bool))
+    rate = config.learning_rate / 10 if learning_rate is None else learning_rate
+    optimizer = torch.optim.AdamW(model.parameters(), lr=rate, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for step in range(steps):
+        rows = balanced_rows(labels, config.batch_size, generator)
+        loss = _training_loss(model, augment(tensor[rows], generator, config.camera_jitter), labels[rows].long())
+        training_step(optimizer, loss, step, rate * warmup_cosine(step, steps, warmup=min(50, steps // 5)),
+                      progress=progress)
     return model.eval()
 
 

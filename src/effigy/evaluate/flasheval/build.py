@@ -145,27 +145,15 @@ def _run_locally(plan: MatrixPlan, jobs: list[tuple[int, int]], workers: int) ->
 
 
 def _run_on_ray(plan: MatrixPlan, jobs: list[tuple[int, int]], workers: int) -> Iterator:
-    try:
-        import ray
-    except ImportError:
-        raise ScoreMatrixError("--executor ray needs Ray: pip install 'effigy[ray]' (ray==2.60.0), or use the "
-                               "local pool.") from None
-    import os
+    from effigy.cluster import ray_session
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=os.environ.get("RAY_ADDRESS"), num_cpus=None if os.environ.get("RAY_ADDRESS") else workers,
-                 include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
+    with ray_session(workers) as ray:
         task = ray.remote(num_cpus=1)(_ray_job)
         pending = {task.remote(plan, *job): job for job in jobs}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             job = pending.pop(done[0])
             yield job, ray.get(done[0])
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def _ray_job(plan: MatrixPlan, variant: int, shard: int) -> dict[str, np.ndarray]:

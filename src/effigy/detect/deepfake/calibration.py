@@ -1,0 +1,60 @@
+"""The operating point of a deepfake detector: a temperature that makes P(fake) mean what it says, and the
+threshold at which at most a target share of real images is called fake.
+
+Both are fitted on the forgery world's dev identities (never trained on, never tested on), in the model's own
+forgery families and capture domains: temperature scaling (Guo et al. 2017, https://arxiv.org/abs/1706.04599) on
+real and fake dev captures (one parameter: AUC and EER are unchanged), then the threshold on the real dev
+captures alone (the deployment rule: BPCER, real images called fake, at most ``target_bpcer``). The result is
+stored with the model (its manifest record's ``operating_point``) and used by `detect`, `serve` and the bench.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from effigy.detect.batches import map_face_batches
+from effigy.detect.deepfake.model import DeepfakeConfig, DeepfakeEncoder
+from effigy.metrics.detection import expected_calibration_error, fit_temperature, threshold_at_bpcer
+from effigy.worlds.deepfakes import ForgeryImages, render_forgeries
+
+DEV_REALS, DEV_FAKES = 4, 2  # captures per dev identity and domain: real ones, and fakes per family
+TARGET_BPCER = 0.05
+
+
+def calibration_set(config: DeepfakeConfig, seed: int = 0) -> ForgeryImages:
+    """The dev identities' real captures and fakes, in the model's training families and domains."""
+    return render_forgeries("dev", tuple(config.families), tuple(config.domains), DEV_REALS, DEV_FAKES, seed)
+
+
+def fake_logits(model: DeepfakeEncoder, images: np.ndarray) -> np.ndarray:
+    """[N] raw fake logits (before any temperature)."""
+    return map_face_batches(model.logit, images, 128).numpy()
+
+
+def fit_operating_point(model: DeepfakeEncoder, config: DeepfakeConfig, target_bpcer: float = TARGET_BPCER,
+                        seed: int = 0) -> dict:
+    """The temperature and the threshold of ``model`` on its calibration set.
+
+    Args:
+        model: a deepfake detector (its own temperature is ignored: raw logits are used).
+        config: its training config (which families and domains it knows).
+        target_bpcer: the share of real dev captures the threshold may call fake.
+        seed: the world's seed for the dev captures.
+    Returns:
+        ``{"threshold", "temperature", "target_bpcer", "calibrated_on", "real_images", "fake_images",
+        "ece_before", "ece_after"}`` (the threshold on the calibrated P(fake)).
+    """
+    data = calibration_set(config, seed)
+    logits = fake_logits(model, data.images)
+    temperature = fit_temperature(logits, data.fake)
+    raw, calibrated = sigmoid(logits), sigmoid(logits / temperature)
+    return {"threshold": threshold_at_bpcer(calibrated[~data.fake], target_bpcer), "temperature": temperature,
+            "target_bpcer": target_bpcer, "calibrated_on": "the forgery world's dev identities ("
+            + "+".join(config.families) + "; " + "+".join(config.domains) + f"; seed {seed})",
+            "real_images": int((~data.fake).sum()), "fake_images": int(data.fake.sum()),
+            "ece_before": expected_calibration_error(raw, data.fake),
+            "ece_after": expected_calibration_error(calibrated, data.fake)}
+
+
+def sigmoid(values: np.ndarray) -> np.ndarray:
+    """The logistic function of logits (numpy)."""
+    return 1 / (1 + np.exp(-values))
