@@ -301,6 +301,8 @@ def test_detect_fas_eval_adapt_and_score_on_the_shipped_models(monkeypatch, caps
     assert code == 0
     row = json.loads(out)["rows"][0]
     assert row["domain"] == "phone" and row["trained_on"] and row["auc"] > 0.9
+    assert {"apcer_print", "apcer_replay", "apcer_mask"} <= row.keys()  # ISO/IEC 30107-3: APCER per species
+    assert row["apcer_worst"] == max(row["apcer_print"], row["apcer_replay"], row["apcer_mask"])
     code, out, _ = run_cli(monkeypatch, capsys, "detect", "fas", "adapt", "--model", "fas-protonet-without-webcam",
                            "--domain", "webcam", "--adaptor", "geodesic-mixup", "--shots", "5", "--json")
     assert code == 0

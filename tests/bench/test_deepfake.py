@@ -24,7 +24,8 @@ def test_the_bench_writes_every_model_test_set_held_out_face_and_attack(monkeypa
     monkeypatch.setattr(bench, "load_zoo_model", lambda name: models.setdefault(
         name, (build_model(DeepfakeConfig(contrastive="plain")), DeepfakeConfig())))
     monkeypatch.setattr(bench, "protocol_sets", lambda config, seed: small_sets)
-    result = run_deepfake_bench(DeepfakeBenchSettings(attack_steps=2, attacked_fakes=4, captions=False, explainer=False))
+    result = run_deepfake_bench(DeepfakeBenchSettings(attack_steps=2, attacked_fakes=4, captions=False, explainer=False,
+                                                     quantized_generators=()))
     assert {(r["model"], r["test_set"]) for r in result["rows"]} == {
         (m, s.name) for m in ("deepfake-ce", "deepfake-clip", "deepfake-authguard") for s in small_sets}
     assert [r["model"] for r in result["averages"]] == ["deepfake-ce", "deepfake-clip", "deepfake-authguard"]
@@ -55,3 +56,29 @@ def test_verdict_comparison_pairs_the_images():
     assert same["llm_verdict_accuracy"] == same["encoder_accuracy"] == 0.5 and same["difference_low"] == 0 == same["difference_high"]
     better = verdict_comparison(np.ones(40, bool), right)
     assert better["difference_low"] > 0 and better["images"] == 40
+
+
+def test_quantized_generators_get_an_auc_each_and_a_paired_interval_against_fp(monkeypatch, quick_synthetic):
+    """A stand-in 'quantized' pool of blurred crops: rows per detector and generator, the FP row without a
+    difference, the others with an identity-resampled interval around their AUC difference."""
+    from scipy import ndimage
+
+    from effigy.bench.deepfake import _Loaded, quantized_generator_rows
+    from effigy.worlds.deepfakes import synthetic_crops
+
+    models = {}
+    monkeypatch.setattr(bench, "load_zoo_model", lambda name: models.setdefault(
+        name, (build_model(DeepfakeConfig(contrastive="none")), DeepfakeConfig())))
+    pool = synthetic_crops(0)
+    monkeypatch.setattr(bench, "generator_pools", lambda recipes, seed, progress: {
+        "FP": pool, "blurred": ndimage.gaussian_filter(pool, (0, 1, 1)).astype(np.float32)})
+    section = quantized_generator_rows(DeepfakeBenchSettings(quantized_generators=("blurred",)), _Loaded(0))
+    rows = {(r["model"], r["generator"]): r for r in section["rows"]}
+    assert set(rows) == {(m, g) for m in ("deepfake-ce", "deepfake-clip", "deepfake-authguard") for g in ("FP", "blurred")}
+    for (model, generator), row in rows.items():
+        assert 0 <= row["auc"] <= 1 and ("auc_minus_fp" in row) == (generator != "FP")
+        if generator != "FP":
+            diff = row["auc_minus_fp"]
+            assert diff["low"] <= diff["difference"] <= diff["high"]
+            assert diff["difference"] == pytest.approx(row["auc"] - rows[(model, "FP")]["auc"])
+    assert section["pool_detail"]["blurred"] < section["pool_detail"]["FP"]

@@ -93,3 +93,22 @@ def test_threshold_at_bpcer_rejects_at_most_the_target_share_of_bona_fide_scores
         threshold_at_bpcer([0.1, float("nan")], 0.05)
     with pytest.raises(MetricError):
         threshold_at_bpcer([0.1], 1.0)
+
+
+def test_temperature_scaling_recovers_an_overconfident_models_temperature_and_lowers_ece():
+    from effigy.metrics.detection import expected_calibration_error, fit_temperature, reliability_bins
+
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, 4000)
+    labels = rng.random(4000) < 1 / (1 + np.exp(-true_logits))
+    overconfident = 3 * true_logits
+    temperature = fit_temperature(overconfident, labels)
+    assert temperature == pytest.approx(3, rel=0.1)
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    before = expected_calibration_error(sigmoid(overconfident), labels)
+    after = expected_calibration_error(sigmoid(overconfident / temperature), labels)
+    assert after < 0.03 < before
+    bins = reliability_bins(sigmoid(overconfident / temperature), labels)
+    assert sum(b["count"] for b in bins) == 4000 and all(abs(b["observed"] - b["mean_predicted"]) < 0.08 for b in bins)
+    with pytest.raises(MetricError):
+        fit_temperature([0.1, 0.2], [True, True])

@@ -32,6 +32,7 @@ class DeepfakeBenchSettings(SettingsRecord):
     captions: bool = True  # measure the caption noise rate (loads the LLM)
     explainer: bool = True  # the LLM-connected detector's answers (loads the LLM)
     explained_images: int = 120  # per test set, seeded
+    quantized_generators: tuple[str, ...] = ("vidit-q-w8a8", "vidit-q-w4a8")  # dit-faces recipes for item 8
 
 
 class _Loaded:
@@ -185,15 +186,98 @@ def generator_quality(seed: int) -> dict:
             "detail_generated": detail(generated), "detail_real_test": detail(test)}
 
 
+def generator_pools(recipes: tuple[str, ...], seed: int, progress: Progress = no_progress) -> dict[str, np.ndarray]:
+    """The synthetic family's crop pool from the shipped face DiT in FP and quantized by each recipe (calibrated
+    on 16 faces of another seed where the recipe needs it), the same noise for every generator."""
+    import copy
+
+    from effigy.models.generators.dit_faces import generate_faces
+    from effigy.nn.quantize import quantize
+    from effigy.recipes import get_recipe
+    from effigy.workflows.quantize import needs_calibration
+    from effigy.worlds.deepfakes import SYNTHETIC_POOL, synthetic_crops
+
+    fp_model, config = load_zoo_model("dit-faces")
+    pools = {"FP": synthetic_crops(seed)}
+    advance = progress("synthetic family from quantized dit-faces", len(recipes))
+    for recipe in recipes:
+        chosen = get_recipe(recipe)
+        calibrate = (lambda m: generate_faces(m, config, 16, 10_000)) if needs_calibration(chosen) else None
+        model = quantize(copy.deepcopy(fp_model), chosen, calib_loop=calibrate)
+        pools[recipe] = generate_faces(model, config, SYNTHETIC_POOL, seed)
+        advance()
+    return pools
+
+
+def quantized_generator_rows(settings: DeepfakeBenchSettings, loaded: _Loaded,
+                             progress: Progress = no_progress) -> dict:
+    """Issue 45, item 8: are a quantized generator's faces easier or harder to catch? The synthetic family's test
+    captures rendered from each generator's pool (the same identities, poses, lights and draws), each detector's
+    AUC per generator, and the identity-paired bootstrap interval of AUC(quantized) - AUC(FP)."""
+    from effigy.detect.deepfake.protocol import TEST_FAKES, TEST_REALS
+    from effigy.metrics.stats import paired_bootstrap
+    from effigy.worlds.deepfakes import render_forgery_crops
+    from effigy.worlds.faces import DOMAINS, real_faces, split_identities
+
+    if not settings.quantized_generators:
+        return {}
+    pools = generator_pools(settings.quantized_generators, settings.seed, progress)
+    identities = [int(i) for i in split_identities("test")]
+    crops = [(i, real_faces()[i]) for i in identities]
+    sets = {name: render_forgery_crops(crops, ("synthetic",), tuple(DOMAINS), TEST_REALS, TEST_FAKES, settings.seed,
+                                       identities, pool) for name, pool in pools.items()}
+    pool_detail = {name: float(np.abs(np.diff(pool, axis=-1)).mean()) for name, pool in pools.items()}
+    rows = []
+    for model_name in MODELS:
+        model, _ = loaded.model(model_name)
+        scores = {name: fake_scores(model, data.images) for name, data in sets.items()}
+        fp = sets["FP"]
+        for name, data in sets.items():
+            row = {"model": model_name, "generator": name, "auc": auc(scores[name], data.fake),
+                   "mean_p_fake_fakes": float(scores[name][data.fake].mean())}
+            if name != "FP":
+                row["auc_minus_fp"] = _identity_paired(paired_bootstrap, scores[name], scores["FP"], data, fp,
+                                                       settings.seed)
+            rows.append(row)
+    return {"pool_detail": pool_detail, "rows": rows}
+
+
+def _identity_paired(bootstrap, quantized: np.ndarray, fp: np.ndarray, data, fp_data, seed: int) -> dict:
+    """AUC(quantized) - AUC(FP) with identities resampled (a resampled identity brings all its captures)."""
+    identities = np.unique(data.identity)
+    rows = {i: np.flatnonzero(data.identity == i) for i in identities}
+
+    def statistic(scores, labels):
+        return lambda idx: auc(scores[np.concatenate([rows[identities[k]] for k in idx])],
+                               labels[np.concatenate([rows[identities[k]] for k in idx])])
+
+    return bootstrap(statistic(quantized, data.fake), statistic(fp, fp_data.fake), len(identities), 1000,
+                     seed=seed).to_dict()
+
+
+def _operating_point() -> dict:
+    """The shipped detector's recorded operating point (``calibrate_deepfake.py``), or {} before one exists."""
+    from effigy.models.zoo import read_manifest
+
+    return read_manifest().get(SHIPPED, {}).get("operating_point") or {}
+
+
+def _threshold_and_temperature() -> dict:
+    point = _operating_point()
+    return {"threshold": point.get("threshold", 0.5), "temperature": point.get("temperature", 1.0)}
+
+
 def run_deepfake_bench(settings: DeepfakeBenchSettings, progress: Progress = no_progress) -> dict:
     """``effigy bench deepfake``: the protocol rows and their averages, held-out faces, PGD, caption noise."""
     loaded = _Loaded(settings.seed)
     rows = protocol_rows(loaded, progress)
     return {"benchmark": "deepfake", "schema": RESULT_SCHEMA, "model": SHIPPED, "settings": settings.to_dict(),
             "machine": machine_facts(), "rows": rows, "averages": average_rows(rows),
-            "held_out": held_out_rows(loaded.model(SHIPPED)[0], settings.seed),
+            "operating_point": _operating_point(),
+            "held_out": held_out_rows(loaded.model(SHIPPED)[0], settings.seed, **_threshold_and_temperature()),
             "generator": generator_quality(settings.seed),
             "pgd": pgd_rows(settings, loaded, progress),
+            "quantized_generators": quantized_generator_rows(settings, loaded, progress),
             "captions": caption_noise(loaded) if settings.captions else None,
             "explainer": explainer_rows(settings, loaded, progress) if settings.explainer else None}
 

@@ -146,7 +146,7 @@ def fas_eval(
     face world's test identities per domain, or with --data on a team's folders per domain, with APCER per
     attack species."""
     from effigy.detect.fas.model import embed, live_probability
-    from effigy.metrics.detection import detection_report
+    from effigy.detect.fas.protocol import species_report
     from effigy.worlds.faces import render
 
     if data is not None:
@@ -154,16 +154,14 @@ def fas_eval(
         return
     names = parse_domains(domains)
     loaded, config, threshold = _load_fas(model)
-    rows = []
-    for domain in names:
-        test = render("test", [domain], config.attacks)
-        scores = live_probability(embed(loaded, test.images), loaded.prototypes().detach(), config.scale).numpy()
-        rows.append({"domain": domain, "trained_on": domain in config.domains,
-                     **detection_report(scores, test.live, threshold).to_dict()})
+    test = render("test", names, config.attacks)
+    scores = live_probability(embed(loaded, test.images), loaded.prototypes().detach(), config.scale).numpy()
+    rows = [{**row, "trained_on": row["domain"] in config.domains}
+            for row in species_report(scores, test.live, test.kind, test.domain, threshold)]
     if as_json:
-        echo_json({"model": model, "rows": rows})
+        echo_json({"model": model, "threshold": threshold, "rows": rows})
     else:
-        print_rows(rows, METRIC_COLUMNS, f"{model} on the face world's test identities")
+        _print_species(rows, f"{model} on the face world's test identities")
 
 
 @fas_app.command("export")
@@ -187,25 +185,28 @@ def _fas_eval_folders(model: str, data: Path, split: str, crops: bool, as_json: 
     """``fas eval --data``: the frames read and checked before the model loads, each face scored."""
     import numpy as np
 
-    from effigy.detect.datasets import ANTI_SPOOFING, check_both_classes, face_crops, read_domains
+    from effigy.detect.datasets import ANTI_SPOOFING, check_both_classes, read_domains, score_faces
     from effigy.detect.fas.model import embed, live_probability
     from effigy.detect.fas.protocol import folder_report
 
     frames = read_domains(data, split, ANTI_SPOOFING)
     check_both_classes(frames, data, split, ANTI_SPOOFING)
     loaded, config, threshold = _load_fas(model)
-    faces, rows = face_crops(frames, crops)
-    scores = np.full(len(frames), np.nan)
-    if len(rows):
-        scores[rows] = live_probability(embed(loaded, faces), loaded.prototypes().detach(), config.scale).numpy()
+    scores = score_faces(frames, lambda faces: live_probability(
+        embed(loaded, faces), loaded.prototypes().detach(), config.scale).numpy(), crops)
     report = folder_report(scores, frames, threshold)
     if as_json:
         echo_json({"model": model, "data": str(data), "split": split, "threshold": threshold,
                    "no_face_found": int(np.isnan(scores).sum()), "rows": report})
         return
-    species = sorted({k for r in report for k in r if k.startswith("apcer_") and k != "apcer_worst"})
-    print_rows(report, [("domain", "domain"), ("frames", "frames"), *METRIC_COLUMNS[1:5],
-                        *[(k, f"APCER {k[6:]}") for k in species], ("acer", "ACER")], f"{model} on {data} ({split})")
+    _print_species(report, f"{model} on {data} ({split})")
+
+
+def _print_species(rows: list[dict], title: str) -> None:
+    """The 30107-3 table: HTER, pooled APCER, BPCER, AUC, APCER per attack species and ACER, per domain."""
+    species = sorted({k for r in rows for k in r if k.startswith("apcer_") and k != "apcer_worst"})
+    print_rows(rows, [("domain", "domain"), ("frames", "frames"), *METRIC_COLUMNS[1:5],
+                      *[(k, f"APCER {k[6:]}") for k in species], ("acer", "ACER")], title)
 
 
 @fas_app.command("score")

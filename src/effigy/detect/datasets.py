@@ -121,3 +121,19 @@ def face_crops(frames: list[LabelledFrame], crops: bool = False):
             rows.append(i)
             faces.append(found[0].image)
     return stack_faces(faces), np.array(rows, dtype=int)
+
+
+def score_faces(frames: list[LabelledFrame], score, crops: bool = False, batch_size: int = 64,
+                advance=None):
+    """[N] ``score(faces)`` of each frame's face (the largest found), NaN where none is found; frames read and
+    searched ``batch_size`` at a time (so a large dataset is never all in memory), ``advance()`` after each."""
+    import numpy as np
+
+    scores = np.full(len(frames), np.nan)
+    for start in range(0, len(frames), batch_size):
+        faces, rows = face_crops(frames[start: start + batch_size], crops)
+        if len(rows):
+            scores[start + rows] = score(faces)
+        if advance is not None:
+            advance()
+    return scores

@@ -243,10 +243,12 @@ _DEEPFAKE_KEY = 7  # keeps these draws apart from the anti-spoofing captures of 
 
 
 def render_forgery(identity: int, face: np.ndarray, family: str, domain: str, index: int, seed: int,
-                   donors: Sequence[int] = ()) -> tuple[np.ndarray, Forgery | None]:
+                   donors: Sequence[int] = (), pool: np.ndarray | None = None) -> tuple[np.ndarray, Forgery | None]:
     """One capture through ``domain``'s camera: the real face (``family='real'``) or a forgery of it (a
     swap's donor drawn from ``donors``). Every family's capture with the same (identity, domain, index)
-    forges the very face of the real capture with those keys: real and fake come in pairs, as SBI trains."""
+    forges the very face of the real capture with those keys: real and fake come in pairs, as SBI trains.
+    ``pool``: the generated crops a synthetic capture draws from (default: the shipped face DiT's; a
+    quantized generator's pool renders the same draws from another generator)."""
     if domain not in DOMAINS:
         raise WorldError(f"unknown capture domain {domain!r}; use one of {', '.join(DOMAINS)}.")
     kinds = ("real", *FAMILIES)
@@ -266,7 +268,7 @@ def render_forgery(identity: int, face: np.ndarray, family: str, domain: str, in
         chosen = int(rng.choice(others))
         donor = (chosen, real_faces()[chosen])
     if family == "synthetic":
-        crop = synthetic_crops(seed)[int(rng.integers(SYNTHETIC_POOL))]
+        crop = (synthetic_crops(seed) if pool is None else pool)[int(rng.integers(SYNTHETIC_POOL))]
         forgery = synthetic_face(crop, identity, _rng(*keys, 0))
     else:
         forgery = forge(family, live, pose, rng, donor)
@@ -295,13 +297,14 @@ def render_forgeries(split: str, families: Sequence[str] = FAMILIES, domains: Se
 
 def render_forgery_crops(crops: Sequence[tuple[int, np.ndarray]], families: Sequence[str], domains: Sequence[str],
                          reals_per_identity: int, fakes_per_family: int, seed: int,
-                         donors: Sequence[int]) -> ForgeryImages:
+                         donors: Sequence[int], pool: np.ndarray | None = None) -> ForgeryImages:
     """Every capture of the given (identity key, 25x25 crop) pairs, in :func:`render_forgeries`'s order and
     seeds, swap donors drawn from ``donors`` (the held-out faces go through here with keys of their own)."""
     plan = [(identity, face, domain, family, index) for identity, face in crops for domain in domains
             for family, count in (("real", reals_per_identity), *((f, fakes_per_family) for f in families))
             for index in range(count)]
-    rows = [render_forgery(i, face, family, domain, index, seed, donors) for i, face, domain, family, index in plan]
+    rows = [render_forgery(i, face, family, domain, index, seed, donors, pool)
+            for i, face, domain, family, index in plan]
     images = np.stack([image for image, _ in rows]) if rows else np.zeros((0, 3, SIZE, SIZE), np.float32)
     forgeries = [f for _, f in rows]
     column = lambda values: np.array(values, dtype=object)  # noqa: E731

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from effigy.detect.datasets import DEEPFAKE, LabelledFrame, check_both_classes, check_split, face_crops, read_folders
+from effigy.detect.datasets import DEEPFAKE, LabelledFrame, check_both_classes, check_split, read_folders, score_faces
 from effigy.errors import DatasetError
 
 REAL = DEEPFAKE.bonafide  # "real": the plain layout's folder, and what DeepfakeBench's real labels hold
@@ -121,14 +121,7 @@ def score_frames(model, frames: list[LabelledFrame], crops: bool = False, batch_
     """
     from effigy.detect.deepfake.model import fake_scores
 
-    scores = np.full(len(frames), np.nan)
-    for start in range(0, len(frames), batch_size):
-        faces, rows = face_crops(frames[start: start + batch_size], crops)
-        if len(rows):
-            scores[start + rows] = fake_scores(model, faces)
-        if advance is not None:
-            advance()
-    return scores
+    return score_faces(frames, lambda faces: fake_scores(model, faces), crops, batch_size, advance)
 
 
 def dataset_report(frames: list[LabelledFrame], scores: np.ndarray, threshold: float = 0.5) -> dict:

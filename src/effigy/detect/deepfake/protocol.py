@@ -67,15 +67,19 @@ def held_out_forgeries(name: str, seed: int = 0, per_domain: int = 2) -> Forgery
                                 per_domain, seed, donors)
 
 
-def held_out_rows(model: DeepfakeEncoder, seed: int = 0) -> list[dict]:
-    """Per held-out face and kind (real, sbi, swap): mean P(fake) and the share judged correctly at 0.5."""
+def held_out_rows(model: DeepfakeEncoder, seed: int = 0, threshold: float = 0.5, temperature: float = 1.0) \
+        -> list[dict]:
+    """Per held-out face and kind (real, sbi, swap): mean P(fake) and the share judged correctly at
+    ``threshold``, P(fake) scaled by ``temperature`` (the model's recorded operating point; 0.5 and 1 raw)."""
+    from effigy.detect.deepfake.calibration import fake_logits, sigmoid
+
     rows = []
     for name in HELD_OUT_SHA256:
         data = held_out_forgeries(name, seed)
-        scores = fake_scores(model, data.images)
+        scores = sigmoid(fake_logits(model, data.images) / temperature)
         for family in ("real", "sbi", "swap"):
             picked = scores[data.family == family]
-            called_fake = float((picked >= 0.5).mean())
+            called_fake = float((picked >= threshold).mean())
             rows.append({"face": name, "kind": family, "images": int(len(picked)), "mean_p_fake": float(picked.mean()),
                          "called_fake": called_fake, "correct": 1 - called_fake if family == "real" else called_fake})
     return rows

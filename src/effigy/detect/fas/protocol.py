@@ -152,30 +152,37 @@ def held_out_captures(name: str, live: int = 4, seed: int = 0) -> FaceImages:
 
 
 def folder_report(live_scores: np.ndarray, frames: list, threshold: float) -> list[dict]:
-    """Per capture domain of a team's ``live/`` + ``spoof/<species>/`` frames (and over all of them): HTER,
-    APCER (every attack pooled), BPCER, AUC and TPR@FPR=1% at ``threshold`` (the model's source threshold); the
-    APCER of each attack species (ISO/IEC 30107-3 reports each presentation-attack instrument species apart),
-    the worst of them and ACER = (worst APCER + BPCER) / 2.
+    """:func:`species_report` of a team's ``live/`` + ``spoof/<species>/`` frames (``LabelledFrame``: ``fake``
+    marks an attack, ``method`` its species, ``dataset`` its capture domain)."""
+    return species_report(live_scores, np.array([not f.fake for f in frames], dtype=bool),
+                          np.array([f.method for f in frames]), np.array([f.dataset for f in frames]), threshold)
+
+
+def species_report(live_scores: np.ndarray, live: np.ndarray, species: np.ndarray, domains: np.ndarray,
+                   threshold: float) -> list[dict]:
+    """Per capture domain (and over all of them): HTER, APCER (every attack pooled), BPCER, AUC and TPR@FPR=1% at
+    ``threshold``; the APCER of each presentation-attack instrument species apart (ISO/IEC 30107-3), the worst of
+    them and ACER = (worst APCER + BPCER) / 2, 30107-3's definition.
 
     Args:
-        live_scores: [N] P(live) of each frame's face (NaN where no face was found: left out).
-        frames: ``effigy.detect.datasets.LabelledFrame`` of the same N frames (``fake`` marks an attack).
+        live_scores: [N] P(live) (NaN where no face was found: left out).
+        live: [N] bona fide or not. species: [N] each attack's species (ignored for live rows).
+        domains: [N] capture domain of each capture.
     """
     from effigy.metrics.detection import apcer
 
     rows = []
-    domains = sorted({f.dataset for f in frames})
-    for domain in ([*domains, "all"] if len(domains) > 1 else domains):
-        keep = [i for i, f in enumerate(frames) if not np.isnan(live_scores[i]) and domain in ("all", f.dataset)]
-        scores = live_scores[keep]
-        live = np.array([not frames[i].fake for i in keep])
-        if live.all() or not live.any():
-            rows.append({"domain": domain, "frames": len(keep), "note": "one class only: no rates"})
+    names = sorted(set(domains.tolist()))
+    for domain in ([*names, "all"] if len(names) > 1 else names):
+        keep = ~np.isnan(live_scores) & ((domains == domain) if domain != "all" else True)
+        scores, bonafide, kinds = live_scores[keep], live[keep], species[keep]
+        if bonafide.all() or not bonafide.any():
+            rows.append({"domain": domain, "frames": int(keep.sum()), "note": "one class only: no rates"})
             continue
-        row = {"domain": domain, "frames": len(keep), **detection_report(scores, live, threshold).to_dict()}
-        for species in sorted({frames[i].method for i in keep if frames[i].fake}):
-            mine = np.array([not frames[i].fake or frames[i].method == species for i in keep])
-            row[f"apcer_{species}"] = apcer(scores[mine], live[mine], threshold)
+        row = {"domain": domain, "frames": int(keep.sum()), **detection_report(scores, bonafide, threshold).to_dict()}
+        for kind in sorted(set(kinds[~bonafide].tolist())):
+            mine = bonafide | (kinds == kind)
+            row[f"apcer_{kind}"] = apcer(scores[mine], bonafide[mine], threshold)
         row["apcer_worst"] = max(v for k, v in row.items() if k.startswith("apcer_") and k != "apcer_worst")
         row["acer"] = (row["apcer_worst"] + row["bpcer"]) / 2  # ISO/IEC 30107-3's ACER: the worst species' APCER
         rows.append(row)

@@ -30,6 +30,13 @@ TAXONOMY = {
     "digital injection: deepfake": ("face swap",),
     "digital injection: digital replay": ("digital replay",),
 }
+# The standards' words for each leaf: ISO/IEC 30107-3 names presentation attack instrument (PAI) species; CEN/TS
+# 18099 names the injection attack instrument (IAI: here a virtual camera feeding a stream) and the attack media
+# it injects
+STANDARD_TYPE = {"presentation": "PAI species (ISO/IEC 30107-3)",
+                 "digital injection: adversarial noise": "IAI: virtual camera; media: adversarial (CEN/TS 18099)",
+                 "digital injection: deepfake": "IAI: virtual camera; media: deepfake (CEN/TS 18099)",
+                 "digital injection: digital replay": "IAI: virtual camera; media: replayed video (CEN/TS 18099)"}
 INJECTION_JPEG = 85  # a virtual camera's encoder
 
 
