@@ -119,6 +119,10 @@ def _reliability_cases(tmp, fx):
         (["detect", "deepfake", "eval", "--data", str(fx / "Toy.json"), "--model", str(fx / "same"), "--crops"],
          "holds no MANIFEST.json"),
         (["detect", "deepfake", "train", "--data", str(fx / "Toy.json"), "--model", "xception"], "--model"),
+        (["detect", "fas", "eval", "--data", str(fx / "fas_no_train"), "--split", "test", "--domains", "dslr"],
+         "no capture domain 'dslr'"),
+        (["detect", "fas", "train", "--data", str(fx / "fas_no_train"), "--domains", ",,", "--out", str(tmp / "t")],
+         "--domains"),
     ]
     cases += [(["detect", "deepfake", str(fx / f"{kind}_as.png")], "not a readable image")
              for kind in ("eps", "tiff", "gif", "ico")]

@@ -111,6 +111,15 @@ def test_fas_train_eval_and_adapt_on_a_teams_domain_folders(fas_domains, tmp_pat
     report = json.loads(printed)
     assert report["threshold"] == point["threshold"]
     assert {r["domain"] for r in report["rows"]} == {"phone", "webcam", "all"}
+    one_out = tmp_path / "without_webcam"  # a leave-one-domain-out protocol, as lists of domain folders
+    code, printed, err = run_cli(monkeypatch, capsys, "detect", "fas", "train", "--data", str(fas_domains), "--domains",
+                                 "phone", "--steps", "4", "--out", str(one_out), "--crops", "--json")
+    assert code == 0, err
+    assert json.loads(printed)["trained_frames"] == 9 and json.loads(printed)["domains"] == ["phone"]
+    code, printed, err = run_cli(monkeypatch, capsys, "detect", "fas", "eval", "--data", str(fas_domains), "--domains",
+                                 "webcam", "--model", str(one_out), "--crops", "--json")
+    assert code == 0, err
+    assert [r["domain"] for r in json.loads(printed)["rows"]] == ["webcam"]
     head = tmp_path / "head.safetensors"
     code, printed, err = run_cli(monkeypatch, capsys, "detect", "fas", "adapt", "--data", str(fas_domains / "webcam"),
                                  "--model", "fas-protonet-without-webcam", "--adaptor", "ot-shift", "--crops",

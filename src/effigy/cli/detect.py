@@ -77,6 +77,8 @@ def fas_train(
     model: str = typer.Option("fas-protonet", help="With --data: the model to start from (a zoo name or a "
                               "trained folder)."),
     crops: bool = typer.Option(False, "--crops", help="With --data: the images are face crops already."),
+    domains: Optional[str] = typer.Option(None, help="With --data: the capture-domain folders to train on, "
+                                          "comma-separated (a leave-one-domain-out protocol; default: all)."),
     target_bpcer: float = TARGET_BPCER,
     seed: int = SEED,
     as_json: bool = JSON,
@@ -93,19 +95,21 @@ def fas_train(
         return
     if without is not None:
         raise EffigyError("--without picks a face-world model; with --data the model is --model: drop --without.")
-    _train_team(FAS_TASK, data, model, out, steps, crops, target_bpcer, seed, as_json, command_of("fas", locals()))
+    _train_team(FAS_TASK, data, model, out, steps, crops, target_bpcer, seed, as_json, command_of("fas", locals()),
+                domains=team_domains(domains))
 
 
 def _train_team(task: str, data: Path, model: str, out: Path, steps: Optional[int], crops: bool,
                 target_bpcer: float, seed: int, as_json: bool, command: str, compression: str = "c23",
-                root: Optional[Path] = None) -> None:
+                root: Optional[Path] = None, domains: Optional[list[str]] = None) -> None:
     """``train --data``: fine-tune, choose the threshold on the val split's bona fide faces, write the folder."""
     from effigy.models.zoo import ZOO
     from effigy.workflows.detectors import TeamData, is_trained_folder, prepare_team_training, train_team_detector
 
     if not is_trained_folder(model):
         check_choice(model, ZOO.names(task), "--model")
-    settings = TeamData(data, model, out, steps or TEAM_STEPS, seed, crops, target_bpcer, compression, root)
+    settings = TeamData(data, model, out, steps or TEAM_STEPS, seed, crops, target_bpcer, compression, root,
+                        None if domains is None else tuple(domains))
     run = prepare_team_training(task, settings)
     with progress(not as_json) as reporter:
         advance = reporter(f"fine-tuning {model} on {data}", settings.steps)
@@ -125,8 +129,8 @@ def _train_team(task: str, data: Path, model: str, out: Path, steps: Optional[in
 
 def command_of(group: str, options: dict) -> str:
     """The command line a team training ran, to record with its weights."""
-    shown = {k: v for k, v in options.items() if k in ("data", "model", "steps", "crops", "target_bpcer", "seed",
-                                                        "compression", "root") and v not in (None, False)}
+    shown = {k: v for k, v in options.items() if k in ("data", "model", "steps", "crops", "domains", "target_bpcer",
+                                                        "seed", "compression", "root") and v not in (None, False)}
     return f"effigy detect {group} train " + " ".join(
         f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')} {v}" for k, v in shown.items())
 
@@ -134,7 +138,8 @@ def command_of(group: str, options: dict) -> str:
 @fas_app.command("eval")
 def fas_eval(
     model: str = typer.Option("fas-protonet", help="fas-protonet or fas-protonet-without-DOMAIN."),
-    domains: Optional[str] = typer.Option(None, help="Capture domains to test on, comma-separated (default: all)."),
+    domains: Optional[str] = typer.Option(None, help="Capture domains to test on, comma-separated (default: all; "
+                                          "with --data the team's domain folders)."),
     data: Optional[Path] = typer.Option(None, help="A team's own data instead of the face world: live/ and "
                                         "spoof/<species>/ folders, optionally under train/ val/ test/ and under one "
                                         "folder per capture domain."),
@@ -150,7 +155,7 @@ def fas_eval(
     from effigy.worlds.faces import render
 
     if data is not None:
-        _fas_eval_folders(model, data, split, crops, as_json)
+        _fas_eval_folders(model, data, split, crops, as_json, team_domains(domains))
         return
     names = parse_domains(domains)
     loaded, config, threshold = _load_fas(model)
@@ -181,15 +186,26 @@ def fas_export(
     _print_export(onnx, record, as_json)
 
 
-def _fas_eval_folders(model: str, data: Path, split: str, crops: bool, as_json: bool) -> None:
+def team_domains(text: Optional[str]) -> Optional[list[str]]:
+    """--domains with --data: the team's capture-domain folder names (checked against the data when read)."""
+    if text is None:
+        return None
+    names = [d.strip() for d in text.split(",") if d.strip()]
+    if not names:
+        raise EffigyError(f"--domains {text!r}: name one or more capture-domain folders, comma-separated.")
+    return names
+
+
+def _fas_eval_folders(model: str, data: Path, split: str, crops: bool, as_json: bool,
+                      domains: Optional[list[str]] = None) -> None:
     """``fas eval --data``: the frames read and checked before the model loads, each face scored."""
     import numpy as np
 
-    from effigy.detect.datasets import ANTI_SPOOFING, check_both_classes, read_domains, score_faces
+    from effigy.detect.datasets import ANTI_SPOOFING, check_both_classes, keep_domains, read_domains, score_faces
     from effigy.detect.fas.model import embed, live_probability
     from effigy.detect.fas.protocol import folder_report
 
-    frames = read_domains(data, split, ANTI_SPOOFING)
+    frames = keep_domains(read_domains(data, split, ANTI_SPOOFING), domains, data)
     check_both_classes(frames, data, split, ANTI_SPOOFING)
     loaded, config, threshold = _load_fas(model)
     scores = score_faces(frames, lambda faces: live_probability(

@@ -88,6 +88,18 @@ def read_domains(folder: Path, split: str, layout: FolderLayout) -> list[Labelle
     return [frame for d in domains for frame in read_folders(d, split, layout, d.name)]
 
 
+def keep_domains(frames: list[LabelledFrame], domains: list[str] | None, folder: Path) -> list[LabelledFrame]:
+    """The frames of the named capture domains (a leave-one-domain-out protocol trains on some, tests on the
+    rest); None keeps every domain. A name the data lacks is an error naming the ones it has."""
+    if domains is None:
+        return frames
+    present = sorted({frame.dataset for frame in frames})
+    missing = [d for d in domains if d not in present]
+    if missing:
+        raise DatasetError(f"{folder} has no capture domain {missing[0]!r}; its domains are {', '.join(present)}.")
+    return [frame for frame in frames if frame.dataset in domains]
+
+
 def _videos(folder: Path, fake: bool, method: str, dataset: str) -> list[LabelledFrame]:
     """The images of ``folder`` (each its own video) and the frames of its sub-folders (one video each)."""
     frames = []

@@ -17,7 +17,14 @@ from typing import Callable
 import numpy as np
 from torch import nn
 
-from effigy.detect.datasets import ANTI_SPOOFING, LabelledFrame, check_both_classes, face_crops, read_domains
+from effigy.detect.datasets import (
+    ANTI_SPOOFING,
+    LabelledFrame,
+    check_both_classes,
+    face_crops,
+    keep_domains,
+    read_domains,
+)
 from effigy.errors import DatasetError, EffigyError
 from effigy.models.zoo import ZOO, load_zoo_model, read_manifest, write_zoo_weights, zoo_entry
 
@@ -89,6 +96,7 @@ class TeamData:
     target_bpcer: float = DEFAULT_TARGET_BPCER
     compression: str = "c23"
     root: Path | None = None
+    domains: tuple[str, ...] | None = None  # anti-spoofing: the capture domains to train on (None: all)
 
 
 def read_team_frames(task: str, settings: TeamData, split: str) -> list[LabelledFrame]:
@@ -98,7 +106,8 @@ def read_team_frames(task: str, settings: TeamData, split: str) -> list[Labelled
         from effigy.detect.deepfake.datasets import read_dataset
 
         return read_dataset(settings.data, split, settings.compression, settings.root)
-    frames = read_domains(settings.data, split, ANTI_SPOOFING)
+    frames = keep_domains(read_domains(settings.data, split, ANTI_SPOOFING),
+                          None if settings.domains is None else list(settings.domains), settings.data)
     check_both_classes(frames, settings.data, split, ANTI_SPOOFING)
     return frames
 
@@ -184,6 +193,7 @@ def train_team_detector(task: str, run: TeamTraining, command: str,
         log.warning("%s has no val split: the threshold stays the base model's (%s)", settings.data,
                     "none stored" if point is None else f"{point['threshold']:.4f}")
     record = {"train_command": command, "base_model": base.source, "data": str(settings.data),
+              **({"domains": list(settings.domains)} if settings.domains else {}),
               "trained_frames": int(len(run.attack)), "trained_attacks": int(run.attack.sum()),
               "seed": settings.seed, "steps": settings.steps}
     if point is not None:
