@@ -2,8 +2,9 @@
 one-page upload form at ``/``, and ``/health``.
 
 Uploads are read up to a size limit and decoded by the face world's image reader, so a file that is too
-large, not an image, or of another type gets a 4xx with one clear sentence, never a 500. Nothing is written
-to disk unless a folder for uploads is given.
+large, not an image, or of another type gets a 4xx with one clear sentence, never a 500. Their faces are
+scored micro-batched with other uploads' (:mod:`effigy.serve.batching`); a full queue or a late answer is a 503.
+Nothing is written to disk unless a folder for uploads is given.
 """
 
 import asyncio
@@ -45,8 +46,8 @@ class ServiceSettings:
 
 
 class Detector:
-    """The loaded model, and what explains its verdicts (the text encoder, or the LLM), scoring one decoded
-    image at a time."""
+    """The loaded model (a zoo name or a trained folder, at its recorded operating point), and what explains its
+    verdicts (the text encoder, or the LLM); :meth:`score` takes a batch of face crops (the batcher's)."""
 
     def __init__(self, model_name: str, explain: bool = False) -> None:
         from effigy.detect.deepfake.explain import load_explainer
