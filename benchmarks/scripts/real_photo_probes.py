@@ -31,7 +31,7 @@ from effigy.metrics.detection import auc  # noqa: E402
 from effigy.models.training_state import training_step, warmup_cosine  # noqa: E402
 from effigy.models.zoo import load_zoo_model  # noqa: E402
 from effigy.worlds.deepfakes import _DEEPFAKE_KEY, _rng, forge, self_blend  # noqa: E402
-from effigy.worlds.faces import _draw_pose, posed_live_face, real_faces, split_identities  # noqa: E402
+from effigy.worlds.faces import draw_pose, posed_live_face, real_faces, split_identities  # noqa: E402
 
 EXTRA_PER_BATCH = 16
 WHAT = {"jitter": "saturation, contrast, gamma and sharpness jitter on every batch (reals and fakes alike)",
@@ -81,7 +81,7 @@ def photo_sbi_pairs(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
         for _ in range(6):
             real = face[:, :, ::-1].copy() if rng.random() < 0.5 else face
             reals.append(real)
-            fakes.append(self_blend(real, _draw_pose(rng), rng).image)
+            fakes.append(self_blend(real, draw_pose(rng), rng).image)
     return (torch.from_numpy(np.stack(reals + fakes).astype(np.float32)),
             torch.tensor([False] * len(reals) + [True] * len(fakes)))
 

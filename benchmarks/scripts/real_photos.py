@@ -12,14 +12,13 @@ threshold chosen on the world's dev real captures at 5% BPCER).
 
 Writes benchmarks/results/checks/real_photos.{json,md}.
 """
-import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image
 
 from effigy.detect.deepfake.model import fake_scores
-from effigy.detect.faces import find_faces
+from effigy.detect.faces import benign_variants, find_faces
 from effigy.evaluate.measure import machine_facts
 from effigy.evaluate.report import machine_line, markdown_table, write_results
 from effigy.workflows.detectors import DEEPFAKE_TASK, load_detector
@@ -38,14 +37,8 @@ def photos() -> dict[str, Image.Image]:
 
 
 def processed(photo: Image.Image) -> dict[str, Image.Image]:
-    """The photo whole and after each benign processing."""
-    w, h = photo.size
-    buffer = io.BytesIO()
-    photo.save(buffer, "JPEG", quality=60)
-    return {"whole": photo, "loose crop": photo.crop((w // 10, h // 10, w - w // 10, h - h // 10)),
-            "half size": photo.resize((w // 2, h // 2), Image.BILINEAR),
-            "JPEG q60": Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"),
-            "30% brighter": ImageEnhance.Brightness(photo).enhance(1.3)}
+    """The photo whole and after each benign processing (effigy.detect.faces.benign_variants)."""
+    return benign_variants(photo)
 
 
 def whole_resized(image: Image.Image) -> np.ndarray:

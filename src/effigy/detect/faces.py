@@ -117,3 +117,20 @@ def _model_sized(pil) -> np.ndarray:
     from PIL import Image
 
     return from_pil(pil.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR))
+
+
+def benign_variants(photo) -> dict:
+    """A PIL photo whole and after the benign processing a real photo meets on its way (a loose crop, half size,
+    JPEG at quality 60, 30% brighter): what a detector must not call fake, and what the real-photo checks and
+    the photo-SBI training pairs are made of."""
+    import io
+
+    from PIL import Image, ImageEnhance
+
+    w, h = photo.size
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=60)
+    return {"whole": photo, "loose crop": photo.crop((w // 10, h // 10, w - w // 10, h - h // 10)),
+            "half size": photo.resize((w // 2, h // 2), Image.BILINEAR),
+            "JPEG q60": Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"),
+            "30% brighter": ImageEnhance.Brightness(photo).enhance(1.3)}

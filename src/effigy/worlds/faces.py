@@ -232,7 +232,7 @@ def posed_live_face(face: np.ndarray, identity: int, rng: np.random.Generator,
 
     grey = np.asarray(Image.fromarray((face * 255).astype(np.uint8)).resize((SIZE, SIZE), Image.BICUBIC),
                       dtype=np.float32) / 255.0
-    pose = _draw_pose(rng) if pose is None else pose
+    pose = draw_pose(rng) if pose is None else pose
     grey = pose_plane(grey, pose)
     ys, xs = _grid()
     side = rng.uniform(-1, 1)
@@ -244,7 +244,9 @@ def posed_live_face(face: np.ndarray, identity: int, rng: np.random.Generator,
     return np.clip(rgb, 0, 1).astype(np.float32), pose
 
 
-def _draw_pose(rng: np.random.Generator) -> Pose:
+def draw_pose(rng: np.random.Generator) -> Pose:
+    """A small random pose (rotation within 8 degrees, scale within 6%, shift within 2 pixels) of the aligned
+    frame: what every rendered face and its region masks are moved by."""
     angle = np.deg2rad(rng.uniform(-8, 8))
     scale = rng.uniform(0.94, 1.06)
     shift = rng.uniform(-2, 2, 2)

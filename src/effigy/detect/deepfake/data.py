@@ -15,9 +15,15 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | No
 
 
 def training_images(config: DeepfakeConfig, split: str = "train") -> ForgeryImages:
-    """The captures a model with ``config`` trains on (its families and domains only)."""
-    return render_forgeries(split, config.families, config.domains, config.reals_per_identity,
-                            config.fakes_per_family, seed=config.seed)
+    """The captures a model with ``config`` trains on (its families and domains only), with the photo-SBI pairs
+    when ``config.photo_sbi`` (training split only)."""
+    world = render_forgeries(split, config.families, config.domains, config.reals_per_identity,
+                             config.fakes_per_family, seed=config.seed)
+    if not (config.photo_sbi and split == "train"):
+        return world
+    from effigy.detect.deepfake.photos import photo_sbi_pairs
+
+    return ForgeryImages.concat([world, photo_sbi_pairs(config.seed)])
 
 
 def kind_ids(data: ForgeryImages) -> np.ndarray:

@@ -46,6 +46,8 @@ class DeepfakeConfig(TrainConfig):
         captions_per_kind: captions the LLM writes per kind of image.
         caption_detail: 'kind' (one pool per family and region) or 'cues' (one pool per family, region and
             visible change: each image's caption also says how its change looks, ``visible_cues``).
+        photo_sbi: add the faces of real photographs (insightface 2.1's sample images) and their self-blended
+            fakes to the training captures, so that a photograph's crispness is on both sides (issue 45).
     """
 
     contrastive: str = "uncertain"
@@ -61,6 +63,7 @@ class DeepfakeConfig(TrainConfig):
     caption_detail: str = "kind"
     train_steps: int = 1500
     dropout: float = 0.2
+    photo_sbi: bool = False  # also train on real photographs' faces and their SBI fakes (detect/deepfake/photos.py)
     image_size: int = 64  # the encoder's input: captures are resized to it (ImageNet features were learnt at 224)
     batch_size: int = 32
     learning_rate: float = 5e-4
