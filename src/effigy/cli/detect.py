@@ -12,6 +12,7 @@ from effigy.cli._common import (
     JSON,
     SEED,
     check_choice,
+    command_line,
     console,
     deprecated,
     echo_json,
@@ -95,7 +96,7 @@ def fas_train(
         return
     if without is not None:
         raise EffigyError("--without picks a face-world model; with --data the model is --model: drop --without.")
-    _train_team(FAS_TASK, data, model, out, steps, crops, target_bpcer, seed, as_json, command_of("fas", locals()),
+    _train_team(FAS_TASK, data, model, out, steps, crops, target_bpcer, seed, as_json, command_line(),
                 domains=team_domains(domains))
 
 
@@ -103,11 +104,9 @@ def _train_team(task: str, data: Path, model: str, out: Path, steps: Optional[in
                 target_bpcer: float, seed: int, as_json: bool, command: str, compression: str = "c23",
                 root: Optional[Path] = None, domains: Optional[list[str]] = None) -> None:
     """``train --data``: fine-tune, choose the threshold on the val split's bona fide faces, write the folder."""
-    from effigy.models.zoo import ZOO
-    from effigy.workflows.detectors import TeamData, is_trained_folder, prepare_team_training, train_team_detector
+    from effigy.workflows.detectors import TeamData, prepare_team_training, train_team_detector
 
-    if not is_trained_folder(model):
-        check_choice(model, ZOO.names(task), "--model")
+    check_detector_model(model, task)
     settings = TeamData(data, model, out, steps or TEAM_STEPS, seed, crops, target_bpcer, compression, root,
                         None if domains is None else tuple(domains))
     run = prepare_team_training(task, settings)
@@ -120,19 +119,20 @@ def _train_team(task: str, data: Path, model: str, out: Path, steps: Optional[in
         return
     point = summary.get("operating_point")
     console.print(f"wrote {summary['weights']}: {summary['trained_frames']} faces ({summary['trained_attacks']} "
-                  "attacks); threshold " + ("kept from the base model" if point is None or point.get(
-                      "calibrated_on") is None or str(data) not in point["calibrated_on"] else
-                      f"{point['threshold']:.4f} (at most {100 * point['target_bpcer']:g}% of "
-                      f"{point['bonafide_faces']} val bona fide faces rejected)") +
+                  "attacks); threshold " + (f"{point['threshold']:.4f} (at most {100 * point['target_bpcer']:g}% of "
+                                            f"{point['bonafide_faces']} val bona fide faces rejected)"
+                                            if summary["threshold_from_val"] else "kept from the base model") +
                   f". Evaluate it with --model {out}.", soft_wrap=True)
 
 
-def command_of(group: str, options: dict) -> str:
-    """The command line a team training ran, to record with its weights."""
-    shown = {k: v for k, v in options.items() if k in ("data", "model", "steps", "crops", "domains", "target_bpcer",
-                                                        "seed", "compression", "root") and v not in (None, False)}
-    return f"effigy detect {group} train " + " ".join(
-        f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')} {v}" for k, v in shown.items())
+def check_detector_model(model: str, task: str) -> None:
+    """One clear error, before anything loads, for a --model that is neither a trained folder nor a zoo model of
+    ``task``."""
+    from effigy.models.zoo import ZOO
+    from effigy.workflows.detectors import is_trained_folder
+
+    if not is_trained_folder(model):
+        check_choice(model, ZOO.names(task), "--model")
 
 
 @fas_app.command("eval")
@@ -150,7 +150,7 @@ def fas_eval(
     """HTER / APCER / BPCER (at the source development set's equal-error threshold), AUC and TPR@FPR=1% on the
     face world's test identities per domain, or with --data on a team's folders per domain, with APCER per
     attack species."""
-    from effigy.detect.fas.model import embed, live_probability
+    from effigy.detect.fas.model import live_scores
     from effigy.detect.fas.protocol import species_report
     from effigy.worlds.faces import render
 
@@ -160,7 +160,7 @@ def fas_eval(
     names = parse_domains(domains)
     loaded, config, threshold = _load_fas(model)
     test = render("test", names, config.attacks)
-    scores = live_probability(embed(loaded, test.images), loaded.prototypes().detach(), config.scale).numpy()
+    scores = live_scores(loaded, test.images)
     rows = [{**row, "trained_on": row["domain"] in config.domains}
             for row in species_report(scores, test.live, test.kind, test.domain, threshold)]
     if as_json:
@@ -202,14 +202,13 @@ def _fas_eval_folders(model: str, data: Path, split: str, crops: bool, as_json: 
     import numpy as np
 
     from effigy.detect.datasets import ANTI_SPOOFING, check_both_classes, keep_domains, read_domains, score_faces
-    from effigy.detect.fas.model import embed, live_probability
+    from effigy.detect.fas.model import live_scores
     from effigy.detect.fas.protocol import folder_report
 
     frames = keep_domains(read_domains(data, split, ANTI_SPOOFING), domains, data)
     check_both_classes(frames, data, split, ANTI_SPOOFING)
     loaded, config, threshold = _load_fas(model)
-    scores = score_faces(frames, lambda faces: live_probability(
-        embed(loaded, faces), loaded.prototypes().detach(), config.scale).numpy(), crops)
+    scores = score_faces(frames, lambda faces: live_scores(loaded, faces), crops)
     report = folder_report(scores, frames, threshold)
     if as_json:
         echo_json({"model": model, "data": str(data), "split": split, "threshold": threshold,
@@ -389,12 +388,9 @@ def _load_fas(model: str):
     """(model, config, threshold) of a zoo name or a `fas train --data --out` folder: the threshold stored with
     it, else the source development set's equal-error threshold."""
     from effigy.detect.fas.protocol import source_threshold
-    from effigy.workflows.detectors import FAS_TASK, is_trained_folder, load_detector
+    from effigy.workflows.detectors import FAS_TASK, load_detector
 
-    if not is_trained_folder(model):
-        from effigy.models.zoo import ZOO
-
-        check_choice(model, ZOO.names(FAS_TASK), "--model")
+    check_detector_model(model, FAS_TASK)
     detector = load_detector(model, FAS_TASK)
     threshold = detector.threshold
     return detector.model, detector.config, (source_threshold(detector.model, detector.config)
@@ -437,7 +433,7 @@ def detect_deepfake(
     batch = stacked_faces(found)
     rows = []
     detector = load_detector(model, DEEPFAKE_TASK)
-    threshold = operating_threshold(threshold, detector)
+    threshold = detector.operating_threshold(threshold)
     if len(batch):
         loaded = detector.model
         scores = fake_scores(loaded, batch)
@@ -481,8 +477,8 @@ def deepfake_train(
     result with `eval --model OUT`."""
     from effigy.workflows.detectors import DEEPFAKE_TASK
 
-    _train_team(DEEPFAKE_TASK, data, model, out, steps, crops, target_bpcer, seed, as_json,
-                command_of("deepfake", locals()), compression, root)
+    _train_team(DEEPFAKE_TASK, data, model, out, steps, crops, target_bpcer, seed, as_json, command_line(),
+                compression, root)
 
 
 @deepfake_app.command("eval")
@@ -510,7 +506,7 @@ def deepfake_eval(
     check_deepfake_model(model, False)
     frames = read_dataset(data, split, compression, root)
     detector = load_detector(model, DEEPFAKE_TASK)
-    loaded, threshold = detector.model, operating_threshold(threshold, detector)
+    loaded, threshold = detector.model, detector.operating_threshold(threshold)
     if ray:
         from effigy.cluster import import_ray
 
@@ -546,7 +542,7 @@ def deepfake_export(
     detector = load_detector(model, DEEPFAKE_TASK)
     record = export_onnx(detector.model, onnx, sample_crops(), {"model": model, "sha256": _model_sha256(model),
                                                                 "score": "P(fake)",
-                                                                "threshold": operating_threshold(None, detector)})
+                                                                "threshold": detector.operating_threshold()})
     _print_export(onnx, record, as_json)
 
 
@@ -588,23 +584,13 @@ def _llm_answers(images) -> list[str]:
     return explainer.answer(images, config.max_new_tokens)
 
 
-def operating_threshold(given: Optional[float], detector) -> float:
-    """The P(fake) threshold a deepfake command calls fake at: the one given, else the model's stored operating
-    point, else 0.5."""
-    if given is not None:
-        return given
-    return 0.5 if detector.threshold is None else detector.threshold
-
-
 def check_deepfake_model(model: str, explain: bool) -> None:
     """One clear error, before anything loads, for an unknown deepfake model or --explain on a model the LLM
     explainer does not read."""
     from effigy.detect.deepfake.zoo import SHIPPED
-    from effigy.models.zoo import ZOO
-    from effigy.workflows.detectors import DEEPFAKE_TASK, is_trained_folder
+    from effigy.workflows.detectors import DEEPFAKE_TASK
 
-    if not is_trained_folder(model):
-        check_choice(model, ZOO.names(DEEPFAKE_TASK), "--model")
+    check_detector_model(model, DEEPFAKE_TASK)
     if explain and model != SHIPPED:
         raise EffigyError(f"--explain reads {SHIPPED}'s features; drop --model {model} or --explain.")
 

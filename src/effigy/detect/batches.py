@@ -1,5 +1,6 @@
-"""Running a face model over many captures (one shape check, fixed-size batches, no gradients) and drawing
-the batches a detector is trained or fine-tuned on (class-balanced rows, flips and shifts)."""
+"""Running a face model over many captures (one shape check, fixed-size batches, no gradients), drawing the
+batches a detector is trained or fine-tuned on (class-balanced rows, flips and shifts), and the fine-tuning loop
+both detectors share."""
 from __future__ import annotations
 
 from typing import Callable
@@ -8,6 +9,7 @@ import numpy as np
 import torch
 
 from effigy.errors import ModelError
+from effigy.models.training_state import training_step, warmup_cosine
 from effigy.worlds.faces import SIZE
 
 
@@ -39,3 +41,30 @@ def flip_and_shift(images: torch.Tensor, generator: torch.Generator) -> torch.Te
     images = torch.where(flip[:, None, None, None], images.flip(-1), images)
     dy, dx = torch.randint(-3, 4, (2,), generator=generator).tolist()
     return torch.roll(images, (dy, dx), dims=(2, 3))
+
+
+def balanced_fine_tune(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, steps: int, seed: int,
+                       learning_rate: float, batch_size: int,
+                       batch_loss: Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor],
+                       progress: Callable[[int, float], None] | None = None) -> torch.nn.Module:
+    """Continue training ``model`` on a team's face crops: seeded, AdamW, class-balanced batches of
+    ``batch_size``, a short warm-up and a cosine decay; ``batch_loss(images, labels, generator)`` is the
+    detector's own loss (its augmentation inside).
+
+    Args:
+        images: [N, 3, SIZE, SIZE] face crops in [0, 1]. labels: [N] bool (the class ``batch_loss`` reads).
+    Returns:
+        The model (changed in place), in eval mode.
+    """
+    torch.manual_seed(seed)
+    tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    flags = torch.from_numpy(np.asarray(labels).astype(bool))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for step in range(steps):
+        rows = balanced_rows(flags, batch_size, generator)
+        loss = batch_loss(tensor[rows], flags[rows], generator)
+        training_step(optimizer, loss, step, learning_rate * warmup_cosine(step, steps, warmup=min(50, steps // 5)),
+                      progress=progress)
+    return model.eval()

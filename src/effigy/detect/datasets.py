@@ -76,6 +76,12 @@ def read_folders(folder: Path, split: str, layout: FolderLayout = DEEPFAKE, doma
     return frames
 
 
+def folders_have_split(folder: Path, split: str) -> bool:
+    """Whether ``folder`` has a ``split/`` folder, directly or under a capture-domain folder."""
+    return (folder / split).is_dir() or (folder.is_dir() and any((d / split).is_dir() for d in folder.iterdir()
+                                                                 if d.is_dir()))
+
+
 def read_domains(folder: Path, split: str, layout: FolderLayout) -> list[LabelledFrame]:
     """The frames of every capture domain: ``folder/<domain>/[split/]<bonafide>/ ...``, or ``folder`` itself
     when it is one domain's layout."""

@@ -57,7 +57,7 @@ class Detector:
         self.name = model_name
         loaded = load_detector(model_name, DEEPFAKE_TASK)
         self.model, self.config = loaded.model, loaded.config
-        self.threshold = 0.5 if loaded.threshold is None else loaded.threshold
+        self.threshold = loaded.operating_threshold()
         if self.config.contrastive != "none" and not explain:
             fact_features()  # the descriptions' text features, embedded once, before the first upload
         self.explainer = load_explainer(model_name)[0] if explain else None

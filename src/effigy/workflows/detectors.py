@@ -22,6 +22,7 @@ from effigy.detect.datasets import (
     LabelledFrame,
     check_both_classes,
     face_crops,
+    folders_have_split,
     keep_domains,
     read_domains,
 )
@@ -47,6 +48,13 @@ class Detector:
     @property
     def threshold(self) -> float | None:
         return None if self.operating_point is None else float(self.operating_point["threshold"])
+
+    def operating_threshold(self, given: float | None = None) -> float:
+        """The P(fake) threshold a deepfake command calls fake at: the one given, else the stored operating
+        point's, else 0.5."""
+        if given is not None:
+            return given
+        return 0.5 if self.threshold is None else self.threshold
 
 
 def is_trained_folder(model: str) -> bool:
@@ -114,16 +122,11 @@ def read_team_frames(task: str, settings: TeamData, split: str) -> list[Labelled
 
 def has_split(task: str, settings: TeamData, split: str) -> bool:
     """Whether the data holds ``split`` (a missing val split is allowed: the base's threshold stays)."""
-    data = settings.data
-    if data.is_file():
-        import json
+    if task == DEEPFAKE_TASK:
+        from effigy.detect.deepfake.datasets import has_split as deepfake_has_split
 
-        try:
-            labels = next(iter(json.loads(data.read_text()).values()))
-            return all(isinstance(s, dict) and split in s for s in labels.values())
-        except (OSError, ValueError, StopIteration, AttributeError):
-            return False  # read_team_frames says what is wrong with the file
-    return (data / split).is_dir() or any((d / split).is_dir() for d in data.iterdir() if d.is_dir())
+        return deepfake_has_split(settings.data, split)
+    return folders_have_split(settings.data, split)
 
 
 def _crops_of(frames: list[LabelledFrame], crops: bool, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -199,7 +202,8 @@ def train_team_detector(task: str, run: TeamTraining, command: str,
     if point is not None:
         record["operating_point"] = point
     path = write_zoo_weights(base.name, model, base.config, settings.out, record)
-    return {"weights": str(path), "manifest": str(settings.out / "MANIFEST.json"), **record}
+    return {"weights": str(path), "manifest": str(settings.out / "MANIFEST.json"),
+            "threshold_from_val": run.val is not None, **record}
 
 
 def _as_stored(model: nn.Module, name: str) -> nn.Module:
@@ -237,9 +241,9 @@ def bonafide_scores(task: str, model: nn.Module, images: np.ndarray) -> np.ndarr
         from effigy.detect.deepfake.model import fake_scores
 
         return fake_scores(model, images)
-    from effigy.detect.fas.model import embed, live_probability
+    from effigy.detect.fas.model import live_scores
 
-    return live_probability(embed(model, images), model.prototypes().detach(), model.config.scale).numpy()
+    return live_scores(model, images)
 
 
 def _operating_point(task: str, model: nn.Module, val: list[LabelledFrame], settings: TeamData) -> dict:
@@ -266,14 +270,11 @@ def _operating_point(task: str, model: nn.Module, val: list[LabelledFrame], sett
 
 def _temperature(model: nn.Module, images: np.ndarray, fake: np.ndarray) -> dict:
     """Temperature scaling on the val faces; the model's calibration temperature is set to it."""
-    from effigy.detect.deepfake.calibration import fake_logits, sigmoid
-    from effigy.metrics.detection import expected_calibration_error, fit_temperature
+    from effigy.detect.deepfake.calibration import fake_logits, temperature_scaling
 
-    logits = fake_logits(model, images)
-    temperature = fit_temperature(logits, fake)
-    model.calibration_temperature.fill_(temperature)
-    return {"temperature": temperature, "ece_before": expected_calibration_error(sigmoid(logits), fake),
-            "ece_after": expected_calibration_error(sigmoid(logits / temperature), fake)}
+    scaling = temperature_scaling(fake_logits(model, images), fake)
+    model.calibration_temperature.fill_(scaling["temperature"])
+    return scaling
 
 
 RAY_CHUNK = 64  # frames per Ray task: enough to amortise a task, small enough to spread over a cluster

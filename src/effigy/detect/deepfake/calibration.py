@@ -45,14 +45,20 @@ def fit_operating_point(model: DeepfakeEncoder, config: DeepfakeConfig, target_b
     """
     data = calibration_set(config, seed)
     logits = fake_logits(model, data.images)
-    temperature = fit_temperature(logits, data.fake)
-    raw, calibrated = sigmoid(logits), sigmoid(logits / temperature)
-    return {"threshold": threshold_at_bpcer(calibrated[~data.fake], target_bpcer), "temperature": temperature,
+    scaling = temperature_scaling(logits, data.fake)
+    calibrated = sigmoid(logits / scaling["temperature"])
+    return {"threshold": threshold_at_bpcer(calibrated[~data.fake], target_bpcer), **scaling,
             "target_bpcer": target_bpcer, "calibrated_on": "the forgery world's dev identities ("
             + "+".join(config.families) + "; " + "+".join(config.domains) + f"; seed {seed})",
-            "real_images": int((~data.fake).sum()), "fake_images": int(data.fake.sum()),
-            "ece_before": expected_calibration_error(raw, data.fake),
-            "ece_after": expected_calibration_error(calibrated, data.fake)}
+            "real_images": int((~data.fake).sum()), "fake_images": int(data.fake.sum())}
+
+
+def temperature_scaling(logits: np.ndarray, fake: np.ndarray) -> dict:
+    """``{"temperature", "ece_before", "ece_after"}``: the temperature fitted on raw fake logits and labelled
+    faces, and the expected calibration error of P(fake) without and with it."""
+    temperature = fit_temperature(logits, fake)
+    return {"temperature": temperature, "ece_before": expected_calibration_error(sigmoid(logits), fake),
+            "ece_after": expected_calibration_error(sigmoid(logits / temperature), fake)}
 
 
 def sigmoid(values: np.ndarray) -> np.ndarray:

@@ -18,7 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from effigy.detect.datasets import DEEPFAKE, LabelledFrame, check_both_classes, check_split, read_folders, score_faces
+from effigy.detect.datasets import (
+    DEEPFAKE,
+    LabelledFrame,
+    check_both_classes,
+    check_split,
+    folders_have_split,
+    read_folders,
+    score_faces,
+)
 from effigy.errors import DatasetError
 
 REAL = DEEPFAKE.bonafide  # "real": the plain layout's folder, and what DeepfakeBench's real labels hold
@@ -51,6 +59,18 @@ def read_dataset(path: Path, split: str = "test", compression: str = "c23", root
         raise DatasetError(f"{path}: frame {missing} does not exist; point --root at the folder its frame paths "
                            "start from.")
     return frames
+
+
+def has_split(path: Path, split: str) -> bool:
+    """Whether a DeepfakeBench JSON (every label) or a folder layout holds ``split``; an unreadable index is
+    False here and one clear error when it is read."""
+    if not (path.is_file() and path.suffix.lower() == ".json"):
+        return folders_have_split(path, split)
+    try:
+        labels = next(iter(json.loads(path.read_text()).values()))
+        return all(isinstance(s, dict) and split in s for s in labels.values())
+    except (OSError, ValueError, StopIteration, AttributeError):
+        return False
 
 
 def read_deepfakebench(path: Path, split: str, compression: str = "c23", root: Path | None = None) \

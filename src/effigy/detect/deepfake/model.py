@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effigy.detect.batches import balanced_rows, flip_and_shift, map_face_batches
+from effigy.detect.batches import balanced_fine_tune, flip_and_shift, map_face_batches
 from effigy.errors import ModelError
 from effigy.models.config import TrainConfig
 from effigy.models.contrastive import symmetric_info_nce
@@ -193,20 +193,12 @@ def fine_tune(model: DeepfakeEncoder, images: np.ndarray, fake: np.ndarray, step
         The model, in eval mode.
     """
     config = model.config
-    torch.manual_seed(seed)
-    tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    labels = torch.from_numpy(fake.astype(bool))
+
+    def batch_loss(batch: torch.Tensor, fake_rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(model.logit(flip_and_shift(batch, generator)), fake_rows.float())
+
     rate = config.learning_rate / 5 if learning_rate is None else learning_rate
-    optimizer = torch.optim.AdamW(model.parameters(), lr=rate, weight_decay=1e-4)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for step in range(steps):
-        rows = balanced_rows(labels, config.batch_size, generator)
-        logits = model.logit(flip_and_shift(tensor[rows], generator))
-        loss = F.binary_cross_entropy_with_logits(logits, labels[rows].float())
-        training_step(optimizer, loss, step, rate * warmup_cosine(step, steps, warmup=min(50, steps // 5)),
-                      progress=progress)
-    return model.eval()
+    return balanced_fine_tune(model, images, fake, steps, seed, rate, config.batch_size, batch_loss, progress)
 
 
 def build_model(config: DeepfakeConfig) -> DeepfakeEncoder:

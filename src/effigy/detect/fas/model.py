@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effigy.detect.batches import balanced_rows, flip_and_shift, map_face_batches
+from effigy.detect.batches import balanced_fine_tune, flip_and_shift, map_face_batches
 from effigy.models.config import TrainConfig
 from effigy.models.training_state import training_step, warmup_cosine
 from effigy.worlds.faces import ATTACKS, DOMAINS, FaceImages, render
@@ -200,18 +200,12 @@ def fine_tune(model: PrototypeFAS, images: np.ndarray, live: np.ndarray, steps: 
         The model, in eval mode.
     """
     config = model.config
-    torch.manual_seed(seed)
-    tensor, labels = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)), torch.from_numpy(live.astype(bool))
+
+    def batch_loss(batch: torch.Tensor, live_rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return _training_loss(model, augment(batch, generator, config.camera_jitter), live_rows.long())
+
     rate = config.learning_rate / 10 if learning_rate is None else learning_rate
-    optimizer = torch.optim.AdamW(model.parameters(), lr=rate, weight_decay=1e-4)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for step in range(steps):
-        rows = balanced_rows(labels, config.batch_size, generator)
-        loss = _training_loss(model, augment(tensor[rows], generator, config.camera_jitter), labels[rows].long())
-        training_step(optimizer, loss, step, rate * warmup_cosine(step, steps, warmup=min(50, steps // 5)),
-                      progress=progress)
-    return model.eval()
+    return balanced_fine_tune(model, images, live, steps, seed, rate, config.batch_size, batch_loss, progress)
 
 
 def build_model(config: FASConfig) -> PrototypeFAS:
@@ -222,3 +216,8 @@ def build_model(config: FASConfig) -> PrototypeFAS:
 def embed(model: PrototypeFAS, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
     """[N, D] features of images [N, 3, SIZE, SIZE] (the only view of the model an adaptor gets)."""
     return map_face_batches(model.features, images, batch_size)
+
+
+def live_scores(model: PrototypeFAS, images: np.ndarray) -> np.ndarray:
+    """[N] P(live) of images [N, 3, SIZE, SIZE] by the model's own prototypes and logit scale."""
+    return live_probability(embed(model, images), model.prototypes().detach(), model.config.scale).numpy()

@@ -24,7 +24,7 @@ from effigy.detect.fas.adapt import (
     OTPrototypes,
     SourceView,
 )
-from effigy.detect.fas.model import FASConfig, PrototypeFAS, embed, live_probability
+from effigy.detect.fas.model import FASConfig, PrototypeFAS, embed, live_probability, live_scores
 from effigy.detect.fas.tent import tent
 from effigy.errors import AdaptationError
 from effigy.metrics.detection import DetectionReport, detection_report, eer_threshold
@@ -65,8 +65,7 @@ class DomainData:
 def source_threshold(model: PrototypeFAS, config: FASConfig) -> float:
     """The equal-error threshold on the source development set (dev identities, the model's domains)."""
     dev = render("dev", config.domains, config.attacks, seed=config.seed)
-    scores = live_probability(embed(model, dev.images), model.prototypes().detach(), config.scale)
-    return eer_threshold(scores.numpy(), dev.live)
+    return eer_threshold(live_scores(model, dev.images), dev.live)
 
 
 def domain_data(model: PrototypeFAS, config: FASConfig, domain: str, seed: int = 0) -> DomainData:
