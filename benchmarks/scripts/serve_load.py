@@ -125,7 +125,8 @@ def main() -> None:
                ("rss_before_mib", "RSS before (MiB)"), ("rss_after_mib", "RSS after (MiB)")]
     text = ["# `effigy serve` under load: micro-batching against one upload at a time (issue 45)", "",
             f"`python benchmarks/scripts/serve_load.py`: the service with `{settings.model}` on a loopback port in "
-            f"this process ({settings.workers} decoding worker, one batching thread running the model, at most "
+            f"this process ({settings.workers} decoding worker, one batching thread running the model in eager "
+            "fp32 PyTorch: the detectors have no compiled or bf16 path yet; at most "
             f"{settings.max_pending} uploads admitted, 503 beyond, {settings.request_timeout:g} s request timeout), "
             f"{UPLOADS} uploads of 64x64 face-world crops (PNG) per service from a client in its own process (one "
             "thread and one kept-alive connection per upload in flight). "
