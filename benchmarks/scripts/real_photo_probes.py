@@ -6,9 +6,9 @@ benchmarks/results/checks/real_photo_probe_<kind>.{json,md}.
 
     python benchmarks/scripts/real_photo_probes.py jitter  deepfake-ce 400   # photometric jitter of the batches
     python benchmarks/scripts/real_photo_probes.py studio  deepfake-ce 400   # + crisp camera-less reals and fakes
-    python benchmarks/scripts/real_photo_probes.py photo-sbi deepfake-ce 400 DIR
-        # + faces of real photographs in DIR (insightface 2.1's insightface/data/images: `pip download
-        # insightface==2.1 --no-deps` and unzip) with their own self-blended fakes
+    python benchmarks/scripts/real_photo_probes.py photo-sbi deepfake-ce 400
+        # + faces of real photographs (insightface 2.1's sample images, the `photos` extra) with their own
+        # self-blended fakes: effigy.detect.deepfake.photos.photo_sbi_pairs, what the shipped encoders now train on
 
 Seed 0; about 4 minutes each on 2 cores.
 """
@@ -18,20 +18,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from real_photos import photos, processed  # noqa: E402
 
 from effigy.detect.deepfake.calibration import fit_operating_point  # noqa: E402
 from effigy.detect.deepfake.data import training_batch_source  # noqa: E402
+from effigy.detect.deepfake.photos import photo_sbi_pairs  # noqa: E402
 from effigy.detect.deepfake.protocol import protocol_sets  # noqa: E402
 from effigy.detect.faces import find_faces  # noqa: E402
 from effigy.metrics.detection import auc  # noqa: E402
 from effigy.models.training_state import training_step, warmup_cosine  # noqa: E402
 from effigy.models.zoo import load_zoo_model  # noqa: E402
-from effigy.worlds.deepfakes import _DEEPFAKE_KEY, _rng, forge, self_blend  # noqa: E402
-from effigy.worlds.faces import draw_pose, posed_live_face, real_faces, split_identities  # noqa: E402
+from effigy.worlds.deepfakes import _DEEPFAKE_KEY, _rng, forge  # noqa: E402
+from effigy.worlds.faces import posed_live_face, real_faces, split_identities  # noqa: E402
 
 EXTRA_PER_BATCH = 16
 WHAT = {"jitter": "saturation, contrast, gamma and sharpness jitter on every batch (reals and fakes alike)",
@@ -70,20 +70,10 @@ def studio_pairs() -> tuple[torch.Tensor, torch.Tensor]:
     return (2 * x - blur).clamp(0, 1), torch.tensor(fake)
 
 
-def photo_sbi_pairs(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Faces of the real photographs in ``folder`` (t1.jpg, Tom_Hanks_54745.png), whole and processed, each
-    flipped or not six times with a self-blended fake of it."""
-    sources = [Image.open(folder / name).convert("RGB") for name in ("t1.jpg", "Tom_Hanks_54745.png")]
-    faces = [f.image for photo in sources for image in processed(photo).values() for f in find_faces(image)]
-    rng = np.random.default_rng(0)
-    reals, fakes = [], []
-    for face in faces:
-        for _ in range(6):
-            real = face[:, :, ::-1].copy() if rng.random() < 0.5 else face
-            reals.append(real)
-            fakes.append(self_blend(real, draw_pose(rng), rng).image)
-    return (torch.from_numpy(np.stack(reals + fakes).astype(np.float32)),
-            torch.tensor([False] * len(reals) + [True] * len(fakes)))
+def photo_pairs() -> tuple[torch.Tensor, torch.Tensor]:
+    """The shipped photo-SBI pairs (effigy.detect.deepfake.photos, seed 0) as (images, fake)."""
+    pairs = photo_sbi_pairs(0)
+    return torch.from_numpy(pairs.images), torch.from_numpy(pairs.fake)
 
 
 def report(tag: str, model, config, test_faces: np.ndarray) -> dict:
@@ -99,10 +89,10 @@ def report(tag: str, model, config, test_faces: np.ndarray) -> dict:
     return row
 
 
-def main(kind: str, name: str, steps: int, folder: str | None = None) -> None:
+def main(kind: str, name: str, steps: int) -> None:
     test_faces = np.stack([f.image for photo in photos().values() for image in processed(photo).values()
                            for f in find_faces(image)]).astype(np.float32)
-    extra = {"jitter": None, "studio": studio_pairs, "photo-sbi": lambda: photo_sbi_pairs(Path(folder))}[kind]
+    extra = {"jitter": None, "studio": studio_pairs, "photo-sbi": photo_pairs}[kind]
     extra = extra() if extra else None
     model, config = load_zoo_model(name)
     rows = [report(f"{name} as shipped", model, config, test_faces)]
@@ -127,7 +117,7 @@ def write(kind: str, name: str, steps: int, rows: list[dict]) -> None:
     from effigy.evaluate.measure import machine_facts
     from effigy.evaluate.report import machine_line, markdown_table, write_results
 
-    command = f"python benchmarks/scripts/real_photo_probes.py {kind} {name} {steps}" + (" DIR" if kind == "photo-sbi" else "")
+    command = f"python benchmarks/scripts/real_photo_probes.py {kind} {name} {steps}"
     record = {"script": command, "seed": 0, "rows": rows, "machine": machine_facts()}
     sets = [k for k in rows[0] if k.startswith(("in distribution", "unseen"))]
     table = [{**r, "called": f"{r['photo_faces_called_fake']} of {r['photo_faces']}",
@@ -144,4 +134,4 @@ def write(kind: str, name: str, steps: int, rows: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else None)
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
