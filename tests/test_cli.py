@@ -393,6 +393,7 @@ def test_detect_deepfake_finds_the_faces_of_photos_and_says_when_there_is_none(m
     rows = {Path(r["image"]).name: r for r in map(json.loads, out.strip().splitlines())}
     face = rows["astronaut.png"]
     assert face["status"] == "scored" and face["box"]["side"] > 60 and 0 <= face["p_fake"] <= 1
+    assert face["verdict"] == "real"  # issue 45: a real photograph's face passes the shipped detector's threshold
     assert rows["fields.jpg"] == {"image": str(tmp_path / "fields.jpg"), "face": None, "status": "no face found",
                                   "p_fake": None, "verdict": None, "explanation": None}
     code, out, _ = run_cli(monkeypatch, capsys, "detect", "fas", "score", str(tmp_path / "fields.jpg"), "--crops",

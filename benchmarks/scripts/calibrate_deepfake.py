@@ -2,7 +2,8 @@
 
 For each of deepfake-authguard, deepfake-ce and deepfake-clip: a temperature fitted on the forgery world's dev
 identities (real and fake captures in the model's own families and domains) and the threshold at which at most
-5% of the dev real captures are called fake (`effigy.detect.deepfake.calibration.fit_operating_point`, seed 0).
+5% of the dev identities' real captures, and at most 5% of their own LFW photos (whole and processed), are called
+fake (`effigy.detect.deepfake.calibration.fit_operating_point`, seed 0).
 The operating points are written into the package's weights manifest (the record's `operating_point`), which
 `effigy detect deepfake`, `eval`, `export` and `serve` read. Then, on data the calibration never saw:
 
@@ -21,12 +22,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from real_photos import photos, processed  # noqa: E402
 
-from effigy.detect.deepfake.calibration import calibration_set, fake_logits, fit_operating_point, sigmoid  # noqa: E402
+from effigy.detect.deepfake.calibration import calibration_set, fake_logits, fit_operating_point, lfw_photos, sigmoid  # noqa: E402
 from effigy.detect.deepfake.protocol import held_out_forgeries, protocol_sets  # noqa: E402
 from effigy.detect.faces import find_faces  # noqa: E402
 from effigy.evaluate.measure import machine_facts  # noqa: E402
@@ -34,21 +34,11 @@ from effigy.evaluate.pictures import reliability_diagram  # noqa: E402
 from effigy.evaluate.report import machine_line, markdown_table, write_results  # noqa: E402
 from effigy.metrics.detection import expected_calibration_error, reliability_bins  # noqa: E402
 from effigy.models.zoo import MANIFEST, load_zoo_model, read_manifest  # noqa: E402
-from effigy.worlds.faces import HELD_OUT_SHA256, real_faces, split_identities  # noqa: E402
+from effigy.worlds.faces import HELD_OUT_SHA256  # noqa: E402
 
 OUT = Path("benchmarks/results/checks")
 MODELS = ("deepfake-authguard", "deepfake-ce", "deepfake-clip")
 COMMAND = "python benchmarks/scripts/calibrate_deepfake.py"
-
-
-def lfw_test_photos() -> np.ndarray:
-    """The LFW test identities' own photos (scikit-image's 25x25 crops), whole and after benign processing,
-    read as `effigy detect deepfake` reads a small image (a face crop)."""
-    faces = []
-    for identity in split_identities("test"):
-        photo = Image.fromarray((real_faces()[identity] * 255).astype(np.uint8)).convert("RGB")
-        faces += [face.image for image in processed(photo).values() for face in find_faces(image)]
-    return np.stack(faces)
 
 
 def photo_faces() -> np.ndarray:
@@ -62,7 +52,7 @@ def real_sets(config) -> dict[str, np.ndarray]:
     test = protocol_sets(config)[0].data
     held_out = [held_out_forgeries(name) for name in HELD_OUT_SHA256]
     return {"world test identities: real captures": test.images[~test.fake],
-            "LFW test identities: their photos, whole and processed": lfw_test_photos(),
+            "LFW test identities: their photos, whole and processed": lfw_photos("test"),
             "held-out faces (astronaut, grace_hopper): real captures": np.concatenate(
                 [h.images[~h.fake] for h in held_out]),
             "real photographs: faces found (astronaut, grace_hopper, whole and processed)": photo_faces()}
@@ -126,7 +116,8 @@ def main() -> None:
             "(issue 45)", "",
             f"`{COMMAND}` (seed 0): per model a temperature fitted on the forgery world's dev identities (real and "
             "fake captures of the model's own families and domains), then the threshold at which at most 5% of the "
-            "dev real captures are called fake; recorded in the weights manifest, used by `effigy detect "
+            "dev identities' real captures and at most 5% of their LFW photos (whole and processed) are called "
+            "fake; recorded in the weights manifest, used by `effigy detect "
             "deepfake`, `serve` and `export`. Everything below is on data the calibration never saw.  ",
             machine_line(data["machine"]), "", "## Temperature, threshold, expected calibration error", "",
             markdown_table(summary, [("model", "model"), ("temperature", "temperature"), ("threshold", "threshold"),
