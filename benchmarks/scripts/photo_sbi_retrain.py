@@ -7,7 +7,8 @@ their manifest records) on what issue 45's acceptance asks:
 - the faces found in the held-out real photographs (astronaut, grace_hopper, whole and after benign
   processing; never trained on) called fake at each model's own recorded operating point;
 - the world's test AUCs, and the unseen families' mean AUC after minus before with a 95% paired bootstrap over
-  the 25 test identities (each identity's captures resampled together, the same draws for both models).
+  the 25 test identities (each identity's captures resampled together, the same draws for both models); the
+  same intervals between the retrained encoders (AuthGuard's comparison, issue 27, on the new weights).
 
     python benchmarks/scripts/photo_sbi_retrain.py [--before COMMIT]     # ~3 min on 2 cores, seed 0
 
@@ -37,6 +38,7 @@ from effigy.models.zoo import WEIGHTS_DIR, load_zoo_model, read_manifest  # noqa
 
 OUT = Path("benchmarks/results/checks")
 MODELS = ("deepfake-authguard", "deepfake-ce", "deepfake-clip")
+PAIRS = [("deepfake-authguard", "deepfake-ce"), ("deepfake-authguard", "deepfake-clip"), ("deepfake-clip", "deepfake-ce")]
 BEFORE = "27e704d"  # the last commit whose shipped deepfake encoders had not seen the photo pairs
 MANIFEST_PATH = "src/effigy/models/weights/MANIFEST.json"
 
@@ -60,8 +62,9 @@ def calibrated(name: str, folder: Path) -> tuple[torch.nn.Module, object, float]
     return model, config, float(point["threshold"])
 
 
-def compare(name: str, before: Path, faces: np.ndarray) -> tuple[list[dict], dict]:
-    """Per version: photo faces called fake and the test AUCs; and the unseen-family difference after - before."""
+def compare(name: str, before: Path, faces: np.ndarray) -> tuple[list[dict], dict[str, list[np.ndarray]], list]:
+    """Per version: photo faces called fake and the test AUCs; each version's scores on the unseen families;
+    those test sets."""
     versions = {"before": calibrated(name, before), "after": calibrated(name, WEIGHTS_DIR)}
     sets = protocol_sets(versions["after"][1])
     unseen = [s for s in sets if s.held_out == "family"]
@@ -74,24 +77,33 @@ def compare(name: str, before: Path, faces: np.ndarray) -> tuple[list[dict], dic
                      "photo_faces_called_fake": int((p >= threshold).sum()), "photo_faces": len(p),
                      "p_fake": [float(v) for v in p], "unseen_families_auc": float(np.mean(
                          [aucs[s.name] for s in unseen])), **aucs})
-        scores[version] = [fake_scores(model, s.data.images) for s in unseen]
+        scores[f"{name} {version}"] = [fake_scores(model, s.data.images) for s in unseen]
+    return rows, scores, unseen
+
+
+def differences(scores: dict[str, list[np.ndarray]], unseen: list) -> list[dict]:
+    """Paired identity-bootstrap intervals of the unseen families' mean AUC: each model after minus before, and
+    the retrained models against each other (issue 27's comparison on the new weights)."""
     statistic, n = unseen_auc_by_identity(scores, unseen)
-    difference = paired_bootstrap(statistic("after"), statistic("before"), n, resamples=1000).to_dict()
-    return rows, {"model": name, **difference}
+    pairs = [(f"{name} after", f"{name} before") for name in MODELS]
+    pairs += [(f"{a} after", f"{b} after") for a, b in PAIRS]
+    return [{"a": a, "b": b, **paired_bootstrap(statistic(a), statistic(b), n, resamples=1000).to_dict()}
+            for a, b in pairs]
 
 
 def main(commit: str) -> None:
     faces = photo_faces().astype(np.float32)
-    rows, differences = [], []
+    rows, scores = [], {}
     with tempfile.TemporaryDirectory() as scratch:
         before = weights_before(commit, Path(scratch))
         for name in MODELS:
-            found, difference = compare(name, before, faces)
+            found, by_version, unseen = compare(name, before, faces)
             rows += found
-            differences.append(difference)
-            print(found, difference, flush=True)
+            scores |= by_version
+            print(found, flush=True)
+    found_differences = differences(scores, unseen)
     command = "python benchmarks/scripts/photo_sbi_retrain.py" + ("" if commit == BEFORE else f" --before {commit}")
-    record = {"script": command, "before": commit, "seed": 0, "rows": rows, "differences": differences,
+    record = {"script": command, "before": commit, "seed": 0, "rows": rows, "differences": found_differences,
               "machine": machine_facts()}
     sets = [k for k in rows[0] if k.startswith(("in distribution", "unseen family", "unseen domain"))]
     table = [{**r, "called": f"{r['photo_faces_called_fake']} of {r['photo_faces']}",
@@ -106,9 +118,10 @@ def main(commit: str) -> None:
                                    ("called", "photo faces called fake"), ("scores", "their P(fake)"),
                                    ("unseen_families_auc", "unseen families AUC (mean)"),
                                    *[(k, f"AUC {k}") for k in sets]]), "",
-            "## Unseen families' mean AUC, after minus before (95% paired bootstrap over the 25 test identities)", "",
-            markdown_table(differences, [("model", "model"), ("difference", "after - before"), ("low", "95% low"),
-                                         ("high", "95% high"), ("significant", "beyond noise")]), ""]
+            "## Unseen families' mean AUC differences (95% paired bootstrap over the 25 test identities)", "",
+            markdown_table(found_differences, [("a", "model"), ("b", "minus"), ("difference", "difference"),
+                                               ("low", "95% low"), ("high", "95% high"),
+                                               ("significant", "beyond noise")]), ""]
     write_results(record, "\n".join(text), OUT, "photo_sbi_retrain")
 
 

@@ -53,7 +53,8 @@ def render_markdown(result: dict, command: str) -> str:
                           + markdown_table(explainer, EXPLAINER_COLUMNS))
     return (f"# Deepfake detection: AuthGuard-style encoder vs its baselines\n\nCommand: `{command}`\n\n"
             "Each model is EfficientNet-Lite0 from ImageNet weights, trained on the forgery world's train identities "
-            "with SBI and face-swap fakes in the phone, webcam and laptop domains (`effigy zoo train NAME`); "
+            "with SBI and face-swap fakes in the phone, webcam and laptop domains, and on two real photographs' "
+            "faces with their SBI fakes (`effigy zoo train NAME`); "
             "tested on the test identities: in distribution, on each unseen family (reenactment, upsampler "
             "artifacts, synthetic faces) and on the unseen kiosk domain (every family). Scores are P(fake); DeepfakeBench's frame "
             f"AUC, EER, AP and ACC at 0.5. Seed {s['seed']}. {machine_line(result['machine'])}\n\n"
