@@ -23,6 +23,17 @@ def test_every_photo_face_comes_with_self_blended_fakes_of_itself():
     assert (pairs.identity[~pairs.fake] == pairs.identity[pairs.fake]).all()
 
 
+def test_pairs_of_any_faces_keep_each_face_its_identity_and_the_domain_asked():
+    from effigy.detect.deepfake.calibration import lfw_photos
+
+    faces = lfw_photos("dev")[:3]
+    pairs = photos.sbi_pairs(faces, np.random.default_rng(0), 2, 500, domain="lfw photo")
+    assert pairs.identity.tolist() == [500] * 4 + [501] * 4 + [502] * 4 and set(pairs.domain) == {"lfw photo"}
+    reals = pairs.images[~pairs.fake]
+    assert all(np.array_equal(r, faces[i // 2]) or np.array_equal(r, faces[i // 2][:, :, ::-1])
+               for i, r in enumerate(reals))  # each real is its face, flipped or not
+
+
 def test_the_pairs_join_training_only_when_asked():
     from effigy.detect.deepfake.data import training_images
     from effigy.detect.deepfake.model import DeepfakeConfig

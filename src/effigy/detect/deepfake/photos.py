@@ -66,21 +66,27 @@ def photo_sbi_pairs(seed: int = 0, pairs_per_face: int = PAIRS_PER_FACE) -> Forg
     """Each photo face, flipped or not, ``pairs_per_face`` times, each with a self-blended fake of it, as
     forgery-world rows (family 'real' / 'sbi', region '' / 'face', domain 'photo'), so the captions, kinds and
     batches of training take them like the world's own."""
+    return sbi_pairs(photo_faces(), np.random.default_rng([seed, 45]), pairs_per_face, IDENTITY_BASE)
+
+
+def sbi_pairs(faces: np.ndarray, rng: np.random.Generator, pairs_per_face: int, identity_base: int,
+              domain: str = "photo") -> ForgeryImages:
+    """Real / SBI-fake pairs of face crops [N, 3, SIZE, SIZE]: each face, flipped or not, ``pairs_per_face``
+    times with a self-blended fake of it (face ``i`` is identity ``identity_base + i``), as forgery-world rows."""
     from effigy.worlds.faces import draw_pose
 
-    rng = np.random.default_rng([seed, 45])
     images, fake, identity, cues = [], [], [], []
-    for index, face in enumerate(photo_faces()):
+    for index, face in enumerate(faces):
         for _ in range(pairs_per_face):
             real = np.ascontiguousarray(face[:, :, ::-1]) if rng.random() < 0.5 else face
             forgery = self_blend(real, draw_pose(rng), rng)
             images += [real, forgery.image]
             fake += [False, True]
-            identity += [IDENTITY_BASE + index] * 2
+            identity += [identity_base + index] * 2
             cues += ["", visible_cues(real, forgery)]
     fake = np.array(fake)
     column = lambda real_value, fake_value: np.array([fake_value if f else real_value for f in fake],  # noqa: E731
                                                      dtype=object)
     return ForgeryImages(np.stack(images).astype(np.float32), fake, column("real", "sbi"), column("", "face"),
-                         column("", ARTIFACTS["sbi"]), column("photo", "photo"), np.array(identity, dtype=np.int64),
+                         column("", ARTIFACTS["sbi"]), column(domain, domain), np.array(identity, dtype=np.int64),
                          np.full(len(fake), -1, dtype=np.int64), np.array(cues, dtype=object))
