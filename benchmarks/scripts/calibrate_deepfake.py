@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from real_photos import photos, processed  # noqa: E402
+from real_photos import photos  # noqa: E402
 
 from effigy.detect.deepfake.calibration import calibration_set, fake_logits, fit_operating_point, lfw_photos, sigmoid  # noqa: E402
 from effigy.detect.deepfake.protocol import held_out_forgeries, protocol_sets  # noqa: E402
-from effigy.detect.faces import find_faces  # noqa: E402
+from effigy.detect.faces import benign_faces  # noqa: E402
 from effigy.evaluate.measure import machine_facts  # noqa: E402
 from effigy.evaluate.pictures import reliability_diagram  # noqa: E402
 from effigy.evaluate.report import machine_line, markdown_table, write_results  # noqa: E402
@@ -43,8 +43,7 @@ COMMAND = "python benchmarks/scripts/calibrate_deepfake.py"
 
 def photo_faces() -> np.ndarray:
     """The faces found in the real photographs, whole and after benign processing (real_photos.py's)."""
-    return np.stack([face.image for photo in photos().values() for image in processed(photo).values()
-                     for face in find_faces(image)])
+    return benign_faces(photos().values())
 
 
 def real_sets(config) -> dict[str, np.ndarray]:

@@ -23,18 +23,18 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from calibrate_deepfake import photo_faces  # noqa: E402
 from deepfake_variants import unseen_auc_by_identity  # noqa: E402
 
 from effigy.detect.deepfake.model import fake_scores  # noqa: E402
-from effigy.detect.deepfake.protocol import evaluate, protocol_sets  # noqa: E402
+from effigy.detect.deepfake.protocol import protocol_sets  # noqa: E402
 from effigy.evaluate.measure import machine_facts  # noqa: E402
 from effigy.evaluate.report import machine_line, markdown_table, write_results  # noqa: E402
+from effigy.metrics.detection import auc  # noqa: E402
 from effigy.metrics.stats import paired_bootstrap  # noqa: E402
-from effigy.models.zoo import WEIGHTS_DIR, load_zoo_model, read_manifest  # noqa: E402
+from effigy.workflows.detectors import DEEPFAKE_TASK, load_detector  # noqa: E402
 
 OUT = Path("benchmarks/results/checks")
 MODELS = ("deepfake-authguard", "deepfake-ce", "deepfake-clip")
@@ -43,41 +43,37 @@ BEFORE = "27e704d"  # the last commit whose shipped deepfake encoders had not se
 MANIFEST_PATH = "src/effigy/models/weights/MANIFEST.json"
 
 
-def weights_before(commit: str, folder: Path) -> Path:
-    """The three encoders' weights and manifest records as shipped at ``commit``, written into ``folder``."""
+def weights_before(commit: str, folder: Path) -> dict[str, str]:
+    """Each encoder's weights and manifest record as shipped at ``commit``, written into a folder of its own under
+    ``folder`` (the layout `--model DIR` reads); model name -> that folder."""
     show = lambda path: subprocess.run(["git", "show", f"{commit}:{path}"], check=True,  # noqa: E731
                                        capture_output=True).stdout
     records = json.loads(show(MANIFEST_PATH))
+    found = {}
     for name in MODELS:
-        (folder / records[name]["file"]).write_bytes(show(f"src/effigy/models/weights/{records[name]['file']}"))
-    (folder / "MANIFEST.json").write_text(json.dumps({name: records[name] for name in MODELS}, indent=2))
-    return folder
+        (folder / name).mkdir()
+        (folder / name / records[name]["file"]).write_bytes(show(f"src/effigy/models/weights/{records[name]['file']}"))
+        (folder / name / "MANIFEST.json").write_text(json.dumps({name: records[name]}, indent=2))
+        found[name] = str(folder / name)
+    return found
 
 
-def calibrated(name: str, folder: Path) -> tuple[torch.nn.Module, object, float]:
-    """(model with its recorded temperature, config, recorded threshold) from a weights folder."""
-    model, config = load_zoo_model(name, folder)
-    point = read_manifest(folder / "MANIFEST.json")[name]["operating_point"]
-    model.calibration_temperature.fill_(float(point["temperature"]))
-    return model, config, float(point["threshold"])
-
-
-def compare(name: str, before: Path, faces: np.ndarray) -> tuple[list[dict], dict[str, list[np.ndarray]], list]:
-    """Per version: photo faces called fake and the test AUCs; each version's scores on the unseen families;
-    those test sets."""
-    versions = {"before": calibrated(name, before), "after": calibrated(name, WEIGHTS_DIR)}
-    sets = protocol_sets(versions["after"][1])
+def compare(name: str, before: str, faces: np.ndarray) -> tuple[list[dict], dict[str, list[np.ndarray]], list]:
+    """Per version, at its recorded operating point: photo faces called fake and the test AUCs; each version's
+    scores on the unseen families; those test sets."""
+    versions = {"before": load_detector(before, DEEPFAKE_TASK), "after": load_detector(name, DEEPFAKE_TASK)}
+    sets = protocol_sets(versions["after"].config)
     unseen = [s for s in sets if s.held_out == "family"]
     rows, scores = [], {}
-    for version, (model, _, threshold) in versions.items():
-        with torch.no_grad():
-            p = fake_scores(model, faces)
-        aucs = {r["test_set"]: r["auc"] for r in (evaluate(model, s) for s in sets)}
-        rows.append({"model": name, "weights": version, "threshold": threshold,
-                     "photo_faces_called_fake": int((p >= threshold).sum()), "photo_faces": len(p),
+    for version, detector in versions.items():
+        p = fake_scores(detector.model, faces)
+        by_set = {s.name: fake_scores(detector.model, s.data.images) for s in sets}
+        aucs = {s.name: auc(by_set[s.name], s.data.fake) for s in sets}
+        rows.append({"model": name, "weights": version, "threshold": detector.threshold,
+                     "photo_faces_called_fake": int((p >= detector.threshold).sum()), "photo_faces": len(p),
                      "p_fake": [float(v) for v in p], "unseen_families_auc": float(np.mean(
                          [aucs[s.name] for s in unseen])), **aucs})
-        scores[f"{name} {version}"] = [fake_scores(model, s.data.images) for s in unseen]
+        scores[f"{name} {version}"] = [by_set[s.name] for s in unseen]
     return rows, scores, unseen
 
 
@@ -92,12 +88,12 @@ def differences(scores: dict[str, list[np.ndarray]], unseen: list) -> list[dict]
 
 
 def main(commit: str) -> None:
-    faces = photo_faces().astype(np.float32)
+    faces = photo_faces()
     rows, scores = [], {}
     with tempfile.TemporaryDirectory() as scratch:
         before = weights_before(commit, Path(scratch))
         for name in MODELS:
-            found, by_version, unseen = compare(name, before, faces)
+            found, by_version, unseen = compare(name, before[name], faces)
             rows += found
             scores |= by_version
             print(found, flush=True)

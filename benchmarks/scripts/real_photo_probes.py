@@ -23,13 +23,12 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from real_photos import photos, processed  # noqa: E402
+from calibrate_deepfake import photo_faces  # noqa: E402
 
 from effigy.detect.deepfake.calibration import fit_operating_point, lfw_photos  # noqa: E402
 from effigy.detect.deepfake.data import training_batch_source  # noqa: E402
 from effigy.detect.deepfake.photos import photo_sbi_pairs, sbi_pairs  # noqa: E402
 from effigy.detect.deepfake.protocol import protocol_sets  # noqa: E402
-from effigy.detect.faces import find_faces  # noqa: E402
 from effigy.metrics.detection import auc  # noqa: E402
 from effigy.models.training_state import training_step, warmup_cosine  # noqa: E402
 from effigy.models.zoo import load_zoo_model  # noqa: E402
@@ -104,8 +103,7 @@ def report(tag: str, model, config, test_faces: np.ndarray, lfw_test: np.ndarray
 
 
 def main(kind: str, name: str, steps: int) -> None:
-    test_faces = np.stack([f.image for photo in photos().values() for image in processed(photo).values()
-                           for f in find_faces(image)]).astype(np.float32)
+    test_faces = photo_faces()
     lfw_test = lfw_photos("test")
     extra = {"jitter": None, "studio": studio_pairs, "photo-sbi": photo_pairs, "lfw-sbi": lfw_pairs}[kind]
     extra = extra() if extra else None

@@ -6,7 +6,7 @@ quality 60, 30% brighter), through the deepfake detectors two ways: as `effigy d
 (the whole image resized to the model's 64x64 input) and as it reads them now (faces found by dlib's detector,
 framed like the LFW crops, cut in colour; "no face found" otherwise). Calibrated P(fake) per face and how many
 are called fake at each model's recorded operating threshold (`calibrate_deepfake.py`: temperature-scaled, the
-threshold chosen on the world's dev real captures at 5% BPCER).
+threshold chosen on the world's dev identities' real captures and their LFW photos, each kind at 5% BPCER).
 
     python benchmarks/scripts/real_photos.py      # ~1 min on 2 cores
 
@@ -87,7 +87,8 @@ def main() -> None:
             "and after benign processing, through each deepfake detector as the whole image resized to 64x64 (how "
             "`effigy detect deepfake` read a photo before) and as the faces found in it (how it reads one now). "
             "Calibrated P(fake); called fake at each model's recorded operating threshold (temperature-scaled, "
-            "chosen on the forgery world's dev real captures at 5% BPCER by `calibrate_deepfake.py`).  ",
+            "chosen on the forgery world's dev identities' real captures and their LFW photos, each kind at 5% "
+            "BPCER, by `calibrate_deepfake.py`).  ",
             machine_line(record["machine"]), "", "## Called fake", "",
             markdown_table(counts, [("model", "model"), ("threshold", "threshold"), ("whole", "whole image called fake"),
                                     ("faces", "faces called fake"), ("none", "images with no face found")]),

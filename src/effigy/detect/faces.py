@@ -134,3 +134,11 @@ def benign_variants(photo) -> dict:
             "half size": photo.resize((w // 2, h // 2), Image.BILINEAR),
             "JPEG q60": Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"),
             "30% brighter": ImageEnhance.Brightness(photo).enhance(1.3)}
+
+
+def benign_faces(photos) -> np.ndarray:
+    """[N, 3, SIZE, SIZE] float32: the faces found in each PIL photo, whole and after each benign processing
+    (:func:`benign_variants`), in that order; the real-photo checks' held-out faces and the photo-SBI pairs'
+    sources are made this way."""
+    faces = [face.image for photo in photos for image in benign_variants(photo).values() for face in find_faces(image)]
+    return np.stack(faces).astype(np.float32)

@@ -34,13 +34,10 @@ def lfw_photos(split: str) -> np.ndarray:
     benign processing, read as `effigy detect deepfake` reads a small image (a face crop)."""
     from PIL import Image
 
-    from effigy.detect.faces import benign_variants, find_faces
+    from effigy.detect.faces import benign_faces
 
-    faces = []
-    for identity in split_identities(split):
-        photo = Image.fromarray((real_faces()[identity] * 255).astype(np.uint8)).convert("RGB")
-        faces += [face.image for image in benign_variants(photo).values() for face in find_faces(image)]
-    return np.stack(faces).astype(np.float32)
+    return benign_faces(Image.fromarray((real_faces()[identity] * 255).astype(np.uint8)).convert("RGB")
+                        for identity in split_identities(split))
 
 
 def fake_logits(model: DeepfakeEncoder, images: np.ndarray) -> np.ndarray:

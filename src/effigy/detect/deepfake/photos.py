@@ -55,11 +55,9 @@ def photo_faces() -> np.ndarray:
     """[N, 3, SIZE, SIZE] the faces found in the photographs, whole and after benign processing."""
     from PIL import Image
 
-    from effigy.detect.faces import benign_variants, find_faces
+    from effigy.detect.faces import benign_faces
 
-    faces = [face.image for path in photo_files() for image in benign_variants(Image.open(path).convert("RGB"))
-             .values() for face in find_faces(image)]
-    return np.stack(faces).astype(np.float32)
+    return benign_faces(Image.open(path).convert("RGB") for path in photo_files())
 
 
 def photo_sbi_pairs(seed: int = 0, pairs_per_face: int = PAIRS_PER_FACE) -> ForgeryImages:
